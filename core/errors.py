@@ -1,0 +1,118 @@
+"""The one error tree of `core`: every failure a consumer can see, each with a message a person can act on.
+
+    PeerchatError
+    ├── ClosedError                  using a manager or connection after it was closed
+    ├── RelayError                   the Realtime Database (the relay) misbehaved
+    │   ├── RelayUnavailableError      it cannot be reached (network down, server gone)
+    │   └── PermissionDeniedError      the security rules refused an operation
+    ├── ConnectError                 a connection could not be opened
+    │   ├── PeerOfflineError           the device is unknown or not online
+    │   └── ConnectionDeclinedError    the other device refused the connection
+    ├── PeerTimeoutError             something did not happen within its time-out
+    ├── MessageTooLargeError         a message is over the size the relay accepts
+    ├── ConnectionClosedError        the connection closed while an operation waited on it
+    ├── ProtocolError                malformed or unexpected data from the peer or the relay
+    ├── UpgradeError                 a WebRTC upgrade failed (the relay link keeps working)
+    └── TransferError                a file transfer failed
+        ├── TransferDeclinedError      the receiver declined the offer
+        ├── TransferCancelledError     one side cancelled
+        ├── IntegrityError             the received file's SHA-256 did not match
+        ├── InsufficientSpaceError     not enough free disk space for the offer
+        └── DiskError                  reading or writing a file failed
+
+Third-party errors (firebase-admin, requests, aiortc, OSError) are mapped to these at the boundary, to the most
+specific class, with ``raise X(...) from exc``. ``str(error)`` is written for a person and may be shown as is.
+"""
+
+from __future__ import annotations
+
+
+class PeerchatError(Exception):
+    """Something went wrong in peerchat's connection library."""
+
+
+class ClosedError(PeerchatError):
+    """This object is closed: create a new one (or start it again) before using it."""
+
+
+class RelayError(PeerchatError):
+    """The relay (the Firebase Realtime Database) did not do what was asked."""
+
+
+class RelayUnavailableError(RelayError):
+    """The relay cannot be reached. Check the network connection and the database URL, then try again."""
+
+
+class PermissionDeniedError(RelayError):
+    """The database's security rules refused this operation. Check the user id and the deployed rules."""
+
+
+class ConnectError(PeerchatError):
+    """The connection to the other device could not be opened."""
+
+
+class PeerOfflineError(ConnectError):
+    """The device is not online (or not known). Start peerchat on it and try again."""
+
+
+class ConnectionDeclinedError(ConnectError):
+    """The other device declined the connection."""
+
+
+class PeerTimeoutError(PeerchatError):
+    """Something took longer than its time-out.
+
+    Attributes:
+        what: what was being waited for, in words ("acknowledgement of message 12").
+        seconds: the time-out that expired.
+    """
+
+    def __init__(self, message: str, *, what: str = "", seconds: float | None = None) -> None:
+        super().__init__(message)
+        self.what = what
+        self.seconds = seconds
+
+
+class MessageTooLargeError(PeerchatError):
+    """The message is larger than the relay accepts. Split it, or send it as a file."""
+
+    def __init__(self, message: str, *, size: int | None = None, limit: int | None = None) -> None:
+        super().__init__(message)
+        self.size = size
+        self.limit = limit
+
+
+class ConnectionClosedError(PeerchatError):
+    """The connection is closed: reconnect to the device to continue."""
+
+
+class ProtocolError(PeerchatError):
+    """Malformed or unexpected data arrived from the peer or the relay; it was ignored."""
+
+
+class UpgradeError(PeerchatError):
+    """The direct WebRTC link could not be opened; messages keep flowing through the relay."""
+
+
+class TransferError(PeerchatError):
+    """A file transfer failed."""
+
+
+class TransferDeclinedError(TransferError):
+    """The receiving device declined the files."""
+
+
+class TransferCancelledError(TransferError):
+    """The transfer was cancelled."""
+
+
+class IntegrityError(TransferError):
+    """The received file did not match the sender's SHA-256; the partial data was deleted. Send it again."""
+
+
+class InsufficientSpaceError(TransferError):
+    """There is not enough free disk space for these files. Free some space or choose another folder."""
+
+
+class DiskError(TransferError):
+    """Reading or writing a file failed (see the reason). Check the path, permissions and free space."""

@@ -1,0 +1,115 @@
+"""Event names and their payloads (frozen dataclasses) emitted by managers and connections.
+
+Managers (``PeerConnectionManager.events``):
+
+- ``incoming_connection``  -> :class:`IncomingConnection`  another device opened a connection to this one
+- ``connection_closed``    -> :class:`ConnectionClosed`    a connection of this manager ended
+- ``peers_changed``        -> :class:`PeersChanged`        the set of this user's online devices changed
+
+Connections (``PeerConnection.events``):
+
+- ``data``            -> :class:`Data`            a string arrived from the peer
+- ``binary``          -> :class:`BinaryData`      bytes arrived from the peer (``send_bytes``)
+- ``latency``         -> :class:`Latency`         a new round-trip time was measured
+- ``slow``            -> :class:`Slow`            something has been waiting longer than it should
+- ``recovered``       -> :class:`Recovered`       what was slow is no longer waiting
+- ``link_changed``    -> :class:`LinkChanged`     the link carrying the data changed (relay <-> webrtc)
+- ``upgrade_failed``  -> :class:`UpgradeFailed`   a WebRTC upgrade attempt failed; the relay keeps working
+- ``protocol_error``  -> :class:`ProtocolErrorEvent` malformed data arrived and was ignored
+- ``closed``          -> :class:`ConnectionClosed` the connection ended (same payload as the manager's)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from .peer import PeerConnection, PeerInfo
+
+Transport = Literal["relay", "webrtc"]
+CloseReason = Literal["peer-requested-closed", "connection-error", "local-closed"]
+
+INCOMING_CONNECTION = "incoming_connection"
+CONNECTION_CLOSED = "connection_closed"
+PEERS_CHANGED = "peers_changed"
+
+DATA = "data"
+BINARY = "binary"
+LATENCY = "latency"
+SLOW = "slow"
+RECOVERED = "recovered"
+LINK_CHANGED = "link_changed"
+UPGRADE_FAILED = "upgrade_failed"
+PROTOCOL_ERROR = "protocol_error"
+CLOSED = "closed"
+
+
+@dataclass(frozen=True)
+class IncomingConnection:
+    connection: PeerConnection
+
+
+@dataclass(frozen=True)
+class ConnectionClosed:
+    """``reason`` is "peer-requested-closed" (the peer disconnected), "connection-error" (see ``error``) or
+    "local-closed" (this side called ``disconnect()``)."""
+
+    connection: PeerConnection
+    reason: CloseReason
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class PeersChanged:
+    peers: tuple[PeerInfo, ...]
+
+
+@dataclass(frozen=True)
+class Data:
+    data: str
+
+
+@dataclass(frozen=True)
+class BinaryData:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Latency:
+    """``rtt`` in seconds, measured over ``transport``."""
+
+    rtt: float
+    transport: Transport
+
+
+@dataclass(frozen=True)
+class Slow:
+    """``what`` has been waiting ``waited`` seconds; it fails after ``timeout`` seconds."""
+
+    what: str
+    waited: float
+    timeout: float
+
+
+@dataclass(frozen=True)
+class Recovered:
+    what: str
+
+
+@dataclass(frozen=True)
+class LinkChanged:
+    transport: Transport
+    previous: Transport
+    reason: str
+
+
+@dataclass(frozen=True)
+class UpgradeFailed:
+    reason: str
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class ProtocolErrorEvent:
+    error: BaseException

@@ -1,0 +1,107 @@
+"""The consumer-facing interfaces: :class:`PeerInfo`, :class:`PeerConnection` and :class:`PeerConnectionManager`."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import Self
+
+from pyee.asyncio import AsyncIOEventEmitter
+
+from .events import Transport
+
+
+@dataclass(frozen=True)
+class PeerInfo:
+    """One of the user's devices: a stable ``id`` and a human ``label`` ("laptop")."""
+
+    id: str
+    label: str
+
+
+class PeerConnection(abc.ABC):
+    """A message channel to one of the user's devices. Whether the relay or WebRTC carries it is hidden.
+
+    Use it as ``async with connection:`` to disconnect on exit.
+    """
+
+    events: AsyncIOEventEmitter
+
+    @property
+    @abc.abstractmethod
+    def peer(self) -> PeerInfo: ...
+
+    @property
+    @abc.abstractmethod
+    def session_id(self) -> str: ...
+
+    @property
+    @abc.abstractmethod
+    def transport(self) -> Transport:
+        """``"relay"`` or ``"webrtc"``: the link that carries data now."""
+
+    @property
+    @abc.abstractmethod
+    def rtt(self) -> float | None:
+        """The last measured round-trip time in seconds, or None before the first measurement."""
+
+    @property
+    @abc.abstractmethod
+    def is_slow(self) -> bool:
+        """True while something on this connection waits longer than it should (see the ``slow`` event)."""
+
+    @property
+    @abc.abstractmethod
+    def is_closed(self) -> bool: ...
+
+    @abc.abstractmethod
+    async def send(self, data: str) -> None:
+        """Send a string. With ``confirm_data_receival`` returns once the peer's application received it."""
+
+    @abc.abstractmethod
+    async def send_bytes(self, data: bytes) -> None:
+        """Send bytes (a binary frame over WebRTC, a compact encoding over the relay)."""
+
+    @abc.abstractmethod
+    async def disconnect(self) -> None:
+        """Close the connection; the peer sees ``peer-requested-closed``. Safe to call twice."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.disconnect()
+
+
+class PeerConnectionManager(abc.ABC):
+    """Shows which of the user's devices are online and opens connections to them.
+
+    Use it as ``async with manager:`` (``start()`` on entry, ``stop()`` on exit).
+    """
+
+    events: AsyncIOEventEmitter
+
+    @property
+    @abc.abstractmethod
+    def device(self) -> PeerInfo:
+        """This device."""
+
+    @abc.abstractmethod
+    async def start(self) -> None: ...
+
+    @abc.abstractmethod
+    async def stop(self) -> None: ...
+
+    @abc.abstractmethod
+    async def get_online_peers(self) -> list[PeerInfo]:
+        """This user's other devices that are online now."""
+
+    @abc.abstractmethod
+    async def connect_to_peer(self, peer_id: str, *, confirm_data_receival: bool = False) -> PeerConnection: ...
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()

@@ -1,0 +1,1 @@
+"""peerchat: chat and move files between your own devices, from a terminal."""

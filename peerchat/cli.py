@@ -1,0 +1,5 @@
+"""peerchat's command line."""
+
+
+def main() -> None:
+    raise SystemExit("peerchat: not yet implemented")
