@@ -1,0 +1,256 @@
+"""peerchat's settings: command-line flags, a TOML file and the environment resolved into one `Settings`.
+
+Precedence, highest first: command-line flags, the environment (``FIREBASE_DATABASE_EMULATOR_HOST``), the TOML
+file (``config.toml`` in the platform's user config directory, or ``--config PATH``), then the defaults. The file
+takes the same keys as the flags, with ``_`` or ``-``::
+
+    user = "alice"
+    label = "laptop"
+    database_url = "https://my-project-default-rtdb.firebaseio.com"
+    credentials = "~/keys/my-project.json"
+    webrtc = true
+    download_dir = "~/Downloads/peerchat"
+
+Where the relay is (:attr:`Settings.mode`):
+
+- ``"emulator"``: ``--emulator HOST:PORT`` or ``FIREBASE_DATABASE_EMULATOR_HOST`` names a running emulator;
+- ``"firebase"``: ``--database-url`` names a real Firebase project (with ``--credentials``, a service-account JSON);
+- ``"embedded"``: neither, so peerchat uses the emulator on 127.0.0.1:9000, starting one if none answers there.
+
+A device's id is generated once per label and stored in ``devices.json`` in the user state directory, so it stays the
+same across runs, and two instances with different labels on one machine are two devices of the same user.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+
+APP_NAME = "peerchat"
+EMULATOR_ENV = "FIREBASE_DATABASE_EMULATOR_HOST"
+DEFAULT_USER = "local"
+EMBEDDED_HOST = "127.0.0.1"
+EMBEDDED_PORT = 9000
+DEFAULT_NAMESPACE = "peerchat"
+
+Mode = Literal["embedded", "emulator", "firebase"]
+
+# Firebase keys may not contain . # $ [ ] / or control characters; ids and users become keys.
+_KEY_RE = re.compile(r"^[A-Za-z0-9_\-:@+=~]{1,64}$")
+_KEYS = ("user", "label", "device_id", "database_url", "credentials", "emulator", "webrtc", "download_dir")
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the setting (and the file) and says what is expected."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the app and the headless commands need to reach the relay and act as one device."""
+
+    user: str = DEFAULT_USER
+    label: str = "device"
+    device_id: str = ""
+    database_url: str | None = None
+    credentials: Path | None = None
+    emulator: str | None = None
+    webrtc: bool = True
+    download_dir: Path = field(default_factory=lambda: default_download_dir())
+    namespace: str = DEFAULT_NAMESPACE
+
+    @property
+    def mode(self) -> Mode:
+        if self.emulator:
+            return "emulator"
+        if self.database_url:
+            return "firebase"
+        return "embedded"
+
+    @property
+    def emulator_address(self) -> tuple[str, int]:
+        """The emulator's (host, port): the configured one, or the embedded default."""
+        if self.emulator:
+            return parse_host_port(self.emulator, "emulator")
+        return EMBEDDED_HOST, EMBEDDED_PORT
+
+    @property
+    def relay_url(self) -> str:
+        """The database URL handed to firebase-admin (an ``http://host:port?ns=...`` URL for an emulator)."""
+        if self.mode == "firebase":
+            assert self.database_url is not None
+            return self.database_url
+        host, port = self.emulator_address
+        return f"http://{host}:{port}?ns={self.namespace}"
+
+    def describe_relay(self) -> str:
+        """Where the relay is, in words, for the status bar and error messages."""
+        if self.mode == "firebase":
+            return f"Firebase {self.database_url}"
+        host, port = self.emulator_address
+        kind = "embedded emulator" if self.mode == "embedded" else "emulator"
+        return f"{kind} {host}:{port}"
+
+
+def default_config_file() -> Path:
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def default_state_dir() -> Path:
+    return Path(platformdirs.user_state_dir(APP_NAME))
+
+
+def default_download_dir() -> Path:
+    return Path(platformdirs.user_downloads_dir()) / APP_NAME
+
+
+def default_label() -> str:
+    label = re.sub(r"[^A-Za-z0-9_\-]", "-", socket.gethostname().split(".")[0]).strip("-")
+    return label[:64] or "device"
+
+
+def parse_host_port(value: str, name: str = "emulator") -> tuple[str, int]:
+    """Split ``HOST:PORT``; raise :class:`ConfigError` naming ``name`` when it is not that."""
+    host, sep, port_text = value.strip().rpartition(":")
+    if not sep or not host or "/" in value:
+        raise ConfigError(f"{name}: expected HOST:PORT (like 127.0.0.1:9000), got {value!r}")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ConfigError(f"{name}: the port in {value!r} is not a number") from None
+    if not 0 < port < 65536:
+        raise ConfigError(f"{name}: the port in {value!r} must be between 1 and 65535")
+    return host, port
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """Read the TOML file's keys (``-`` folded to ``_``); a missing file is empty, anything unknown is an error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from exc
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"the config file {path} is not valid TOML: {exc}") from exc
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in _KEYS:
+            known = ", ".join(_KEYS)
+            raise ConfigError(f"the config file {path} has an unknown key {key!r} (known keys: {known})")
+        expected = bool if name == "webrtc" else str
+        if not isinstance(value, expected):
+            raise ConfigError(f"the config file {path}: {key} must be a {expected.__name__}, got {value!r}")
+        values[name] = value
+    return values
+
+
+def device_id_for(label: str, state_dir: Path) -> str:
+    """The stored device id for ``label``, generated and saved on first use.
+
+    Raises:
+        ConfigError: the store exists but is not what peerchat wrote (it is left as it is).
+    """
+    store = state_dir / "devices.json"
+    ids: dict[str, str] = {}
+    if store.exists():
+        try:
+            loaded = json.loads(store.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"the device id store {store} is unreadable ({exc}); fix or delete it") from exc
+        if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
+            raise ConfigError(f"the device id store {store} is not a JSON object of label -> id; fix or delete it")
+        ids = loaded
+    if label in ids:
+        return ids[label]
+    device_id = f"d{secrets.token_hex(6)}"
+    ids[label] = device_id
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        tmp = store.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(ids, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        os.replace(tmp, store)
+    except OSError as exc:
+        raise ConfigError(f"cannot save the device id in {store}: {exc.strerror or exc}") from exc
+    return device_id
+
+
+def _check_key(name: str, value: str) -> str:
+    if not _KEY_RE.match(value):
+        raise ConfigError(
+            f"{name}: {value!r} is not allowed; use 1 to 64 letters, digits or _ - : @ + = ~ (no spaces, no . # $ / [ ])"
+        )
+    return value
+
+
+def resolve_settings(
+    cli: Mapping[str, Any],
+    *,
+    env: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+    state_dir: Path | None = None,
+) -> Settings:
+    """Merge flags (``cli``; None means "not given"), the environment, the TOML file and the defaults.
+
+    Raises:
+        ConfigError: a value is invalid, or the file or the device id store is unusable.
+    """
+    env = os.environ if env is None else env
+    file_values = read_config_file(config_file or default_config_file())
+    given = {k: v for k, v in cli.items() if v is not None}
+    unknown = set(given) - set(_KEYS)
+    if unknown:
+        raise ConfigError(f"unknown settings: {', '.join(sorted(unknown))}")
+
+    def pick(name: str, default: Any = None) -> Any:
+        if name in given:
+            return given[name]
+        if name == "emulator" and env.get(EMULATOR_ENV):
+            return env[EMULATOR_ENV]
+        return file_values.get(name, default)
+
+    user = _check_key("user", str(pick("user", DEFAULT_USER)).strip())
+    label = pick("label")
+    label = default_label() if label is None else str(label).strip()
+    if not label or len(label) > 64 or any(ord(c) < 32 for c in label):
+        raise ConfigError(f"label: {label!r} must be 1 to 64 printable characters")
+    emulator = pick("emulator")
+    if emulator:
+        host, port = parse_host_port(str(emulator), "emulator")
+        emulator = f"{host}:{port}"
+    database_url = pick("database_url")
+    if database_url and not str(database_url).startswith(("https://", "http://")):
+        raise ConfigError(f"database-url: {database_url!r} must start with https:// (your project's database URL)")
+    credentials = pick("credentials")
+    credentials_path = Path(credentials).expanduser() if credentials else None
+    if credentials_path is not None and not emulator and not credentials_path.is_file():
+        raise ConfigError(f"credentials: {credentials_path} is not a file (expected a service-account JSON)")
+    device_id = pick("device_id")
+    if device_id:
+        device_id = _check_key("device-id", str(device_id))
+    else:
+        device_id = device_id_for(label, state_dir or default_state_dir())
+    download = pick("download_dir")
+    download_dir = Path(download).expanduser() if download else default_download_dir()
+    return Settings(
+        user=user,
+        label=label,
+        device_id=device_id,
+        database_url=database_url or None,
+        credentials=credentials_path,
+        emulator=emulator or None,
+        webrtc=bool(pick("webrtc", True)),
+        download_dir=download_dir,
+    )
