@@ -1,0 +1,272 @@
+"""The app's pure view models: the device directory, a session's link status, chat commands and number formats.
+
+Nothing here does I/O or knows Textual: each object takes core's events (or plain values) and returns what to
+show, so the widgets stay thin and these rules are tested without a terminal or a network.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from core.events import (
+    ConnectionClosed,
+    Latency,
+    LinkChanged,
+    ProtocolErrorEvent,
+    Recovered,
+    Slow,
+    Transport,
+    UpgradeFailed,
+)
+from core.peer import PeerInfo
+
+Severity = Literal["information", "warning", "error"]
+
+
+# --- numbers ---------------------------------------------------------------------------------------------------
+
+
+def format_bytes(size: float) -> str:
+    """``1536`` -> ``"1.5 KiB"``."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(size) < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def format_rate(bytes_per_second: float | None) -> str:
+    return "–" if not bytes_per_second else f"{format_bytes(bytes_per_second)}/s"
+
+
+def format_duration(seconds: float | None) -> str:
+    """A short duration for ETAs: ``"45 s"``, ``"3 min 05 s"``, ``"2 h 07 min"``; ``"–"`` when unknown."""
+    if seconds is None or seconds < 0 or seconds != seconds:
+        return "–"
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def format_ago(seconds: float) -> str:
+    """How long ago, for last-seen times: ``"just now"``, ``"5 min ago"``, ``"3 h ago"``, ``"2 d ago"``."""
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 86400:
+        return f"{int(seconds // 3600)} h ago"
+    return f"{int(seconds // 86400)} d ago"
+
+
+def format_rtt(rtt: float | None) -> str:
+    return "– ms" if rtt is None else f"{rtt * 1000:.0f} ms"
+
+
+# --- devices ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    """One line of the device list."""
+
+    peer: PeerInfo
+    online: bool
+    last_seen: float | None  # a time.time() value, for offline devices seen during this run
+
+
+class DeviceDirectory:
+    """This user's devices: the online ones from ``peers_changed``, plus those seen earlier, with when they left."""
+
+    def __init__(self) -> None:
+        self._known: dict[str, PeerInfo] = {}
+        self._online: set[str] = set()
+        self._last_seen: dict[str, float] = {}
+
+    def update(self, online: tuple[PeerInfo, ...] | list[PeerInfo], now: float) -> None:
+        """Take the current online set; devices that dropped out are remembered as last seen ``now``."""
+        current = {peer.id for peer in online}
+        for gone in self._online - current:
+            self._last_seen[gone] = now
+        for peer in online:
+            self._known[peer.id] = peer
+            self._last_seen.pop(peer.id, None)
+        self._online = current
+
+    def rows(self) -> list[DeviceRow]:
+        """Online devices first, then offline ones, each by label."""
+        rows = [DeviceRow(p, p.id in self._online, self._last_seen.get(p.id)) for p in self._known.values()]
+        return sorted(rows, key=lambda r: (not r.online, r.peer.label.lower(), r.peer.id))
+
+    def find(self, name: str) -> list[PeerInfo]:
+        """Devices whose id is ``name``, or else whose label is ``name`` (case-insensitive)."""
+        if name in self._known:
+            return [self._known[name]]
+        return [p for p in self._known.values() if p.label.lower() == name.lower()]
+
+    def is_online(self, peer_id: str) -> bool:
+        return peer_id in self._online
+
+
+def find_device(peers: list[PeerInfo] | tuple[PeerInfo, ...], name: str) -> PeerInfo:
+    """The one device among ``peers`` whose id, or else label, is ``name``.
+
+    Raises:
+        LookupError: none matches, or several share that label (the message lists their ids).
+    """
+    for peer in peers:
+        if peer.id == name:
+            return peer
+    matches = [p for p in peers if p.label.lower() == name.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    if not matches:
+        online = ", ".join(f"{p.label} ({p.id})" for p in peers) or "none"
+        raise LookupError(f"no online device is called {name!r}; online now: {online}")
+    ids = ", ".join(p.id for p in matches)
+    raise LookupError(f"several devices are called {name!r} ({ids}); use the id instead")
+
+
+# --- a session's link status -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the person should be told once (a notification)."""
+
+    text: str
+    severity: Severity = "information"
+
+
+@dataclass
+class LinkStatus:
+    """A session's status line: the link, the latency, and warnings with their reasons.
+
+    Feed it core's connection events with :meth:`apply`; it returns what deserves a notification.
+    """
+
+    transport: Transport = "relay"
+    rtt: float | None = None
+    warnings: dict[str, str] = field(default_factory=dict)
+    note: str | None = None
+    closed: str | None = None
+
+    def apply(self, event: object) -> Notice | None:
+        match event:
+            case Latency(rtt=rtt, transport=transport):
+                self.rtt, self.transport = rtt, transport
+            case Slow(what=what, waited=waited, timeout=timeout):
+                self.warnings[what] = f"slow: {what} ({waited:.0f} s, gives up after {timeout:.0f} s)"
+            case Recovered(what=what):
+                self.warnings.pop(what, None)
+            case LinkChanged(transport="webrtc"):
+                self.transport, self.note = "webrtc", None
+                return Notice("Direct WebRTC link open.")
+            case LinkChanged(transport=transport, reason=reason):
+                self.transport = transport
+                self.note = f"fell back to the relay: {reason}"
+                return Notice(f"Fell back to the relay ({reason}). Messages keep flowing; retrying WebRTC later.",
+                              "warning")
+            case UpgradeFailed(reason=reason):
+                self.note = f"no WebRTC: {reason}"
+                return Notice(f"WebRTC unavailable ({reason}); using the relay.", "warning")
+            case ProtocolErrorEvent(error=error):
+                return Notice(f"Ignored malformed data from the other device: {error}", "warning")
+            case ConnectionClosed(reason=reason, error=error):
+                self.warnings.clear()
+                self.closed = describe_close(reason, error)
+                return Notice(f"Session closed: {self.closed}.", "information" if reason != "connection-error"
+                              else "error")
+        return None
+
+    def render(self, *, latency: bool = True) -> str:
+        """The status line as Rich markup, e.g. ``● WEBRTC  12 ms  ⚠ slow: ...``."""
+        if self.closed:
+            return f"[b red]● CLOSED[/]  {escape(self.closed)}"
+        link = "[b green]● WEBRTC[/]" if self.transport == "webrtc" else "[b yellow]● RELAY[/]"
+        parts = [link]
+        if latency:
+            parts.append(format_rtt(self.rtt))
+        if self.note:
+            parts.append(f"[dim]{escape(self.note)}[/]")
+        parts.extend(f"[b $warning]⚠ {escape(text)}[/]" for text in self.warnings.values())
+        return "  ".join(parts)
+
+
+def describe_close(reason: str, error: BaseException | None) -> str:
+    if reason == "peer-requested-closed":
+        return "the other device closed it"
+    if reason == "local-closed":
+        return "you closed it"
+    return f"the connection was lost ({error})" if error else "the connection was lost"
+
+
+def escape(text: str) -> str:
+    return text.replace("[", r"\[")
+
+
+# --- the chat input --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendText:
+    text: str
+
+
+@dataclass(frozen=True)
+class SendFiles:
+    paths: tuple[Path, ...]
+
+
+@dataclass(frozen=True)
+class CloseSession:
+    pass
+
+
+@dataclass(frozen=True)
+class ShowHelp:
+    pass
+
+
+ChatCommand = SendText | SendFiles | CloseSession | ShowHelp
+
+CHAT_HELP = (
+    "Type a message and press Enter. Commands: /send PATH [PATH ...] sends files (quote paths with spaces), "
+    "/close ends the session, /help shows this. Start a message with // to send a leading /."
+)
+
+
+def parse_chat_input(text: str) -> ChatCommand | None:
+    """What the chat input asks for; None for blank input.
+
+    Raises:
+        ValueError: an unknown command or a /send without paths (the message says what to type).
+    """
+    if not text.strip():
+        return None
+    if text.startswith("//"):
+        return SendText(text[1:])
+    if not text.startswith("/"):
+        return SendText(text)
+    name, _, rest = text[1:].partition(" ")
+    if name == "send":
+        try:
+            words = shlex.split(rest)
+        except ValueError as exc:
+            raise ValueError(f"/send: {exc}; quote paths with spaces like /send \"my file.txt\"") from None
+        if not words:
+            raise ValueError("/send needs at least one path, like /send ~/notes.txt")
+        return SendFiles(tuple(Path(w).expanduser() for w in words))
+    if name == "close":
+        return CloseSession()
+    if name == "help":
+        return ShowHelp()
+    raise ValueError(f"unknown command /{name}. {CHAT_HELP}")

@@ -1,0 +1,123 @@
+"""Tests for peerchat.models: the pure view models behind the screens."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core.events import ConnectionClosed, Latency, LinkChanged, ProtocolErrorEvent, Recovered, Slow, UpgradeFailed
+from core.peer import PeerInfo
+from peerchat.models import (
+    CloseSession,
+    DeviceDirectory,
+    LinkStatus,
+    SendFiles,
+    SendText,
+    ShowHelp,
+    find_device,
+    format_ago,
+    format_bytes,
+    format_duration,
+    format_rate,
+    parse_chat_input,
+)
+
+LAPTOP = PeerInfo("d1", "laptop")
+DESKTOP = PeerInfo("d2", "desktop")
+
+
+def test_formats():
+    assert format_bytes(0) == "0 B"
+    assert format_bytes(1536) == "1.5 KiB"
+    assert format_bytes(5 * 1024**3) == "5.0 GiB"
+    assert format_rate(None) == "–"
+    assert format_rate(2 * 1024**2) == "2.0 MiB/s"
+    assert format_duration(None) == "–"
+    assert format_duration(45.2) == "45 s"
+    assert format_duration(185) == "3 min 05 s"
+    assert format_duration(2 * 3600 + 7 * 60) == "2 h 07 min"
+    assert format_ago(10) == "just now"
+    assert format_ago(300) == "5 min ago"
+    assert format_ago(3 * 86400) == "3 d ago"
+
+
+def test_directory_remembers_devices_that_went_offline():
+    directory = DeviceDirectory()
+    directory.update((LAPTOP, DESKTOP), now=100.0)
+    assert [(r.peer.label, r.online) for r in directory.rows()] == [("desktop", True), ("laptop", True)]
+    directory.update((DESKTOP,), now=160.0)
+    rows = directory.rows()
+    assert [(r.peer.label, r.online, r.last_seen) for r in rows] == [("desktop", True, None), ("laptop", False, 160.0)]
+    directory.update((DESKTOP, LAPTOP), now=200.0)
+    assert all(r.online and r.last_seen is None for r in directory.rows())
+
+
+def test_find_device_by_id_or_label():
+    peers = [LAPTOP, DESKTOP, PeerInfo("d3", "Phone")]
+    assert find_device(peers, "d2") == DESKTOP
+    assert find_device(peers, "LAPTOP") == LAPTOP
+    with pytest.raises(LookupError, match="no online device is called 'tv'; online now: laptop \\(d1\\)"):
+        find_device(peers, "tv")
+    with pytest.raises(LookupError, match="several devices are called 'laptop' \\(d1, d9\\)"):
+        find_device([*peers, PeerInfo("d9", "laptop")], "laptop")
+
+
+def test_link_status_follows_events():
+    status = LinkStatus()
+    assert "RELAY" in status.render()
+    assert status.apply(Latency(rtt=0.012, transport="relay")) is None
+    assert "12 ms" in status.render()
+    assert "ms" not in status.render(latency=False)
+
+    status.apply(Slow(what="acknowledgement of message 3", waited=4.2, timeout=20))
+    assert "slow: acknowledgement of message 3 (4 s, gives up after 20 s)" in status.render()
+    status.apply(Recovered(what="acknowledgement of message 3"))
+    assert "slow" not in status.render()
+
+    notice = status.apply(LinkChanged(transport="webrtc", previous="relay", reason="upgraded"))
+    assert notice is not None and notice.severity == "information"
+    assert "WEBRTC" in status.render()
+    notice = status.apply(LinkChanged(transport="relay", previous="webrtc", reason="data channel closed"))
+    assert notice is not None and notice.severity == "warning" and "data channel closed" in notice.text
+    assert "fell back to the relay: data channel closed" in status.render()
+
+    notice = status.apply(UpgradeFailed(reason="timed out after 5 s"))
+    assert notice is not None and "timed out after 5 s" in notice.text
+    assert status.apply(ProtocolErrorEvent(error=ValueError("bad seq"))).severity == "warning"
+
+
+@pytest.mark.parametrize(
+    ("reason", "error", "text", "severity"),
+    [
+        ("peer-requested-closed", None, "the other device closed it", "information"),
+        ("local-closed", None, "you closed it", "information"),
+        ("connection-error", TimeoutError("no reply for 15 s"), "lost (no reply for 15 s)", "error"),
+    ],
+)
+def test_link_status_closed(reason, error, text, severity):
+    status = LinkStatus()
+    notice = status.apply(ConnectionClosed(connection=None, reason=reason, error=error))  # type: ignore[arg-type]
+    assert notice.severity == severity
+    assert "CLOSED" in status.render() and text in status.render()
+
+
+def test_markup_in_reasons_is_escaped():
+    status = LinkStatus()
+    status.apply(UpgradeFailed(reason="[b]x"))
+    assert r"\[b]x" in status.render()
+
+
+def test_parse_chat_input():
+    assert parse_chat_input("   ") is None
+    assert parse_chat_input("hello /send") == SendText("hello /send")
+    assert parse_chat_input("//send x") == SendText("/send x")
+    assert parse_chat_input('/send a.txt "my file.txt"') == SendFiles((Path("a.txt"), Path("my file.txt")))
+    assert parse_chat_input("/close") == CloseSession()
+    assert parse_chat_input("/help") == ShowHelp()
+    with pytest.raises(ValueError, match="at least one path"):
+        parse_chat_input("/send")
+    with pytest.raises(ValueError, match="quote paths"):
+        parse_chat_input('/send "unterminated')
+    with pytest.raises(ValueError, match="unknown command /frobnicate"):
+        parse_chat_input("/frobnicate")
