@@ -1,0 +1,186 @@
+"""The WebRTC link's frame format: split messages into data-channel frames and join them again (no I/O).
+
+Every data-channel message the link sends is one *frame*, always a binary message::
+
+    +--------+------------------------+
+    | header | payload (0..n bytes)   |
+    +--------+------------------------+
+      1 byte
+
+    header bits   7      6..2       1..0
+                 MORE   reserved    type       reserved bits must be 0
+
+    type 0  TEXT       payload: a piece of a UTF-8 string
+    type 1  BINARY     payload: a piece of a byte string
+    type 2  KEEPALIVE  no payload; sent when the link was idle, so the peer knows it is alive
+    type 3  CLOSE      payload: a UTF-8 reason; the peer is closing the link on purpose
+
+A message larger than one frame (``MAX_FRAME_BYTES``, header included) is sent as consecutive frames of the same
+type; every frame but the last has MORE set. The data channel is reliable and ordered, so fragments need no
+numbers; control frames (KEEPALIVE, CLOSE) are never fragmented and may arrive between two fragments. Text is
+encoded to UTF-8 once and split on byte boundaries: the receiver joins the bytes, then decodes.
+
+``MAX_FRAME_BYTES`` is 64 KiB, the message size every WebRTC peer must accept when the other side does not
+announce one (RFC 8841 section 6); aiortc announces 256 KiB.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ProtocolError
+
+TEXT = 0x00
+BINARY = 0x01
+KEEPALIVE = 0x02
+CLOSE = 0x03
+MORE = 0x80
+_TYPE_MASK = 0x03
+_RESERVED_MASK = 0x7C
+
+MAX_FRAME_BYTES = 64 * 1024
+DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+
+_TYPE_NAMES = {TEXT: "text", BINARY: "binary", KEEPALIVE: "keep-alive", CLOSE: "close"}
+
+
+@dataclass(frozen=True)
+class Message:
+    """A whole message from the peer: ``str`` if it was sent as text, ``bytes`` if binary."""
+
+    data: str | bytes
+
+
+@dataclass(frozen=True)
+class Keepalive:
+    """The peer says it is alive."""
+
+
+@dataclass(frozen=True)
+class Close:
+    """The peer is closing the link on purpose, for ``reason``."""
+
+    reason: str
+
+
+Decoded = Message | Keepalive | Close
+
+
+def encode_message(data: str | bytes, *, max_frame: int = MAX_FRAME_BYTES) -> list[bytes]:
+    """The frames that carry ``data``, each at most ``max_frame`` bytes long (header included).
+
+    Raises:
+        TypeError: ``data`` is neither ``str`` nor ``bytes``.
+        ValueError: ``max_frame`` leaves no room for a payload.
+    """
+    if isinstance(data, str):
+        kind, payload = TEXT, data.encode("utf-8")
+    elif isinstance(data, (bytes, bytearray, memoryview)):
+        kind, payload = BINARY, bytes(data)
+    else:
+        raise TypeError(f"a message must be str or bytes, not {type(data).__name__}")
+    if max_frame < 2:
+        raise ValueError(f"max_frame must be at least 2 bytes (1 header + 1 payload), not {max_frame}")
+    room = max_frame - 1
+    if len(payload) <= room:
+        return [bytes((kind,)) + payload]
+    view = memoryview(payload)
+    last = (len(payload) - 1) // room * room
+    frames = [bytes((kind | MORE,)) + view[start : start + room] for start in range(0, last, room)]
+    frames.append(bytes((kind,)) + view[last:])
+    return frames
+
+
+def encode_keepalive() -> bytes:
+    """A KEEPALIVE frame."""
+    return bytes((KEEPALIVE,))
+
+
+def encode_close(reason: str) -> bytes:
+    """A CLOSE frame carrying ``reason`` (kept short: it must fit one frame)."""
+    payload = reason.encode("utf-8")[: MAX_FRAME_BYTES - 1]
+    return bytes((CLOSE,)) + payload.decode("utf-8", errors="ignore").encode("utf-8")
+
+
+class FrameDecoder:
+    """Turns frames, one at a time, into whole messages and control events.
+
+    ``feed()`` raises :class:`~core.errors.ProtocolError` for a malformed frame; the decoder then drops the message
+    being joined (if the frame broke it) and keeps working, so the next well-formed message decodes normally.
+    A message over ``max_message_bytes`` is refused once; its remaining fragments are skipped silently.
+    """
+
+    def __init__(self, *, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+        self._max_message_bytes = max_message_bytes
+        self._kind: int | None = None  # type of the message being joined, None between messages
+        self._parts: list[bytes] = []
+        self._size = 0
+        self._skipping = False  # inside a message that went over the limit
+
+    @property
+    def pending(self) -> int:
+        """Bytes held for a message whose last fragment has not arrived."""
+        return self._size
+
+    def feed(self, frame: bytes) -> Decoded | None:
+        """Take one frame; return a whole message or control event, or None while a message is incomplete."""
+        if not isinstance(frame, (bytes, bytearray)):
+            raise ProtocolError(
+                "the peer sent a text data channel message; this link only exchanges binary frames"
+            )
+        if not frame:
+            raise ProtocolError("the peer sent an empty frame (every frame starts with a header byte)")
+        header = frame[0]
+        kind, more = header & _TYPE_MASK, bool(header & MORE)
+        if header & _RESERVED_MASK:
+            raise ProtocolError(f"unknown frame type in header byte 0x{header:02x}")
+        if kind in (KEEPALIVE, CLOSE):
+            return self._control(kind, more, frame)
+        return self._fragment(kind, more, frame)
+
+    def _control(self, kind: int, more: bool, frame: bytes) -> Decoded:
+        name = _TYPE_NAMES[kind]
+        if more:
+            raise ProtocolError(f"a {name} frame cannot be fragmented (MORE is set)")
+        if kind == KEEPALIVE:
+            if len(frame) > 1:
+                raise ProtocolError(f"a keep-alive frame carries no payload, this one has {len(frame) - 1} bytes")
+            return Keepalive()
+        return Close(self._utf8(frame[1:], "the close reason"))
+
+    def _fragment(self, kind: int, more: bool, frame: bytes) -> Message | None:
+        if self._kind is not None and kind != self._kind:
+            expected = _TYPE_NAMES[self._kind]
+            self._reset()
+            raise ProtocolError(f"a {_TYPE_NAMES[kind]} fragment inside a {expected} message; the message was dropped")
+        self._kind = kind
+        size = self._size + len(frame) - 1
+        if self._skipping or size > self._max_message_bytes:
+            first = not self._skipping
+            self._parts, self._size, self._skipping = [], 0, more
+            if not more:
+                self._kind = None
+            if first:
+                raise ProtocolError(
+                    f"a message over the limit of {self._max_message_bytes} bytes arrived; it was dropped"
+                )
+            return None
+        self._parts.append(bytes(frame[1:]))
+        self._size = size
+        if more:
+            return None
+        payload = self._parts[0] if len(self._parts) == 1 else b"".join(self._parts)
+        self._reset()
+        if kind == BINARY:
+            return Message(payload)
+        return Message(self._utf8(payload, "a text message"))
+
+    def _reset(self) -> None:
+        self._kind, self._parts, self._size, self._skipping = None, [], 0, False
+
+    @staticmethod
+    def _utf8(payload: bytes, what: str) -> str:
+        try:
+            return payload.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ProtocolError(f"{what} is not valid UTF-8 (byte {exc.start}); it was dropped") from exc

@@ -1,0 +1,161 @@
+"""Tests for core.framing: the WebRTC link's frame format, without I/O."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.errors import ProtocolError
+from core.framing import (
+    BINARY,
+    CLOSE,
+    KEEPALIVE,
+    MAX_FRAME_BYTES,
+    MORE,
+    TEXT,
+    Close,
+    FrameDecoder,
+    Keepalive,
+    Message,
+    encode_close,
+    encode_keepalive,
+    encode_message,
+)
+
+
+def roundtrip(data: str | bytes, *, max_frame: int = MAX_FRAME_BYTES) -> list[object]:
+    decoder = FrameDecoder()
+    return [decoder.feed(frame) for frame in encode_message(data, max_frame=max_frame)]
+
+
+def test_a_short_text_is_one_frame_with_a_one_byte_header() -> None:
+    assert encode_message("héllo") == [bytes([TEXT]) + "héllo".encode()]
+
+
+def test_a_short_binary_is_one_frame_with_a_one_byte_header() -> None:
+    assert encode_message(b"\x00\x01") == [bytes([BINARY]) + b"\x00\x01"]
+
+
+@pytest.mark.parametrize("data", ["", b"", "x", b"y", "ü" * 10, bytes(range(256))])
+def test_small_messages_round_trip(data: str | bytes) -> None:
+    assert roundtrip(data) == [Message(data)]
+
+
+def test_a_large_text_is_split_and_joined_even_inside_a_multibyte_character() -> None:
+    text = "aé€😀" * 1000  # 10 bytes per repetition: fragment edges fall inside characters
+    frames = encode_message(text, max_frame=101)
+    assert len(frames) > 1
+    assert all(len(frame) <= 101 for frame in frames)
+    assert all(frame[0] == TEXT | MORE for frame in frames[:-1])
+    assert frames[-1][0] == TEXT
+    decoder = FrameDecoder()
+    results = [decoder.feed(frame) for frame in frames]
+    assert results[:-1] == [None] * (len(frames) - 1)
+    assert results[-1] == Message(text)
+
+
+def test_a_large_binary_is_split_at_the_frame_limit() -> None:
+    data = bytes(range(256)) * 1024  # 256 KiB
+    frames = encode_message(data)
+    assert len(frames) == -(-len(data) // (MAX_FRAME_BYTES - 1))
+    assert all(len(frame) <= MAX_FRAME_BYTES for frame in frames)
+    assert roundtrip(data)[-1] == Message(data)
+
+
+def test_a_message_exactly_filling_one_frame_is_not_split() -> None:
+    assert len(encode_message(b"z" * (MAX_FRAME_BYTES - 1))) == 1
+    assert len(encode_message(b"z" * MAX_FRAME_BYTES)) == 2
+
+
+def test_control_frames_decode() -> None:
+    decoder = FrameDecoder()
+    assert decoder.feed(encode_keepalive()) == Keepalive()
+    assert decoder.feed(encode_close("bye now")) == Close("bye now")
+    assert encode_keepalive() == bytes([KEEPALIVE])
+    assert encode_close("")[0] == CLOSE
+
+
+def test_control_frames_may_arrive_between_fragments() -> None:
+    decoder = FrameDecoder()
+    first, second = encode_message(b"ab" * 10, max_frame=11)
+    assert decoder.feed(first) is None
+    assert decoder.feed(encode_keepalive()) == Keepalive()
+    assert decoder.feed(second) == Message(b"ab" * 10)
+
+
+def test_too_small_a_frame_limit_is_refused() -> None:
+    with pytest.raises(ValueError, match="max_frame"):
+        encode_message("x", max_frame=1)
+
+
+def test_encode_refuses_other_types() -> None:
+    with pytest.raises(TypeError, match="str or bytes"):
+        encode_message(42)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("frame", "match"),
+    [
+        (b"", "empty frame"),
+        (bytes([0x40]) + b"x", "unknown frame type"),
+        (bytes([0x07]), "unknown frame type"),
+        (bytes([KEEPALIVE | MORE]), "cannot be fragmented"),
+        (bytes([KEEPALIVE]) + b"x", "keep-alive frame carries"),
+        (bytes([CLOSE | MORE]) + b"x", "cannot be fragmented"),
+        (bytes([CLOSE]) + b"\xff", "not valid UTF-8"),
+        (bytes([TEXT]) + b"\xc3", "not valid UTF-8"),
+    ],
+)
+def test_malformed_frames_raise_a_protocol_error(frame: bytes, match: str) -> None:
+    with pytest.raises(ProtocolError, match=match):
+        FrameDecoder().feed(frame)
+
+
+def test_a_text_frame_instead_of_bytes_is_a_protocol_error() -> None:
+    with pytest.raises(ProtocolError, match="text data channel message"):
+        FrameDecoder().feed("hello")  # type: ignore[arg-type]
+
+
+def test_a_fragment_of_another_type_in_the_middle_is_refused_and_the_decoder_recovers() -> None:
+    decoder = FrameDecoder()
+    assert decoder.feed(bytes([TEXT | MORE]) + b"abc") is None
+    with pytest.raises(ProtocolError, match="binary fragment inside a text message"):
+        decoder.feed(bytes([BINARY]) + b"def")
+    # The partial message is dropped; the next message decodes normally.
+    assert decoder.feed(bytes([BINARY]) + b"ok") == Message(b"ok")
+
+
+def test_invalid_utf8_across_fragments_is_refused_and_the_decoder_recovers() -> None:
+    decoder = FrameDecoder()
+    assert decoder.feed(bytes([TEXT | MORE]) + b"ab\xe2") is None
+    with pytest.raises(ProtocolError, match="not valid UTF-8"):
+        decoder.feed(bytes([TEXT]) + b"zz")
+    assert decoder.feed(bytes([TEXT]) + b"next") == Message("next")
+
+
+def test_a_message_over_the_limit_is_refused_once_and_its_remaining_fragments_are_skipped() -> None:
+    decoder = FrameDecoder(max_message_bytes=10)
+    frames = encode_message(b"x" * 30, max_frame=5)  # 4 payload bytes per frame: 8 frames
+    raised = 0
+    for frame in frames:
+        try:
+            assert decoder.feed(frame) is None
+        except ProtocolError as exc:
+            raised += 1
+            assert "over the limit of 10 bytes" in str(exc)
+    assert raised == 1
+    assert decoder.feed(encode_message(b"fine")[0]) == Message(b"fine")
+
+
+def test_a_message_at_the_limit_is_accepted() -> None:
+    decoder = FrameDecoder(max_message_bytes=10)
+    frames = encode_message(b"y" * 10, max_frame=4)
+    assert [decoder.feed(frame) for frame in frames][-1] == Message(b"y" * 10)
+
+
+def test_pending_reports_a_partial_message() -> None:
+    decoder = FrameDecoder()
+    assert decoder.pending == 0
+    decoder.feed(bytes([BINARY | MORE]) + b"abc")
+    assert decoder.pending == 3
+    decoder.feed(bytes([BINARY]) + b"d")
+    assert decoder.pending == 0
