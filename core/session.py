@@ -1,0 +1,341 @@
+"""The reliable ordered stream of a connection, without I/O: sequence numbers, acks, retransmission, pings, timers.
+
+:class:`ReliableStream` is a plain object. It takes events (the application sends, a frame arrived from a link, the
+clock ticked) and returns *actions* (write this frame, deliver this payload, these sequence numbers are now
+acknowledged, a round trip was measured, something is slow, the peer is gone). It never sleeps, reads a clock or
+touches a socket: the caller passes ``now`` (seconds, any monotonic clock) into every call.
+
+Frames are small dicts, the same on every link (the relay stores them as database values, a WebRTC data channel
+as JSON text)::
+
+    {"kind": "data",   "seq": 7, "data": "hello"}      sequenced: delivered once, in order
+    {"kind": "binary", "seq": 8, "data": "<base64>"}   sequenced: bytes, base64 in a string
+    {"kind": "signal", "seq": 9, "data": "<json>"}     sequenced: WebRTC signalling (a JSON object as text)
+    {"kind": "close",  "seq": 10, "data": ""}          sequenced: the peer disconnects after everything before it
+    {"kind": "ack",    "seq": 10}                      cumulative: every sequenced frame up to 10 was delivered
+    {"kind": "ping",   "seq": 3}                       latency probe, answered at once with a pong
+    {"kind": "pong",   "seq": 3}
+
+Sequence numbers start at 1 and span every link: when a link fails, :meth:`ReliableStream.resend_unacked` writes
+every unacknowledged frame again (on whatever link is active next) and the receiver drops duplicates by sequence
+number, so nothing is lost, duplicated or reordered across a switch. An acknowledgement means the frame was handed
+to the application (the ``data`` event was emitted), which is what ``confirm_data_receival`` waits for.
+
+At most ``window`` sequenced frames are in flight (written, not yet acknowledged); later ones wait in order. That
+is the backpressure a sender feels when its peer reads slowly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import PeerTimeoutError, ProtocolError
+
+SEQUENCED_KINDS = frozenset({"data", "binary", "signal", "close"})
+CONTROL_KINDS = frozenset({"ack", "ping", "pong"})
+FRAME_KINDS = SEQUENCED_KINDS | CONTROL_KINDS
+# Sequence numbers fit the relay's keys ("s" + 10 digits) and JSON numbers exactly.
+MAX_SEQ = 9_999_999_999
+
+
+# ---------------------------------------------------------------------------------------------------------- actions
+@dataclass(frozen=True)
+class WriteFrame:
+    """Write ``frame`` on the active link."""
+
+    frame: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Deliver:
+    """Hand a sequenced frame's payload to the application (``kind`` is data, binary, signal or close)."""
+
+    kind: str
+    seq: int
+    data: str
+
+
+@dataclass(frozen=True)
+class Acked:
+    """Every sequenced frame up to and including ``seq`` was delivered to the peer's application."""
+
+    seq: int
+
+
+@dataclass(frozen=True)
+class RttMeasured:
+    rtt: float
+
+
+@dataclass(frozen=True)
+class SlowStarted:
+    """``what`` has waited ``waited`` seconds; it fails after ``timeout``."""
+
+    what: str
+    waited: float
+    timeout: float
+
+
+@dataclass(frozen=True)
+class SlowEnded:
+    what: str
+
+
+@dataclass(frozen=True)
+class PeerGone:
+    """Nothing arrived from the peer for ``peer_timeout`` seconds: the connection is dead."""
+
+    error: PeerTimeoutError
+
+
+@dataclass(frozen=True)
+class BadFrame:
+    """A malformed or impossible frame arrived and was dropped."""
+
+    error: ProtocolError
+
+
+Action = WriteFrame | Deliver | Acked | RttMeasured | SlowStarted | SlowEnded | PeerGone | BadFrame
+
+
+@dataclass(frozen=True)
+class StreamTimers:
+    """The intervals a :class:`ReliableStream` works with, in seconds (see :class:`core.options.ManagerOptions`)."""
+
+    window: int = 32
+    retransmit_interval: float = 2.0
+    ack_timeout: float = 20.0
+    ping_interval: float = 2.0
+    slow_after: float = 2.0
+    peer_timeout: float = 15.0
+
+
+@dataclass
+class _InFlight:
+    frame: dict[str, Any]
+    first_sent: float
+    last_sent: float
+
+
+@dataclass
+class _Slow:
+    since: float
+    reported: bool = False
+
+
+# What waits, in words (the ``what`` of slow/recovered events).
+WAIT_ACK = "acknowledgement from the peer"
+WAIT_PONG = "reply to a latency probe"
+WAIT_WINDOW = "room in the send window (the peer reads slowly)"
+
+
+@dataclass
+class ReliableStream:
+    """One side of a connection's ordered, acknowledged stream (see the module docstring)."""
+
+    timers: StreamTimers = field(default_factory=StreamTimers)
+    now: float = 0.0
+
+    def __post_init__(self) -> None:
+        self._next_seq = 1
+        self._queued: deque[dict[str, Any]] = deque()  # sequenced, not yet written (window full)
+        self._in_flight: OrderedDict[int, _InFlight] = OrderedDict()
+        self._acked = 0  # highest seq the peer acknowledged
+        self._delivered = 0  # highest seq delivered to our application
+        self._reorder: dict[int, dict[str, Any]] = {}
+        self._next_ping = 1
+        self._pings: OrderedDict[int, float] = OrderedDict()
+        self._last_ping_sent = -math.inf
+        self._last_heard = self.now
+        self._slow: dict[str, _Slow] = {}
+        self._gone = False
+        self.rtt: float | None = None
+
+    # ------------------------------------------------------------------------------------------------ properties
+    @property
+    def next_seq(self) -> int:
+        return self._next_seq
+
+    @property
+    def acked(self) -> int:
+        return self._acked
+
+    @property
+    def delivered(self) -> int:
+        return self._delivered
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def queued(self) -> int:
+        return len(self._queued)
+
+    @property
+    def slow(self) -> tuple[str, ...]:
+        return tuple(what for what, state in self._slow.items() if state.reported)
+
+    # ---------------------------------------------------------------------------------------------------- events
+    def send(self, kind: str, data: str, now: float) -> tuple[int, list[Action]]:
+        """Queue a sequenced frame; returns its sequence number and the frames that may be written now."""
+        if kind not in SEQUENCED_KINDS:
+            raise ValueError(f"{kind!r} is not a sequenced frame kind")
+        if not isinstance(data, str):
+            raise TypeError("frame data must be a string")
+        seq = self._next_seq
+        self._next_seq += 1
+        self._queued.append({"kind": kind, "seq": seq, "data": data})
+        return seq, self._release(now)
+
+    def receive(self, frame: object, now: float) -> list[Action]:
+        """Handle a frame that arrived on any link."""
+        actions: list[Action] = []
+        try:
+            kind, seq = _check_frame(frame)
+        except ProtocolError as exc:
+            return [BadFrame(exc)]
+        assert isinstance(frame, dict)
+        self._last_heard = now
+        if kind == "ack":
+            actions += self._on_ack(seq, now)
+        elif kind == "ping":
+            actions.append(WriteFrame({"kind": "pong", "seq": seq}))
+        elif kind == "pong":
+            sent = self._pings.pop(seq, None)
+            if sent is not None:
+                # Older probes still outstanding were overtaken: forget them.
+                for old in [s for s in self._pings if s < seq]:
+                    del self._pings[old]
+                self.rtt = now - sent
+                actions.append(RttMeasured(self.rtt))
+                if not self._pings:
+                    actions += self._end_slow(WAIT_PONG)
+        else:
+            actions += self._on_sequenced(frame, seq)
+        return actions
+
+    def tick(self, now: float) -> list[Action]:
+        """Let time pass: retransmit, probe latency, report slowness and a vanished peer."""
+        if self._gone:
+            return []
+        actions: list[Action] = []
+        t = self.timers
+        if now - self._last_heard >= t.peer_timeout:
+            self._gone = True
+            return [
+                PeerGone(
+                    PeerTimeoutError(
+                        f"Nothing arrived from the other device for {t.peer_timeout:g} s; it is offline or unreachable.",
+                        what="any message from the peer",
+                        seconds=t.peer_timeout,
+                    )
+                )
+            ]
+        for entry in self._in_flight.values():
+            if now - entry.last_sent >= t.retransmit_interval:
+                entry.last_sent = now
+                actions.append(WriteFrame(entry.frame))
+        if now - self._last_ping_sent >= t.ping_interval:
+            self._last_ping_sent = now
+            ping = self._next_ping
+            self._next_ping += 1
+            self._pings[ping] = now
+            while len(self._pings) > 16:
+                self._pings.popitem(last=False)
+            actions.append(WriteFrame({"kind": "ping", "seq": ping}))
+        # Slowness: the oldest unacknowledged frame, the oldest unanswered probe, a full window.
+        if self._in_flight:
+            oldest = next(iter(self._in_flight.values())).first_sent
+            actions += self._check_slow(WAIT_ACK, oldest, now, t.ack_timeout)
+        if self._pings:
+            actions += self._check_slow(WAIT_PONG, next(iter(self._pings.values())), now, t.peer_timeout)
+        if self._queued:
+            actions += self._check_slow(WAIT_WINDOW, self._slow.get(WAIT_WINDOW, _Slow(now)).since, now, t.ack_timeout)
+        return actions
+
+    def resend_unacked(self, now: float) -> list[Action]:
+        """The link changed: write every unacknowledged frame again (the receiver drops duplicates)."""
+        actions: list[Action] = []
+        for entry in self._in_flight.values():
+            entry.last_sent = now
+            actions.append(WriteFrame(entry.frame))
+        return actions
+
+    # ---------------------------------------------------------------------------------------------------- inside
+    def _release(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        while self._queued and len(self._in_flight) < self.timers.window:
+            frame = self._queued.popleft()
+            self._in_flight[frame["seq"]] = _InFlight(frame, now, now)
+            actions.append(WriteFrame(frame))
+        if self._queued:
+            self._slow.setdefault(WAIT_WINDOW, _Slow(now))
+        else:
+            actions += self._end_slow(WAIT_WINDOW)
+        return actions
+
+    def _on_ack(self, seq: int, now: float) -> list[Action]:
+        if seq >= self._next_seq:
+            return [BadFrame(ProtocolError(f"The peer acknowledged message {seq}, which was never sent."))]
+        if seq <= self._acked:
+            return []
+        self._acked = seq
+        for s in [s for s in self._in_flight if s <= seq]:
+            del self._in_flight[s]
+        actions: list[Action] = [Acked(seq)]
+        # The oldest unacknowledged frame changed: restart the slowness clock for the next one.
+        actions += self._end_slow(WAIT_ACK)
+        actions += self._release(now)
+        return actions
+
+    def _on_sequenced(self, frame: dict[str, Any], seq: int) -> list[Action]:
+        if seq <= self._delivered:
+            # A duplicate (a retransmission, or the same frame on two links): acknowledge again, deliver nothing.
+            return [WriteFrame({"kind": "ack", "seq": self._delivered})]
+        if seq > self._delivered + max(4 * self.timers.window, 1024):
+            return [BadFrame(ProtocolError(f"Message {seq} is far beyond the receive window; it was dropped."))]
+        self._reorder[seq] = frame
+        actions: list[Action] = []
+        while self._delivered + 1 in self._reorder:
+            nxt = self._reorder.pop(self._delivered + 1)
+            self._delivered += 1
+            actions.append(Deliver(nxt["kind"], nxt["seq"], nxt["data"]))
+        if actions:
+            actions.append(WriteFrame({"kind": "ack", "seq": self._delivered}))
+        return actions
+
+    def _check_slow(self, what: str, since: float, now: float, timeout: float) -> list[Action]:
+        state = self._slow.setdefault(what, _Slow(since))
+        state.since = since
+        if not state.reported and now - since >= self.timers.slow_after:
+            state.reported = True
+            return [SlowStarted(what, now - since, timeout)]
+        return []
+
+    def _end_slow(self, what: str) -> list[Action]:
+        state = self._slow.pop(what, None)
+        if state is not None and state.reported:
+            return [SlowEnded(what)]
+        return []
+
+
+def _check_frame(frame: object) -> tuple[str, int]:
+    """Validate a frame's shape; returns (kind, seq) or raises ProtocolError naming what is wrong."""
+    if not isinstance(frame, dict):
+        raise ProtocolError(f"A frame must be an object, not {type(frame).__name__}.")
+    kind = frame.get("kind")
+    if kind not in FRAME_KINDS:
+        raise ProtocolError(f"Unknown frame kind {kind!r}.")
+    seq = frame.get("seq")
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= MAX_SEQ:
+        raise ProtocolError(f"A {kind} frame needs a whole-number seq between 0 and {MAX_SEQ}, not {seq!r}.")
+    if kind in SEQUENCED_KINDS:
+        if seq < 1:
+            raise ProtocolError(f"A {kind} frame's seq starts at 1, not {seq}.")
+        if not isinstance(frame.get("data"), str):
+            raise ProtocolError(f"A {kind} frame needs a string 'data' field.")
+    return kind, seq
