@@ -1,0 +1,186 @@
+"""Presence: which of the user's devices are online, from heartbeats that carry the server's timestamp.
+
+firebase-admin has no ``onDisconnect``, so Firebase's presence pattern is adapted with heartbeats. Every device
+writes ``presence/{userId}/{deviceId} = {label, lastSeen: <server timestamp>, online: true}`` every
+``heartbeat_interval`` seconds, and ``online: false`` when it stops cleanly (so it shows offline at once). A device
+that crashed stops writing; it counts as offline once its ``lastSeen`` is older than ``heartbeat_interval *
+presence_misses`` (three intervals by default).
+
+Freshness is judged against the *server's* clock, because ``lastSeen`` is server time and this machine's clock
+may differ. :class:`PresenceView` estimates the offset from this device's own heartbeats: when one comes back
+through the listener, ``lastSeen - local_time_of_arrival`` is the offset minus the (non-negative) delay, so the
+largest recent sample is the best estimate.
+
+This module holds :class:`PresenceView` (no I/O: it takes the listened value and the local time) and
+:class:`Heartbeat`, the small task that writes the heartbeat through a function it is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .peer import PeerInfo
+
+log = logging.getLogger(__name__)
+
+SERVER_TIMESTAMP = {".sv": "timestamp"}
+ID_RE = re.compile(r"^[A-Za-z0-9_:@+=~-]{1,64}$")
+MAX_LABEL = 100
+
+
+def valid_id(value: object) -> bool:
+    """True for a user, device or session id the security rules accept (1-64 of ``A-Z a-z 0-9 _ : @ + = ~ -``)."""
+    return isinstance(value, str) and ID_RE.match(value) is not None
+
+
+def valid_label(value: object) -> bool:
+    return isinstance(value, str) and 1 <= len(value) <= MAX_LABEL
+
+
+def heartbeat_record(label: str, *, online: bool = True) -> dict[str, Any]:
+    """The value a device writes at ``presence/{userId}/{deviceId}``."""
+    return {"label": label, "lastSeen": SERVER_TIMESTAMP, "online": online}
+
+
+@dataclass(frozen=True)
+class _Record:
+    label: str
+    last_seen_ms: float
+    online: bool
+
+
+@dataclass
+class PresenceView:
+    """The live local view of ``presence/{userId}``: feed it the listened value, ask it who is online.
+
+    Args:
+        own_id: this device (never listed among the peers, but its heartbeats calibrate the clock offset).
+        stale_after: seconds after which a heartbeat no longer counts (``heartbeat_interval * presence_misses``).
+    """
+
+    own_id: str
+    stale_after: float
+    _records: dict[str, _Record] = field(default_factory=dict)
+    _samples: deque[float] = field(default_factory=lambda: deque(maxlen=8))
+    _last_own_seen: float | None = None
+    _online: tuple[PeerInfo, ...] = ()
+
+    @property
+    def offset(self) -> float | None:
+        """Estimated ``server_clock - local_clock`` in seconds (None before this device's first heartbeat came back)."""
+        return max(self._samples) if self._samples else None
+
+    @property
+    def online(self) -> tuple[PeerInfo, ...]:
+        """The peers online at the last :meth:`update` or :meth:`refresh`, sorted by id."""
+        return self._online
+
+    def server_now(self, now: float) -> float:
+        return now + (self.offset or 0.0)
+
+    def update(self, devices: object, now: float) -> bool:
+        """Replace the view with the value at ``presence/{userId}``; True if the online set changed.
+
+        ``now`` is the local wall-clock time (seconds since the epoch) when the value arrived. Malformed
+        records (from a buggy or hostile writer) are skipped.
+        """
+        records: dict[str, _Record] = {}
+        if isinstance(devices, dict):
+            for device_id, raw in devices.items():
+                rec = _parse(device_id, raw)
+                if rec is not None:
+                    records[device_id] = rec
+        self._records = records
+        own = records.get(self.own_id)
+        if own is not None and own.last_seen_ms != self._last_own_seen:
+            self._last_own_seen = own.last_seen_ms
+            self._samples.append(own.last_seen_ms / 1000.0 - now)
+        return self.refresh(now)
+
+    def refresh(self, now: float) -> bool:
+        """Re-judge freshness at local time ``now`` (heartbeats age); True if the online set changed."""
+        server_now = self.server_now(now)
+        online = tuple(
+            PeerInfo(device_id, rec.label)
+            for device_id, rec in sorted(self._records.items())
+            if device_id != self.own_id and rec.online and server_now - rec.last_seen_ms / 1000.0 <= self.stale_after
+        )
+        changed = online != self._online
+        self._online = online
+        return changed
+
+    def get(self, device_id: str) -> PeerInfo | None:
+        for peer in self._online:
+            if peer.id == device_id:
+                return peer
+        return None
+
+
+def _parse(device_id: object, raw: object) -> _Record | None:
+    if not valid_id(device_id) or not isinstance(raw, dict):
+        return None
+    label, last_seen, online = raw.get("label"), raw.get("lastSeen"), raw.get("online")
+    if not valid_label(label) or not isinstance(online, bool):
+        return None
+    if isinstance(last_seen, bool) or not isinstance(last_seen, int | float):
+        return None
+    return _Record(label, float(last_seen), online)
+
+
+class Heartbeat:
+    """Writes this device's heartbeat every ``interval`` seconds until stopped; write errors are retried.
+
+    Args:
+        write: an async function writing one heartbeat record (it raises on failure).
+        on_error: called with each write failure (the task keeps going).
+    """
+
+    def __init__(
+        self,
+        write: Callable[[dict[str, Any]], Awaitable[None]],
+        label: str,
+        interval: float,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self._write = write
+        self._label = label
+        self._interval = interval
+        self._on_error = on_error
+        self._task: asyncio.Task[None] | None = None
+        self.beats = 0
+
+    async def beat(self) -> None:
+        await self._write(heartbeat_record(self._label))
+        self.beats += 1
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="presence-heartbeat")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.beat()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reported, and the next beat retries
+                log.warning("heartbeat failed: %s", exc)
+                if self._on_error is not None:
+                    self._on_error(exc)
+
+    async def stop(self) -> None:
+        """Stop beating (does not write the offline record: the owner does that)."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
