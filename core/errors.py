@@ -18,7 +18,8 @@
         ├── TransferCancelledError     one side cancelled
         ├── IntegrityError             the received file's SHA-256 did not match
         ├── InsufficientSpaceError     not enough free disk space for the offer
-        └── DiskError                  reading or writing a file failed
+        ├── DiskError                  reading or writing a file failed
+        └── TransferInterruptedError   the connection closed mid-transfer (send again to resume)
 
 Third-party errors (firebase-admin, requests, aiortc, OSError) are mapped to these at the boundary, to the most
 specific class, with ``raise X(...) from exc``. ``str(error)`` is written for a person and may be shown as is.
@@ -116,3 +117,7 @@ class InsufficientSpaceError(TransferError):
 
 class DiskError(TransferError):
     """Reading or writing a file failed (see the reason). Check the path, permissions and free space."""
+
+
+class TransferInterruptedError(TransferError):
+    """The connection closed during the transfer. Send the files again: it continues where it stopped."""

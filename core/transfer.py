@@ -1,0 +1,709 @@
+"""The file-transfer protocol without I/O: binary frames, the sending and receiving state machines, a rate meter.
+
+Every frame is one ``send_bytes`` message whose first byte is its type. The transfer layer owns all ``binary``
+traffic on a connection; strings (``data``) are left to chat.
+
+Control frames are the type byte followed by a JSON object that always names the transfer (``id``, 32 hex digits)::
+
+    0x01 OFFER     {"v", "id", "chunk_size", "window", "part", "parts", "files": [[path, size, sha256], ...]}
+    0x02 ACCEPT    {"id", "offsets": [bytes the receiver already has, per file]}
+    0x03 DECLINE   {"id", "reason"}
+    0x04 ACK       {"id", "file", "offset"}      the receiver wrote file[0:offset]
+    0x05 VERIFIED  {"id", "file"}                the file's SHA-256 matched; it has its final name
+    0x06 CANCEL    {"id", "kind", "message"}     either side ends the transfer (kind says why)
+    0x07 REWIND    {"id", "file", "offset"}      a chunk went missing: send again from offset
+
+A chunk is the type byte 0x10, the transfer id as 16 raw bytes, the file index (u32, big-endian), the offset (u64)
+and the payload, so file data crosses WebRTC without any encoding.
+
+An offer too large for one frame (thousands of files) is split into ``parts`` frames that arrive in order.
+
+The flow: the sender offers; the receiver accepts with the offsets it already has (resume) or declines; the sender
+streams chunks with at most ``window`` chunks read or unacknowledged, file after file; the receiver acknowledges
+every ``window // 2`` chunks and at the end of each file, checks the file's SHA-256, renames it and says VERIFIED.
+The sender is done when every file is verified. A chunk that arrives past a gap makes the receiver ask once for a
+REWIND; duplicates are ignored.
+
+The machines take messages (and the results of the I/O they asked for) and return actions: :class:`SendFrame`,
+:class:`ReadChunk`, :class:`WriteChunk`, :class:`VerifyFile`, :class:`FileDone`, :class:`Finished`,
+:class:`Failed`. ``core.files`` performs them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import (
+    DiskError,
+    InsufficientSpaceError,
+    IntegrityError,
+    PeerchatError,
+    ProtocolError,
+    TransferCancelledError,
+    TransferDeclinedError,
+    TransferError,
+    TransferInterruptedError,
+)
+
+PROTOCOL_VERSION = 1
+
+OFFER = 0x01
+ACCEPT = 0x02
+DECLINE = 0x03
+ACK = 0x04
+VERIFIED = 0x05
+CANCEL = 0x06
+REWIND = 0x07
+CHUNK = 0x10
+
+_CHUNK_HEADER = struct.Struct(">B16sIQ")
+CHUNK_HEADER_SIZE = _CHUNK_HEADER.size
+
+MAX_CHUNK_SIZE = 16 * 1024 * 1024
+MAX_WINDOW = 1024
+MAX_FILES = 1_000_000
+MAX_PATH_CHARS = 4096
+MAX_FILE_SIZE = 2**62
+MAX_TEXT_CHARS = 2000
+
+CancelKind = Literal["cancelled", "disk", "space", "integrity", "protocol"]
+_CANCEL_KINDS = ("cancelled", "disk", "space", "integrity", "protocol")
+
+_ID = re.compile(r"[0-9a-f]{32}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def new_transfer_id() -> str:
+    """A fresh random transfer id (32 lowercase hex digits)."""
+    return uuid.uuid4().hex
+
+
+# --- messages ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    """One offered file: its relative ``path`` with ``/`` separators, its ``size`` and its SHA-256 (hex)."""
+
+    path: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Offer:
+    id: str
+    files: tuple[FileEntry, ...]
+    chunk_size: int
+    window: int
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(f.size for f in self.files)
+
+
+@dataclass(frozen=True)
+class OfferPart:
+    """One frame of an offer; :class:`OfferAssembler` joins the parts into an :class:`Offer`."""
+
+    id: str
+    files: tuple[FileEntry, ...]
+    chunk_size: int
+    window: int
+    part: int
+    parts: int
+
+
+@dataclass(frozen=True)
+class Accept:
+    id: str
+    offsets: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Decline:
+    id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Ack:
+    id: str
+    file: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Verified:
+    id: str
+    file: int
+
+
+@dataclass(frozen=True)
+class Cancel:
+    id: str
+    kind: CancelKind
+    message: str
+
+
+@dataclass(frozen=True)
+class Rewind:
+    id: str
+    file: int
+    offset: int
+
+
+@dataclass(frozen=True)
+class Chunk:
+    id: str
+    file: int
+    offset: int
+    data: bytes
+
+
+Message = OfferPart | Accept | Decline | Ack | Verified | Cancel | Rewind | Chunk
+
+
+# --- encoding ---------------------------------------------------------------------------------------------------
+
+
+def _control(kind: int, body: dict) -> bytes:
+    return bytes([kind]) + json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def encode_frame(message: Message) -> bytes:
+    """The frame for one message (an :class:`Offer` goes through :func:`encode_offer`)."""
+    match message:
+        case Chunk(id=tid, file=file, offset=offset, data=data):
+            return _CHUNK_HEADER.pack(CHUNK, bytes.fromhex(tid), file, offset) + data
+        case Accept(id=tid, offsets=offsets):
+            return _control(ACCEPT, {"id": tid, "offsets": list(offsets)})
+        case Decline(id=tid, reason=reason):
+            return _control(DECLINE, {"id": tid, "reason": reason[:MAX_TEXT_CHARS]})
+        case Ack(id=tid, file=file, offset=offset):
+            return _control(ACK, {"id": tid, "file": file, "offset": offset})
+        case Verified(id=tid, file=file):
+            return _control(VERIFIED, {"id": tid, "file": file})
+        case Cancel(id=tid, kind=kind, message=text):
+            return _control(CANCEL, {"id": tid, "kind": kind, "message": text[:MAX_TEXT_CHARS]})
+        case Rewind(id=tid, file=file, offset=offset):
+            return _control(REWIND, {"id": tid, "file": file, "offset": offset})
+        case OfferPart():
+            return _offer_frame(message.id, message.files, message.chunk_size, message.window, message.part,
+                                message.parts)
+    raise TypeError(f"not a transfer message: {message!r}")
+
+
+def _offer_frame(tid: str, files: tuple[FileEntry, ...], chunk_size: int, window: int, part: int,
+                 parts: int) -> bytes:
+    body = {"v": PROTOCOL_VERSION, "id": tid, "chunk_size": chunk_size, "window": window, "part": part,
+            "parts": parts, "files": [[f.path, f.size, f.sha256] for f in files]}
+    return _control(OFFER, body)
+
+
+def encode_offer(offer: Offer, *, max_frame: int) -> list[bytes]:
+    """The offer as one or more frames, each at most ``max_frame`` bytes."""
+    overhead = len(_offer_frame(offer.id, (), offer.chunk_size, offer.window, 999_999, 999_999))
+    groups: list[list[FileEntry]] = [[]]
+    used = overhead
+    for f in offer.files:
+        size = len(json.dumps([f.path, f.size, f.sha256], ensure_ascii=False).encode()) + 1
+        if overhead + size > max_frame:
+            raise ValueError(f"the name {f.path!r} is too long to offer over this link")
+        if used + size > max_frame and groups[-1]:
+            groups.append([])
+            used = overhead
+        groups[-1].append(f)
+        used += size
+    return [_offer_frame(offer.id, tuple(g), offer.chunk_size, offer.window, i, len(groups))
+            for i, g in enumerate(groups)]
+
+
+def _int(body: dict, key: str, low: int, high: int) -> int:
+    value = body.get(key)
+    if type(value) is not int or not low <= value <= high:
+        raise ProtocolError(f"The other device sent a transfer frame with a bad {key.replace('_', ' ')}: {value!r}.")
+    return value
+
+
+def _text(body: dict, key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str):
+        raise ProtocolError(f"The other device sent a transfer frame with a bad {key}: {value!r}.")
+    return value[:MAX_TEXT_CHARS]
+
+
+def _decode_file(item: object) -> FileEntry:
+    if not (isinstance(item, list) and len(item) == 3):
+        raise ProtocolError(f"The other device offered a file described as {item!r}; expected [path, size, sha256].")
+    path, size, sha256 = item
+    if not isinstance(path, str) or not 0 < len(path) <= MAX_PATH_CHARS:
+        raise ProtocolError(f"The other device offered a file with a bad path: {path!r:.100}.")
+    if type(size) is not int or not 0 <= size <= MAX_FILE_SIZE:
+        raise ProtocolError(f"The other device offered {path!r:.100} with a bad size: {size!r}.")
+    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+        raise ProtocolError(f"The other device offered {path!r:.100} with a bad SHA-256: {sha256!r:.80}.")
+    return FileEntry(path=path, size=size, sha256=sha256)
+
+
+def decode_frame(frame: bytes) -> Message:
+    """The message in one frame. Raises :class:`ProtocolError` saying what is wrong with a malformed one."""
+    if not frame:
+        raise ProtocolError("The other device sent an empty transfer frame.")
+    kind = frame[0]
+    if kind == CHUNK:
+        if len(frame) < CHUNK_HEADER_SIZE:
+            raise ProtocolError(f"The other device sent a chunk header of {len(frame)} bytes; it must have "
+                                f"{CHUNK_HEADER_SIZE}.")
+        _, raw_id, file, offset = _CHUNK_HEADER.unpack_from(frame)
+        return Chunk(id=raw_id.hex(), file=file, offset=offset, data=bytes(frame[CHUNK_HEADER_SIZE:]))
+    if kind not in (OFFER, ACCEPT, DECLINE, ACK, VERIFIED, CANCEL, REWIND):
+        raise ProtocolError(f"The other device sent an unknown frame type 0x{kind:02x}.")
+    try:
+        body = json.loads(bytes(frame[1:]).decode())
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise ProtocolError(f"The other device sent a transfer frame that is not valid JSON: {exc}.") from exc
+    if not isinstance(body, dict):
+        raise ProtocolError("The other device sent a transfer frame whose body is not a JSON object.")
+    tid = body.get("id")
+    if not isinstance(tid, str) or not _ID.fullmatch(tid):
+        raise ProtocolError(f"The other device sent a transfer frame with a bad transfer id: {tid!r:.80}.")
+    if kind == OFFER:
+        if body.get("v") != PROTOCOL_VERSION:
+            raise ProtocolError(f"The other device speaks file-transfer protocol version {body.get('v')!r}; this "
+                                f"one speaks {PROTOCOL_VERSION}. Update peerchat on both devices.")
+        files = body.get("files")
+        if not isinstance(files, list) or len(files) > MAX_FILES:
+            raise ProtocolError("The other device sent an offer without a valid file list.")
+        parts = _int(body, "parts", 1, MAX_FILES)
+        return OfferPart(id=tid, files=tuple(_decode_file(f) for f in files),
+                         chunk_size=_int(body, "chunk_size", 1, MAX_CHUNK_SIZE),
+                         window=_int(body, "window", 1, MAX_WINDOW), part=_int(body, "part", 0, parts - 1),
+                         parts=parts)
+    if kind == ACCEPT:
+        offsets = body.get("offsets")
+        if not isinstance(offsets, list) or not all(type(o) is int and 0 <= o <= MAX_FILE_SIZE for o in offsets):
+            raise ProtocolError(f"The other device accepted with bad offsets: {offsets!r:.100}.")
+        return Accept(id=tid, offsets=tuple(offsets))
+    if kind == DECLINE:
+        return Decline(id=tid, reason=_text(body, "reason"))
+    if kind == CANCEL:
+        cancel_kind = body.get("kind")
+        if cancel_kind not in _CANCEL_KINDS:
+            raise ProtocolError(f"The other device cancelled with an unknown kind: {cancel_kind!r:.40}.")
+        return Cancel(id=tid, kind=cancel_kind, message=_text(body, "message"))
+    file = _int(body, "file", 0, MAX_FILES)
+    if kind == VERIFIED:
+        return Verified(id=tid, file=file)
+    offset = _int(body, "offset", 0, MAX_FILE_SIZE)
+    return Ack(id=tid, file=file, offset=offset) if kind == ACK else Rewind(id=tid, file=file, offset=offset)
+
+
+class OfferAssembler:
+    """Joins the parts of offers (arriving in order) into whole :class:`Offer` values."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, list[OfferPart]] = {}
+
+    def feed(self, part: OfferPart) -> Offer | None:
+        """The whole offer once its last part arrived, else None. Raises ProtocolError on parts out of order."""
+        got = self._pending.get(part.id, [])
+        first = got[0] if got else part
+        if part.part != len(got) or (part.parts, part.chunk_size, part.window) != (
+                first.parts, first.chunk_size, first.window):
+            self._pending.pop(part.id, None)
+            raise ProtocolError(f"The other device sent part {part.part} of an offer out of order.")
+        got.append(part)
+        if len(got) < part.parts:
+            self._pending[part.id] = got
+            return None
+        self._pending.pop(part.id, None)
+        return Offer(id=part.id, files=tuple(f for p in got for f in p.files), chunk_size=part.chunk_size,
+                     window=part.window)
+
+    def discard(self, transfer_id: str) -> None:
+        self._pending.pop(transfer_id, None)
+
+
+# --- actions ----------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SendFrame:
+    data: bytes
+
+
+@dataclass(frozen=True)
+class ReadChunk:
+    """Read ``size`` bytes of file ``file`` at ``offset`` and give them to :meth:`SendMachine.chunk_read`."""
+
+    file: int
+    offset: int
+    size: int
+    generation: int = 0
+
+
+@dataclass(frozen=True)
+class WriteChunk:
+    """Write ``data`` at ``offset`` of file ``file``'s .part (and hash it), then call ``chunk_written``."""
+
+    file: int
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True)
+class VerifyFile:
+    """Every byte of ``file`` is written: compare its SHA-256, rename it, then call ``file_verified``."""
+
+    file: int
+
+
+@dataclass(frozen=True)
+class FileDone:
+    file: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    pass
+
+
+@dataclass(frozen=True)
+class Failed:
+    error: PeerchatError
+
+
+Action = SendFrame | ReadChunk | WriteChunk | VerifyFile | FileDone | Finished | Failed
+
+_KIND_OF_ERROR: tuple[tuple[type[PeerchatError], CancelKind], ...] = (
+    (InsufficientSpaceError, "space"), (IntegrityError, "integrity"), (DiskError, "disk"),
+    (ProtocolError, "protocol"),
+)
+
+
+def _kind_of(error: PeerchatError) -> CancelKind:
+    for cls, kind in _KIND_OF_ERROR:
+        if isinstance(error, cls):
+            return kind
+    return "cancelled"
+
+
+def _error_from_peer(cancel: Cancel) -> PeerchatError:
+    text = cancel.message or "no reason given"
+    match cancel.kind:
+        case "space":
+            return InsufficientSpaceError(f"The other device has not enough free space: {text}")
+        case "integrity":
+            return IntegrityError(f"The received file did not match its SHA-256: {text}")
+        case "disk":
+            return DiskError(f"The other device could not read or write the files: {text}")
+        case "protocol":
+            return ProtocolError(f"The other device stopped the transfer after a protocol error: {text}")
+    return TransferCancelledError(text)
+
+
+class _Machine:
+    """What both sides share: the offer, the end state, cancelling and failing."""
+
+    role = ""
+
+    def __init__(self, offer: Offer) -> None:
+        self.offer = offer
+        self.id = offer.id
+        self.error: PeerchatError | None = None
+        self.finished = False
+
+    @property
+    def ended(self) -> bool:
+        return self.finished or self.error is not None
+
+    def _end(self, error: PeerchatError, *, tell_peer: bool) -> list[Action]:
+        if self.ended:
+            return []
+        self.error = error
+        actions: list[Action] = []
+        if tell_peer:
+            actions.append(SendFrame(encode_frame(Cancel(id=self.id, kind=_kind_of(error), message=str(error)))))
+        actions.append(Failed(error))
+        return actions
+
+    def cancel(self) -> list[Action]:
+        """This side cancels: the peer is told."""
+        return self._end(TransferCancelledError(f"The {self.role} cancelled the transfer."), tell_peer=True)
+
+    def fail(self, error: PeerchatError) -> list[Action]:
+        """A local failure (a disk error, a bad hash, a protocol error) ends the transfer; the peer is told."""
+        return self._end(error, tell_peer=True)
+
+    def connection_lost(self) -> list[Action]:
+        """The connection closed: the transfer is interrupted and can be resumed on a new connection."""
+        return self._end(TransferInterruptedError(
+            "The connection closed during the transfer. Send the files again to continue where it stopped."),
+            tell_peer=False)
+
+    def _protocol(self, text: str) -> list[Action]:
+        return self.fail(ProtocolError(f"The other device broke the transfer protocol: {text}"))
+
+    def _on_cancel(self, cancel: Cancel) -> list[Action]:
+        return self._end(_error_from_peer(cancel), tell_peer=False)
+
+
+class SendMachine(_Machine):
+    """The sending side of one transfer: which bytes to read next, what is in flight, when it is done."""
+
+    role = "sender"
+
+    def __init__(self, offer: Offer) -> None:
+        super().__init__(offer)
+        n = len(offer.files)
+        self.accepted = False
+        self.acked = [0] * n
+        self._next = [0] * n
+        self._sent = [0] * n
+        self._in_flight: deque[tuple[int, int]] = deque()  # (file, end offset) of chunks read or unacknowledged
+        self._verified = [False] * n
+        self._generation = 0
+        self.start_offsets: tuple[int, ...] = (0,) * n
+
+    @property
+    def bytes_done(self) -> int:
+        """Bytes the receiver has confirmed writing (including what it had before a resume)."""
+        return sum(self.acked)
+
+    @property
+    def files_done(self) -> int:
+        return sum(self._verified)
+
+    def next_reads(self, max_chunk: int) -> list[ReadChunk]:
+        """The reads that fit in the window now, each at most ``max_chunk`` (and the offer's chunk size) bytes."""
+        if not self.accepted or self.ended:
+            return []
+        size_limit = max(1, min(max_chunk, self.offer.chunk_size))
+        reads = []
+        for index, f in enumerate(self.offer.files):
+            while self._next[index] < f.size and len(self._in_flight) < self.offer.window:
+                offset = self._next[index]
+                size = min(size_limit, f.size - offset)
+                self._next[index] = offset + size
+                self._in_flight.append((index, offset + size))
+                reads.append(ReadChunk(file=index, offset=offset, size=size, generation=self._generation))
+            if len(self._in_flight) >= self.offer.window:
+                break
+        return reads
+
+    def chunk_read(self, read: ReadChunk, data: bytes) -> list[Action]:
+        """The bytes of a :class:`ReadChunk`: returns the chunk frame to send (nothing if it became stale)."""
+        if self.ended or read.generation != self._generation:
+            return []
+        if len(data) != read.size:
+            return self.fail(DiskError(f"{self.offer.files[read.file].path} changed while it was being sent "
+                                       f"(expected {read.size} bytes at offset {read.offset}, read {len(data)})."))
+        self._sent[read.file] = max(self._sent[read.file], read.offset + read.size)
+        return [SendFrame(encode_frame(Chunk(id=self.id, file=read.file, offset=read.offset, data=data)))]
+
+    def handle(self, message: Message) -> list[Action]:
+        if self.ended:
+            return []
+        files = self.offer.files
+        match message:
+            case Accept(offsets=offsets) if not self.accepted:
+                if len(offsets) != len(files) or any(o > f.size for o, f in zip(offsets, files)):
+                    return self._protocol(f"it accepted with offsets {list(offsets)[:10]} that do not fit the offer")
+                self.accepted = True
+                self.start_offsets = tuple(offsets)
+                self.acked = list(offsets)
+                self._next = list(offsets)
+                self._sent = list(offsets)
+                return []
+            case Decline(reason=reason):
+                return self._end(TransferDeclinedError(f"The other device declined the files: {reason}"),
+                                 tell_peer=False)
+            case Cancel():
+                return self._on_cancel(message)
+            case Ack(file=file, offset=offset) if self.accepted:
+                if file >= len(files) or offset > self._sent[file]:
+                    return self._protocol(f"it acknowledged file {file} up to {offset}, which was never sent")
+                self.acked[file] = max(self.acked[file], offset)
+                self._in_flight = deque(x for x in self._in_flight if x[0] != file or x[1] > offset)
+                return []
+            case Verified(file=file) if self.accepted:
+                if file >= len(files) or self.acked[file] != files[file].size:
+                    return self._protocol(f"it verified file {file} before receiving all of it")
+                if self._verified[file]:
+                    return []
+                self._verified[file] = True
+                actions: list[Action] = [FileDone(file)]
+                if all(self._verified):
+                    self.finished = True
+                    actions.append(Finished())
+                return actions
+            case Rewind(file=file, offset=offset) if self.accepted:
+                if file >= len(files) or offset > self._next[file]:
+                    return self._protocol(f"it asked to rewind file {file} to {offset}, past what was sent")
+                # Reads not yet sent become stale; what was sent of the other files stays in flight.
+                self._generation += 1
+                self._next = list(self._sent)
+                self._next[file] = offset
+                self._in_flight = deque(x for x in self._in_flight if x[1] <= self._next[x[0]])
+                return []
+        return self._protocol(f"a {type(message).__name__} message is not expected by the sender now")
+
+
+class ReceiveMachine(_Machine):
+    """The receiving side of one transfer: accepting, checking each chunk, acknowledging, verifying."""
+
+    role = "receiver"
+
+    def __init__(self, offer: Offer) -> None:
+        super().__init__(offer)
+        n = len(offer.files)
+        self.accepted = False
+        self._expected = [0] * n  # the next offset wanted per file (chunks handed out for writing)
+        self._written = [0] * n
+        self._confirmed = [0] * n
+        self._since_ack = 0
+        self._rewind_asked: dict[int, int] = {}
+        self._verified = [False] * n
+        self._ack_every = max(1, offer.window // 2)
+        self.start_offsets: tuple[int, ...] = (0,) * n
+
+    @property
+    def written(self) -> tuple[int, ...]:
+        return tuple(self._written)
+
+    @property
+    def confirmed(self) -> tuple[int, ...]:
+        """Per file, the offset up to which the sender was told the data is written (what a resume starts from)."""
+        return tuple(self._confirmed)
+
+    @property
+    def bytes_done(self) -> int:
+        return sum(self._written)
+
+    @property
+    def files_done(self) -> int:
+        return sum(self._verified)
+
+    def accept(self, offsets: tuple[int, ...]) -> list[Action]:
+        """Accept, already having ``offsets`` bytes of each file. Files already complete are verified at once."""
+        if self.accepted or self.ended:
+            return []
+        files = self.offer.files
+        if len(offsets) != len(files) or any(not 0 <= o <= f.size for o, f in zip(offsets, files)):
+            raise ValueError(f"offsets {offsets!r} do not fit the offer")
+        self.accepted = True
+        self.start_offsets = tuple(offsets)
+        self._expected = list(offsets)
+        self._written = list(offsets)
+        self._confirmed = list(offsets)
+        actions: list[Action] = [SendFrame(encode_frame(Accept(id=self.id, offsets=tuple(offsets))))]
+        actions += [VerifyFile(i) for i, f in enumerate(files) if offsets[i] == f.size]
+        return actions
+
+    def decline(self, reason: str = "") -> list[Action]:
+        if self.accepted or self.ended:
+            return []
+        reason = reason or "no reason given"
+        self.error = TransferDeclinedError(f"You declined the files: {reason}")
+        return [SendFrame(encode_frame(Decline(id=self.id, reason=reason))), Failed(self.error)]
+
+    def handle(self, message: Message) -> list[Action]:
+        if self.ended:
+            return []
+        files = self.offer.files
+        match message:
+            case Cancel():
+                return self._on_cancel(message)
+            case Chunk(file=file, offset=offset, data=data) if self.accepted:
+                if file >= len(files):
+                    return self._protocol(f"it sent a chunk of file {file}; the offer has {len(files)} files")
+                if not 0 < len(data) <= self.offer.chunk_size:
+                    return self._protocol(f"it sent a chunk of {len(data)} bytes; the offer allows 1 to "
+                                          f"{self.offer.chunk_size}")
+                expected = self._expected[file]
+                if offset < expected:
+                    return []  # a duplicate of what was already written (after a rewind)
+                if offset > expected:
+                    if self._rewind_asked.get(file) == expected:
+                        return []
+                    self._rewind_asked[file] = expected
+                    return [SendFrame(encode_frame(Rewind(id=self.id, file=file, offset=expected)))]
+                if offset + len(data) > files[file].size:
+                    return self._protocol(f"it sent bytes past the end of {files[file].path}")
+                self._rewind_asked.pop(file, None)
+                self._expected[file] = offset + len(data)
+                return [WriteChunk(file=file, offset=offset, data=data)]
+        return self._protocol(f"a {type(message).__name__} message is not expected by the receiver now")
+
+    def chunk_written(self, write: WriteChunk) -> list[Action]:
+        """The chunk of a :class:`WriteChunk` is on disk (and hashed)."""
+        if self.ended:
+            return []
+        file = write.file
+        self._written[file] = write.offset + len(write.data)
+        self._since_ack += 1
+        complete = self._written[file] == self.offer.files[file].size
+        actions: list[Action] = []
+        if complete or self._since_ack >= self._ack_every:
+            actions += self._ack(file)
+        if complete:
+            actions.append(VerifyFile(file))
+        return actions
+
+    def _ack(self, file: int) -> list[Action]:
+        self._since_ack = 0
+        self._confirmed[file] = self._written[file]
+        return [SendFrame(encode_frame(Ack(id=self.id, file=file, offset=self._written[file])))]
+
+    def file_verified(self, file: int) -> list[Action]:
+        """The file's SHA-256 matched and it has its final name."""
+        if self.ended or self._verified[file]:
+            return []
+        self._verified[file] = True
+        actions: list[Action] = [SendFrame(encode_frame(Verified(id=self.id, file=file))), FileDone(file)]
+        if all(self._verified):
+            self.finished = True
+            actions.append(Finished())
+        return actions
+
+
+# --- progress ---------------------------------------------------------------------------------------------------
+
+
+class RateMeter:
+    """Transfer rate (bytes/s over the last few seconds) and time left, from (time, bytes done) samples.
+
+    Bytes present before the start (a resume) count as done but not towards the rate.
+    """
+
+    def __init__(self, total: int, start: float, initial: int = 0, span: float = 5.0) -> None:
+        self.total = total
+        self.span = span
+        self._samples: deque[tuple[float, int]] = deque([(start, initial)])
+
+    def update(self, now: float, done: int) -> tuple[float, float | None]:
+        """Returns (rate in bytes per second, seconds left or None while the rate is unknown)."""
+        self._samples.append((now, done))
+        while len(self._samples) > 2 and now - self._samples[1][0] >= self.span:
+            self._samples.popleft()
+        t0, d0 = self._samples[0]
+        rate = (done - d0) / (now - t0) if now > t0 else 0.0
+        left = self.total - done
+        if left <= 0:
+            return rate, 0.0
+        return rate, (left / rate if rate > 0 else None)
+
+
+__all__ = [
+    "CHUNK_HEADER_SIZE", "PROTOCOL_VERSION", "Accept", "Ack", "Action", "Cancel", "CancelKind", "Chunk", "Decline",
+    "Failed", "FileDone", "FileEntry", "Finished", "Message", "Offer", "OfferAssembler", "OfferPart", "RateMeter",
+    "ReadChunk", "ReceiveMachine", "Rewind", "SendFrame", "SendMachine", "TransferError", "Verified", "VerifyFile",
+    "WriteChunk", "decode_frame", "encode_frame", "encode_offer", "new_transfer_id",
+]

@@ -1,0 +1,393 @@
+"""Sans-I/O tests of the file-transfer protocol: frames, the sending and receiving state machines, the rate meter."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from core.errors import (
+    DiskError,
+    InsufficientSpaceError,
+    IntegrityError,
+    ProtocolError,
+    TransferCancelledError,
+    TransferDeclinedError,
+    TransferInterruptedError,
+)
+from core.transfer import (
+    CHUNK_HEADER_SIZE,
+    Accept,
+    Ack,
+    Cancel,
+    Chunk,
+    Decline,
+    FileDone,
+    FileEntry,
+    Failed,
+    Finished,
+    Offer,
+    OfferAssembler,
+    RateMeter,
+    ReadChunk,
+    ReceiveMachine,
+    Rewind,
+    SendFrame,
+    SendMachine,
+    Verified,
+    VerifyFile,
+    WriteChunk,
+    decode_frame,
+    encode_frame,
+    encode_offer,
+    new_transfer_id,
+)
+
+TID = "0123456789abcdef0123456789abcdef"
+
+
+def entry(path: str, size: int) -> FileEntry:
+    return FileEntry(path=path, size=size, sha256=hashlib.sha256(b"x" * size).hexdigest())
+
+
+def frames(actions: list) -> list:
+    return [decode_frame(a.data) for a in actions if isinstance(a, SendFrame)]
+
+
+def of_type(actions: list, cls: type) -> list:
+    return [a for a in actions if isinstance(a, cls)]
+
+
+# --- frames -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Accept(id=TID, offsets=(0, 10, 4096)),
+        Decline(id=TID, reason="no thanks"),
+        Ack(id=TID, file=3, offset=65536),
+        Verified(id=TID, file=0),
+        Cancel(id=TID, kind="disk", message="disk full"),
+        Rewind(id=TID, file=1, offset=128),
+        Chunk(id=TID, file=2, offset=2**40, data=b"\x00\xffpayload"),
+    ],
+)
+def test_frames_round_trip(message) -> None:
+    assert decode_frame(encode_frame(message)) == message
+
+
+def test_chunk_frame_is_binary_with_small_fixed_header() -> None:
+    frame = encode_frame(Chunk(id=TID, file=0, offset=0, data=b"abc"))
+    assert len(frame) == CHUNK_HEADER_SIZE + 3
+    assert frame.endswith(b"abc")
+
+
+def test_offer_round_trips_and_splits_into_parts_that_fit_a_frame_budget() -> None:
+    files = tuple(entry(f"dir/sub/file-{i:04d}.bin", i) for i in range(400))
+    offer = Offer(id=TID, files=files, chunk_size=1000, window=8)
+    parts = encode_offer(offer, max_frame=4000)
+    assert len(parts) > 1
+    assert all(len(p) <= 4000 for p in parts)
+    assembler = OfferAssembler()
+    results = [assembler.feed(decode_frame(p)) for p in parts]
+    assert results[:-1] == [None] * (len(parts) - 1)
+    assert results[-1] == offer
+
+
+def test_single_part_offer() -> None:
+    offer = Offer(id=TID, files=(entry("a.txt", 3),), chunk_size=64, window=4)
+    (part,) = encode_offer(offer, max_frame=65536)
+    assert OfferAssembler().feed(decode_frame(part)) == offer
+
+
+@pytest.mark.parametrize(
+    "frame, words",
+    [
+        (b"", "empty"),
+        (b"\x7f{}", "unknown frame type"),
+        (b"\x02not json", "json"),
+        (b"\x02[1, 2]", "object"),
+        (b'\x02{"id": "nothex", "offsets": [0]}', "transfer id"),
+        (b"\x02" + json.dumps({"id": TID, "offsets": [-1]}).encode(), "offsets"),
+        (b"\x04" + json.dumps({"id": TID, "file": "0", "offset": 0}).encode(), "file"),
+        (b"\x06" + json.dumps({"id": TID, "kind": "bogus", "message": ""}).encode(), "kind"),
+        (b"\x10" + b"\x00" * 5, "chunk header"),
+        (b"\x01" + json.dumps({"v": 1, "id": TID, "chunk_size": 0, "window": 1, "part": 0, "parts": 1,
+                                "files": []}).encode(), "chunk size"),
+        (b"\x01" + json.dumps({"v": 1, "id": TID, "chunk_size": 10, "window": 1, "part": 0, "parts": 1,
+                                "files": [["a", -5, "0" * 64]]}).encode(), "size"),
+        (b"\x01" + json.dumps({"v": 1, "id": TID, "chunk_size": 10, "window": 1, "part": 0, "parts": 1,
+                                "files": [["a", 5, "xyz"]]}).encode(), "sha-256"),
+        (b"\x01" + json.dumps({"v": 99, "id": TID, "chunk_size": 10, "window": 1, "part": 0, "parts": 1,
+                                "files": []}).encode(), "version"),
+    ],
+)
+def test_malformed_frames_raise_protocol_error(frame: bytes, words: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode_frame(frame)
+    assert words in str(caught.value).lower()
+
+
+def test_offer_parts_out_of_order_are_a_protocol_error() -> None:
+    offer = Offer(id=TID, files=tuple(entry(f"f{i}", 1) for i in range(100)), chunk_size=10, window=2)
+    parts = [decode_frame(p) for p in encode_offer(offer, max_frame=2000)]
+    assembler = OfferAssembler()
+    with pytest.raises(ProtocolError):
+        assembler.feed(parts[1])
+
+
+def test_transfer_ids_are_unique_hex() -> None:
+    a, b = new_transfer_id(), new_transfer_id()
+    assert a != b and len(a) == 32 and int(a, 16) >= 0
+
+
+# --- sender -----------------------------------------------------------------------------------------------------
+
+
+def make_sender(sizes: list[int], chunk_size: int = 10, window: int = 4) -> SendMachine:
+    files = tuple(entry(f"f{i}", s) for i, s in enumerate(sizes))
+    return SendMachine(Offer(id=TID, files=files, chunk_size=chunk_size, window=window))
+
+
+def test_sender_reads_nothing_before_accept() -> None:
+    sender = make_sender([100])
+    assert sender.next_reads(10) == []
+
+
+def test_sender_keeps_a_bounded_window_and_refills_on_acks() -> None:
+    sender = make_sender([100], chunk_size=10, window=4)
+    sender.handle(Accept(id=TID, offsets=(0,)))
+    reads = sender.next_reads(10)
+    assert [(r.file, r.offset, r.size) for r in reads] == [(0, 0, 10), (0, 10, 10), (0, 20, 10), (0, 30, 10)]
+    assert sender.next_reads(10) == []  # the window is full
+    sent = [sender.chunk_read(r, b"x" * r.size) for r in reads]
+    assert [frames(s)[0].offset for s in sent] == [0, 10, 20, 30]
+    sender.handle(Ack(id=TID, file=0, offset=20))
+    assert sender.bytes_done == 20
+    assert [(r.offset, r.size) for r in sender.next_reads(10)] == [(40, 10), (50, 10)]
+
+
+def test_sender_uses_smaller_chunks_when_the_link_allows_less() -> None:
+    sender = make_sender([25], chunk_size=10, window=8)
+    sender.handle(Accept(id=TID, offsets=(0,)))
+    assert [(r.offset, r.size) for r in sender.next_reads(4)] == [(0, 4), (4, 4), (8, 4), (12, 4), (16, 4),
+                                                                  (20, 4), (24, 1)]
+
+
+def test_sender_starts_each_file_at_the_offset_the_receiver_already_has() -> None:
+    sender = make_sender([30, 30, 0], chunk_size=10, window=8)
+    sender.handle(Accept(id=TID, offsets=(30, 15, 0)))
+    assert sender.bytes_done == 45
+    assert [(r.file, r.offset, r.size) for r in sender.next_reads(10)] == [(1, 15, 10), (1, 25, 5)]
+
+
+def test_sender_finishes_when_every_file_is_verified() -> None:
+    sender = make_sender([10, 0], chunk_size=10)
+    sender.handle(Accept(id=TID, offsets=(0, 0)))
+    (read,) = sender.next_reads(10)
+    sender.chunk_read(read, b"x" * 10)
+    assert sender.handle(Ack(id=TID, file=0, offset=10)) == []
+    done = sender.handle(Verified(id=TID, file=0))
+    assert of_type(done, FileDone) == [FileDone(file=0)]
+    assert not of_type(done, Finished)
+    done = sender.handle(Verified(id=TID, file=1))
+    assert of_type(done, Finished)
+    assert sender.finished
+
+
+def test_sender_on_decline_fails_with_declined() -> None:
+    sender = make_sender([10])
+    (failed,) = sender.handle(Decline(id=TID, reason="not now"))
+    assert isinstance(failed.error, TransferDeclinedError)
+    assert "not now" in str(failed.error)
+
+
+@pytest.mark.parametrize(
+    "kind, error",
+    [("cancelled", TransferCancelledError), ("disk", DiskError), ("space", InsufficientSpaceError),
+     ("integrity", IntegrityError), ("protocol", ProtocolError)],
+)
+def test_a_cancel_from_the_peer_fails_with_the_matching_error(kind: str, error: type) -> None:
+    sender = make_sender([10])
+    sender.handle(Accept(id=TID, offsets=(0,)))
+    (failed,) = sender.handle(Cancel(id=TID, kind=kind, message="because"))
+    assert isinstance(failed.error, error)
+    assert "because" in str(failed.error)
+    assert sender.next_reads(10) == []
+
+
+def test_local_cancel_tells_the_peer_once() -> None:
+    sender = make_sender([10])
+    actions = sender.cancel()
+    assert frames(actions) == [Cancel(id=TID, kind="cancelled", message="The sender cancelled the transfer.")]
+    assert isinstance(of_type(actions, Failed)[0].error, TransferCancelledError)
+    assert sender.cancel() == []
+
+
+def test_local_failure_tells_the_peer_the_kind() -> None:
+    sender = make_sender([10])
+    sender.handle(Accept(id=TID, offsets=(0,)))
+    actions = sender.fail(DiskError("cannot read f0: permission denied"))
+    (cancel,) = frames(actions)
+    assert cancel.kind == "disk" and "permission denied" in cancel.message
+
+
+def test_connection_loss_interrupts_without_telling_the_peer() -> None:
+    sender = make_sender([10])
+    sender.handle(Accept(id=TID, offsets=(0,)))
+    actions = sender.connection_lost()
+    assert frames(actions) == []
+    assert isinstance(of_type(actions, Failed)[0].error, TransferInterruptedError)
+
+
+def test_sender_rewinds_when_the_receiver_asks_and_drops_stale_reads() -> None:
+    sender = make_sender([40], chunk_size=10, window=4)
+    sender.handle(Accept(id=TID, offsets=(0,)))
+    reads = sender.next_reads(10)
+    for r in reads[:2]:
+        sender.chunk_read(r, b"x" * 10)
+    sender.handle(Rewind(id=TID, file=0, offset=10))
+    assert sender.chunk_read(reads[2], b"x" * 10) == []  # read before the rewind: dropped
+    assert [(r.offset) for r in sender.next_reads(10)] == [10, 20, 30]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Accept(id=TID, offsets=(0, 0)),  # wrong number of offsets
+        Accept(id=TID, offsets=(11,)),  # beyond the size
+        Ack(id=TID, file=5, offset=0),
+        Ack(id=TID, file=0, offset=99),  # acknowledges what was never sent
+        Verified(id=TID, file=0),  # not complete yet
+        Chunk(id=TID, file=0, offset=0, data=b"x"),  # receivers do not send chunks
+    ],
+)
+def test_sender_treats_impossible_messages_as_protocol_errors(message) -> None:
+    sender = make_sender([10])
+    if not isinstance(message, Accept):
+        sender.handle(Accept(id=TID, offsets=(0,)))
+    actions = sender.handle(message)
+    (failed,) = of_type(actions, Failed)
+    assert isinstance(failed.error, ProtocolError)
+    assert frames(actions)[0].kind == "protocol"
+
+
+# --- receiver ---------------------------------------------------------------------------------------------------
+
+
+def make_receiver(sizes: list[int], chunk_size: int = 10, window: int = 4) -> ReceiveMachine:
+    files = tuple(entry(f"f{i}", s) for i, s in enumerate(sizes))
+    return ReceiveMachine(Offer(id=TID, files=files, chunk_size=chunk_size, window=window))
+
+
+def test_receiver_accept_sends_offsets_and_verifies_empty_and_complete_files_at_once() -> None:
+    receiver = make_receiver([0, 10, 20])
+    actions = receiver.accept((0, 10, 5))
+    assert frames(actions) == [Accept(id=TID, offsets=(0, 10, 5))]
+    assert of_type(actions, VerifyFile) == [VerifyFile(file=0), VerifyFile(file=1)]
+    assert receiver.bytes_done == 15
+
+
+def test_receiver_writes_in_order_chunks_and_acks_every_half_window() -> None:
+    receiver = make_receiver([50], chunk_size=10, window=4)
+    receiver.accept((0,))
+    acks = []
+    for offset in range(0, 50, 10):
+        (write,) = receiver.handle(Chunk(id=TID, file=0, offset=offset, data=b"x" * 10))
+        assert write == WriteChunk(file=0, offset=offset, data=b"x" * 10)
+        acks += frames(receiver.chunk_written(write))
+    assert acks == [Ack(id=TID, file=0, offset=20), Ack(id=TID, file=0, offset=40), Ack(id=TID, file=0, offset=50)]
+
+
+def test_receiver_verifies_after_the_last_byte_and_finishes_after_the_last_file() -> None:
+    receiver = make_receiver([10])
+    receiver.accept((0,))
+    (write,) = receiver.handle(Chunk(id=TID, file=0, offset=0, data=b"x" * 10))
+    assert of_type(receiver.chunk_written(write), VerifyFile) == [VerifyFile(file=0)]
+    actions = receiver.file_verified(0)
+    assert frames(actions) == [Verified(id=TID, file=0)]
+    assert of_type(actions, Finished) and receiver.finished
+
+
+def test_receiver_ignores_duplicates_and_asks_once_to_rewind_on_a_gap() -> None:
+    receiver = make_receiver([40])
+    receiver.accept((0,))
+    receiver.chunk_written(receiver.handle(Chunk(id=TID, file=0, offset=0, data=b"x" * 10))[0])
+    assert receiver.handle(Chunk(id=TID, file=0, offset=0, data=b"x" * 10)) == []
+    assert frames(receiver.handle(Chunk(id=TID, file=0, offset=20, data=b"x" * 10))) == [
+        Rewind(id=TID, file=0, offset=10)
+    ]
+    assert receiver.handle(Chunk(id=TID, file=0, offset=30, data=b"x" * 10)) == []
+    assert of_type(receiver.handle(Chunk(id=TID, file=0, offset=10, data=b"x" * 10)), WriteChunk)
+
+
+@pytest.mark.parametrize(
+    "chunk",
+    [
+        Chunk(id=TID, file=7, offset=0, data=b"x"),
+        Chunk(id=TID, file=0, offset=0, data=b""),
+        Chunk(id=TID, file=0, offset=0, data=b"x" * 11),  # over the offered chunk size
+        Chunk(id=TID, file=0, offset=5, data=b"x" * 10),  # beyond the end... after the gap check
+    ],
+)
+def test_receiver_treats_bad_chunks_as_protocol_errors(chunk: Chunk) -> None:
+    receiver = make_receiver([12])
+    receiver.accept((5,) if chunk.offset == 5 else (0,))
+    actions = receiver.handle(chunk)
+    assert isinstance(of_type(actions, Failed)[0].error, ProtocolError)
+    assert frames(actions)[0].kind == "protocol"
+
+
+def test_receiver_ignores_chunks_before_accept_as_protocol_error() -> None:
+    receiver = make_receiver([12])
+    actions = receiver.handle(Chunk(id=TID, file=0, offset=0, data=b"x"))
+    assert isinstance(of_type(actions, Failed)[0].error, ProtocolError)
+
+
+def test_receiver_decline() -> None:
+    receiver = make_receiver([12])
+    actions = receiver.decline("no room")
+    assert frames(actions) == [Decline(id=TID, reason="no room")]
+    assert isinstance(of_type(actions, Failed)[0].error, TransferDeclinedError)
+    assert receiver.accept((0,)) == []
+
+
+def test_receiver_integrity_failure_tells_the_sender() -> None:
+    receiver = make_receiver([10])
+    receiver.accept((0,))
+    receiver.chunk_written(receiver.handle(Chunk(id=TID, file=0, offset=0, data=b"x" * 10))[0])
+    actions = receiver.fail(IntegrityError("f0 did not match"))
+    assert frames(actions)[0].kind == "integrity"
+    assert isinstance(of_type(actions, Failed)[0].error, IntegrityError)
+
+
+def test_receiver_cancel_by_the_sender() -> None:
+    receiver = make_receiver([10])
+    receiver.accept((0,))
+    (failed,) = receiver.handle(Cancel(id=TID, kind="cancelled", message="The sender cancelled the transfer."))
+    assert isinstance(failed.error, TransferCancelledError)
+    assert receiver.handle(Chunk(id=TID, file=0, offset=0, data=b"x")) == []  # late chunks after the end
+
+
+def test_receiver_confirmed_offsets_follow_acks() -> None:
+    receiver = make_receiver([40], window=4)
+    receiver.accept((0,))
+    for offset in (0, 10, 20):
+        receiver.chunk_written(receiver.handle(Chunk(id=TID, file=0, offset=offset, data=b"x" * 10))[0])
+    assert receiver.confirmed == (20,)  # the ack at 20 went out; 30 is written but not yet acknowledged
+    assert receiver.written == (30,)
+
+
+# --- rate meter -------------------------------------------------------------------------------------------------
+
+
+def test_rate_meter_reports_rate_and_eta_from_recent_samples() -> None:
+    meter = RateMeter(total=1000, start=0.0, initial=100)
+    assert meter.update(0.0, 100) == (0.0, None)
+    rate, eta = meter.update(1.0, 300)
+    assert rate == pytest.approx(200.0)
+    assert eta == pytest.approx(3.5)
+    rate, eta = meter.update(2.0, 1000)
+    assert eta == 0.0
