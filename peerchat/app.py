@@ -1,0 +1,286 @@
+"""The peerchat Textual app and :func:`create_app`, the one factory used by the command line and the tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from textual import work
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+
+from core.errors import PeerchatError
+from core.events import CONNECTION_CLOSED, INCOMING_CONNECTION, PEERS_CHANGED
+from core.events import IncomingConnection as IncomingConnectionEvent
+from core.events import PeersChanged as PeersChangedEvent
+from core.peer import PeerConnection, PeerConnectionManager, PeerInfo
+
+from .backend import Backend, EventTap, describe_error
+from .config import Settings
+from .dialogs import FilePickerDialog, IncomingConnectionDialog
+from .messages import (
+    ActionFailed,
+    BackendFailed,
+    BackendReady,
+    IncomingConnection,
+    PeersChanged,
+    RelayStatus,
+    SessionOpened,
+)
+from .models import DeviceDirectory
+from .screens import MainScreen
+from .widgets import DeviceList, SessionView
+
+
+class PeerchatApp(App[None]):
+    """Chat and send files to this user's other devices. Build it with :func:`create_app`."""
+
+    CSS_PATH = "peerchat.tcss"
+    TITLE = "peerchat"
+    NOTIFICATION_TIMEOUT = 6
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        manager: PeerConnectionManager | None = None,
+        clock: Callable[[], float] = time.time,
+        show_latency: bool = True,
+    ) -> None:
+        super().__init__()
+        self.settings = settings
+        self.manager: PeerConnectionManager | None = None
+        self._given_manager = manager
+        self._backend: Backend | None = None
+        self._clock = clock
+        self._show_latency = show_latency
+        self._directory = DeviceDirectory()
+        self._subscriptions: list[tuple[str, Callable[..., None]]] = []
+        self.sub_title = f"{settings.label} · {settings.device_id} · user {settings.user}"
+
+    def get_default_screen(self) -> Screen[None]:
+        return MainScreen(clock=self._clock, show_latency=self._show_latency)
+
+    @property
+    def main(self) -> MainScreen:
+        screen = self.screen_stack[0]
+        assert isinstance(screen, MainScreen)
+        return screen
+
+    # --- the backend -----------------------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        if self._given_manager is not None:
+            self.post_message(BackendReady(self._given_manager, self.settings.describe_relay()))
+        else:
+            self._start_backend()
+
+    @work(group="backend", exclusive=True, exit_on_error=False)
+    async def _start_backend(self) -> None:
+        backend = Backend(self.settings, on_relay_status=lambda text, ok: self.post_message(RelayStatus(text, ok)))
+        try:
+            manager = await backend.start()
+        except Exception as exc:
+            self.post_message(BackendFailed(exc))
+            return
+        self._backend = backend
+        self.post_message(BackendReady(manager, self.settings.describe_relay()))
+
+    def on_backend_ready(self, message: BackendReady) -> None:
+        manager = self.manager = message.manager
+        self._subscribe(manager, PEERS_CHANGED, self._on_peers_changed)
+        self._subscribe(manager, INCOMING_CONNECTION, self._on_incoming_connection)
+        self._subscribe(manager, CONNECTION_CLOSED, lambda event: None)
+        self.main.show_relay(f"● online via {message.relay}", ok=True)
+        self._load_peers()
+
+    def on_backend_failed(self, message: BackendFailed) -> None:
+        text = describe_error("Starting peerchat", message.error)
+        self.main.show_relay(f"✗ offline: {text}", ok=False)
+        self.notify(text, title="Not connected", severity="error", timeout=30)
+
+    def on_relay_status(self, message: RelayStatus) -> None:
+        self.main.show_relay(("● " if message.ok else "✗ ") + message.text, ok=message.ok)
+        self.notify(message.text, title="Relay", severity="information" if message.ok else "error",
+                    timeout=6 if message.ok else 30)
+
+    def _subscribe(self, manager: PeerConnectionManager, name: str, handler: Callable[..., None]) -> None:
+        manager.events.on(name, handler)
+        self._subscriptions.append((name, handler))
+
+    def _on_peers_changed(self, event: PeersChangedEvent) -> None:
+        self.post_message(PeersChanged(tuple(event.peers)))
+
+    def _on_incoming_connection(self, event: IncomingConnectionEvent) -> None:
+        # The tap listens from this very moment: messages sent while the dialog is open wait in it.
+        connection = event.connection
+        self.post_message(IncomingConnection(connection, EventTap(connection.events)))
+
+    @work(group="peers", exclusive=True, exit_on_error=False)
+    async def _load_peers(self) -> None:
+        assert self.manager is not None
+        try:
+            peers = await self.manager.get_online_peers()
+        except Exception as exc:
+            self.post_message(ActionFailed("Listing your devices", exc))
+            return
+        self.post_message(PeersChanged(tuple(peers)))
+
+    def on_peers_changed(self, message: PeersChanged) -> None:
+        self._directory.update(message.peers, self._clock())
+        self.main.show_devices(self._directory.rows())
+
+    async def on_unmount(self) -> None:
+        if self.manager is not None:
+            for name, handler in self._subscriptions:
+                self.manager.events.remove_listener(name, handler)
+        self._subscriptions.clear()
+        for view in self.main.sessions() if self.screen_stack else []:
+            view.tap.close()
+            if not view.connection.is_closed:
+                try:
+                    await view.connection.disconnect()
+                except PeerchatError:
+                    pass
+        if self._backend is not None:
+            await self._backend.stop()
+
+    # --- sessions --------------------------------------------------------------------------------------------
+
+    def on_device_list_open_session(self, message: DeviceList.OpenSession) -> None:
+        existing = self.main.open_session_for(message.peer.id)
+        if existing is not None:
+            self.main.activate(existing)
+        elif self.manager is None:
+            self.notify("Not connected to the relay yet; wait a moment or check the relay line.", severity="warning")
+        elif not message.online:
+            self.notify(f"{message.peer.label} is offline. Start peerchat on it and it will show up here.",
+                        severity="warning")
+        else:
+            self.connect(message.peer)
+
+    def connect(self, peer: PeerInfo) -> None:
+        """Open a session with ``peer`` (a worker; the result arrives as SessionOpened or ActionFailed)."""
+        self.notify(f"Connecting to {peer.label}…", timeout=3)
+        self._connect(peer)
+
+    @work(group="connect", exit_on_error=False)
+    async def _connect(self, peer: PeerInfo) -> None:
+        assert self.manager is not None
+        try:
+            connection = await self.manager.connect_to_peer(peer.id)
+        except Exception as exc:
+            self.post_message(ActionFailed(f"Connecting to {peer.label}", exc))
+            return
+        self.post_message(SessionOpened(connection, EventTap(connection.events)))
+
+    async def on_session_opened(self, message: SessionOpened) -> None:
+        await self.main.add_session(message.connection, message.tap)
+
+    def on_incoming_connection(self, message: IncomingConnection) -> None:
+        connection, tap = message.connection, message.tap
+
+        async def answered(accept: bool | None) -> None:
+            if accept and not connection.is_closed:
+                await self.main.add_session(connection, tap)
+            else:
+                tap.close()
+                self._disconnect(connection)
+                if accept:
+                    self.notify(f"{connection.peer.label} closed the connection before it was accepted.")
+
+        self.push_screen(IncomingConnectionDialog(connection.peer), answered)
+
+    @work(group="disconnect", exit_on_error=False)
+    async def _disconnect(self, connection: PeerConnection) -> None:
+        try:
+            await connection.disconnect()
+        except Exception as exc:
+            self.post_message(ActionFailed(f"Closing the session with {connection.peer.label}", exc))
+
+    async def on_session_view_close_requested(self, message: SessionView.CloseRequested) -> None:
+        await self._close_session(message.view)
+
+    async def action_close_session(self) -> None:
+        view = self.main.active_session
+        if view is None:
+            self.notify("No session is open.", severity="warning")
+            return
+        await self._close_session(view)
+
+    async def _close_session(self, view: SessionView) -> None:
+        if not view.connection.is_closed:
+            self._disconnect(view.connection)
+        await self.main.remove_session(view)
+
+    # --- files -----------------------------------------------------------------------------------------------
+
+    def action_send_file(self) -> None:
+        view = self.main.active_session
+        if view is None or view.closed:
+            self.notify("Open a session first: choose a device and press Enter.", severity="warning")
+            return
+
+        def picked(path: Path | None) -> None:
+            if path is not None:
+                self.send_files(view, (path,))
+
+        self.push_screen(FilePickerDialog(Path.home()), picked)
+
+    def on_session_view_files_requested(self, message: SessionView.FilesRequested) -> None:
+        self.send_files(message.view, message.paths)
+
+    def send_files(self, view: SessionView, paths: Iterable[Path]) -> None:
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            self.notify(f"Not sent: {', '.join(missing)} does not exist. Check the path.", severity="error")
+            return
+        self.notify("File transfer is not available in this build of core yet.", severity="error")
+
+    def action_cancel_transfer(self) -> None:
+        self.notify("No transfer is in progress.", severity="warning")
+
+    # --- errors and commands ---------------------------------------------------------------------------------
+
+    def on_action_failed(self, message: ActionFailed) -> None:
+        self.notify(describe_error(message.what, message.error), severity="error", timeout=12)
+
+    def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        for row in self._directory.rows():
+            if row.online:
+                peer = row.peer
+                yield SystemCommand(
+                    f"Connect to {peer.label}", f"Open a session with {peer.label} ({peer.id})",
+                    lambda peer=peer: self.connect(peer),
+                )
+        yield SystemCommand("Send a file", "Pick a file and send it in the current session", self.action_send_file)
+        yield SystemCommand("Close session", "End the current session", self.action_close_session)
+        yield SystemCommand("Cancel transfer", "Cancel the newest transfer of this session",
+                            self.action_cancel_transfer)
+        yield SystemCommand("Devices", "Move to the device list", lambda: self.main.action_focus_devices())
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    manager: PeerConnectionManager | None = None,
+    clock: Callable[[], float] = time.time,
+    show_latency: bool = True,
+) -> PeerchatApp:
+    """Build the app.
+
+    Args:
+        settings: from :func:`peerchat.config.resolve_settings`; with ``manager`` only ``label``, ``device_id``,
+            ``user`` and ``download_dir`` are used.
+        manager: an already started manager (tests); without it the app starts a :class:`~peerchat.backend.Backend`
+            from ``settings`` and stops it on exit.
+        clock: the wall clock (``time.time``), fixed in snapshot tests.
+        show_latency: False hides latency figures (snapshot tests).
+    """
+    if settings is None:
+        from .config import resolve_settings
+
+        settings = resolve_settings({})
+    return PeerchatApp(settings, manager=manager, clock=clock, show_latency=show_latency)

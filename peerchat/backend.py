@@ -1,0 +1,268 @@
+"""Connects the app and the headless commands to core: the relay, the firebase_admin app and the manager.
+
+- :class:`Backend` turns :class:`~peerchat.config.Settings` into a started ``FirebasePeerConnectionManager``. On the
+  embedded relay it uses an emulator already answering on 127.0.0.1:9000 or starts one in this process, and a
+  watchdog restarts it (or says clearly that the relay is gone) if it goes away.
+- :class:`EventTap` listens to a connection's events from the moment it exists and buffers them until the app has a
+  place to show them, so nothing that arrives while a dialog is open is lost.
+- :func:`describe_error` turns an exception into one line a person can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from pyee.asyncio import AsyncIOEventEmitter
+
+from core.errors import PeerchatError
+from core.events import (
+    CLOSED,
+    DATA,
+    LATENCY,
+    LINK_CHANGED,
+    PROTOCOL_ERROR,
+    RECOVERED,
+    SLOW,
+    UPGRADE_FAILED,
+)
+from core.options import ManagerOptions
+from core.peer import PeerConnectionManager, PeerInfo
+
+from .config import Settings
+
+log = logging.getLogger(__name__)
+
+RULES_FILE = Path(__file__).resolve().parent.parent / "firebase" / "database.rules.json"
+CONNECTION_EVENTS = (DATA, LATENCY, SLOW, RECOVERED, LINK_CHANGED, UPGRADE_FAILED, PROTOCOL_ERROR, CLOSED)
+
+
+class RelayGoneError(PeerchatError):
+    """The relay is not answering. Start it again (``peerchat emulator``) or check --emulator / --database-url."""
+
+
+def describe_error(what: str, error: BaseException) -> str:
+    """``"Connecting to laptop failed: <reason>. <what to do>"``: core's messages are for people, so use them."""
+    text = str(error).strip()
+    hint = (type(error).__doc__ or "").strip().splitlines()[0] if isinstance(error, PeerchatError) else ""
+    if not text:
+        text = hint or type(error).__name__
+    elif hint and hint not in text:
+        text = f"{text.rstrip('.')}. {hint}"
+    if not isinstance(error, PeerchatError | OSError | LookupError | ValueError):
+        text = f"unexpected {type(error).__name__}: {text}"
+    return f"{what} failed: {text}"
+
+
+class EventTap:
+    """Forwards a connection's events as ``(name, payload)``, buffering them until :meth:`attach` is called."""
+
+    def __init__(self, emitter: AsyncIOEventEmitter, names: tuple[str, ...] = CONNECTION_EVENTS) -> None:
+        self._emitter = emitter
+        self._buffer: list[tuple[str, Any]] = []
+        self._target: Callable[[str, Any], None] | None = None
+        self._handlers: list[tuple[str, Callable[[Any], None]]] = []
+        for name in names:
+            handler = self._make_handler(name)
+            emitter.on(name, handler)
+            self._handlers.append((name, handler))
+
+    def _make_handler(self, name: str) -> Callable[[Any], None]:
+        def handler(payload: Any) -> None:
+            if self._target is None:
+                self._buffer.append((name, payload))
+            else:
+                self._target(name, payload)
+
+        return handler
+
+    def attach(self, target: Callable[[str, Any], None]) -> None:
+        """Deliver what was buffered, then every later event, to ``target``."""
+        buffered, self._buffer = self._buffer, []
+        self._target = target
+        for name, payload in buffered:
+            target(name, payload)
+
+    def close(self) -> None:
+        for name, handler in self._handlers:
+            with contextlib.suppress(KeyError, ValueError):
+                self._emitter.remove_listener(name, handler)
+        self._handlers.clear()
+        self._target = None
+        self._buffer.clear()
+
+
+async def relay_answers(host: str, port: int, *, timeout: float = 2.0) -> bool:
+    """True when something at host:port answers like a Realtime Database (an HTTP reply to a shallow read)."""
+    url = f"http://{host}:{port}/.json?ns=peerchat&shallow=true"
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
+            async with http.get(url) as response:
+                return response.status < 500
+    except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
+        return False
+
+
+class Backend:
+    """The relay, the firebase_admin app and the manager for one device; ``async with Backend(settings)``.
+
+    Args:
+        settings: who and where (see :mod:`peerchat.config`).
+        on_relay_status: called with ``(text, ok)`` when the relay goes away, comes back or is restarted.
+        watch_interval: seconds between relay health checks (emulator modes only).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_relay_status: Callable[[str, bool], None] | None = None,
+        watch_interval: float = 3.0,
+        options: ManagerOptions | None = None,
+    ) -> None:
+        self.settings = settings
+        self._on_relay_status = on_relay_status or (lambda text, ok: None)
+        self._watch_interval = watch_interval
+        self._options = options or ManagerOptions(webrtc=settings.webrtc)
+        self._emulator: Any = None
+        self._firebase_app: Any = None
+        self._watchdog: asyncio.Task[None] | None = None
+        self.manager: PeerConnectionManager | None = None
+
+    @property
+    def device(self) -> PeerInfo:
+        return PeerInfo(self.settings.device_id, self.settings.label)
+
+    @property
+    def owns_emulator(self) -> bool:
+        return self._emulator is not None
+
+    async def __aenter__(self) -> PeerConnectionManager:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def start(self) -> PeerConnectionManager:
+        """Reach the relay (starting the embedded emulator if needed), then start the manager.
+
+        Raises:
+            RelayGoneError: the configured emulator does not answer.
+            PeerchatError: the manager could not start (core's error says why).
+        """
+        settings = self.settings
+        if settings.mode != "firebase":
+            host, port = settings.emulator_address
+            if not await relay_answers(host, port):
+                if settings.mode == "emulator":
+                    raise RelayGoneError(
+                        f"no emulator answers at {host}:{port}. Start one with `peerchat emulator --port {port}` "
+                        "or fix --emulator / FIREBASE_DATABASE_EMULATOR_HOST"
+                    )
+                await self._start_emulator()
+        self._firebase_app = self._init_firebase()
+        from core import FirebasePeerConnectionManager  # imported late: core's relay is optional for tests of parts
+
+        manager = FirebasePeerConnectionManager(
+            settings.user, self.device, app=self._firebase_app, options=self._options
+        )
+        try:
+            await manager.start()
+        except BaseException:
+            await self._cleanup()
+            raise
+        self.manager = manager
+        if settings.mode != "firebase" and self._watch_interval > 0:
+            self._watchdog = asyncio.create_task(self._watch(), name="peerchat-relay-watchdog")
+        return manager
+
+    async def stop(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+            self._watchdog = None
+        if self.manager is not None:
+            manager, self.manager = self.manager, None
+            with contextlib.suppress(PeerchatError):
+                await manager.stop()
+        await self._cleanup()
+
+    async def _cleanup(self) -> None:
+        if self._firebase_app is not None:
+            import firebase_admin
+
+            app, self._firebase_app = self._firebase_app, None
+            await asyncio.to_thread(firebase_admin.delete_app, app)
+        if self._emulator is not None:
+            emulator, self._emulator = self._emulator, None
+            await emulator.stop()
+
+    def _init_firebase(self) -> Any:
+        import firebase_admin
+        from firebase_admin import credentials
+
+        settings = self.settings
+        credential = None
+        if settings.mode == "firebase" and settings.credentials is not None:
+            try:
+                credential = credentials.Certificate(str(settings.credentials))
+            except (ValueError, OSError) as exc:
+                raise PeerchatError(
+                    f"the credentials file {settings.credentials} is not a service-account JSON ({exc}). "
+                    "Download one from the Firebase console: Project settings > Service accounts"
+                ) from exc
+        options = {"databaseURL": settings.relay_url, "databaseAuthVariableOverride": {"uid": settings.user}}
+        name = f"peerchat-{settings.device_id}-{uuid.uuid4().hex[:8]}"
+        return firebase_admin.initialize_app(credential, options, name=name)
+
+    async def _start_emulator(self) -> None:
+        from core.emulator import Emulator
+
+        host, port = self.settings.emulator_address
+        rules = RULES_FILE if RULES_FILE.is_file() else None
+        emulator = Emulator(host=host, port=port, rules=rules)
+        try:
+            await emulator.start()
+        except OSError as exc:
+            raise RelayGoneError(
+                f"cannot start the embedded emulator on {host}:{port} ({exc.strerror or exc}); something else "
+                "holds the port. Stop it, or use --emulator HOST:PORT"
+            ) from exc
+        self._emulator = emulator
+
+    async def _watch(self) -> None:
+        """Check the relay now and then; restart the embedded emulator when it went away."""
+        host, port = self.settings.emulator_address
+        healthy = True
+        while True:
+            await asyncio.sleep(self._watch_interval)
+            if await relay_answers(host, port):
+                if not healthy:
+                    healthy = True
+                    self._on_relay_status(f"The relay at {host}:{port} is back.", True)
+                continue
+            if healthy:
+                healthy = False
+                if self.settings.mode == "embedded":
+                    try:
+                        if self._emulator is not None:
+                            await self._emulator.stop()
+                            self._emulator = None
+                        await self._start_emulator()
+                    except (PeerchatError, OSError) as exc:
+                        self._on_relay_status(f"The relay is gone and could not be restarted: {exc}", False)
+                    else:
+                        healthy = True
+                        self._on_relay_status(f"The embedded emulator stopped; restarted it on {host}:{port}.", True)
+                else:
+                    self._on_relay_status(
+                        f"The relay at {host}:{port} stopped answering. Restart it (peerchat emulator --port {port}).",
+                        False,
+                    )

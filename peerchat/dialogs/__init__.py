@@ -1,0 +1,6 @@
+"""Modal dialogs of the app, each a typed ``ModalScreen[T]`` that returns its answer through ``dismiss()``."""
+
+from .file_picker import FilePickerDialog
+from .incoming import IncomingConnectionDialog
+
+__all__ = ["FilePickerDialog", "IncomingConnectionDialog"]

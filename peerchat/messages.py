@@ -1,0 +1,68 @@
+"""App-wide Textual messages (dataclasses): what workers and core's event handlers report to the app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from textual.message import Message
+
+from core.peer import PeerConnection, PeerConnectionManager, PeerInfo
+
+from .backend import EventTap
+
+
+@dataclass
+class BackendReady(Message):
+    """The manager is started and this device is online."""
+
+    manager: PeerConnectionManager
+    relay: str
+
+
+@dataclass
+class BackendFailed(Message):
+    """Starting the relay or the manager failed; the app cannot work until it is fixed."""
+
+    error: BaseException
+
+
+@dataclass
+class RelayStatus(Message):
+    """News about the relay itself (the embedded emulator went away, was restarted, ...)."""
+
+    text: str
+    ok: bool
+
+
+@dataclass
+class PeersChanged(Message):
+    """The set of this user's online devices changed."""
+
+    peers: tuple[PeerInfo, ...]
+
+
+@dataclass
+class IncomingConnection(Message):
+    """Another device opened a connection to this one; the person accepts or declines it.
+
+    ``tap`` has listened to the connection since it arrived, so nothing sent while the dialog is open is lost.
+    """
+
+    connection: PeerConnection
+    tap: EventTap
+
+
+@dataclass
+class SessionOpened(Message):
+    """A connection this device asked for is open (``tap`` listens to it since it opened)."""
+
+    connection: PeerConnection
+    tap: EventTap
+
+
+@dataclass
+class ActionFailed(Message):
+    """A worker's operation failed; ``what`` says what was being done, in words ("Connecting to laptop")."""
+
+    what: str
+    error: BaseException

@@ -1,0 +1,137 @@
+"""The main screen: the device list on the left, one tab per open session on the right."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Label, Static, TabbedContent, TabPane
+
+from core.peer import PeerConnection
+
+from ..backend import EventTap
+from ..models import DeviceRow
+from ..widgets import DeviceList, SessionView
+
+PLACEHOLDER = (
+    "No session open.\n\n"
+    "Choose a device on the left and press [b]Enter[/b].\n"
+    "Devices that open a session with this one are offered to you here.\n\n"
+    "[dim]Ctrl+P: all commands · Ctrl+Q: quit[/dim]"
+)
+
+
+class MainScreen(Screen[None]):
+    """Devices and sessions. The app feeds it rows and connections; it owns their layout and key bindings."""
+
+    BINDINGS = [
+        Binding("ctrl+d", "focus_devices", "Devices"),
+        Binding("ctrl+t", "next_session", "Next session"),
+        Binding("ctrl+f", "app.send_file", "Send file"),
+        Binding("ctrl+x", "app.cancel_transfer", "Cancel transfer"),
+        Binding("ctrl+w", "app.close_session", "Close session"),
+    ]
+
+    def __init__(self, *, clock: Callable[[], float] = time.time, show_latency: bool = True) -> None:
+        super().__init__()
+        self._clock = clock
+        self._show_latency = show_latency
+        self._pane_count = 0
+
+    def compose(self) -> ComposeResult:
+        yield Header(icon="⇄")
+        with Horizontal(id="body"):
+            with Vertical(id="sidebar"):
+                yield Label("Devices", classes="pane-title")
+                yield DeviceList(clock=self._clock, id="devices")
+                yield Static("Connecting to the relay…", id="relay")
+            with Vertical(id="main"):
+                yield Static(PLACEHOLDER, id="placeholder")
+                yield TabbedContent(id="sessions")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one(DeviceList).focus()
+        self._update_placeholder()
+
+    # --- what the app calls ----------------------------------------------------------------------------------
+
+    def show_devices(self, rows: list[DeviceRow]) -> None:
+        self.query_one(DeviceList).show_rows(rows)
+
+    def show_relay(self, text: str, *, ok: bool) -> None:
+        relay = self.query_one("#relay", Static)
+        relay.update(text)
+        relay.set_class(not ok, "error")
+
+    def sessions(self) -> list[SessionView]:
+        return list(self.query(SessionView))
+
+    def open_session_for(self, peer_id: str) -> SessionView | None:
+        for view in self.sessions():
+            if view.connection.peer.id == peer_id and not view.closed:
+                return view
+        return None
+
+    @property
+    def active_session(self) -> SessionView | None:
+        pane = self.query_one(TabbedContent).active_pane
+        if pane is None:
+            return None
+        views = list(pane.query(SessionView))
+        return views[0] if views else None
+
+    async def add_session(self, connection: PeerConnection, tap: EventTap) -> SessionView:
+        self._pane_count += 1
+        view = SessionView(connection, tap, clock=self._clock, show_latency=self._show_latency)
+        pane = TabPane(connection.peer.label, view, id=f"session-{self._pane_count}")
+        tabs = self.query_one(TabbedContent)
+        await tabs.add_pane(pane)
+        self.activate(view)
+        self._update_placeholder()
+        return view
+
+    def activate(self, view: SessionView) -> None:
+        pane = view.parent
+        if isinstance(pane, TabPane) and pane.id:
+            self.query_one(TabbedContent).active = pane.id
+        view.focus_input()
+
+    async def remove_session(self, view: SessionView) -> None:
+        pane = view.parent
+        view.tap.close()
+        if isinstance(pane, TabPane) and pane.id:
+            await self.query_one(TabbedContent).remove_pane(pane.id)
+        self._update_placeholder()
+        if not self.sessions():
+            self.query_one(DeviceList).focus()
+        elif (active := self.active_session) is not None:
+            active.focus_input()
+
+    def _update_placeholder(self) -> None:
+        has_sessions = bool(self.sessions())
+        self.query_one("#placeholder").display = not has_sessions
+        self.query_one(TabbedContent).display = has_sessions
+
+    # --- actions ---------------------------------------------------------------------------------------------
+
+    def action_focus_devices(self) -> None:
+        self.query_one(DeviceList).focus()
+
+    def action_next_session(self) -> None:
+        views = self.sessions()
+        if not views:
+            self.notify("No session is open. Choose a device and press Enter.", severity="warning")
+            return
+        active = self.active_session
+        index = views.index(active) if active in views else -1
+        self.activate(views[(index + 1) % len(views)])
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        views = list(event.pane.query(SessionView))
+        if views:
+            views[0].focus_input()

@@ -1,0 +1,71 @@
+"""The device list: this user's devices, online ones first, offline ones with when they were last seen."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from rich.text import Text
+from textual.binding import Binding
+from textual.message import Message
+from textual.widgets import DataTable
+
+from core.peer import PeerInfo
+
+from ..models import DeviceRow, format_ago
+
+
+class DeviceList(DataTable[Text]):
+    """A table of devices; Enter on a row asks to open a session with it (:class:`DeviceList.OpenSession`)."""
+
+    BINDINGS = [Binding("enter", "select_cursor", "Open session", show=True)]
+
+    class OpenSession(Message):
+        def __init__(self, peer: PeerInfo, online: bool) -> None:
+            super().__init__()
+            self.peer = peer
+            self.online = online
+
+    def __init__(self, *, clock: Callable[[], float], **kwargs: object) -> None:
+        super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)  # type: ignore[arg-type]
+        self._clock = clock
+        self._rows: dict[str, DeviceRow] = {}
+
+    def on_mount(self) -> None:
+        self.add_column(" ", key="dot", width=1)
+        self.add_column("Device", key="device")
+        self.add_column("Seen", key="seen")
+        self.show_rows([])
+
+    def show_rows(self, rows: list[DeviceRow]) -> None:
+        """Replace the rows, keeping the cursor on the same device."""
+        selected = self.selected_peer
+        self.clear()
+        self._rows = {row.peer.id: row for row in rows}
+        now = self._clock()
+        for row in rows:
+            dot = Text("●", style="bold green") if row.online else Text("○", style="dim")
+            name = Text(row.peer.label, style="bold" if row.online else "dim")
+            name.append(f"  {row.peer.id}", style="dim")
+            if row.online:
+                seen = Text("online", style="green")
+            elif row.last_seen is not None:
+                seen = Text(format_ago(now - row.last_seen), style="dim")
+            else:
+                seen = Text("offline", style="dim")
+            self.add_row(dot, name, seen, key=row.peer.id)
+        if selected is not None and selected.id in self._rows:
+            self.move_cursor(row=self.get_row_index(selected.id))
+
+    @property
+    def selected_peer(self) -> PeerInfo | None:
+        if not self._rows or self.cursor_row < 0 or self.cursor_row >= self.row_count:
+            return None
+        key = self.coordinate_to_cell_key((self.cursor_row, 0)).row_key.value
+        row = self._rows.get(key or "")
+        return row.peer if row else None
+
+    def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
+        event.stop()
+        row = self._rows.get(event.row_key.value or "")
+        if row is not None:
+            self.post_message(self.OpenSession(row.peer, row.online))
