@@ -23,6 +23,7 @@ same across runs, and two instances with different labels on one machine are two
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -254,3 +255,40 @@ def resolve_settings(
         webrtc=bool(pick("webrtc", True)),
         download_dir=download_dir,
     )
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the settings flags (``--user``, ``--label``, ...) to ``parser``.
+
+    Flags that are not given leave no attribute (``SUPPRESS``), so the same flags can sit on the main parser and on
+    each subcommand without one overwriting the other; read them with :func:`settings_from_args`.
+    """
+    group = parser.add_argument_group("settings (also read from the config file)")
+    add = group.add_argument
+    add("--user", default=argparse.SUPPRESS, help=f"the user whose devices these are (default: {DEFAULT_USER})")
+    add("--label", default=argparse.SUPPRESS, help="this device's name, shown to the other devices (default: host)")
+    add("--device-id", dest="device_id", default=argparse.SUPPRESS,
+        help="this device's id (default: generated once per label and kept)")
+    add("--database-url", dest="database_url", default=argparse.SUPPRESS,
+        help="a real Firebase Realtime Database, https://PROJECT-default-rtdb.firebaseio.com")
+    add("--credentials", default=argparse.SUPPRESS, help="the service-account JSON for --database-url")
+    add("--emulator", default=argparse.SUPPRESS, metavar="HOST:PORT",
+        help="use the emulator at HOST:PORT (also FIREBASE_DATABASE_EMULATOR_HOST)")
+    add("--no-webrtc", dest="webrtc", action="store_const", const=False, default=argparse.SUPPRESS,
+        help="stay on the relay; never open a direct WebRTC link")
+    add("--download-dir", dest="download_dir", default=argparse.SUPPRESS, metavar="DIR",
+        help="where received files are saved")
+    add("--config", dest="config_file", default=argparse.SUPPRESS, metavar="FILE",
+        help=f"the settings file (default: {default_config_file()})")
+
+
+def settings_from_args(args: argparse.Namespace, *, env: Mapping[str, str] | None = None) -> Settings:
+    """Resolve :class:`Settings` from parsed flags (see :func:`add_settings_arguments`).
+
+    Raises:
+        ConfigError: as :func:`resolve_settings`.
+    """
+    values = vars(args)
+    cli = {key: values[key] for key in _KEYS if values.get(key) is not None}
+    config_file = values.get("config_file")
+    return resolve_settings(cli, env=env, config_file=Path(config_file).expanduser() if config_file else None)

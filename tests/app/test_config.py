@@ -110,3 +110,20 @@ def test_parse_host_port():
     assert parse_host_port("127.0.0.1:9000") == ("127.0.0.1", 9000)
     with pytest.raises(ConfigError):
         parse_host_port("http://x:1")
+
+
+def test_flags_on_the_main_parser_and_a_subcommand_do_not_overwrite_each_other(tmp_path, monkeypatch):
+    import argparse
+
+    from peerchat.config import add_settings_arguments, settings_from_args
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    sub = parser.add_subparsers(dest="command").add_parser("peers")
+    add_settings_arguments(sub)
+    config = tmp_path / "c.toml"
+    config.write_text('label = "from-file"\n')
+    args = parser.parse_args(["--user", "alice", "--config", str(config), "peers", "--no-webrtc"])
+    settings = settings_from_args(args, env={})
+    assert (settings.user, settings.label, settings.webrtc) == ("alice", "from-file", False)
