@@ -35,6 +35,8 @@ class ManagerOptions:
     slow_after: float = 2.0
     # The peer is considered gone when nothing (data, ack or ping) arrived for this long.
     peer_timeout: float = 15.0
+    # disconnect() waits this long for the peer to acknowledge the close before deleting the session's data.
+    close_timeout: float = 3.0
     # A listener that delivered nothing (not even a keep-alive) for this long is resubscribed.
     listener_silence_timeout: float = 45.0
     # The largest message ``send()`` accepts over the relay, in UTF-8 bytes (the security rules allow the same).
