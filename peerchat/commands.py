@@ -1,0 +1,319 @@
+"""The headless commands ``peerchat peers``, ``peerchat send`` and ``peerchat receive``, for scripts.
+
+Results go to stdout, one per line; progress and errors go to stderr (an error is one line, ``peerchat: ...``).
+
+``peers`` prints this user's other online devices, ``ID<TAB>LABEL`` per line.
+
+``send DEVICE [FILE ...] [--text TEXT]`` connects to DEVICE (a label or an id), sends the text and then the files,
+and waits until the other device confirmed each of them.
+
+``receive`` stays online, accepts every session and every file, and prints what arrived::
+
+    text<TAB>LABEL<TAB>TEXT          (a backslash, tab or newline in TEXT is written as \\\\, \\t or \\n)
+    file<TAB>LABEL<TAB>SAVED-PATH
+
+Exit codes:
+
+====  ===================================================================================================
+0     done: everything was sent and confirmed, or ``--count`` items were received
+1     an unexpected error (a bug: please report it with the line printed)
+2     bad usage or settings: an unknown flag, an invalid setting, a file to send that does not exist
+3     the device is not online (or several share that label)
+4     the relay cannot be reached (the emulator is not running, the network or database URL is wrong)
+5     timed out: ``receive --timeout`` ran out before ``--count`` items, or a confirmation never came
+6     the other device declined, a transfer failed, or the connection closed before everything was sent
+130   interrupted (Ctrl-C)
+====  ===================================================================================================
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from core.errors import (
+    ConnectError,
+    ConnectionClosedError,
+    ConnectionDeclinedError,
+    PeerOfflineError,
+    PeerTimeoutError,
+    RelayError,
+    TransferError,
+)
+from core.events import CLOSED, DATA, INCOMING_CONNECTION
+from core.peer import PeerConnection, PeerConnectionManager, PeerInfo
+
+from .backend import Backend, RelayGoneError, describe_error
+from .config import ConfigError, Settings, add_settings_arguments, settings_from_args
+from .models import find_device, format_bytes, format_duration, format_rate
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_NOT_FOUND = 3
+EXIT_RELAY = 4
+EXIT_TIMEOUT = 5
+EXIT_FAILED = 6
+EXIT_INTERRUPTED = 130
+
+
+class CommandError(Exception):
+    """A command failed in a way it can explain; ``code`` is its exit code."""
+
+    def __init__(self, message: str, code: int) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The documented exit code for ``error``."""
+    match error:
+        case CommandError(code=code):
+            return code
+        case ConfigError():
+            return EXIT_USAGE
+        case PeerOfflineError() | LookupError():
+            return EXIT_NOT_FOUND
+        case RelayGoneError() | RelayError():
+            return EXIT_RELAY
+        case PeerTimeoutError() | TimeoutError():
+            return EXIT_TIMEOUT
+        case ConnectionDeclinedError() | TransferError() | ConnectionClosedError() | ConnectError():
+            return EXIT_FAILED
+    return EXIT_ERROR
+
+
+def escape_line(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
+
+
+def register(subparsers: Any) -> None:
+    """Add ``peers``, ``send`` and ``receive`` to an argparse subparsers object."""
+    epilog = "exit codes: 0 ok, 1 unexpected error, 2 bad usage, 3 device not online, 4 relay unreachable, " \
+             "5 timed out, 6 declined/failed/closed, 130 interrupted"
+    peers = subparsers.add_parser("peers", help="list this user's other online devices", epilog=epilog)
+    add_settings_arguments(peers)
+    peers.set_defaults(command_main=peers_main)
+
+    send = subparsers.add_parser("send", help="send text and files to one of your devices", epilog=epilog)
+    send.add_argument("device", metavar="DEVICE", help="the device's label or id")
+    send.add_argument("files", metavar="FILE", nargs="*", type=Path, help="files or folders to send")
+    send.add_argument("--text", help="a message to send before the files")
+    send.add_argument("--wait", type=float, default=10.0, metavar="S",
+                      help="how long to wait for DEVICE to come online (default: 10)")
+    add_settings_arguments(send)
+    send.set_defaults(command_main=send_main)
+
+    receive = subparsers.add_parser("receive", help="stay online and save what your devices send", epilog=epilog)
+    receive.add_argument("--count", type=int, metavar="N", help="exit after N texts and files")
+    receive.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds (code 5 if --count "
+                         "was not reached)")
+    add_settings_arguments(receive)  # --download-dir is one of the settings
+    receive.set_defaults(command_main=receive_main)
+
+
+def run_command(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run a parsed headless command; returns its exit code. Errors are printed as one line on ``err``."""
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        settings = settings_from_args(args)
+        return asyncio.run(args.command_main(settings, args, out, err))
+    except KeyboardInterrupt:
+        err.write("peerchat: interrupted\n")
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        code = exit_code_for(exc)
+        text = str(exc) if isinstance(exc, CommandError | ConfigError | LookupError) else \
+            describe_error("peerchat", exc).removeprefix("peerchat failed: ")
+        err.write(f"peerchat: {text}\n")
+        err.flush()
+        return code
+
+
+def _say(stream: TextIO, text: str) -> None:
+    stream.write(text + "\n")
+    stream.flush()
+
+
+# --- peers -----------------------------------------------------------------------------------------------------
+
+
+async def peers_main(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    async with Backend(settings, watch_interval=0) as manager:
+        peers = await manager.get_online_peers()
+    for peer in sorted(peers, key=lambda p: (p.label.lower(), p.id)):
+        _say(out, f"{peer.id}\t{peer.label}")
+    if not peers:
+        _say(err, f"no other device of user {settings.user!r} is online ({settings.describe_relay()})")
+    return EXIT_OK
+
+
+# --- send ------------------------------------------------------------------------------------------------------
+
+
+async def find_online(manager: PeerConnectionManager, name: str, wait: float) -> PeerInfo:
+    """The online device called ``name`` (label or id), waiting up to ``wait`` seconds for it to appear."""
+    deadline = time.monotonic() + wait
+    while True:
+        peers = await manager.get_online_peers()
+        try:
+            return find_device(peers, name)
+        except LookupError as exc:
+            if "several" in str(exc) or time.monotonic() >= deadline:
+                raise
+        await asyncio.sleep(0.25)
+
+
+async def send_main(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    files: list[Path] = list(args.files)
+    missing = [str(path) for path in files if not path.exists()]
+    if missing:
+        raise CommandError(f"nothing sent: {', '.join(missing)} does not exist", EXIT_USAGE)
+    if not files and args.text is None:
+        raise CommandError("nothing to send: give files, --text TEXT, or both", EXIT_USAGE)
+    async with Backend(settings, watch_interval=0) as manager:
+        peer = await find_online(manager, args.device, args.wait)
+        _say(err, f"connecting to {peer.label} ({peer.id})…")
+        connection = await manager.connect_to_peer(peer.id, confirm_data_receival=True)
+        async with connection:
+            _say(err, f"connected over {connection.transport.upper()}")
+            if args.text is not None:
+                await connection.send(args.text)
+                _say(err, "text delivered")
+            if files:
+                await send_files(connection, files, settings, err)
+    return EXIT_OK
+
+
+async def send_files(connection: PeerConnection, files: list[Path], settings: Settings, err: TextIO) -> None:
+    """Send ``files`` and wait until the other device verified every one (progress on ``err``)."""
+    from core.files import FileTransfers
+
+    transfers = FileTransfers(connection, download_dir=settings.download_dir)
+    progress = ProgressPrinter(err)
+    transfers.events.on("transfer_progress", progress.update)
+    try:
+        transfer = await transfers.send_files(files)
+        _say(err, f"offered {len(transfer.files)} file(s), {format_bytes(transfer.bytes_total)}")
+        await transfer.wait()
+    finally:
+        progress.close()
+        await transfers.close()
+    _say(err, f"files delivered and verified ({format_bytes(transfer.bytes_total)})")
+
+
+class ProgressPrinter:
+    """Progress lines on stderr: rewritten in place on a terminal, at most one every few seconds otherwise."""
+
+    def __init__(self, stream: TextIO, *, interval: float | None = None) -> None:
+        self.stream = stream
+        self.tty = stream.isatty()
+        self.interval = interval if interval is not None else (0.2 if self.tty else 2.0)
+        self._last = 0.0
+        self._dirty = False
+
+    def update(self, event: Any) -> None:
+        now = time.monotonic()
+        if now - self._last < self.interval and event.bytes_done < event.bytes_total:
+            return
+        self._last = now
+        percent = 100 * event.bytes_done / event.bytes_total if event.bytes_total else 100.0
+        line = (f"{event.direction} {event.files_done}/{event.files_total} files  {percent:5.1f}%  "
+                f"{format_bytes(event.bytes_done)} of {format_bytes(event.bytes_total)}  {format_rate(event.rate)}  "
+                f"{format_duration(event.eta)} left")
+        if self.tty:
+            self.stream.write("\r\033[K" + line)
+            self._dirty = True
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self._dirty:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._dirty = False
+
+
+# --- receive ---------------------------------------------------------------------------------------------------
+
+
+async def receive_main(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    if args.count is not None and args.count < 1:
+        raise CommandError("--count must be at least 1", EXIT_USAGE)
+    if args.timeout is not None and args.timeout <= 0:
+        raise CommandError("--timeout must be more than 0 seconds", EXIT_USAGE)
+    download_dir = settings.download_dir
+    received = 0
+    enough = asyncio.Event()
+    closers: list[Any] = []
+
+    def arrived(kind: str, label: str, value: str) -> None:
+        nonlocal received
+        _say(out, f"{kind}\t{escape_line(label)}\t{escape_line(value)}")
+        received += 1
+        if args.count is not None and received >= args.count:
+            enough.set()
+
+    def on_incoming(event: Any) -> None:
+        connection: PeerConnection = event.connection
+        label = connection.peer.label
+        connection.events.on(DATA, lambda data: arrived("text", label, data.data))
+        connection.events.on(CLOSED, lambda closed: _say(err, f"session with {label} ended ({closed.reason})"))
+        closers.append(connection.disconnect)
+        _say(err, f"session from {label} ({connection.peer.id}) over {connection.transport.upper()}")
+        attach_receiver(connection, download_dir, arrived, err, closers)
+
+    async with Backend(settings, watch_interval=0) as manager:
+        manager.events.on(INCOMING_CONNECTION, on_incoming)
+        _say(err, f"receiving as {settings.label} ({settings.device_id}) of user {settings.user} on "
+                  f"{settings.describe_relay()}; files go to {download_dir}")
+        try:
+            async with asyncio.timeout(args.timeout):
+                await enough.wait()
+        except TimeoutError:
+            if args.count is not None:
+                raise CommandError(f"timed out after {args.timeout:g} s with {received} of {args.count} items "
+                                   "received", EXIT_TIMEOUT) from None
+        finally:
+            manager.events.remove_listener(INCOMING_CONNECTION, on_incoming)
+            for close in reversed(closers):
+                with contextlib.suppress(Exception):
+                    await close()
+    return EXIT_OK
+
+
+def attach_receiver(connection: PeerConnection, download_dir: Path, arrived: Any, err: TextIO,
+                    closers: list[Any]) -> None:
+    """Accept every file offer on ``connection`` into ``download_dir``; report each saved file."""
+    from core.files import FileTransfers
+
+    label = connection.peer.label
+    transfers = FileTransfers(connection, download_dir=download_dir)
+    progress = ProgressPrinter(err)
+    closers.append(transfers.close)
+
+    async def on_offer(event: Any) -> None:
+        offer = event.offer
+        if offer.transfer is not None:
+            _say(err, f"resuming {len(offer.files)} file(s) from {label} into {download_dir}")
+            return
+        _say(err, f"accepting {len(offer.files)} file(s) ({format_bytes(offer.total_bytes)}) from {label} "
+                  f"into {download_dir}")
+        try:
+            await offer.accept(download_dir)
+        except Exception as exc:  # refused for want of space or a disk error: say so, keep receiving
+            _say(err, describe_error(f"accepting files from {label}", exc))
+
+    transfers.events.on("incoming_transfer", on_offer)
+    transfers.events.on("transfer_progress", progress.update)
+    transfers.events.on("transfer_file_done",
+                        lambda done: done.direction == "receive" and arrived("file", label, str(done.saved_to)))
+    transfers.events.on("transfer_failed",
+                        lambda failed: _say(err, describe_error(f"a transfer from {label}", failed.error)))

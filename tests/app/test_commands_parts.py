@@ -1,0 +1,104 @@
+"""Tests for the pure parts of peerchat.commands: arguments, exit codes, output lines and progress."""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+import pytest
+
+from core.errors import (
+    ConnectionClosedError,
+    ConnectionDeclinedError,
+    PeerOfflineError,
+    PeerTimeoutError,
+    RelayUnavailableError,
+    TransferDeclinedError,
+)
+from core.events import TransferProgress
+from peerchat.backend import RelayGoneError
+from peerchat.commands import CommandError, ProgressPrinter, escape_line, exit_code_for, register, run_command
+from peerchat.config import ConfigError
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="peerchat")
+    register(root.add_subparsers(dest="command"))
+    return root
+
+
+def test_send_and_receive_arguments():
+    args = parser().parse_args(["send", "laptop", "a.txt", "b.txt", "--text", "hi", "--emulator", "127.0.0.1:1"])
+    assert (args.device, args.files, args.text, args.emulator) == ("laptop", [Path("a.txt"), Path("b.txt")], "hi",
+                                                                    "127.0.0.1:1")
+    args = parser().parse_args(["receive", "--count", "2", "--timeout", "30", "--download-dir", "/tmp/x"])
+    assert (args.count, args.timeout, args.download_dir) == (2, 30.0, "/tmp/x")
+
+
+@pytest.mark.parametrize(
+    ("error", "code"),
+    [
+        (CommandError("x", 5), 5),
+        (ConfigError("x"), 2),
+        (PeerOfflineError("x"), 3),
+        (LookupError("x"), 3),
+        (RelayGoneError("x"), 4),
+        (RelayUnavailableError("x"), 4),
+        (PeerTimeoutError("x"), 5),
+        (ConnectionDeclinedError("x"), 6),
+        (TransferDeclinedError("x"), 6),
+        (ConnectionClosedError("x"), 6),
+        (RuntimeError("x"), 1),
+    ],
+)
+def test_exit_codes(error, code):
+    assert exit_code_for(error) == code
+
+
+def test_bad_input_is_one_line_with_its_exit_code(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    err = io.StringIO()
+    args = parser().parse_args(["send", "laptop", str(tmp_path / "missing.txt"), "--emulator", "127.0.0.1:1"])
+    assert run_command(args, out=io.StringIO(), err=err) == 2
+    assert err.getvalue() == f"peerchat: nothing sent: {tmp_path / 'missing.txt'} does not exist\n"
+
+    err = io.StringIO()
+    args = parser().parse_args(["peers", "--emulator", "nonsense"])
+    assert run_command(args, out=io.StringIO(), err=err) == 2
+    assert err.getvalue().startswith("peerchat: emulator: expected HOST:PORT")
+
+    err = io.StringIO()
+    args = parser().parse_args(["receive", "--count", "0", "--emulator", "127.0.0.1:1"])
+    assert run_command(args, out=io.StringIO(), err=err) == 2
+    assert err.getvalue() == "peerchat: --count must be at least 1\n"
+
+
+def test_unreachable_emulator_exits_4(tmp_path, monkeypatch):
+    import socket
+
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    err = io.StringIO()
+    args = parser().parse_args(["peers", "--emulator", f"127.0.0.1:{port}"])
+    assert run_command(args, out=io.StringIO(), err=err) == 4
+    assert err.getvalue().count("\n") == 1
+    assert f"no emulator answers at 127.0.0.1:{port}" in err.getvalue()
+
+
+def test_escape_line():
+    assert escape_line("a\tb\nc\\d") == "a\\tb\\nc\\\\d"
+
+
+def test_progress_printer_without_a_terminal_prints_whole_lines():
+    stream = io.StringIO()
+    printer = ProgressPrinter(stream, interval=0)
+    event = TransferProgress(transfer=None, direction="send", bytes_done=512, bytes_total=1024, rate=2048.0,  # type: ignore[arg-type]
+                             eta=0.25, files_done=0, files_total=1)
+    printer.update(event)
+    printer.close()
+    assert stream.getvalue() == "send 0/1 files   50.0%  512 B of 1.0 KiB  2.0 KiB/s  0 s left\n"
