@@ -727,7 +727,7 @@ class _Compiler:
         if obj_type == T_SNAP:
             return self._snapshot_method(callee, name, obj_fn, node.args)
         if STR in obj_type.kinds and obj_type.fits(_K_STR):
-            return self._string_method(callee, name, obj_fn, node.args)
+            return self._string_method(callee, name, obj_fn, node.args, obj_type)
         raise ExpressionError(f"{obj_type.describe()} has no method {name!r}", callee.pos + 1)
 
     def _arity(self, callee: Member, args: tuple[Any, ...], count: int) -> None:
@@ -777,10 +777,12 @@ class _Compiler:
         }
         return simple[name]
 
-    def _string_method(self, callee: Member, name: str, str_fn: Fn, args: tuple[Any, ...]) -> tuple[_Type, Fn]:
+    def _string_method(self, callee: Member, name: str, str_fn: Fn, args: tuple[Any, ...],
+                       obj_type: _Type) -> tuple[_Type, Fn]:
         if name not in STRING_METHODS:
             known = ", ".join(sorted(STRING_METHODS))
-            raise ExpressionError(f"a string has no method {name!r} (it has {known} and .length)", callee.pos + 1)
+            what = "a string" if not obj_type.dynamic else "a string (the only kind of value with methods)"
+            raise ExpressionError(f"{what} has no method {name!r} (it has {known} and .length)", callee.pos + 1)
 
         def receiver(ctx: Context) -> str:
             value = str_fn(ctx)
