@@ -14,11 +14,11 @@ from core.errors import PeerchatError
 from core.events import CONNECTION_CLOSED, INCOMING_CONNECTION, PEERS_CHANGED
 from core.events import IncomingConnection as IncomingConnectionEvent
 from core.events import PeersChanged as PeersChangedEvent
-from core.peer import PeerConnection, PeerConnectionManager, PeerInfo
+from core.peer import PeerConnectionManager, PeerInfo
 
-from .backend import Backend, EventTap, describe_error
+from .backend import Backend, SessionLink, describe_error, open_session
 from .config import Settings
-from .dialogs import FilePickerDialog, IncomingConnectionDialog
+from .dialogs import FilePickerDialog, IncomingConnectionDialog, IncomingFilesDialog
 from .messages import (
     ActionFailed,
     BackendFailed,
@@ -47,8 +47,10 @@ class PeerchatApp(App[None]):
         manager: PeerConnectionManager | None = None,
         clock: Callable[[], float] = time.time,
         show_latency: bool = True,
+        picker_start: Path | None = None,
     ) -> None:
         super().__init__()
+        self._picker_start = picker_start or Path.home()
         self.settings = settings
         self.manager: PeerConnectionManager | None = None
         self._given_manager = manager
@@ -114,8 +116,7 @@ class PeerchatApp(App[None]):
 
     def _on_incoming_connection(self, event: IncomingConnectionEvent) -> None:
         # The tap listens from this very moment: messages sent while the dialog is open wait in it.
-        connection = event.connection
-        self.post_message(IncomingConnection(connection, EventTap(connection.events)))
+        self.post_message(IncomingConnection(open_session(event.connection, self.settings.download_dir)))
 
     @work(group="peers", exclusive=True, exit_on_error=False)
     async def _load_peers(self) -> None:
@@ -137,12 +138,10 @@ class PeerchatApp(App[None]):
                 self.manager.events.remove_listener(name, handler)
         self._subscriptions.clear()
         for view in self.main.sessions() if self.screen_stack else []:
-            view.tap.close()
-            if not view.connection.is_closed:
-                try:
-                    await view.connection.disconnect()
-                except PeerchatError:
-                    pass
+            try:
+                await view.link.close()
+            except PeerchatError:
+                pass
         if self._backend is not None:
             await self._backend.stop()
 
@@ -173,31 +172,31 @@ class PeerchatApp(App[None]):
         except Exception as exc:
             self.post_message(ActionFailed(f"Connecting to {peer.label}", exc))
             return
-        self.post_message(SessionOpened(connection, EventTap(connection.events)))
+        self.post_message(SessionOpened(open_session(connection, self.settings.download_dir)))
 
     async def on_session_opened(self, message: SessionOpened) -> None:
-        await self.main.add_session(message.connection, message.tap)
+        await self.main.add_session(message.link)
 
     def on_incoming_connection(self, message: IncomingConnection) -> None:
-        connection, tap = message.connection, message.tap
+        link = message.link
+        connection = link.connection
 
         async def answered(accept: bool | None) -> None:
             if accept and not connection.is_closed:
-                await self.main.add_session(connection, tap)
+                await self.main.add_session(link)
             else:
-                tap.close()
-                self._disconnect(connection)
+                self._close_link(link)
                 if accept:
                     self.notify(f"{connection.peer.label} closed the connection before it was accepted.")
 
         self.push_screen(IncomingConnectionDialog(connection.peer), answered)
 
     @work(group="disconnect", exit_on_error=False)
-    async def _disconnect(self, connection: PeerConnection) -> None:
+    async def _close_link(self, link: SessionLink) -> None:
         try:
-            await connection.disconnect()
+            await link.close()
         except Exception as exc:
-            self.post_message(ActionFailed(f"Closing the session with {connection.peer.label}", exc))
+            self.post_message(ActionFailed(f"Closing the session with {link.connection.peer.label}", exc))
 
     async def on_session_view_close_requested(self, message: SessionView.CloseRequested) -> None:
         await self._close_session(message.view)
@@ -210,8 +209,7 @@ class PeerchatApp(App[None]):
         await self._close_session(view)
 
     async def _close_session(self, view: SessionView) -> None:
-        if not view.connection.is_closed:
-            self._disconnect(view.connection)
+        self._close_link(view.link)
         await self.main.remove_session(view)
 
     # --- files -----------------------------------------------------------------------------------------------
@@ -224,22 +222,27 @@ class PeerchatApp(App[None]):
 
         def picked(path: Path | None) -> None:
             if path is not None:
-                self.send_files(view, (path,))
+                view.send_files((path,))
 
-        self.push_screen(FilePickerDialog(Path.home()), picked)
+        self.push_screen(FilePickerDialog(self._picker_start), picked)
 
-    def on_session_view_files_requested(self, message: SessionView.FilesRequested) -> None:
-        self.send_files(message.view, message.paths)
+    def on_session_view_files_offered(self, message: SessionView.FilesOffered) -> None:
+        view, offer = message.view, message.offer
+        download_dir = self.settings.download_dir
+        files = [(entry.path, entry.size) for entry in offer.files]
 
-    def send_files(self, view: SessionView, paths: Iterable[Path]) -> None:
-        missing = [str(p) for p in paths if not p.exists()]
-        if missing:
-            self.notify(f"Not sent: {', '.join(missing)} does not exist. Check the path.", severity="error")
-            return
-        self.notify("File transfer is not available in this build of core yet.", severity="error")
+        def answered(accept: bool | None) -> None:
+            if accept:
+                view.accept_files(offer, download_dir)
+            else:
+                view.decline_files(offer)
+
+        self.push_screen(IncomingFilesDialog(view.peer_label, files, download_dir), answered)
 
     def action_cancel_transfer(self) -> None:
-        self.notify("No transfer is in progress.", severity="warning")
+        view = self.main.active_session
+        if view is None or not view.cancel_newest_transfer():
+            self.notify("No transfer is running in this session.", severity="warning")
 
     # --- errors and commands ---------------------------------------------------------------------------------
 
@@ -268,6 +271,7 @@ def create_app(
     manager: PeerConnectionManager | None = None,
     clock: Callable[[], float] = time.time,
     show_latency: bool = True,
+    picker_start: Path | None = None,
 ) -> PeerchatApp:
     """Build the app.
 
@@ -278,9 +282,10 @@ def create_app(
             from ``settings`` and stops it on exit.
         clock: the wall clock (``time.time``), fixed in snapshot tests.
         show_latency: False hides latency figures (snapshot tests).
+        picker_start: the folder the file picker opens in (default: the home folder).
     """
     if settings is None:
         from .config import resolve_settings
 
         settings = resolve_settings({})
-    return PeerchatApp(settings, manager=manager, clock=clock, show_latency=show_latency)
+    return PeerchatApp(settings, manager=manager, clock=clock, show_latency=show_latency, picker_start=picker_start)

@@ -3,8 +3,9 @@
 - :class:`Backend` turns :class:`~peerchat.config.Settings` into a started ``FirebasePeerConnectionManager``. On the
   embedded relay it uses an emulator already answering on 127.0.0.1:9000 or starts one in this process, and a
   watchdog restarts it (or says clearly that the relay is gone) if it goes away.
-- :class:`EventTap` listens to a connection's events from the moment it exists and buffers them until the app has a
-  place to show them, so nothing that arrives while a dialog is open is lost.
+- :func:`open_session` gives a new connection its file transfers and an :class:`EventTap` that listens to both from
+  the moment the connection exists and buffers their events until the app has a place to show them, so nothing that
+  arrives while a dialog is open is lost (:class:`SessionLink` holds the three).
 - :func:`describe_error` turns an exception into one line a person can act on.
 """
 
@@ -15,6 +16,7 @@ import contextlib
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +35,7 @@ from core.events import (
     UPGRADE_FAILED,
 )
 from core.options import ManagerOptions
-from core.peer import PeerConnectionManager, PeerInfo
+from core.peer import PeerConnection, PeerConnectionManager, PeerInfo
 
 from .config import Settings
 
@@ -41,6 +43,8 @@ log = logging.getLogger(__name__)
 
 RULES_FILE = Path(__file__).resolve().parent.parent / "firebase" / "database.rules.json"
 CONNECTION_EVENTS = (DATA, LATENCY, SLOW, RECOVERED, LINK_CHANGED, UPGRADE_FAILED, PROTOCOL_ERROR, CLOSED)
+TRANSFER_EVENTS = ("incoming_transfer", "transfer_progress", "transfer_file_done", "transfer_finished",
+                   "transfer_failed", PROTOCOL_ERROR)
 
 
 class RelayGoneError(PeerchatError):
@@ -61,17 +65,21 @@ def describe_error(what: str, error: BaseException) -> str:
 
 
 class EventTap:
-    """Forwards a connection's events as ``(name, payload)``, buffering them until :meth:`attach` is called."""
+    """Forwards events as ``(name, payload)``, buffering them until :meth:`attach` is called."""
 
-    def __init__(self, emitter: AsyncIOEventEmitter, names: tuple[str, ...] = CONNECTION_EVENTS) -> None:
-        self._emitter = emitter
+    def __init__(self, emitter: AsyncIOEventEmitter | None = None, names: tuple[str, ...] = CONNECTION_EVENTS) -> None:
         self._buffer: list[tuple[str, Any]] = []
         self._target: Callable[[str, Any], None] | None = None
-        self._handlers: list[tuple[str, Callable[[Any], None]]] = []
+        self._handlers: list[tuple[AsyncIOEventEmitter, str, Callable[[Any], None]]] = []
+        if emitter is not None:
+            self.listen(emitter, names)
+
+    def listen(self, emitter: AsyncIOEventEmitter, names: tuple[str, ...]) -> None:
+        """Also forward ``names`` from ``emitter``."""
         for name in names:
             handler = self._make_handler(name)
             emitter.on(name, handler)
-            self._handlers.append((name, handler))
+            self._handlers.append((emitter, name, handler))
 
     def _make_handler(self, name: str) -> Callable[[Any], None]:
         def handler(payload: Any) -> None:
@@ -90,12 +98,41 @@ class EventTap:
             target(name, payload)
 
     def close(self) -> None:
-        for name, handler in self._handlers:
+        for emitter, name, handler in self._handlers:
             with contextlib.suppress(KeyError, ValueError):
-                self._emitter.remove_listener(name, handler)
+                emitter.remove_listener(name, handler)
         self._handlers.clear()
         self._target = None
         self._buffer.clear()
+
+
+@dataclass
+class SessionLink:
+    """One session's connection, its file transfers and the tap that has heard both since the connection opened."""
+
+    connection: PeerConnection
+    transfers: Any  # core.files.FileTransfers
+    tap: EventTap
+
+    async def close(self) -> None:
+        """Stop the transfers (a receiver keeps what a resume needs) and disconnect. Safe to call twice."""
+        self.tap.close()
+        try:
+            await self.transfers.close()
+        finally:
+            if not self.connection.is_closed:
+                await self.connection.disconnect()
+
+
+def open_session(connection: PeerConnection, download_dir: Path) -> SessionLink:
+    """Attach file transfers and a tap to a new connection. Call it as soon as the connection exists (no await
+    between), so that no message or file offer can arrive unheard."""
+    from core.files import FileTransfers
+
+    transfers = FileTransfers(connection, download_dir=download_dir)
+    tap = EventTap(connection.events, CONNECTION_EVENTS)
+    tap.listen(transfers.events, TRANSFER_EVENTS)
+    return SessionLink(connection, transfers, tap)
 
 
 async def relay_answers(host: str, port: int, *, timeout: float = 2.0) -> bool:

@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from core.peer import PeerConnection, PeerConnectionManager, PeerInfo
+from core.peer import PeerConnectionManager, PeerInfo
 
-from .backend import EventTap
+from .backend import SessionLink
 
 
 @dataclass
@@ -45,19 +45,17 @@ class PeersChanged(Message):
 class IncomingConnection(Message):
     """Another device opened a connection to this one; the person accepts or declines it.
 
-    ``tap`` has listened to the connection since it arrived, so nothing sent while the dialog is open is lost.
+    ``link.tap`` has listened to the connection since it arrived, so nothing sent while the dialog is open is lost.
     """
 
-    connection: PeerConnection
-    tap: EventTap
+    link: SessionLink
 
 
 @dataclass
 class SessionOpened(Message):
-    """A connection this device asked for is open (``tap`` listens to it since it opened)."""
+    """A connection this device asked for is open (``link.tap`` has listened to it since it opened)."""
 
-    connection: PeerConnection
-    tap: EventTap
+    link: SessionLink
 
 
 @dataclass

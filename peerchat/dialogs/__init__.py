@@ -2,5 +2,6 @@
 
 from .file_picker import FilePickerDialog
 from .incoming import IncomingConnectionDialog
+from .incoming_files import IncomingFilesDialog
 
-__all__ = ["FilePickerDialog", "IncomingConnectionDialog"]
+__all__ = ["FilePickerDialog", "IncomingConnectionDialog", "IncomingFilesDialog"]

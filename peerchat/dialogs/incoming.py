@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -26,7 +27,8 @@ class IncomingConnectionDialog(ModalScreen[bool]):
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog-box"):
             yield Label("Incoming connection", classes="dialog-title")
-            yield Label(f"[b]{self.peer.label}[/b] ({self.peer.id}) wants to open a session with this device.")
+            yield Label(Text.assemble((self.peer.label, "bold"), f" ({self.peer.id}) wants to open a session with "
+                                      "this device."))
             with Horizontal(classes="dialog-buttons"):
                 yield Button("Accept [a]", variant="success", id="accept")
                 yield Button("Decline [d]", variant="error", id="decline")

@@ -11,9 +11,7 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, Static, TabbedContent, TabPane
 
-from core.peer import PeerConnection
-
-from ..backend import EventTap
+from ..backend import SessionLink
 from ..models import DeviceRow
 from ..widgets import DeviceList, SessionView
 
@@ -85,10 +83,10 @@ class MainScreen(Screen[None]):
         views = list(pane.query(SessionView))
         return views[0] if views else None
 
-    async def add_session(self, connection: PeerConnection, tap: EventTap) -> SessionView:
+    async def add_session(self, link: SessionLink) -> SessionView:
         self._pane_count += 1
-        view = SessionView(connection, tap, clock=self._clock, show_latency=self._show_latency)
-        pane = TabPane(connection.peer.label, view, id=f"session-{self._pane_count}")
+        view = SessionView(link, clock=self._clock, show_latency=self._show_latency)
+        pane = TabPane(link.connection.peer.label, view, id=f"session-{self._pane_count}")
         tabs = self.query_one(TabbedContent)
         await tabs.add_pane(pane)
         self.activate(view)
@@ -103,7 +101,7 @@ class MainScreen(Screen[None]):
 
     async def remove_session(self, view: SessionView) -> None:
         pane = view.parent
-        view.tap.close()
+        view.link.tap.close()
         if isinstance(pane, TabPane) and pane.id:
             await self.query_one(TabbedContent).remove_pane(pane.id)
         self._update_placeholder()

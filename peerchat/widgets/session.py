@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from rich.text import Text
@@ -15,16 +16,31 @@ from textual.message import Message
 from textual.widgets import Input, RichLog, Static
 
 from core.events import CLOSED, DATA
-from core.peer import PeerConnection
 
-from ..backend import EventTap
+from ..backend import SessionLink, describe_error
 from ..messages import ActionFailed
-from ..models import CHAT_HELP, CloseSession, LinkStatus, SendFiles, SendText, ShowHelp, parse_chat_input
+from ..models import (
+    CHAT_HELP,
+    CloseSession,
+    LinkStatus,
+    Notice,
+    SendFiles,
+    SendText,
+    ShowHelp,
+    format_bytes,
+    parse_chat_input,
+)
 from .transfers import TransferList
+
+INCOMING_TRANSFER = "incoming_transfer"
+TRANSFER_PROGRESS = "transfer_progress"
+TRANSFER_FILE_DONE = "transfer_file_done"
+TRANSFER_FINISHED = "transfer_finished"
+TRANSFER_FAILED = "transfer_failed"
 
 
 class SessionView(Vertical):
-    """Everything about one connection. Core's events arrive through an :class:`EventTap` as messages."""
+    """Everything about one connection. Core's events arrive through the link's tap as messages."""
 
     class CoreEvent(Message):
         def __init__(self, name: str, payload: Any) -> None:
@@ -39,30 +55,30 @@ class SessionView(Vertical):
             super().__init__()
             self.view = view
 
-    class FilesRequested(Message):
-        """The person asked to send files (``/send PATH ...``)."""
+    class FilesOffered(Message):
+        """The other device offers files: the app asks the person, then calls ``accept_files``/``decline_files``."""
 
-        def __init__(self, view: SessionView, paths: tuple[Any, ...]) -> None:
+        def __init__(self, view: SessionView, offer: Any) -> None:
             super().__init__()
             self.view = view
-            self.paths = paths
+            self.offer = offer
 
     def __init__(
         self,
-        connection: PeerConnection,
-        tap: EventTap,
+        link: SessionLink,
         *,
         clock: Callable[[], float] = time.time,
         show_latency: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(classes="session", **kwargs)
-        self.connection = connection
-        self.tap = tap
-        self.status = LinkStatus(transport=connection.transport, rtt=connection.rtt)
+        self.link = link
+        self.connection = link.connection
+        self.status = LinkStatus(transport=self.connection.transport, rtt=self.connection.rtt)
         self._clock = clock
         self._show_latency = show_latency
         self._outbox: asyncio.Queue[str] = asyncio.Queue()
+        self._transfers: dict[str, Any] = {}
 
     @property
     def peer_label(self) -> str:
@@ -81,7 +97,7 @@ class SessionView(Vertical):
     def on_mount(self) -> None:
         self.system(f"Session with {self.peer_label} ({self.connection.peer.id}) open.")
         self._run_outbox()
-        self.tap.attach(lambda name, payload: self.post_message(self.CoreEvent(name, payload)))
+        self.link.tap.attach(lambda name, payload: self.post_message(self.CoreEvent(name, payload)))
 
     def focus_input(self) -> None:
         self.query_one(Input).focus()
@@ -100,21 +116,36 @@ class SessionView(Vertical):
         self.set_class(self.status.transport == "webrtc", "webrtc")
         self.set_class(bool(self.status.warnings), "warning")
 
+    def _tell(self, notice: Notice) -> None:
+        self.system(notice.text, "italic yellow" if notice.severity != "information" else "dim italic")
+        self.notify(notice.text, title=self.peer_label, severity=notice.severity)
+
     def on_session_view_core_event(self, event: CoreEvent) -> None:
         event.stop()
-        if event.name == DATA:
-            self._line(self.peer_label, "bold cyan", event.payload.data)
-            return
-        notice = self.status.apply(event.payload)
-        self.refresh_status()
-        if notice is not None:
-            self.system(notice.text, "italic yellow" if notice.severity != "information" else "dim italic")
-            self.notify(notice.text, title=self.peer_label, severity=notice.severity)
-        if event.name == CLOSED:
-            self.add_class("closed")
-            message = self.query_one(Input)
-            message.disabled = True
-            message.placeholder = "Session closed. Ctrl+W closes this tab; Enter on the device reconnects."
+        name, payload = event.name, event.payload
+        if name == DATA:
+            self._line(self.peer_label, "bold cyan", payload.data)
+        elif name == INCOMING_TRANSFER:
+            self._on_offer(payload.offer)
+        elif name == TRANSFER_PROGRESS:
+            self._on_progress(payload)
+        elif name == TRANSFER_FILE_DONE:
+            if payload.direction == "receive":
+                self.system(f"✓ received {payload.path}, saved to {payload.saved_to}", "green")
+        elif name == TRANSFER_FINISHED:
+            self._on_finished(payload)
+        elif name == TRANSFER_FAILED:
+            self._on_failed(payload)
+        else:
+            notice = self.status.apply(payload)
+            self.refresh_status()
+            if notice is not None:
+                self._tell(notice)
+            if name == CLOSED:
+                self.add_class("closed")
+                message = self.query_one(Input)
+                message.disabled = True
+                message.placeholder = "Session closed. Ctrl+W closes this tab; Enter on the device reconnects."
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         event.stop()
@@ -129,7 +160,7 @@ class SessionView(Vertical):
                 self._line("you", "bold green", text)
                 self._outbox.put_nowait(text)
             case SendFiles(paths=paths):
-                self.post_message(self.FilesRequested(self, paths))
+                self.send_files(paths)
             case CloseSession():
                 self.post_message(self.CloseRequested(self))
             case ShowHelp():
@@ -146,3 +177,117 @@ class SessionView(Vertical):
                 preview = text if len(text) <= 40 else text[:39] + "…"
                 self.system(f"✗ not delivered: {preview}", "italic red")
                 self.post_message(ActionFailed(f"Sending to {self.peer_label}", exc))
+
+    # --- files -----------------------------------------------------------------------------------------------
+
+    def send_files(self, paths: tuple[Path, ...] | list[Path]) -> None:
+        """Offer ``paths`` (files or folders) to the other device; progress shows in the transfer list."""
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing:
+            self.notify(f"Not sent: {', '.join(missing)} does not exist. Check the path.", severity="error")
+            return
+        if self.closed:
+            self.notify("This session is closed; press Enter on the device to connect again.", severity="warning")
+            return
+        names = ", ".join(p.name or str(p) for p in paths)
+        self.system(f"Preparing {names} (computing SHA-256)…")
+        self._send_files(list(paths))
+
+    @work(group="send-files", exit_on_error=False)
+    async def _send_files(self, paths: list[Path]) -> None:
+        try:
+            transfer = await self.link.transfers.send_files(paths)
+        except Exception as exc:
+            self.post_message(ActionFailed(f"Sending files to {self.peer_label}", exc))
+            return
+        self._add_row(transfer, outgoing=True)
+        self.system(f"↑ offered {self._describe(transfer)} to {self.peer_label}; waiting for them to accept…")
+
+    def _on_offer(self, offer: Any) -> None:
+        running = offer.transfer
+        if running is not None:
+            self._add_row(running, outgoing=False)
+            self.system(f"↓ resuming {len(offer.files)} file(s) from {self.peer_label}")
+        else:
+            self.post_message(self.FilesOffered(self, offer))
+
+    def accept_files(self, offer: Any, download_dir: Path) -> None:
+        self._accept_files(offer, download_dir)
+
+    @work(group="accept-files", exit_on_error=False)
+    async def _accept_files(self, offer: Any, download_dir: Path) -> None:
+        try:
+            transfer = await offer.accept(download_dir)
+        except Exception as exc:
+            self.post_message(ActionFailed(f"Receiving files from {self.peer_label}", exc))
+            return
+        self._add_row(transfer, outgoing=False)
+        self.system(f"↓ receiving {self._describe(transfer)} into {download_dir}")
+
+    def decline_files(self, offer: Any) -> None:
+        self._decline_files(offer)
+
+    @work(group="accept-files", exit_on_error=False)
+    async def _decline_files(self, offer: Any) -> None:
+        try:
+            await offer.decline("declined by the user")
+        except Exception as exc:
+            self.post_message(ActionFailed(f"Declining files from {self.peer_label}", exc))
+            return
+        self.system(f"Declined {len(offer.files)} file(s) from {self.peer_label}.")
+
+    def cancel_newest_transfer(self) -> bool:
+        """Cancel the newest running transfer of this session; False when none is running."""
+        rows = self.query_one(TransferList).active()
+        if not rows:
+            return False
+        transfer = self._transfers.get(rows[-1].key)
+        if transfer is not None:
+            self._cancel(transfer)
+        return True
+
+    @work(group="cancel", exit_on_error=False)
+    async def _cancel(self, transfer: Any) -> None:
+        try:
+            await transfer.cancel()
+        except Exception as exc:
+            self.post_message(ActionFailed("Cancelling the transfer", exc))
+
+    @staticmethod
+    def _describe(transfer: Any) -> str:
+        files = transfer.files
+        name = files[0].path if len(files) == 1 else f"{len(files)} files"
+        return f"{name} ({format_bytes(transfer.bytes_total)})"
+
+    def _add_row(self, transfer: Any, *, outgoing: bool) -> None:
+        if transfer.id in self._transfers:
+            return
+        self._transfers[transfer.id] = transfer
+        files = transfer.files
+        name = files[0].path if len(files) == 1 else f"{len(files)} files"
+        row = self.query_one(TransferList).add(transfer.id, name, transfer.bytes_total, outgoing=outgoing)
+        if transfer.bytes_done:
+            row.progress(transfer.bytes_done, None, None)
+
+    def _on_progress(self, event: Any) -> None:
+        row = self.query_one(TransferList).row(event.transfer.id)
+        if row is None:
+            self._add_row(event.transfer, outgoing=event.direction == "send")
+            row = self.query_one(TransferList).row(event.transfer.id)
+        if row is not None:
+            row.progress(event.bytes_done, event.rate, event.eta)
+
+    def _on_finished(self, event: Any) -> None:
+        row = self.query_one(TransferList).row(event.transfer.id)
+        verb = "delivered and verified" if event.direction == "send" else "received and verified"
+        if row is not None:
+            row.finish(f"✓ {verb} · {format_bytes(event.bytes_total)}", ok=True)
+        self.system(f"✓ {self._describe(event.transfer)} {verb}", "green")
+
+    def _on_failed(self, event: Any) -> None:
+        row = self.query_one(TransferList).row(event.transfer.id)
+        text = describe_error("The transfer", event.error)
+        if row is not None:
+            row.finish(f"✗ {event.error}", ok=False)
+        self.system(f"✗ {self._describe(event.transfer)}: {event.error}", "italic red")
+        self.notify(text, title=self.peer_label, severity="error", timeout=12)
