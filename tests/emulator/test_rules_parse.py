@@ -275,3 +275,39 @@ def test_a_wildcard_is_not_in_scope_beside_its_branch():
 ])
 def test_valid_expressions_load(rule):
     load(rule)
+
+
+# -- limits that keep a hostile or broken rules file from crashing the emulator
+
+
+@pytest.mark.parametrize("rule", [
+    "(" * 500 + "true" + ")" * 500,
+    "!" * 500 + "true",
+    "-" * 500 + "1 == 1",
+    "1" + " + 1" * 500 + " > 0",
+])
+def test_expressions_nested_too_deeply_are_refused(rule):
+    assert "the expression is nested more than 100 levels deep" in refused(rule)
+
+
+def test_long_and_or_chains_are_not_nesting():
+    assert load(" && ".join(["auth.uid != 'x'"] * 2000)).can_read(None, (), auth=None, now=0)
+    assert load(" || ".join(["false"] * 2000) + " || true").can_read(None, (), auth=None, now=0)
+    assert not load(" || ".join(["false"] * 2000)).can_read(None, (), auth=None, now=0)
+
+
+def test_rules_nested_too_deeply_are_refused():
+    node: dict = {".read": True}
+    for _ in range(200):
+        node = {"a": node}
+    with pytest.raises(RulesParseError, match="the rules are nested more than 64 levels deep"):
+        RuleSet.from_json({"rules": node})
+    with pytest.raises(RulesParseError, match="^Parse error: the JSON is nested too deeply"):
+        RuleSet.from_text("[" * 100_000)
+
+
+def test_the_public_surface():
+    import core.emulator.rules as package
+
+    assert package.__all__ == ["RuleSet", "RulesParseError"]
+    assert issubclass(RulesParseError, ValueError)

@@ -247,6 +247,8 @@ _BINARY_POWER = {
     "+": 6, "-": 6,
     "*": 7, "/": 7, "%": 7,
 }
+# Deeper expressions are refused at load, so that neither parsing nor evaluation can exhaust Python's stack.
+MAX_NESTING = 100
 _TERNARY_POWER = 1
 _PREFIX_POWER = 8
 _POSTFIX_POWER = 9
@@ -256,6 +258,7 @@ class _Parser:
     def __init__(self, text: str) -> None:
         self.tokens = _tokenize(text)
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> _Token:
         return self.tokens[self.i]
@@ -281,6 +284,16 @@ class _Parser:
         return node
 
     def expression(self, rbp: int) -> Any:
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise ExpressionError(f"the expression is nested more than {MAX_NESTING} levels deep",
+                                  self.peek().pos + 1)
+        try:
+            return self._expression(rbp)
+        finally:
+            self.depth -= 1
+
+    def _expression(self, rbp: int) -> Any:
         left = self.prefix(self.advance())
         while True:
             tok = self.peek()
@@ -626,10 +639,16 @@ def _fail(message: str) -> EvalFailure:
 class _Compiler:
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
+        self.depth = 0
 
     def compile(self, node: Any) -> tuple[_Type, Fn]:
-        method = getattr(self, "_" + type(node).__name__)
-        return method(node)
+        self.depth += 1
+        if self.depth > MAX_NESTING:
+            raise ExpressionError(f"the expression is nested more than {MAX_NESTING} levels deep", node.pos + 1)
+        try:
+            return getattr(self, "_" + type(node).__name__)(node)
+        finally:
+            self.depth -= 1
 
     def value(self, node: Any, what: str) -> tuple[_Type, Fn]:
         """Compile an operand that must be a plain value (not a snapshot, list, regex or query)."""
@@ -916,37 +935,30 @@ class _Compiler:
         return T_NUM, _arithmetic(op, left, right)
 
     def _logical(self, node: Binary) -> tuple[_Type, Fn]:
+        # 'a && b && c' is compiled as one n-ary node: long chains cost no recursion depth and no nested calls.
         op = node.op
-        _, left = self.typed(node.left, _K_BOOL, f"an operand of {op!r}")
-        _, right = self.typed(node.right, _K_BOOL, f"an operand of {op!r}")
-        # A run-time error on the left makes the whole rule fail ('(error) || true' is false in Firebase);
-        # the right side is only evaluated when the left does not decide, as in JavaScript.
-        if op == "&&":
-            def and_(ctx: Context) -> bool:
-                a = left(ctx)
-                if a is False:
-                    return False
-                if a is not True:
-                    raise _fail(f"'&&' applied to {_kind_of(a)}")
-                b = right(ctx)
-                if not isinstance(b, bool):
-                    raise _fail(f"'&&' applied to {_kind_of(b)}")
-                return b
+        operands: list[Any] = []
+        left_spine: Any = node
+        while isinstance(left_spine, Binary) and left_spine.op == op:
+            operands.append(left_spine.right)
+            left_spine = left_spine.left
+        operands.append(left_spine)
+        operands.reverse()
+        fns = tuple(self.typed(operand, _K_BOOL, f"an operand of {op!r}")[1] for operand in operands)
+        # As in JavaScript, evaluation stops at the first operand that decides; a run-time error before that makes
+        # the whole rule fail ('(error) || true' is false in live Firebase).
+        decisive = op == "||"
 
-            return T_BOOL, and_
+        def logical(ctx: Context) -> bool:
+            for fn in fns:
+                value = fn(ctx)
+                if value is decisive:
+                    return decisive
+                if value is not (not decisive):
+                    raise _fail(f"{op!r} applied to {_kind_of(value)}")
+            return not decisive
 
-        def or_(ctx: Context) -> bool:
-            a = left(ctx)
-            if a is True:
-                return True
-            if a is not False:
-                raise _fail(f"'||' applied to {_kind_of(a)}")
-            b = right(ctx)
-            if not isinstance(b, bool):
-                raise _fail(f"'||' applied to {_kind_of(b)}")
-            return b
-
-        return T_BOOL, or_
+        return T_BOOL, logical
 
 
 def _member(obj: Any, name: str) -> Any:

@@ -21,6 +21,8 @@ _EXPRESSION_KEYS = (".read", ".write", ".validate")
 _RULE_KEYS = frozenset(_EXPRESSION_KEYS + (".indexOn",))
 _FORBIDDEN_KEY_CHARS = frozenset("/.#[]$") | frozenset(chr(c) for c in range(0x20)) | {chr(0x7F)}
 _NO_WILDCARDS: dict[str, str] = {}
+# Data is at most 32 levels deep, so deeper rules could never apply; the margin is for readability, not need.
+MAX_RULES_DEPTH = 64
 
 
 class RulesParseError(ValueError):
@@ -84,6 +86,8 @@ class RuleSet:
         stripped = _strip_comments(text)
         try:
             obj = json.loads(stripped, object_pairs_hook=_no_duplicate_keys, parse_constant=_no_constant)
+        except RecursionError as exc:
+            raise RulesParseError("Parse error: the JSON is nested too deeply") from exc
         except _BadJsonError as exc:
             raise RulesParseError(f"Parse error: {exc}") from exc
         except json.JSONDecodeError as exc:
@@ -103,9 +107,8 @@ class RuleSet:
             raise RulesParseError('Parse error: the rules must be a JSON object of the form {"rules": {...}}')
         if not isinstance(obj["rules"], dict):
             raise RulesParseError(f"Parse error at /rules: expected an object, got {_json_kind(obj['rules'])}")
-        source = copy.deepcopy(obj)
-        root = _compile_node(source["rules"], "/rules", ())
-        return cls(source, root)
+        root = _compile_node(obj["rules"], "/rules", (), 0)
+        return cls(copy.deepcopy(obj), root)
 
     def to_json(self) -> dict[str, Any]:
         """The rules as loaded, ``{"rules": {...}}`` (a copy)."""
@@ -259,7 +262,9 @@ class _WriteEvaluator:
 # Compiling the rules tree
 
 
-def _compile_node(obj: dict[str, Any], where: str, wildcards: tuple[str, ...]) -> _Node:
+def _compile_node(obj: dict[str, Any], where: str, wildcards: tuple[str, ...], depth: int) -> _Node:
+    if depth > MAX_RULES_DEPTH:
+        raise RulesParseError(f"Parse error at {where}: the rules are nested more than {MAX_RULES_DEPTH} levels deep")
     node = _Node()
     for key, value in obj.items():
         if not isinstance(key, str):
@@ -284,9 +289,9 @@ def _compile_node(obj: dict[str, Any], where: str, wildcards: tuple[str, ...]) -
             if key in wildcards:
                 raise RulesParseError(f"Parse error at {location}: the wildcard {key!r} is already used above")
             node.wildcard = key
-            node.wildcard_node = _compile_node(value, location, wildcards + (key,))
+            node.wildcard_node = _compile_node(value, location, wildcards + (key,), depth + 1)
         else:
-            node.children[key] = _compile_node(value, location, wildcards)
+            node.children[key] = _compile_node(value, location, wildcards, depth + 1)
     below = list(node.children.values())
     if node.wildcard_node is not None:
         below.append(node.wildcard_node)
