@@ -17,6 +17,15 @@ Connections (``PeerConnection.events``):
 - ``upgrade_failed``  -> :class:`UpgradeFailed`   a WebRTC upgrade attempt failed; the relay keeps working
 - ``protocol_error``  -> :class:`ProtocolErrorEvent` malformed data arrived and was ignored
 - ``closed``          -> :class:`ConnectionClosed` the connection ended (same payload as the manager's)
+
+File transfers (``core.files.FileTransfers.events``, one object per connection):
+
+- ``incoming_transfer``   -> :class:`IncomingTransfer`   the peer offers files: ``accept()`` or ``decline()`` them
+- ``transfer_progress``   -> :class:`TransferProgress`   bytes done, total, rate and time left (a few per second)
+- ``transfer_file_done``  -> :class:`TransferFileDone`   one file arrived and its SHA-256 matched
+- ``transfer_finished``   -> :class:`TransferFinished`   every file of a transfer arrived intact
+- ``transfer_failed``     -> :class:`TransferFailed`     a transfer ended early (declined, cancelled, disk, ...)
+- ``protocol_error``      -> :class:`ProtocolErrorEvent` a malformed transfer frame arrived and was ignored
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
+    from .files import IncomingOffer, Transfer
     from .peer import PeerConnection, PeerInfo
 
 Transport = Literal["relay", "webrtc"]
@@ -43,6 +53,14 @@ LINK_CHANGED = "link_changed"
 UPGRADE_FAILED = "upgrade_failed"
 PROTOCOL_ERROR = "protocol_error"
 CLOSED = "closed"
+
+INCOMING_TRANSFER = "incoming_transfer"
+TRANSFER_PROGRESS = "transfer_progress"
+TRANSFER_FILE_DONE = "transfer_file_done"
+TRANSFER_FINISHED = "transfer_finished"
+TRANSFER_FAILED = "transfer_failed"
+
+TransferDirection = Literal["send", "receive"]
 
 
 @dataclass(frozen=True)
@@ -112,4 +130,53 @@ class UpgradeFailed:
 
 @dataclass(frozen=True)
 class ProtocolErrorEvent:
+    error: BaseException
+
+
+@dataclass(frozen=True)
+class IncomingTransfer:
+    """The peer offers files. ``offer.accept(download_dir)`` or ``offer.decline(reason)``; if this side already has
+    part of them from an interrupted transfer and resumes by itself, ``offer.transfer`` is already running."""
+
+    offer: IncomingOffer
+
+
+@dataclass(frozen=True)
+class TransferProgress:
+    """``bytes_done`` of ``bytes_total`` (confirmed by the receiver when sending); ``rate`` in bytes per second over
+    the last seconds; ``eta`` in seconds, or None while the rate is unknown."""
+
+    transfer: Transfer
+    direction: TransferDirection
+    bytes_done: int
+    bytes_total: int
+    rate: float
+    eta: float | None
+    files_done: int
+    files_total: int
+
+
+@dataclass(frozen=True)
+class TransferFileDone:
+    """File ``path`` (as offered, relative) arrived intact; ``saved_to`` is where the receiver stored it."""
+
+    transfer: Transfer
+    direction: TransferDirection
+    path: str
+    saved_to: str | None
+
+
+@dataclass(frozen=True)
+class TransferFinished:
+    transfer: Transfer
+    direction: TransferDirection
+    bytes_total: int
+
+
+@dataclass(frozen=True)
+class TransferFailed:
+    """``error`` is a TransferError (declined, cancelled, integrity, space, disk, interrupted) or a ProtocolError."""
+
+    transfer: Transfer
+    direction: TransferDirection
     error: BaseException

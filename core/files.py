@@ -1,0 +1,906 @@
+"""File transfers over a :class:`~core.peer.PeerConnection`: :class:`FileTransfers`, :class:`Transfer`,
+:class:`IncomingOffer`, and the file-system side (safe names, .part files, resume state, free space).
+
+``FileTransfers(connection, download_dir=...)`` owns every ``binary`` frame of the connection (``core.transfer``
+describes the protocol); strings stay free for chat. ``await transfers.send_files(paths)`` hashes and offers files
+and folders and returns a :class:`Transfer`; the other side gets an ``incoming_transfer`` event whose offer it
+accepts or declines. Both sides get ``transfer_progress``, ``transfer_file_done``, ``transfer_finished`` and
+``transfer_failed`` events (see ``core.events``) and can ``await transfer.wait()`` or ``await transfer.cancel()``.
+
+On disk, the receiver writes ``<name>.part`` (hashing while it writes) and renames it to ``<name>`` only when the
+SHA-256 matches. Next to them a small sidecar, ``.peerchat-<id>.transfer``, records the offer id, each file's hash
+and the offset confirmed to the sender. When the same files are offered again, on this connection or a new one (same
+transfer id, or the same SHA-256 and size), the receiver answers with those offsets and the sender continues there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import errno
+import hashlib
+import json
+import os
+import shutil
+import time
+import unicodedata
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiofiles
+from pyee.asyncio import AsyncIOEventEmitter
+
+from . import events as ev
+from .errors import (
+    DiskError,
+    InsufficientSpaceError,
+    IntegrityError,
+    PeerchatError,
+    ProtocolError,
+    TransferCancelledError,
+    TransferInterruptedError,
+)
+from .options import ManagerOptions
+from .peer import PeerConnection
+from .transfer import (
+    CHUNK_HEADER_SIZE,
+    Action,
+    Cancel,
+    Failed,
+    FileDone,
+    FileEntry,
+    Finished,
+    Message,
+    Offer,
+    OfferAssembler,
+    OfferPart,
+    RateMeter,
+    ReadChunk,
+    ReceiveMachine,
+    SendFrame,
+    SendMachine,
+    VerifyFile,
+    WriteChunk,
+    decode_frame,
+    encode_offer,
+    new_transfer_id,
+)
+
+# aiortc's SCTP transport refuses messages over 64 KiB, so a WebRTC frame is a 64 KiB binary message.
+WEBRTC_FRAME_BYTES = 64 * 1024
+DEFAULT_WINDOW = 16
+SIDECAR_PREFIX = ".peerchat-"
+SIDECAR_SUFFIX = ".transfer"
+PART_SUFFIX = ".part"
+MAX_NAME_BYTES = 200
+MAX_DEPTH = 32
+_SIDECAR_INTERVAL = 0.5
+
+# --- names ------------------------------------------------------------------------------------------------------
+
+_RESERVED = {"CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"} | {
+    f"{p}{d}" for p in ("COM", "LPT") for d in "0123456789\u00b9\u00b2\u00b3"}
+_FORBIDDEN = str.maketrans({c: "_" for c in '<>:"|?*'})
+_INVISIBLE = {"\u200e", "\u200f", "\u202a", "\u202b", "\u202c", "\u202d", "\u202e", "\u2066", "\u2067", "\u2068",
+              "\u2069", "\ufeff"}
+
+
+def _cut(text: str, limit: int) -> str:
+    return text.encode()[:limit].decode(errors="ignore")
+
+
+def _safe_component(raw: str) -> str:
+    name = "".join(c for c in raw if unicodedata.category(c) != "Cc" and c not in _INVISIBLE)
+    name = name.translate(_FORBIDDEN).strip().rstrip(". ")
+    if name in ("", ".", ".."):
+        return ""
+    if name.split(".")[0].strip().upper() in _RESERVED:
+        name = "_" + name
+    if len(name.encode()) > MAX_NAME_BYTES:
+        stem, dot, ext = name.rpartition(".")
+        if dot and stem and len(ext.encode()) <= 16:
+            name = _cut(stem, MAX_NAME_BYTES - len(ext.encode()) - 1).rstrip(". ") + "." + ext
+        else:
+            name = _cut(name, MAX_NAME_BYTES).rstrip(". ")
+    return name
+
+
+def safe_relative_path(offered: str) -> tuple[str, ...]:
+    """The parts of a safe relative path for a name offered by the peer.
+
+    Drops absolute roots, ``.`` and ``..``; treats ``/`` and ``\\`` as separators; removes control and bidi
+    characters; replaces ``<>:"|?*``; strips trailing dots and spaces; prefixes reserved device names (CON, NUL,
+    COM1, ... with any extension) with ``_``; cuts each part to 200 UTF-8 bytes keeping its extension. Raises
+    :class:`ProtocolError` for paths nested deeper than 32 folders.
+    """
+    text = unicodedata.normalize("NFC", offered)
+    parts = tuple(p for p in (_safe_component(c) for c in text.replace("\\", "/").split("/")) if p)
+    if len(parts) > MAX_DEPTH:
+        raise ProtocolError(f"The other device offered a file nested {len(parts)} folders deep; at most "
+                            f"{MAX_DEPTH} are accepted.")
+    return parts or ("unnamed",)
+
+
+def _with_suffix(name: str, n: int) -> str:
+    stem, dot, ext = name.rpartition(".")
+    if not dot or not stem:
+        return f"{name} ({n})"
+    return f"{stem} ({n}).{ext}"
+
+
+def unique_target(download_dir: Path, parts: tuple[str, ...], taken: set[Path]) -> Path:
+    """A path for ``parts`` under ``download_dir`` that names no existing file, .part file or ``taken`` path.
+
+    Adds " (1)", " (2)", ... before the extension. Raises :class:`ProtocolError` if a symlinked folder would lead
+    outside ``download_dir``. The chosen path is added to ``taken``.
+    """
+    base = download_dir.resolve()
+    folder = base.joinpath(*parts[:-1])
+    if not folder.resolve().is_relative_to(base):
+        raise ProtocolError(f"The offered path {'/'.join(parts)!r} would be saved outside the download folder.")
+    name = parts[-1]
+    for n in range(100_000):
+        candidate = folder / (_with_suffix(name, n) if n else name)
+        part = candidate.with_name(candidate.name + PART_SUFFIX)
+        if candidate not in taken and not os.path.lexists(candidate) and not os.path.lexists(part):
+            taken.add(candidate)
+            return candidate
+    raise DiskError(f"There are too many files named like {name!r} in {folder}.")
+
+
+def walk_paths(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, str]]:
+    """The files to send for ``paths`` (files and folders, walked in name order, folder symlinks not followed),
+    each with its relative name (``folder/sub/file``) as offered. Raises :class:`DiskError` for a missing path."""
+    found: list[tuple[Path, str]] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_file():
+            found.append((path, path.name))
+        elif path.is_dir():
+            root_name = path.resolve().name or "folder"
+            for folder, dirs, names in os.walk(path):
+                dirs.sort()
+                rel = Path(folder).relative_to(path)
+                for name in sorted(names):
+                    file = Path(folder) / name
+                    if file.is_file():
+                        found.append((file, "/".join((root_name, *rel.parts, name))))
+        else:
+            raise DiskError(f"{path} is missing or is not a regular file or folder.")
+    return found
+
+
+def free_space(path: Path) -> int:
+    """Free bytes on the file system holding ``path`` (tests replace this to simulate a full disk)."""
+    return shutil.disk_usage(path).free
+
+
+def _sha256_of(path: Path, limit: int | None = None) -> Any:
+    digest = hashlib.sha256()
+    left = limit
+    with open(path, "rb") as f:
+        while left is None or left > 0:
+            block = f.read(1 << 20 if left is None else min(1 << 20, left))
+            if not block:
+                break
+            digest.update(block)
+            if left is not None:
+                left -= len(block)
+    return digest
+
+
+def _disk_error(action: str, path: Path | str, exc: OSError) -> DiskError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskError(f"The disk is full while {action} {path}. Free some space and send the files again.")
+    return DiskError(f"Could not {action.removesuffix('ing')} {path}: {exc.strerror or exc}.")
+
+
+def max_chunk_payload(connection: PeerConnection, options: ManagerOptions) -> int:
+    """The largest chunk payload the connection's current link carries in one frame.
+
+    WebRTC: a 64 KiB binary message. The relay: ``options.max_message_bytes`` of text, assuming the connection
+    encodes bytes as base64 (3 bytes in 4 characters), with room for its envelope. A connection may state its own
+    limit as an int attribute ``max_bytes_message`` (the largest ``send_bytes`` it accepts now).
+    """
+    if connection.transport == "webrtc":
+        frame = WEBRTC_FRAME_BYTES
+    else:
+        frame = options.max_message_bytes * 3 // 4 - 1024
+    limit = getattr(connection, "max_bytes_message", None)
+    if isinstance(limit, int) and limit > 0:
+        frame = min(frame, limit)
+    return max(1, frame - CHUNK_HEADER_SIZE)
+
+
+def _control_frame_budget(connection: PeerConnection, options: ManagerOptions) -> int:
+    # Offers must fit either link, since the link may change before they are sent.
+    frame = min(WEBRTC_FRAME_BYTES, options.max_message_bytes * 3 // 4 - 1024)
+    limit = getattr(connection, "max_bytes_message", None)
+    return min(frame, limit) if isinstance(limit, int) and limit > 0 else frame
+
+
+# --- sending queue ----------------------------------------------------------------------------------------------
+
+
+class _Outbox:
+    """Frames waiting for ``send_bytes``: control frames first, then one chunk per transfer in turn (fairness)."""
+
+    def __init__(self) -> None:
+        self._control: deque[tuple[str, bytes]] = deque()
+        self._chunks: dict[str, deque[bytes]] = {}
+        self._turn: deque[str] = deque()
+        self._ready = asyncio.Event()
+
+    def control(self, transfer_id: str, frame: bytes) -> None:
+        self._control.append((transfer_id, frame))
+        self._ready.set()
+
+    def chunk(self, transfer_id: str, frame: bytes) -> None:
+        if transfer_id not in self._chunks:
+            self._chunks[transfer_id] = deque()
+            self._turn.append(transfer_id)
+        self._chunks[transfer_id].append(frame)
+        self._ready.set()
+
+    def drop(self, transfer_id: str) -> None:
+        self._chunks.pop(transfer_id, None)
+        if transfer_id in self._turn:
+            self._turn.remove(transfer_id)
+
+    async def get(self) -> tuple[str, bytes]:
+        while True:
+            if self._control:
+                return self._control.popleft()
+            while self._turn:
+                tid = self._turn.popleft()
+                queue = self._chunks[tid]
+                frame = queue.popleft()
+                if queue:
+                    self._turn.append(tid)
+                else:
+                    del self._chunks[tid]
+                return tid, frame
+            self._ready.clear()
+            await self._ready.wait()
+
+
+# --- transfers --------------------------------------------------------------------------------------------------
+
+
+class TransferState(enum.Enum):
+    OFFERED = "offered"
+    ACTIVE = "active"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+_WAKE = object()
+
+
+@dataclass
+class _Incoming:
+    """The receiver's side of one file: where it goes and how far it is."""
+
+    target: Path
+    part: Path
+    digest: Any = None
+    handle: Any = None
+
+
+class Transfer:
+    """One transfer (a set of files) seen from this side: ``direction`` is "send" or "receive".
+
+    ``await wait()`` returns when every file arrived intact, or raises the transfer's error; ``await cancel()``
+    stops it on both sides.
+    """
+
+    def __init__(self, owner: FileTransfers, machine: SendMachine | ReceiveMachine,
+                 sources: list[Path] | None = None) -> None:
+        self._owner = owner
+        self._machine = machine
+        self.id = machine.id
+        self.offer = machine.offer
+        self.direction: ev.TransferDirection = "send" if isinstance(machine, SendMachine) else "receive"
+        self.state = TransferState.OFFERED
+        self.error: PeerchatError | None = None
+        self.saved_to: list[Path | None] = [None] * len(self.offer.files)
+        self.bytes_sent = 0  # file bytes handed to the connection in chunks by this side (0 when receiving)
+        self._sources = sources or []
+        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
+        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._done.add_done_callback(lambda f: f.exception())  # failures need not be awaited
+        self._task: asyncio.Task[None] | None = None
+        self._meter: RateMeter | None = None
+        self._last_progress = 0.0
+        self._last_bytes = -1
+
+    @property
+    def files(self) -> tuple[FileEntry, ...]:
+        return self.offer.files
+
+    @property
+    def bytes_total(self) -> int:
+        return self.offer.total_bytes
+
+    @property
+    def bytes_done(self) -> int:
+        return self._machine.bytes_done
+
+    @property
+    def resumed_bytes(self) -> int:
+        """Bytes the receiver already had when this transfer started (not sent again)."""
+        return sum(self._machine.start_offsets)
+
+    async def wait(self) -> None:
+        await asyncio.shield(self._done)
+
+    async def cancel(self) -> None:
+        """Cancel on both sides (does nothing once it ended)."""
+        self._apply_sync(self._machine.cancel())
+
+    def __repr__(self) -> str:
+        return f"<Transfer {self.id[:8]} {self.direction} {self.state.value} {self.bytes_done}/{self.bytes_total}>"
+
+    # -- actions that need no I/O
+
+    def _apply_sync(self, actions: list[Action]) -> None:
+        for action in actions:
+            self._apply_one_sync(action)
+
+    def _apply_one_sync(self, action: Action) -> None:
+        match action:
+            case SendFrame(data=data):
+                if data[0] == 0x10:
+                    self._owner._outbox.chunk(self.id, data)
+                else:
+                    self._owner._outbox.control(self.id, data)
+            case FileDone(file=file):
+                saved = self.saved_to[file]
+                self._owner._emit(ev.TRANSFER_FILE_DONE, ev.TransferFileDone(
+                    self, self.direction, self.offer.files[file].path, str(saved) if saved else None))
+                self._progress(force=True)
+            case Finished():
+                self.state = TransferState.FINISHED
+                self._progress(force=True)
+                self._owner._ended(self)
+                if not self._done.done():
+                    self._done.set_result(None)
+                self._inbox.put_nowait(_WAKE)
+                self._owner._emit(ev.TRANSFER_FINISHED, ev.TransferFinished(self, self.direction, self.bytes_total))
+            case Failed(error=error):
+                self.state = TransferState.FAILED
+                self.error = error
+                self._owner._outbox.drop(self.id)
+                self._owner._ended(self)
+                if not self._done.done():
+                    self._done.set_exception(error)
+                self._inbox.put_nowait(_WAKE)
+                self._owner._emit(ev.TRANSFER_FAILED, ev.TransferFailed(self, self.direction, error))
+            case _:
+                raise AssertionError(f"{action!r} needs I/O")
+
+    def _progress(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        done = self.bytes_done
+        if self._meter is None:
+            self._meter = RateMeter(self.bytes_total, now, done)
+        if not force and (done == self._last_bytes or now - self._last_progress < self._owner.progress_interval):
+            return
+        rate, eta = self._meter.update(now, done)
+        self._last_progress, self._last_bytes = now, done
+        self._owner._emit(ev.TRANSFER_PROGRESS, ev.TransferProgress(
+            self, self.direction, done, self.bytes_total, rate, eta, self._machine.files_done,
+            len(self.offer.files)))
+
+
+class _Sending(Transfer):
+    _machine: SendMachine
+
+    async def _run(self) -> None:
+        handles: dict[int, Any] = {}
+        try:
+            while not self._machine.ended:
+                for read in self._machine.next_reads(self._owner._max_chunk()):
+                    data = await self._read(handles, read)
+                    if data is None:
+                        break
+                    self._apply_sync(self._machine.chunk_read(read, data))
+                if self._machine.ended:
+                    break
+                message = await self._inbox.get()
+                if message is not _WAKE:
+                    self._apply_sync(self._machine.handle(message))
+                    if self.state is TransferState.OFFERED and self._machine.accepted:
+                        self.state = TransferState.ACTIVE
+                        self._meter = RateMeter(self.bytes_total, time.monotonic(), self.bytes_done)
+                    self._progress()
+        finally:
+            for handle in handles.values():
+                await handle.close()
+
+    async def _read(self, handles: dict[int, Any], read: ReadChunk) -> bytes | None:
+        path = self._sources[read.file]
+        try:
+            handle = handles.get(read.file)
+            if handle is None:
+                handle = handles[read.file] = await aiofiles.open(path, "rb")
+            await handle.seek(read.offset)
+            data = await handle.read(read.size)
+            if read.offset + read.size >= self.offer.files[read.file].size:
+                await handles.pop(read.file).close()
+            return data
+        except OSError as exc:
+            self._apply_sync(self._machine.fail(_disk_error("reading", path, exc)))
+            return None
+
+
+class _Receiving(Transfer):
+    _machine: ReceiveMachine
+
+    def __init__(self, owner: FileTransfers, machine: ReceiveMachine) -> None:
+        super().__init__(owner, machine)
+        self._pending: deque[Action] = deque()
+        self.download_dir: Path | None = None
+        self._files: list[_Incoming] = []
+        self._sidecar: Path | None = None
+        self._sidecar_written = 0.0
+
+    async def _accept(self, download_dir: Path) -> None:
+        download_dir = Path(download_dir)
+        try:
+            download_dir.mkdir(parents=True, exist_ok=True)
+            plan = await asyncio.to_thread(_plan_receive, download_dir, self.offer)
+        except OSError as exc:
+            error = _disk_error("preparing", download_dir, exc)
+            self._apply_sync(self._machine.fail(error))
+            raise error from exc
+        except (ProtocolError, InsufficientSpaceError) as exc:
+            self._apply_sync(self._machine.fail(exc))
+            raise
+        files, offsets, digests = plan
+        self.download_dir = download_dir
+        self._files = [_Incoming(target, part, digest) for (target, part), digest in zip(files, digests)]
+        self._sidecar = download_dir / f"{SIDECAR_PREFIX}{self.id}{SIDECAR_SUFFIX}"
+        self.state = TransferState.ACTIVE
+        actions = self._machine.accept(tuple(offsets))
+        await self._write_sidecar(force=True)
+        self._meter = RateMeter(self.bytes_total, time.monotonic(), self.bytes_done)
+        self._pending.extend(actions)
+        self._inbox.put_nowait(_WAKE)
+
+    async def _run(self) -> None:
+        try:
+            while not self._machine.ended or self._pending:
+                while self._pending:
+                    await self._apply(self._pending.popleft())
+                if self._machine.ended:
+                    break
+                message = await self._inbox.get()
+                if message is not _WAKE:
+                    self._pending.extend(self._machine.handle(message))
+        finally:
+            await self._close_files()
+            await self._clean_up()
+
+    async def _apply(self, action: Action) -> None:
+        match action:
+            case WriteChunk() | VerifyFile() if self._machine.ended:
+                pass
+            case WriteChunk():
+                await self._write(action)
+            case VerifyFile(file=file):
+                await self._verify(file)
+            case _:
+                self._apply_one_sync(action)
+
+    async def _write(self, write: WriteChunk) -> None:
+        incoming = self._files[write.file]
+        try:
+            if incoming.handle is None:
+                incoming.handle = await aiofiles.open(incoming.part, "ab" if write.offset else "wb")
+            await incoming.handle.write(write.data)
+        except OSError as exc:
+            self._pending.extend(self._machine.fail(_disk_error("writing", incoming.part, exc)))
+            return
+        incoming.digest.update(write.data)
+        actions = self._machine.chunk_written(write)
+        self._pending.extend(actions)
+        if any(isinstance(a, SendFrame) for a in actions):
+            await self._write_sidecar(force=any(isinstance(a, VerifyFile) for a in actions))
+        self._progress()
+
+    async def _verify(self, file: int) -> None:
+        incoming = self._files[file]
+        entry = self.offer.files[file]
+        try:
+            if incoming.handle is not None:
+                await incoming.handle.close()
+                incoming.handle = None
+            if not incoming.part.exists():
+                incoming.part.parent.mkdir(parents=True, exist_ok=True)
+                incoming.part.touch()
+            if incoming.digest.hexdigest() != entry.sha256:
+                incoming.part.unlink(missing_ok=True)
+                self._pending.extend(self._machine.fail(IntegrityError(
+                    f"{entry.path} arrived damaged (its SHA-256 did not match); the partial data was deleted. "
+                    f"Send it again.")))
+                return
+            target = await asyncio.to_thread(_claim, incoming.part, incoming.target, self.download_dir)
+        except OSError as exc:
+            self._pending.extend(self._machine.fail(_disk_error("saving", incoming.target, exc)))
+            return
+        self.saved_to[file] = target
+        self._pending.extend(self._machine.file_verified(file))
+        await self._write_sidecar(force=True)
+
+    async def _close_files(self) -> None:
+        for incoming in self._files:
+            if incoming.handle is not None:
+                try:
+                    await incoming.handle.close()
+                except OSError:
+                    pass
+                incoming.handle = None
+
+    async def _clean_up(self) -> None:
+        """Keep what a resume needs after an interruption or a disk error; delete partial data otherwise."""
+        if self._sidecar is None:
+            return
+        keep = isinstance(self.error, TransferInterruptedError | DiskError) and not isinstance(
+            self.error, InsufficientSpaceError)
+        try:
+            if keep:
+                await self._write_sidecar(force=True)
+                return
+            if not self._machine.finished:
+                for file, incoming in enumerate(self._files):
+                    if self.saved_to[file] is None:
+                        incoming.part.unlink(missing_ok=True)
+            self._sidecar.unlink(missing_ok=True)
+        except OSError:
+            pass
+
+    async def _write_sidecar(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if self._sidecar is None or (not force and now - self._sidecar_written < _SIDECAR_INTERVAL):
+            return
+        self._sidecar_written = now
+        for incoming in self._files:
+            if incoming.handle is not None:
+                await incoming.handle.flush()
+        state = {"id": self.id, "files": [
+            {"path": f.path, "size": f.size, "sha256": f.sha256, "confirmed": confirmed,
+             "part": os.path.relpath(i.part, self.download_dir), "target": os.path.relpath(i.target, self.download_dir),
+             "done": saved is not None}
+            for f, i, confirmed, saved in zip(self.offer.files, self._files, self._machine.confirmed, self.saved_to)]}
+        try:
+            await asyncio.to_thread(_write_json, self._sidecar, state)
+        except OSError:
+            pass  # without a sidecar the transfer works; only a later resume starts from zero
+
+
+def _size(n: int) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _write_json(path: Path, state: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(state))
+    os.replace(tmp, path)
+
+
+def _claim(part: Path, target: Path, download_dir: Path | None) -> Path:
+    """Rename ``part`` to ``target``, or to a free " (n)" name if something appeared there meanwhile."""
+    while True:
+        try:
+            os.link(part, target)  # fails if target exists: never overwrite
+        except FileExistsError:
+            parts = target.relative_to(download_dir.resolve()).parts if download_dir else (target.name,)
+            target = unique_target(download_dir or target.parent, parts, set())
+            continue
+        except OSError:
+            if target.exists():
+                target = unique_target(download_dir or target.parent, (target.name,), set())
+                continue
+            os.replace(part, target)
+            return target
+        part.unlink()
+        return target
+
+
+def _load_sidecars(download_dir: Path) -> list[tuple[Path, dict]]:
+    found = []
+    for path in download_dir.glob(f"{SIDECAR_PREFIX}*{SIDECAR_SUFFIX}"):
+        try:
+            state = json.loads(path.read_text())
+            if isinstance(state, dict) and isinstance(state.get("files"), list):
+                found.append((path, state))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def _plan_receive(download_dir: Path, offer: Offer) -> tuple[list[tuple[Path, Path]], list[int], list[Any]]:
+    """Where each offered file goes, how much of it is already here (resume) and its hash so far.
+
+    Partial files are found through sidecars: the same transfer id first, then any with the same SHA-256 and size.
+    Raises InsufficientSpaceError (before touching anything) if the rest of the files does not fit. A reused
+    partial file is cut back to its confirmed offset and hashed again.
+    """
+    base = download_dir.resolve()
+    sidecars = _load_sidecars(download_dir)
+    sidecars.sort(key=lambda item: item[1].get("id") != offer.id)
+    candidates: dict[tuple[Any, Any], list[tuple[Path, dict, dict]]] = {}
+    for path, state in sidecars:
+        for item in state["files"]:
+            if isinstance(item, dict) and not item.get("done"):
+                candidates.setdefault((item.get("sha256"), item.get("size")), []).append((path, state, item))
+    taken: set[Path] = set()
+    plan: list[tuple[Path, Path, int]] = []
+    adopted: dict[Path, tuple[dict, list[dict]]] = {}
+    for entry in offer.files:
+        found = None
+        for candidate in candidates.get((entry.sha256, entry.size), []):
+            sidecar, state, item = candidate
+            try:
+                part = (download_dir / str(item["part"])).resolve()
+                target = (download_dir / str(item["target"])).resolve()
+                confirmed = int(item["confirmed"])
+            except (KeyError, TypeError, ValueError):
+                continue
+            if (part.is_relative_to(base) and target.is_relative_to(base) and part.is_file()
+                    and target not in taken and not os.path.lexists(target) and 0 <= confirmed <= entry.size):
+                found = (target, part, min(confirmed, part.stat().st_size))
+                taken.add(target)
+                adopted.setdefault(sidecar, (state, []))[1].append(item)
+                candidates[(entry.sha256, entry.size)].remove(candidate)
+                break
+        if found is None:
+            target = unique_target(download_dir, safe_relative_path(entry.path), taken)
+            found = (target, target.with_name(target.name + PART_SUFFIX), 0)
+        plan.append(found)
+    needed = sum(e.size - offset for e, (_, _, offset) in zip(offer.files, plan))
+    free = free_space(download_dir)
+    if needed > free:
+        raise InsufficientSpaceError(
+            f"The files need {_size(needed)} but {download_dir} has only {_size(free)} free. Free some space or "
+            f"choose another folder.")
+    digests = []
+    for target, part, offset in plan:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if offset:
+            with open(part, "r+b") as f:
+                f.truncate(offset)
+            digests.append(_sha256_of(part, offset))
+        else:
+            digests.append(hashlib.sha256())
+    # Partial files adopted from another transfer's sidecar now belong to this one.
+    for sidecar, (state, items) in adopted.items():
+        if state.get("id") == offer.id:
+            continue
+        rest = [item for item in state["files"] if all(item is not a for a in items)]
+        if any(not item.get("done") for item in rest):
+            _write_json(sidecar, {**state, "files": rest})
+        else:
+            sidecar.unlink(missing_ok=True)
+    return [(t, p) for t, p, _ in plan], [o for _, _, o in plan], digests
+
+
+class IncomingOffer:
+    """Files the peer offers: ``files`` (relative names, sizes, SHA-256), ``total_bytes``.
+
+    ``await accept(download_dir)`` returns the running :class:`Transfer` (resuming whatever part of these files is
+    already in that folder), or raises InsufficientSpaceError / DiskError; ``await decline(reason)`` refuses them.
+    """
+
+    def __init__(self, transfer: _Receiving) -> None:
+        self._transfer = transfer
+        self.id = transfer.id
+        self.files = transfer.offer.files
+        self.total_bytes = transfer.offer.total_bytes
+
+    @property
+    def transfer(self) -> Transfer | None:
+        """The transfer once accepted, else None."""
+        return self._transfer if self._transfer._machine.accepted else None
+
+    async def accept(self, download_dir: str | os.PathLike[str] | None = None) -> Transfer:
+        folder = download_dir if download_dir is not None else self._transfer._owner.download_dir
+        if folder is None:
+            raise ValueError("accept() needs a download folder (or FileTransfers(download_dir=...)).")
+        if self._transfer._machine.ended:
+            raise self._transfer.error or TransferCancelledError("This offer is no longer valid.")
+        if not self._transfer._machine.accepted:
+            await self._transfer._accept(Path(folder))
+        return self._transfer
+
+    async def decline(self, reason: str = "") -> None:
+        self._transfer._apply_sync(self._transfer._machine.decline(reason))
+
+
+class FileTransfers:
+    """Sends and receives files over one connection, alongside chat. Use it as ``async with`` or call ``close()``.
+
+    Args:
+        connection: any PeerConnection; this object owns its ``binary`` frames from now on.
+        download_dir: the default folder for accepted files; if set, an offer that continues an interrupted
+            transfer into it (same id, partial data there) is accepted by itself (``offer.transfer`` is set).
+        options: for the relay's message size limit.
+        chunk_size: the largest chunk offered (default: what a WebRTC frame carries); each chunk sent is also
+            limited by the link that carries it at that moment.
+        window: chunks in flight per transfer (read ahead or not yet acknowledged).
+        progress_interval: at most one progress event per transfer per this many seconds (plus one at the end).
+    """
+
+    def __init__(self, connection: PeerConnection, *, download_dir: str | os.PathLike[str] | None = None,
+                 options: ManagerOptions | None = None, chunk_size: int | None = None, window: int = DEFAULT_WINDOW,
+                 progress_interval: float = 0.25) -> None:
+        self.connection = connection
+        self.download_dir = Path(download_dir) if download_dir is not None else None
+        self.options = options or ManagerOptions()
+        self.chunk_size = chunk_size or WEBRTC_FRAME_BYTES - CHUNK_HEADER_SIZE
+        self.window = window
+        self.progress_interval = progress_interval
+        self.events = AsyncIOEventEmitter()
+        self.transfers: dict[str, Transfer] = {}
+        self._finished_ids: deque[str] = deque(maxlen=1000)
+        self._assembler = OfferAssembler()
+        self._outbox = _Outbox()
+        self._closed = False
+        self._pump = asyncio.get_running_loop().create_task(self._send_loop())
+        connection.events.on(ev.BINARY, self._on_binary)
+        connection.events.on(ev.CLOSED, self._on_closed)
+
+    async def __aenter__(self) -> FileTransfers:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    async def send_files(self, paths: Iterable[str | os.PathLike[str]], *,
+                         transfer_id: str | None = None) -> Transfer:
+        """Hash and offer ``paths`` (files and folders). Returns once offered; ``await transfer.wait()`` for the end.
+
+        Pass the ``id`` of an interrupted transfer as ``transfer_id`` to continue it (the receiver also recognises
+        the same files by their SHA-256). Raises DiskError if a path cannot be read.
+        """
+        if self._closed or self.connection.is_closed:
+            raise TransferInterruptedError("The connection is closed: connect again before sending files.")
+        found = await asyncio.to_thread(walk_paths, paths)
+        if not found:
+            raise DiskError("There are no files to send in the chosen paths.")
+        try:
+            digests = await asyncio.gather(*(asyncio.to_thread(_sha256_of, path) for path, _ in found))
+            sizes = [path.stat().st_size for path, _ in found]
+        except OSError as exc:
+            raise _disk_error("reading", exc.filename or "a file", exc) from exc
+        tid = transfer_id or new_transfer_id()
+        if tid in self.transfers and not self.transfers[tid]._machine.ended:
+            raise ValueError(f"transfer {tid} is already running")
+        files = tuple(FileEntry(path=rel, size=size, sha256=digest.hexdigest())
+                      for (_, rel), size, digest in zip(found, sizes, digests))
+        offer = Offer(id=tid, files=files, chunk_size=self.chunk_size, window=self.window)
+        frames = encode_offer(offer, max_frame=_control_frame_budget(self.connection, self.options))
+        transfer = _Sending(self, SendMachine(offer), [path for path, _ in found])
+        self.transfers[tid] = transfer
+        for frame in frames:
+            self._outbox.control(tid, frame)
+        transfer._task = asyncio.get_running_loop().create_task(transfer._run())
+        return transfer
+
+    async def close(self) -> None:
+        """Stop: running transfers end as interrupted (a receiver keeps what a resume needs)."""
+        self._closed = True
+        for event, handler in ((ev.BINARY, self._on_binary), (ev.CLOSED, self._on_closed)):
+            if handler in self.connection.events.listeners(event):
+                self.connection.events.remove_listener(event, handler)
+        self._interrupt_all()
+        tasks = [t._task for t in list(self.transfers.values()) if t._task is not None]
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._pump.cancel()
+        await asyncio.gather(self._pump, return_exceptions=True)
+
+    # -- internals
+
+    def _max_chunk(self) -> int:
+        return max_chunk_payload(self.connection, self.options)
+
+    def _emit(self, event: str, payload: object) -> None:
+        self.events.emit(event, payload)
+
+    def _ended(self, transfer: Transfer) -> None:
+        self._finished_ids.append(transfer.id)
+
+    def _interrupt_all(self) -> None:
+        for transfer in list(self.transfers.values()):
+            transfer._apply_sync(transfer._machine.connection_lost())
+
+    def _on_closed(self, _event: object = None) -> None:
+        self._closed = True
+        self._interrupt_all()
+        self._pump.cancel()
+
+    def _protocol_error(self, error: ProtocolError) -> None:
+        self._emit(ev.PROTOCOL_ERROR, ev.ProtocolErrorEvent(error))
+
+    def _on_binary(self, event: ev.BinaryData) -> None:
+        try:
+            message = decode_frame(event.data)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        if isinstance(message, OfferPart):
+            self._on_offer_part(message)
+            return
+        transfer = self.transfers.get(message.id)
+        if transfer is None or transfer._machine.ended:
+            if transfer is None and message.id not in self._finished_ids and not isinstance(message, Cancel):
+                self._protocol_error(ProtocolError(
+                    f"The other device sent a {type(message).__name__} for an unknown transfer."))
+            return
+        if transfer._inbox.qsize() > 4 * transfer.offer.window + 16:
+            transfer._apply_sync(transfer._machine.fail(ProtocolError(
+                "The other device sent far more chunks than the transfer window allows.")))
+            return
+        transfer._inbox.put_nowait(message)
+
+    def _on_offer_part(self, part: OfferPart) -> None:
+        existing = self.transfers.get(part.id)
+        if existing is not None and not existing._machine.ended:
+            self._protocol_error(ProtocolError("The other device offered a transfer that is already running."))
+            return
+        try:
+            offer = self._assembler.feed(part)
+        except ProtocolError as exc:
+            self._protocol_error(exc)
+            return
+        if offer is None:
+            return
+        transfer = _Receiving(self, ReceiveMachine(offer))
+        self.transfers[offer.id] = transfer
+        transfer._task = asyncio.get_running_loop().create_task(transfer._run())
+        incoming = IncomingOffer(transfer)
+        sidecar = self.download_dir / f"{SIDECAR_PREFIX}{offer.id}{SIDECAR_SUFFIX}" if self.download_dir else None
+        if sidecar is not None and sidecar.exists():
+            asyncio.get_running_loop().create_task(self._auto_resume(incoming))
+        else:
+            self._emit(ev.INCOMING_TRANSFER, ev.IncomingTransfer(incoming))
+
+    async def _auto_resume(self, incoming: IncomingOffer) -> None:
+        try:
+            await incoming.accept(self.download_dir)
+        except PeerchatError:
+            pass  # the transfer_failed event says why
+        self._emit(ev.INCOMING_TRANSFER, ev.IncomingTransfer(incoming))
+
+    async def _send_loop(self) -> None:
+        while True:
+            tid, frame = await self._outbox.get()
+            try:
+                await self.connection.send_bytes(frame)
+                if frame[0] == 0x10 and (sent := self.transfers.get(tid)) is not None:
+                    sent.bytes_sent += len(frame) - CHUNK_HEADER_SIZE
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any failure of the link ends the transfers it carried
+                if self.connection.is_closed:
+                    self._interrupt_all()
+                    continue
+                transfer = self.transfers.get(tid)
+                if transfer is not None:
+                    error = exc if isinstance(exc, PeerchatError) else TransferInterruptedError(
+                        f"Sending over the connection failed: {exc}")
+                    transfer._apply_sync(transfer._machine._end(error, tell_peer=False))
+
+
+__all__ = [
+    "FileTransfers", "IncomingOffer", "Transfer", "TransferState", "free_space", "max_chunk_payload",
+    "safe_relative_path", "unique_target", "walk_paths",
+]

@@ -1,0 +1,394 @@
+"""File transfers end to end over real files: sizes, folders, decline, cancel, resume, hostile peers, full disks.
+
+Every test takes the ``link`` fixture: a factory of connected (sender, receiver) PeerConnection pairs. It runs over
+``MemoryConnectionPair`` now; the relay and WebRTC connections join as further parameters of ``link`` (the test
+bodies only use the PeerConnection ABC, ``disconnect()`` included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import json
+import os
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from core import events as ev
+from core import files as files_module
+from core.errors import (
+    DiskError,
+    InsufficientSpaceError,
+    IntegrityError,
+    TransferCancelledError,
+    TransferDeclinedError,
+    TransferInterruptedError,
+)
+from core.files import FileTransfers, max_chunk_payload
+from core.options import ManagerOptions
+from core.peer import PeerConnection
+from core.transfer import (
+    Accept,
+    Cancel,
+    Chunk,
+    FileEntry,
+    Offer,
+    Verified,
+    decode_frame,
+    encode_frame,
+    encode_offer,
+    new_transfer_id,
+)
+
+try:
+    from .memory_connection import MemoryConnectionPair
+except ImportError:  # tests/ is not a package
+    from memory_connection import MemoryConnectionPair
+
+MB = 1024 * 1024
+# The large-file case; a 50 MB run over the relay and WebRTC is this list plus 50 * MB.
+LARGE_SIZES = [5 * MB]
+WAIT = float(os.environ.get("TRANSFER_TEST_WAIT", "60"))
+
+LinkFactory = Callable[[], Awaitable[tuple[PeerConnection, PeerConnection]]]
+
+
+@pytest.fixture(params=["memory"])
+async def link(request: pytest.FixtureRequest) -> AsyncIterator[LinkFactory]:
+    pairs: list[MemoryConnectionPair] = []
+
+    async def make() -> tuple[PeerConnection, PeerConnection]:
+        pair = MemoryConnectionPair()
+        pairs.append(pair)
+        return pair.a, pair.b
+
+    yield make
+    for pair in pairs:
+        await pair.close()
+
+
+class Side:
+    """One device: a FileTransfers on its end of the link, and every event it emitted."""
+
+    def __init__(self, connection: PeerConnection, download_dir: Path | None = None, **kwargs) -> None:
+        self.transfers = FileTransfers(connection, download_dir=download_dir, progress_interval=0, **kwargs)
+        self.events: list[tuple[str, object]] = []
+        self.offers: asyncio.Queue[ev.IncomingTransfer] = asyncio.Queue()
+        for name in (ev.TRANSFER_PROGRESS, ev.TRANSFER_FILE_DONE, ev.TRANSFER_FINISHED, ev.TRANSFER_FAILED,
+                     ev.PROTOCOL_ERROR):
+            self.transfers.events.on(name, lambda payload, name=name: self.events.append((name, payload)))
+        self.transfers.events.on(ev.INCOMING_TRANSFER, self.offers.put_nowait)
+
+    def of(self, name: str) -> list:
+        return [payload for event, payload in self.events if event == name]
+
+    async def next_offer(self):
+        return (await asyncio.wait_for(self.offers.get(), WAIT)).offer
+
+
+async def sides(link: LinkFactory, tmp_path: Path, **kwargs) -> tuple[Side, Side, Path]:
+    a, b = await link()
+    downloads = tmp_path / "downloads"
+    return Side(a, **kwargs), Side(b, **kwargs), downloads
+
+
+def random_file(path: Path, size: int, seed: int = 1) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(random.Random(seed).randbytes(size))
+    return path
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*") if p.name.endswith((".part", ".transfer", ".tmp")))
+
+
+async def send_and_accept(sender: Side, receiver: Side, paths: list[Path], downloads: Path):
+    outgoing = await sender.transfers.send_files(paths)
+    offer = await receiver.next_offer()
+    incoming = await offer.accept(downloads)
+    await asyncio.wait_for(asyncio.gather(outgoing.wait(), incoming.wait()), WAIT)
+    return outgoing, incoming
+
+
+def chunk_sizes(connection: PeerConnection) -> list[int]:
+    chunk = max_chunk_payload(connection, ManagerOptions())
+    return [0, 1, chunk, 3 * chunk, 3 * chunk + 1]
+
+
+@pytest.mark.parametrize("which", range(5), ids=["empty", "one-byte", "one-chunk", "three-chunks", "three-plus-1"])
+async def test_sizes_arrive_intact_with_progress_on_both_sides(link: LinkFactory, tmp_path: Path, which: int) -> None:
+    sender, receiver, downloads = await sides(link, tmp_path)
+    size = chunk_sizes(sender.transfers.connection)[which]
+    source = random_file(tmp_path / "out" / "data.bin", size)
+    outgoing, incoming = await send_and_accept(sender, receiver, [source], downloads)
+    assert sha(downloads / "data.bin") == sha(source)
+    assert incoming.saved_to == [downloads.resolve() / "data.bin"]
+    assert leftovers(downloads) == []
+    for side, transfer in ((sender, outgoing), (receiver, incoming)):
+        (finished,) = side.of(ev.TRANSFER_FINISHED)
+        assert finished.transfer is transfer and finished.bytes_total == size
+        last = side.of(ev.TRANSFER_PROGRESS)[-1]
+        assert (last.bytes_done, last.bytes_total, last.files_done, last.eta) == (size, size, 1, 0.0)
+        assert [d.path for d in side.of(ev.TRANSFER_FILE_DONE)] == ["data.bin"]
+
+
+@pytest.mark.parametrize("size", LARGE_SIZES)
+async def test_a_large_random_file_arrives_intact(link: LinkFactory, tmp_path: Path, size: int) -> None:
+    sender, receiver, downloads = await sides(link, tmp_path)
+    source = random_file(tmp_path / "out" / "big.bin", size)
+    outgoing, _ = await send_and_accept(sender, receiver, [source], downloads)
+    assert sha(downloads / "big.bin") == sha(source)
+    progress = [p.bytes_done for p in receiver.of(ev.TRANSFER_PROGRESS)]
+    assert progress == sorted(progress) and len(progress) > 10
+    assert outgoing.bytes_sent == size
+
+
+async def test_folders_with_nested_subfolders_and_several_files(link: LinkFactory, tmp_path: Path) -> None:
+    sender, receiver, downloads = await sides(link, tmp_path)
+    album = tmp_path / "out" / "album"
+    made = [random_file(album / rel, size, seed) for seed, (rel, size) in enumerate(
+        [("a.jpg", 1000), ("2024/b.jpg", 70_000), ("2024/summer/c.jpg", 0), ("2024/summer/deep/d.jpg", 5)])]
+    note = random_file(tmp_path / "out" / "note.txt", 10)
+    (downloads / "album").mkdir(parents=True)
+    (downloads / "album" / "a.jpg").write_bytes(b"already here")
+    outgoing, incoming = await send_and_accept(sender, receiver, [album, note], downloads)
+    assert [f.path for f in outgoing.files] == [
+        "album/a.jpg", "album/2024/b.jpg", "album/2024/summer/c.jpg", "album/2024/summer/deep/d.jpg", "note.txt"]
+    for source in made[1:]:
+        assert sha(downloads / source.relative_to(tmp_path / "out")) == sha(source)
+    assert (downloads / "album" / "a.jpg").read_bytes() == b"already here"  # never overwritten
+    assert sha(downloads / "album" / "a (1).jpg") == sha(made[0])
+    assert sha(downloads / "note.txt") == sha(note)
+    assert len(receiver.of(ev.TRANSFER_FILE_DONE)) == 5 and leftovers(downloads) == []
+
+
+async def test_several_transfers_at_once_alongside_chat(link: LinkFactory, tmp_path: Path) -> None:
+    sender, receiver, downloads = await sides(link, tmp_path)
+    chat: asyncio.Queue[str] = asyncio.Queue()
+    receiver.transfers.connection.events.on(ev.DATA, lambda d: chat.put_nowait(d.data))
+    sources = [random_file(tmp_path / "out" / f"f{i}.bin", 300_000 + i, seed=i) for i in range(3)]
+    outgoing = [await sender.transfers.send_files([s]) for s in sources]
+    incoming = [await (await receiver.next_offer()).accept(downloads) for _ in sources]
+    for i in range(5):
+        await sender.transfers.connection.send(f"hello {i}")
+    await asyncio.wait_for(asyncio.gather(*(t.wait() for t in outgoing + incoming)), WAIT)
+    assert [await asyncio.wait_for(chat.get(), WAIT) for _ in range(5)] == [f"hello {i}" for i in range(5)]
+    for source in sources:
+        assert sha(downloads / source.name) == sha(source)
+
+
+async def test_decline(link: LinkFactory, tmp_path: Path) -> None:
+    sender, receiver, downloads = await sides(link, tmp_path)
+    outgoing = await sender.transfers.send_files([random_file(tmp_path / "out" / "x.bin", 100)])
+    offer = await receiver.next_offer()
+    assert [(f.path, f.size) for f in offer.files] == [("x.bin", 100)]
+    await offer.decline("not on this device")
+    with pytest.raises(TransferDeclinedError, match="not on this device"):
+        await asyncio.wait_for(outgoing.wait(), WAIT)
+    assert not downloads.exists()
+
+
+@pytest.mark.parametrize("who", ["sender", "receiver"])
+async def test_cancel_by_either_side_mid_transfer(link: LinkFactory, tmp_path: Path, who: str) -> None:
+    sender, receiver, downloads = await sides(link, tmp_path, chunk_size=4096, window=4)
+    outgoing = await sender.transfers.send_files([random_file(tmp_path / "out" / "x.bin", 2 * MB)])
+    incoming = await (await receiver.next_offer()).accept(downloads)
+    cancelling = outgoing if who == "sender" else incoming
+    side = sender if who == "sender" else receiver
+
+    def on_progress(progress: ev.TransferProgress) -> None:
+        if progress.bytes_done > 0:
+            asyncio.ensure_future(cancelling.cancel())
+
+    side.transfers.events.on(ev.TRANSFER_PROGRESS, on_progress)
+    for transfer in (outgoing, incoming):
+        with pytest.raises(TransferCancelledError, match=f"{who} cancelled"):
+            await asyncio.wait_for(transfer.wait(), WAIT)
+    await asyncio.wait_for(incoming._task, WAIT)
+    assert list(downloads.iterdir()) == []  # the partial data is gone
+    assert len(receiver.of(ev.TRANSFER_FAILED)) == 1 and len(sender.of(ev.TRANSFER_FAILED)) == 1
+
+
+async def cut_after(side: Side, connection: PeerConnection, bytes_done: int) -> None:
+    def on_progress(progress: ev.TransferProgress) -> None:
+        if progress.bytes_done >= bytes_done and not connection.is_closed:
+            asyncio.ensure_future(connection.disconnect())
+
+    side.transfers.events.on(ev.TRANSFER_PROGRESS, on_progress)
+
+
+@pytest.mark.parametrize("same_id", [True, False], ids=["same-transfer-id", "same-hash-new-id"])
+async def test_an_interrupted_transfer_resumes_on_a_new_connection(link: LinkFactory, tmp_path: Path,
+                                                                   same_id: bool) -> None:
+    size = 3 * MB
+    source = random_file(tmp_path / "out" / "movie.bin", size)
+    sender, receiver, downloads = await sides(link, tmp_path, chunk_size=16 * 1024, window=4)
+    outgoing = await sender.transfers.send_files([source])
+    incoming = await (await receiver.next_offer()).accept(downloads)
+    await cut_after(receiver, receiver.transfers.connection, MB)
+    for transfer in (outgoing, incoming):
+        with pytest.raises(TransferInterruptedError):
+            await asyncio.wait_for(transfer.wait(), WAIT)
+    await asyncio.wait_for(incoming._task, WAIT)
+    assert leftovers(downloads) == [f".peerchat-{outgoing.id}.transfer", "movie.bin.part"]
+    kept = json.loads((downloads / f".peerchat-{outgoing.id}.transfer").read_text())["files"][0]["confirmed"]
+    assert MB <= kept < size
+
+    # A new connection (a new session): the receiver's FileTransfers knows the download folder.
+    a, b = await link()
+    sender2 = Side(a, chunk_size=16 * 1024, window=4)
+    receiver2 = Side(b, downloads if same_id else None, chunk_size=16 * 1024, window=4)
+    again = await sender2.transfers.send_files([source], transfer_id=outgoing.id if same_id else None)
+    offer = await receiver2.next_offer()
+    resumed = offer.transfer if same_id else await offer.accept(downloads)
+    assert resumed is not None
+    await asyncio.wait_for(asyncio.gather(again.wait(), resumed.wait()), WAIT)
+    assert sha(downloads / "movie.bin") == sha(source)
+    assert leftovers(downloads) == []
+    assert again.resumed_bytes == resumed.resumed_bytes == kept
+    assert again.bytes_sent == size - kept  # nothing that had arrived was sent again
+
+
+async def test_hostile_names_stay_inside_the_download_folder(link: LinkFactory, tmp_path: Path) -> None:
+    a, b = await link()
+    receiver = Side(b)
+    downloads = tmp_path / "downloads"
+    peer = ScriptedPeer(a)
+    names = ["../../escape.txt", "/etc/passwd", "CON", "dir\\..\\..\\nul.txt", "bell\x07.txt"]
+    payload = b"hostile"
+    files = tuple(FileEntry(n, len(payload), hashlib.sha256(payload).hexdigest()) for n in names)
+    await peer.offer(files)
+    incoming = await (await receiver.next_offer()).accept(downloads)
+    await peer.expect(Accept)
+    for index in range(len(names)):
+        await peer.send(Chunk(id=peer.id, file=index, offset=0, data=payload))
+    await asyncio.wait_for(incoming.wait(), WAIT)
+    saved = sorted(str(p.relative_to(downloads.resolve())) for p in incoming.saved_to)
+    assert saved == ["_CON", "bell.txt", "dir/_nul.txt", "escape.txt", "etc/passwd"]
+    assert all((downloads / s).read_bytes() == payload for s in saved)
+    assert not (tmp_path / "escape.txt").exists()
+
+
+async def test_a_hash_mismatch_deletes_the_partial_file_and_tells_the_sender(link: LinkFactory,
+                                                                              tmp_path: Path) -> None:
+    a, b = await link()
+    receiver = Side(b)
+    downloads = tmp_path / "downloads"
+    peer = ScriptedPeer(a)
+    await peer.offer((FileEntry("x.bin", 5, hashlib.sha256(b"hello").hexdigest()),))
+    incoming = await (await receiver.next_offer()).accept(downloads)
+    await peer.expect(Accept)
+    await peer.send(Chunk(id=peer.id, file=0, offset=0, data=b"HELLO"))
+    with pytest.raises(IntegrityError, match="x.bin"):
+        await asyncio.wait_for(incoming.wait(), WAIT)
+    assert (await peer.expect(Cancel)).kind == "integrity"
+    await asyncio.wait_for(incoming._task, WAIT)
+    assert list(downloads.iterdir()) == []
+
+
+async def test_malformed_frames_are_reported_and_transfers_go_on(link: LinkFactory, tmp_path: Path) -> None:
+    a, b = await link()
+    receiver = Side(b)
+    for garbage in (b"", b"\x99junk", b"\x01{not json", b"\x10short",
+                    encode_frame(Verified(id=new_transfer_id(), file=0))):
+        await a.send_bytes(garbage)
+    sender = Side(a)
+    source = random_file(tmp_path / "out" / "ok.bin", 1000)
+    await send_and_accept(sender, receiver, [source], tmp_path / "downloads")
+    assert len(receiver.of(ev.PROTOCOL_ERROR)) == 5
+    assert sha(tmp_path / "downloads" / "ok.bin") == sha(source)
+
+
+async def test_an_offer_larger_than_the_free_space_is_refused(link: LinkFactory, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(files_module, "free_space", lambda path: 1000)
+    sender, receiver, downloads = await sides(link, tmp_path)
+    outgoing = await sender.transfers.send_files([random_file(tmp_path / "out" / "x.bin", 5000)])
+    offer = await receiver.next_offer()
+    with pytest.raises(InsufficientSpaceError, match="need 4.9 KiB but .* has only 1000 bytes free"):
+        await offer.accept(downloads)
+    with pytest.raises(InsufficientSpaceError, match="not enough free space"):
+        await asyncio.wait_for(outgoing.wait(), WAIT)
+    assert leftovers(downloads) == []
+
+
+async def test_a_full_disk_during_the_transfer_ends_it_cleanly_on_both_sides(
+        link: LinkFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_open = files_module.aiofiles.open
+
+    class FullDisk:
+        def __init__(self, handle) -> None:
+            self.handle, self.written = handle, 0
+
+        async def write(self, data: bytes) -> int:
+            if self.written + len(data) > 100_000:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            self.written += len(data)
+            return await self.handle.write(data)
+
+        def __getattr__(self, name: str):
+            return getattr(self.handle, name)
+
+    async def open_on_a_small_disk(path, mode="r", *args, **kwargs):
+        handle = await real_open(path, mode, *args, **kwargs)
+        return FullDisk(handle) if "b" in mode and mode[0] in "wa" else handle
+
+    monkeypatch.setattr(files_module.aiofiles, "open", open_on_a_small_disk)
+    sender, receiver, downloads = await sides(link, tmp_path)
+    outgoing = await sender.transfers.send_files([random_file(tmp_path / "out" / "x.bin", MB)])
+    incoming = await (await receiver.next_offer()).accept(downloads)
+    with pytest.raises(DiskError, match="disk is full"):
+        await asyncio.wait_for(incoming.wait(), WAIT)
+    with pytest.raises(DiskError, match="could not read or write"):
+        await asyncio.wait_for(outgoing.wait(), WAIT)
+    await asyncio.wait_for(incoming._task, WAIT)
+    assert not (downloads / "x.bin").exists()
+
+
+async def test_an_unreadable_source_file_ends_the_transfer_on_both_sides(link: LinkFactory, tmp_path: Path) -> None:
+    sender, receiver, downloads = await sides(link, tmp_path)
+    source = random_file(tmp_path / "out" / "x.bin", 200_000)
+    outgoing = await sender.transfers.send_files([source])
+    source.unlink()  # gone after the offer
+    await (await receiver.next_offer()).accept(downloads)
+    for side in (sender, receiver):
+        transfer = side.transfers.transfers[outgoing.id]
+        with pytest.raises(DiskError):
+            await asyncio.wait_for(transfer.wait(), WAIT)
+
+
+async def test_sending_a_missing_path_is_a_clear_error(link: LinkFactory, tmp_path: Path) -> None:
+    sender, _, _ = await sides(link, tmp_path)
+    with pytest.raises(DiskError, match="missing"):
+        await sender.transfers.send_files([tmp_path / "missing.txt"])
+
+
+class ScriptedPeer:
+    """A peer that speaks the transfer protocol frame by frame (for hostile or broken senders)."""
+
+    def __init__(self, connection: PeerConnection) -> None:
+        self.connection = connection
+        self.id = new_transfer_id()
+        self.received: asyncio.Queue = asyncio.Queue()
+        connection.events.on(ev.BINARY, lambda b: self.received.put_nowait(decode_frame(b.data)))
+
+    async def offer(self, files: tuple[FileEntry, ...]) -> None:
+        for frame in encode_offer(Offer(id=self.id, files=files, chunk_size=1024, window=4), max_frame=60_000):
+            await self.connection.send_bytes(frame)
+
+    async def send(self, message) -> None:
+        await self.connection.send_bytes(encode_frame(message))
+
+    async def expect(self, kind: type):
+        while True:
+            message = await asyncio.wait_for(self.received.get(), WAIT)
+            if isinstance(message, kind):
+                return message
