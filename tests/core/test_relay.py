@@ -1,0 +1,409 @@
+"""End-to-end tests of relay connections: two managers in one process on the emulator, with the real rules."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from core import events as ev
+from core.errors import (
+    ClosedError,
+    ConnectionClosedError,
+    MessageTooLargeError,
+    PeerOfflineError,
+    PeerTimeoutError,
+    PermissionDeniedError,
+)
+from core.firebase import Database
+from core.options import ManagerOptions
+from core.peer import PeerInfo
+from core.relay import FirebasePeerConnectionManager, Link, RelayConnection
+
+RULES = Path(__file__).resolve().parents[2] / "firebase" / "database.rules.json"
+USER = "alice"
+
+FAST = ManagerOptions(
+    heartbeat_interval=0.5,
+    presence_misses=3,
+    connect_timeout=10.0,
+    ack_timeout=10.0,
+    retransmit_interval=1.0,
+    ping_interval=0.3,
+    slow_after=1.0,
+    peer_timeout=5.0,
+    listener_silence_timeout=10.0,
+    close_timeout=2.0,
+    webrtc=False,
+)
+
+
+async def wait_for(predicate, timeout=15.0, what="condition"):
+    try:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+class Recorder:
+    """Records every event an emitter emits (by name)."""
+
+    def __init__(self, emitter, *names):
+        self.items: list[tuple[str, object]] = []
+        for name in names:
+            emitter.on(name, lambda payload, name=name: self.items.append((name, payload)))
+
+    def of(self, name):
+        return [p for n, p in self.items if n == name]
+
+
+@pytest.fixture
+def relay(firebase_app_factory):
+    firebase_app_factory.load_rules(RULES)
+    managers: list[FirebasePeerConnectionManager] = []
+
+    def make(device_id, label=None, *, options=FAST, user=USER, upgrader=None):
+        app = firebase_app_factory.make({"uid": user})
+        m = FirebasePeerConnectionManager(user, PeerInfo(device_id, label or device_id), app=app, options=options,
+                                          upgrader=upgrader)
+        managers.append(m)
+        return m
+
+    make.factory = firebase_app_factory
+    yield make
+
+
+@pytest.fixture
+async def cleanup():
+    managers = []
+    yield managers
+    for m in managers:
+        await m.stop()
+
+
+async def pair(relay, cleanup, *, confirm=False, options=FAST):
+    a, b = relay("laptop", "Laptop", options=options), relay("phone", "Phone", options=options)
+    cleanup += [a, b]
+    await a.start()
+    await b.start()
+    await wait_for(lambda: a._view.get("phone") is not None, what="phone online")
+    incoming = asyncio.get_running_loop().create_future()
+    b.events.on(ev.INCOMING_CONNECTION, lambda e: incoming.done() or incoming.set_result(e.connection))
+    conn_a = await a.connect_to_peer("phone", confirm_data_receival=confirm)
+    async with asyncio.timeout(10):
+        conn_b = await incoming
+    return a, b, conn_a, conn_b
+
+
+async def test_presence_lists_other_online_devices_and_clean_stop_is_immediate(relay, cleanup):
+    a, b = relay("laptop", "Laptop"), relay("phone", "Phone")
+    cleanup += [a, b]
+    changes = Recorder(a.events, ev.PEERS_CHANGED)
+    async with a:
+        await b.start()
+        await wait_for(lambda: a._view.get("phone") is not None)
+        assert await a.get_online_peers() == [PeerInfo("phone", "Phone")]
+        assert await b.get_online_peers() == [PeerInfo("laptop", "Laptop")]
+        assert changes.of(ev.PEERS_CHANGED)[-1].peers == (PeerInfo("phone", "Phone"),)
+        await b.stop()
+        # Offline at once: long before the heartbeat could go stale.
+        await wait_for(lambda: a._view.get("phone") is None, timeout=FAST.heartbeat_interval, what="phone offline")
+        assert changes.of(ev.PEERS_CHANGED)[-1].peers == ()
+    with pytest.raises(ClosedError):
+        await a.get_online_peers()
+
+
+async def test_connect_send_both_ways_and_disconnect(relay, cleanup):
+    a, b, conn_a, conn_b = await pair(relay, cleanup)
+    assert conn_a.session_id == conn_b.session_id
+    assert conn_a.peer == PeerInfo("phone", "Phone") and conn_b.peer == PeerInfo("laptop", "Laptop")
+    assert conn_a.transport == "relay" and not conn_a.is_closed
+    got_a, got_b = Recorder(conn_a.events, ev.DATA, ev.BINARY), Recorder(conn_b.events, ev.DATA, ev.BINARY)
+    await conn_a.send("hello")
+    await conn_a.send_bytes(b"\x00\xffbytes")
+    await conn_b.send("hi back")
+    await wait_for(lambda: len(got_b.items) == 2 and len(got_a.items) == 1)
+    assert got_b.items == [(ev.DATA, ev.Data("hello")), (ev.BINARY, ev.BinaryData(b"\x00\xffbytes"))]
+    assert got_a.items == [(ev.DATA, ev.Data("hi back"))]
+
+    closed_a, closed_b = Recorder(a.events, ev.CONNECTION_CLOSED), Recorder(b.events, ev.CONNECTION_CLOSED)
+    await conn_a.disconnect()
+    await conn_a.disconnect()  # twice is fine
+    await wait_for(lambda: closed_b.items, what="peer sees the close")
+    (pb,) = closed_b.of(ev.CONNECTION_CLOSED)
+    assert pb.reason == "peer-requested-closed" and pb.connection is conn_b and pb.error is None
+    assert closed_a.of(ev.CONNECTION_CLOSED)[0].reason == "local-closed"
+    with pytest.raises(ConnectionClosedError):
+        await conn_a.send("late")
+    with pytest.raises(ConnectionClosedError):
+        await conn_b.send("late")
+    # The session's data is deleted when it ends.
+    admin = Database(relay.factory.make())
+    try:
+        await wait_for(lambda: True)
+        assert await admin.get(f"relay/sessions/{USER}/{conn_a.session_id}") is None
+        assert await admin.get(f"relay/negotiation/{USER}/phone") is None
+    finally:
+        await admin.close()
+
+
+async def test_connect_to_offline_or_unknown_device_fails_fast(relay, cleanup):
+    a, b = relay("laptop"), relay("phone")
+    cleanup += [a, b]
+    await a.start()
+    with pytest.raises(PeerOfflineError, match="not online"):
+        await a.connect_to_peer("nobody")
+    with pytest.raises(PeerOfflineError):
+        await a.connect_to_peer("bad/id")
+    await b.start()
+    await wait_for(lambda: a._view.get("phone") is not None)
+    await b.stop()
+    await wait_for(lambda: a._view.get("phone") is None)
+    with pytest.raises(PeerOfflineError):
+        await a.connect_to_peer("phone")
+    with pytest.raises(ValueError):
+        await a.connect_to_peer("laptop")
+
+
+async def test_connect_before_start_and_after_stop_is_a_clear_error(relay):
+    a = relay("laptop")
+    with pytest.raises(ClosedError, match="start"):
+        await a.connect_to_peer("phone")
+    await a.start()
+    await a.stop()
+    await a.stop()
+    with pytest.raises(ClosedError, match="stopped"):
+        await a.start()
+
+
+async def test_wrong_user_is_refused_by_the_rules(firebase_app_factory):
+    firebase_app_factory.load_rules(RULES)
+    app = firebase_app_factory.make({"uid": "mallory"})
+    m = FirebasePeerConnectionManager(USER, PeerInfo("laptop", "Laptop"), app=app, options=FAST)
+    with pytest.raises(PermissionDeniedError, match="refused"):
+        await m.start()
+
+
+async def test_bad_arguments_are_refused():
+    with pytest.raises(ValueError):
+        FirebasePeerConnectionManager("a/b", PeerInfo("x", "x"))
+    with pytest.raises(ValueError):
+        FirebasePeerConnectionManager("u", PeerInfo("x.y", "x"))
+    with pytest.raises(ValueError):
+        FirebasePeerConnectionManager("u", PeerInfo("x", ""))
+
+
+async def test_message_too_large_is_refused_before_writing(relay, cleanup):
+    a, b, conn_a, conn_b = await pair(relay, cleanup)
+    limit = FAST.max_message_bytes
+    with pytest.raises(MessageTooLargeError) as info:
+        await conn_a.send("é" * (limit // 2 + 1))  # 2 bytes each in UTF-8
+    assert info.value.limit == limit
+    with pytest.raises(MessageTooLargeError):
+        await conn_a.send_bytes(b"x" * (limit * 3 // 4 + 3))
+    with pytest.raises(TypeError):
+        await conn_a.send(b"bytes")  # type: ignore[arg-type]
+    assert conn_a._stream.next_seq == 1  # nothing was queued
+    got = Recorder(conn_b.events, ev.DATA)
+    await conn_a.send("x" * limit)  # exactly at the limit passes the rules too
+    await wait_for(lambda: got.items)
+    assert len(got.of(ev.DATA)[0].data) == limit
+
+
+async def test_thousand_confirmed_messages_each_way_at_once_in_order(relay, cleanup):
+    options = dataclasses.replace(FAST, send_window=64)
+    a, b, conn_a, conn_b = await pair(relay, cleanup, confirm=True, options=options)
+    # The accepting side confirms too when its sends are made through a confirming connection.
+    conn_b.confirm_data_receival = True
+    got_a, got_b = Recorder(conn_a.events, ev.DATA), Recorder(conn_b.events, ev.DATA)
+    n = 1000
+    async with asyncio.timeout(90):
+        await asyncio.gather(
+            *(conn_a.send(f"a{i}") for i in range(n)),
+            *(conn_b.send(f"b{i}") for i in range(n)),
+        )
+    # With confirmation every send returned only after the peer's application had the message.
+    assert [d.data for d in got_b.of(ev.DATA)] == [f"a{i}" for i in range(n)]
+    assert [d.data for d in got_a.of(ev.DATA)] == [f"b{i}" for i in range(n)]
+    # Batching: far fewer relay requests than messages.
+    assert conn_a.stats["relay_requests"] < n
+
+
+async def test_confirmed_send_times_out_when_the_peer_never_confirms(relay, cleanup):
+    options = dataclasses.replace(FAST, ack_timeout=0.5, peer_timeout=30, close_timeout=0.3)
+    a, b, conn_a, conn_b = await pair(relay, cleanup, confirm=True, options=options)
+    # The peer's side stops processing its inbox (as a hung device would) but the connection stays up.
+    await conn_b._listener.close()
+    with pytest.raises(PeerTimeoutError, match="did not confirm") as info:
+        await conn_a.send("anyone?")
+    assert info.value.seconds == 0.5 and "acknowledgement" in info.value.what
+
+
+async def test_latency_is_measured_and_slowness_reported(relay, cleanup):
+    a, b, conn_a, conn_b = await pair(relay, cleanup, options=dataclasses.replace(FAST, close_timeout=0.3))
+    lat = Recorder(conn_a.events, ev.LATENCY, ev.SLOW, ev.RECOVERED)
+    await wait_for(lambda: len(lat.of(ev.LATENCY)) >= 2, what="latency events")
+    assert conn_a.rtt is not None and conn_a.rtt > 0
+    assert lat.of(ev.LATENCY)[0].transport == "relay"
+    # Make the peer stop answering: pings go unanswered and the connection reports it is slow.
+    await conn_b._listener.close()
+    await wait_for(lambda: lat.of(ev.SLOW), what="slow event")
+    slow = lat.of(ev.SLOW)[0]
+    assert slow.what and slow.waited >= FAST.slow_after and slow.timeout > 0
+    assert conn_a.is_slow
+
+
+async def test_vanished_peer_is_reported_as_connection_error(relay, cleanup):
+    options = dataclasses.replace(FAST, peer_timeout=1.5, close_timeout=0.3)
+    a, b, conn_a, conn_b = await pair(relay, cleanup, options=options)
+    closed = Recorder(a.events, ev.CONNECTION_CLOSED)
+    conn_closed = Recorder(conn_a.events, ev.CLOSED)
+    # The peer vanishes without a word: its writer and listener stop, nothing more is written.
+    await conn_b._writer.stop()
+    await conn_b._listener.close()
+    conn_b._ticker.cancel()
+    await wait_for(lambda: closed.items, timeout=10, what="connection error")
+    (event,) = closed.of(ev.CONNECTION_CLOSED)
+    assert event.reason == "connection-error" and isinstance(event.error, PeerTimeoutError)
+    assert conn_closed.of(ev.CLOSED)[0].reason == "connection-error"
+    assert conn_a.is_closed
+
+
+async def test_malformed_data_from_a_third_client_is_a_protocol_error(relay, cleanup):
+    a, b, conn_a, conn_b = await pair(relay, cleanup)
+    errors = Recorder(conn_b.events, ev.PROTOCOL_ERROR)
+    got = Recorder(conn_b.events, ev.DATA)
+    # A third client of the same user (the rules cannot tell devices apart) writes junk that passes the rules.
+    intruder = Database(relay.factory.make({"uid": USER}))
+    inbox = f"relay/sessions/{USER}/{conn_a.session_id}/phone"
+    ts = {".sv": "timestamp"}
+    try:
+        await intruder.set(f"{inbox}/messages/s0000000999", {"kind": "ping", "seq": 5, "updatedWhen": ts})
+        await intruder.set(f"{inbox}/messages/s0000005000", {"kind": "data", "seq": 5000, "data": "x", "updatedWhen": ts})
+        await intruder.set(f"{inbox}/messages/s0000000003", {"kind": "data", "seq": 4, "data": "x", "updatedWhen": ts})
+        await intruder.set(f"{inbox}/acknowledgement", {"peerId": "laptop", "seq": 77, "updatedWhen": ts})
+        await wait_for(lambda: len(errors.items) >= 4, what="protocol errors")
+    finally:
+        await intruder.close()
+    assert all(isinstance(e.error, Exception) for e in errors.of(ev.PROTOCOL_ERROR))
+    # No crash: the connection still works both ways, and the junk was removed from the inbox.
+    await conn_a.send("first")
+    await conn_b.send("still alive")
+    await wait_for(lambda: got.items)
+    assert got.of(ev.DATA)[0].data == "first"
+    assert not conn_a.is_closed and not conn_b.is_closed
+    admin = Database(relay.factory.make())
+    try:
+        await conn_b._writer.flush()
+        left = await admin.get(f"{inbox}/messages") or {}
+        assert not [k for k in left if k.startswith("s")], left
+    finally:
+        await admin.close()
+
+
+class LoopbackLink(Link):
+    """A test link that hands frames straight to the peer connection (no relay), and can break."""
+
+    transport = "webrtc"
+
+    def __init__(self, target: RelayConnection):
+        self.target = target
+        self.broken = False
+        self.sent = 0
+        self.dropped: list[dict] = []
+
+    def send_frame(self, frame):
+        if self.broken:
+            raise ConnectionError("channel closed")
+        self.sent += 1
+        asyncio.get_running_loop().call_soon(self.target.receive_frame, dict(frame))
+
+
+async def test_attached_link_carries_frames_and_detaching_falls_back_without_loss(relay, cleanup):
+    a, b, conn_a, conn_b = await pair(relay, cleanup, confirm=True)
+    conn_b.confirm_data_receival = True
+    link_ab, link_ba = LoopbackLink(conn_b), LoopbackLink(conn_a)
+    changes = Recorder(conn_a.events, ev.LINK_CHANGED)
+    got = Recorder(conn_b.events, ev.DATA)
+    conn_a.attach_link(link_ab)
+    conn_b.attach_link(link_ba)
+    assert conn_a.transport == "webrtc"
+    assert changes.of(ev.LINK_CHANGED) == [ev.LinkChanged("webrtc", "relay", "upgraded")]
+    await conn_a.send("over webrtc")
+    assert link_ab.sent >= 1
+    # The link breaks while messages are in flight: everything unacknowledged goes over the relay again.
+    link_ba.broken = True  # acks from b cannot come back over the link
+    sends = [asyncio.ensure_future(conn_a.send(f"m{i}")) for i in range(5)]
+    await asyncio.sleep(0.05)
+    link_ab.broken = True
+    conn_b.detach_link(link_ba, "test")
+    conn_a.detach_link(link_ab, "test")
+    assert conn_a.transport == "relay"
+    async with asyncio.timeout(20):
+        await asyncio.gather(*sends)
+    assert [d.data for d in got.of(ev.DATA)] == ["over webrtc"] + [f"m{i}" for i in range(5)]
+    assert changes.of(ev.LINK_CHANGED)[-1] == ev.LinkChanged("relay", "webrtc", "test")
+
+
+async def test_signals_travel_in_order_and_upgrader_runs_before_handing_out(relay, cleanup):
+    order = []
+
+    async def upgrader(conn):
+        got = asyncio.get_running_loop().create_future()
+        conn.set_signal_handler(lambda s: got.done() or got.set_result(s))
+        await conn.send_signal({"from": conn.own_id, "initiator": conn.is_initiator})
+        signal = await asyncio.wait_for(got, 10)
+        order.append((conn.own_id, signal))
+        if conn.is_initiator:
+            raise RuntimeError("no WebRTC here")
+
+    a = relay("laptop", upgrader=upgrader)
+    b = relay("phone", upgrader=upgrader)
+    cleanup += [a, b]
+    await a.start()
+    await b.start()
+    await wait_for(lambda: a._view.get("phone") is not None)
+    incoming = asyncio.get_running_loop().create_future()
+    b.events.on(ev.INCOMING_CONNECTION, lambda e: incoming.set_result((len(order), e.connection)))
+    failed = []
+    conn = await a.connect_to_peer("phone")
+    assert any(who == "laptop" for who, _ in order)  # the upgrade step ran before connect_to_peer returned
+    async with asyncio.timeout(10):
+        count, _ = await incoming
+    assert count >= 1
+    assert dict(order)["laptop"] == {"from": "phone", "initiator": False}
+    assert dict(order)["phone"] == {"from": "laptop", "initiator": True}
+    conn.events.on(ev.UPGRADE_FAILED, failed.append)  # (already emitted on the initiator; see below)
+    assert conn.transport == "relay"
+
+
+async def test_upgrade_failure_is_reported_and_relay_keeps_working(relay, cleanup):
+    async def upgrader(conn):
+        raise RuntimeError("no route")
+
+    a = relay("laptop", upgrader=upgrader)
+    b = relay("phone")
+    cleanup += [a, b]
+    await a.start()
+    await b.start()
+    await wait_for(lambda: a._view.get("phone") is not None)
+    seen = []
+    orig = a._upgrade
+
+    async def spy(conn):
+        conn.events.on(ev.UPGRADE_FAILED, seen.append)
+        await orig(conn)
+
+    a._upgrade = spy
+    incoming = asyncio.get_running_loop().create_future()
+    b.events.on(ev.INCOMING_CONNECTION, lambda e: incoming.set_result(e.connection))
+    conn = await a.connect_to_peer("phone")
+    assert seen and seen[0].reason == "no route" and isinstance(seen[0].error, RuntimeError)
+    conn_b = await asyncio.wait_for(incoming, 10)
+    got = Recorder(conn_b.events, ev.DATA)
+    await conn.send("still works")
+    await wait_for(lambda: got.items)
