@@ -29,6 +29,8 @@ def fails_at_run_time(rule: str, data=None, *, auth=None) -> bool:
     "'ab' + 'cd' == 'abcd'", "'n' + 1 == 'n1'", "1.5 + 'x' == '1.5x'", "'x' + 2 / 4 == 'x0.5'",
     "'x' + 4 / 2 == 'x2'", "1e21 + '' == '1e+21'", "1e-7 + '' == '1e-7'", "1 / 0 + '' == 'NaN'",
     "0 / 0 != 0 / 0", "!(1 / 0 > 0)", "1 % 0 + '' == 'NaN'",
+    "1e308 * 10 + '' == 'Infinity'", "-1e308 * 10 + '' == '-Infinity'", "1e308 * 10 % 2 + '' == 'NaN'",
+    "5 % (1e308 * 10) == 5", "(0 / 0) % 2 + '' == 'NaN'",
     "1 < 2", "2 <= 2", "3 > 2", "2 >= 2", "'a' < 'b'", "'B' < 'a'", "'abc' >= 'abc'",
     "1 == 1.0", "1 === 1", "'a' != 'b'", "'a' !== 'b'", "null == null", "true == true", "false != true",
     "!(1 == '1')", "!(1 == true)", "!(0 == false)", "!('' == null)", "!(0 == null)",
@@ -510,3 +512,79 @@ def test_evaluation_never_parses_again(monkeypatch):
     monkeypatch.setattr(expr_module, "_tokenize", no_parsing)
     assert rules.can_read({"a": "okay"}, ("a",), auth=None, now=0)
     assert not rules.can_read({"a": "nope"}, ("a",), auth=None, now=0)
+
+
+# -- robustness
+
+
+FUZZ_TOKENS = [
+    "auth", "auth.uid", "auth.n", "auth.obj", "now", "root", "data", "query", "$k", "root.child('a')",
+    "data.val()", ".val()", ".child('a/b')", ".parent()", ".exists()", ".hasChildren(['a'])", ".length",
+    ".contains('x')", ".replace('a', 'b')", ".matches(/^a.*$/i)", "[0]", "['a']", "[$k]",
+    "1", "0", "-1", "2.5", "1e308", "'a'", "''", "true", "false", "null",
+    "+", "-", "*", "/", "%", "==", "!==", "<", ">=", "&&", "||", "!", "?", ":", "(", ")", ",",
+]
+FUZZ_ATOMS = {
+    "bool": ["true", "false", "auth.n", "data.exists()", "$k.contains('a')", "newData.child('b').isNumber()",
+             "query.orderByKey"],
+    "num": ["1", "0", "2.5", "1e308", "now", "auth.n", "data.child('b').val()", "$k.length", "auth.obj[$k]",
+            "query.limitToFirst"],
+    "str": ["'a'", "'text'", "$k", "auth.uid", "data.val()", "root.child('s').val()", "auth.obj.a[1]"],
+}
+FUZZ_TREE = {"a": {"b": 1, "c": "str"}, "n": 5, "s": "text"}
+FUZZ_AUTHS = [None, {"uid": "u1", "n": 3, "obj": {"a": [1, "x"]}}, {"uid": 7, "n": "3", "obj": "s"}]
+
+
+def test_any_expression_loads_or_is_refused_and_evaluation_never_raises():
+    import random
+
+    from core.emulator.rules import RulesParseError
+
+    rng = random.Random(20240611)
+
+    def token_soup() -> str:
+        return " ".join(rng.choice(FUZZ_TOKENS) for _ in range(rng.randint(1, 9))).replace(" .", ".")
+
+    def typed(kind: str, depth: int = 0) -> str:
+        """A random expression of the given static kind: valid at load, often failing at run time."""
+        if depth >= 4 or rng.random() < 0.3:
+            return rng.choice(FUZZ_ATOMS[kind])
+        def b() -> str:
+            return typed("bool", depth + 1)
+
+        def n() -> str:
+            return typed("num", depth + 1)
+
+        def t() -> str:
+            return typed("str", depth + 1)
+
+        forms = {
+            "bool": [lambda: f"!({b()})", lambda: f"({n()} {rng.choice(['<', '>=', '=='])} {n()})",
+                     lambda: f"({t()} {rng.choice(['==', '!=', '<'])} {t()})", lambda: f"({b()} && {b()})",
+                     lambda: f"({b()} || {b()})", lambda: f"({b()} ? {b()} : {b()})",
+                     lambda: f"({t()}).contains({t()})",
+                     lambda: f"({t()}).matches(/^t.*[0-9]?$/i)", lambda: f"root.hasChildren([{t()}, 'a'])"],
+            "num": [lambda: f"-({n()})", lambda: f"({n()} {rng.choice(['+', '-', '*', '/', '%'])} {n()})",
+                    lambda: f"({t()}).length", lambda: f"({b()} ? {n()} : {n()})"],
+            "str": [lambda: f"({t()} + {t()})", lambda: f"({t()} + {n()})", lambda: f"({t()}).toUpperCase()",
+                    lambda: f"({t()}).replace({t()}, {t()})", lambda: f"({b()} ? {t()} : {t()})",
+                    lambda: f"root.child({t()}).val()"],
+        }
+        return rng.choice(forms[kind])()
+
+    loaded = 0
+    for i in range(3000):
+        rule = token_soup() if i % 2 else typed("bool")
+        in_write = rule.replace("query", "newData")
+        in_read = rule.replace("newData", "data")
+        rules_json = {"rules": {"$k": {".read": in_read, ".write": in_write, ".validate": in_write}}}
+        try:
+            rules = RuleSet.from_json(rules_json)
+        except RulesParseError as exc:
+            assert str(exc).startswith("Parse error at /rules/$k/.")
+            continue
+        loaded += 1
+        for auth in FUZZ_AUTHS:
+            assert rules.can_read(FUZZ_TREE, ("a",), auth=auth, now=NOW) in (True, False)
+            assert rules.can_write(FUZZ_TREE, {"a": {"b": 2}}, ("a",), auth=auth, now=NOW) in (True, False)
+    assert loaded > 800  # many generated rules are valid, so evaluation is really exercised

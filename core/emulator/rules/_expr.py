@@ -1038,7 +1038,10 @@ def _arithmetic(op: str, left: Fn, right: Fn) -> Fn:
             return math.nan
         if op == "/":
             return a / b
-        result = math.fmod(a, b)  # JavaScript's %: the sign follows the dividend
-        return int(result) if isinstance(a, int) and isinstance(b, int) else result
+        if isinstance(a, int) and isinstance(b, int):
+            return int(math.fmod(a, b))  # JavaScript's %: the sign follows the dividend
+        if math.isinf(a) or math.isnan(a) or math.isnan(b):
+            return math.nan  # as JavaScript: Infinity % 2 is NaN (math.fmod would raise)
+        return math.fmod(a, b)
 
     return arithmetic
