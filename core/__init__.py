@@ -1,3 +1,101 @@
-"""peerchat's reusable peer-to-peer connection library (no Textual, no peerchat imports)."""
+"""peerchat's reusable peer-to-peer connection library (no Textual, no peerchat imports).
 
-__all__: list[str] = []
+Everything a consumer needs is importable from here::
+
+    from core import FirebasePeerConnectionManager, ManagerOptions, PeerInfo, PeerOfflineError, ...
+
+The modules themselves (``core.relay``, ``core.session``, ...) are internal; event names are the constants in
+``core.events`` (``"incoming_connection"``, ``"data"``, ...), their payloads the classes exported here.
+"""
+
+from .errors import (
+    ClosedError,
+    ConnectError,
+    ConnectionClosedError,
+    ConnectionDeclinedError,
+    DiskError,
+    InsufficientSpaceError,
+    IntegrityError,
+    MessageTooLargeError,
+    PeerchatError,
+    PeerOfflineError,
+    PeerTimeoutError,
+    PermissionDeniedError,
+    ProtocolError,
+    RelayError,
+    RelayUnavailableError,
+    TransferCancelledError,
+    TransferDeclinedError,
+    TransferError,
+    TransferInterruptedError,
+    UpgradeError,
+)
+from .events import (
+    BinaryData,
+    ConnectionClosed,
+    Data,
+    IncomingConnection,
+    IncomingTransfer,
+    Latency,
+    LinkChanged,
+    PeersChanged,
+    ProtocolErrorEvent,
+    Recovered,
+    Slow,
+    TransferFailed,
+    TransferFileDone,
+    TransferFinished,
+    TransferProgress,
+    UpgradeFailed,
+)
+from .options import IceServer, ManagerOptions
+from .peer import PeerConnection, PeerConnectionManager, PeerInfo
+from .relay import FirebasePeerConnectionManager
+
+__all__ = [
+    # interfaces and the Firebase implementation
+    "FirebasePeerConnectionManager",
+    "IceServer",
+    "ManagerOptions",
+    "PeerConnection",
+    "PeerConnectionManager",
+    "PeerInfo",
+    # event payloads
+    "BinaryData",
+    "ConnectionClosed",
+    "Data",
+    "IncomingConnection",
+    "IncomingTransfer",
+    "Latency",
+    "LinkChanged",
+    "PeersChanged",
+    "ProtocolErrorEvent",
+    "Recovered",
+    "Slow",
+    "TransferFailed",
+    "TransferFileDone",
+    "TransferFinished",
+    "TransferProgress",
+    "UpgradeFailed",
+    # errors
+    "ClosedError",
+    "ConnectError",
+    "ConnectionClosedError",
+    "ConnectionDeclinedError",
+    "DiskError",
+    "InsufficientSpaceError",
+    "IntegrityError",
+    "MessageTooLargeError",
+    "PeerOfflineError",
+    "PeerTimeoutError",
+    "PeerchatError",
+    "PermissionDeniedError",
+    "ProtocolError",
+    "RelayError",
+    "RelayUnavailableError",
+    "TransferCancelledError",
+    "TransferDeclinedError",
+    "TransferError",
+    "TransferInterruptedError",
+    "UpgradeError",
+]
