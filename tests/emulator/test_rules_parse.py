@@ -311,3 +311,13 @@ def test_the_public_surface():
 
     assert package.__all__ == ["RuleSet", "RulesParseError"]
     assert issubclass(RulesParseError, ValueError)
+
+
+def test_the_project_rules_file_loads():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "firebase" / "database.rules.json"
+    if not path.is_file():
+        pytest.skip(f"{path} is not in this checkout")
+    rules = RuleSet.from_text(path.read_text(encoding="utf-8"))
+    assert rules.to_json()["rules"]
