@@ -537,6 +537,14 @@ class WebRTCLink:
         """Close the link and release its sockets and tasks; the peer sees initiator "peer". Safe to call twice."""
         await asyncio.shield(self._begin_shutdown("local", "this device closed the link", None, reason))
 
+    async def abort(self, reason: str) -> None:
+        """Give up on the link for ``reason`` (initiator "failure"); a waiting ``open()`` raises UpgradeError(reason).
+
+        For the owner's own verdicts, such as the other device declining WebRTC. Safe after close (no effect).
+        """
+        error = UpgradeError(reason) if self._state is not LinkState.OPEN else ConnectionClosedError(reason)
+        await asyncio.shield(self._begin_shutdown("failure", reason, error))
+
     async def __aenter__(self) -> Self:
         return self
 

@@ -202,6 +202,20 @@ async def test_open_times_out_with_a_reason_when_no_offer_arrives() -> None:
     await link.close()
 
 
+async def test_abort_fails_a_waiting_open_with_the_given_reason() -> None:
+    async with link_pair() as pair:
+        pair.to_b.deliver = False
+        opening = asyncio.create_task(pair.a.open(WAIT))
+        await asyncio.sleep(0)
+        await pair.a.abort("the other device has WebRTC turned off")
+        with pytest.raises(UpgradeError, match="turned off"):
+            await opening
+        closed = await pair.ra.closed
+        assert closed.initiator == "failure" and closed.reason == "the other device has WebRTC turned off"
+        await pair.a.abort("again")  # no effect after close
+        assert pair.a.closed_info == closed
+
+
 async def test_no_network_path_is_reported_as_an_ice_problem() -> None:
     # The answerer gathers no candidate at all, so ICE can never find a pair: the time-out says so.
     async with link_pair(LOOPBACK, replace(LOOPBACK, host_addresses=())) as pair:
