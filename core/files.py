@@ -198,28 +198,22 @@ def _disk_error(action: str, path: Path | str, exc: OSError) -> DiskError:
     return DiskError(f"Could not {action.removesuffix('ing')} {path}: {exc.strerror or exc}.")
 
 
-def max_chunk_payload(connection: PeerConnection, options: ManagerOptions) -> int:
-    """The largest chunk payload the connection's current link carries in one frame.
+def max_frame_bytes(connection: PeerConnection, options: ManagerOptions) -> int:
+    """The largest ``send_bytes`` message the connection accepts now.
 
-    WebRTC: a 64 KiB binary message. The relay: ``options.max_message_bytes`` of text, assuming the connection
-    encodes bytes as base64 (3 bytes in 4 characters), with room for its envelope. A connection may state its own
-    limit as an int attribute ``max_bytes_message`` (the largest ``send_bytes`` it accepts now).
+    A connection may state it as an int attribute ``max_bytes_message`` (for example 64 KiB while a direct WebRTC
+    channel carries the data, less over the relay). Without it, the relay's limit applies whatever the transport:
+    ``options.max_message_bytes`` characters of base64, so three quarters of that in bytes.
     """
-    if connection.transport == "webrtc":
-        frame = WEBRTC_FRAME_BYTES
-    else:
-        frame = options.max_message_bytes * 3 // 4 - 1024
     limit = getattr(connection, "max_bytes_message", None)
-    if isinstance(limit, int) and limit > 0:
-        frame = min(frame, limit)
-    return max(1, frame - CHUNK_HEADER_SIZE)
+    if isinstance(limit, int) and limit > CHUNK_HEADER_SIZE:
+        return limit
+    return min(WEBRTC_FRAME_BYTES, options.max_message_bytes // 4 * 3)
 
 
-def _control_frame_budget(connection: PeerConnection, options: ManagerOptions) -> int:
-    # Offers must fit either link, since the link may change before they are sent.
-    frame = min(WEBRTC_FRAME_BYTES, options.max_message_bytes * 3 // 4 - 1024)
-    limit = getattr(connection, "max_bytes_message", None)
-    return min(frame, limit) if isinstance(limit, int) and limit > 0 else frame
+def max_chunk_payload(connection: PeerConnection, options: ManagerOptions) -> int:
+    """The largest chunk of file data that fits one frame on the connection now."""
+    return max_frame_bytes(connection, options) - CHUNK_HEADER_SIZE
 
 
 # --- sending queue ----------------------------------------------------------------------------------------------
@@ -787,7 +781,7 @@ class FileTransfers:
         files = tuple(FileEntry(path=rel, size=size, sha256=digest.hexdigest())
                       for (_, rel), size, digest in zip(found, sizes, digests))
         offer = Offer(id=tid, files=files, chunk_size=self.chunk_size, window=self.window)
-        frames = encode_offer(offer, max_frame=_control_frame_budget(self.connection, self.options))
+        frames = encode_offer(offer, max_frame=max_frame_bytes(self.connection, self.options))
         transfer = _Sending(self, SendMachine(offer), [path for path, _ in found])
         self.transfers[tid] = transfer
         for frame in frames:
@@ -901,6 +895,6 @@ class FileTransfers:
 
 
 __all__ = [
-    "FileTransfers", "IncomingOffer", "Transfer", "TransferState", "free_space", "max_chunk_payload",
+    "FileTransfers", "IncomingOffer", "Transfer", "TransferState", "free_space", "max_chunk_payload", "max_frame_bytes",
     "safe_relative_path", "unique_target", "walk_paths",
 ]

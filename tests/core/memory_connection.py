@@ -24,6 +24,7 @@ class MemoryConnection(PeerConnection):
         self._peer = peer
         self._transport: Transport = transport
         self.max_frame = max_frame
+        self.max_bytes_message = max_frame  # the optional hook core.files reads for its chunk size
         self._outgoing: asyncio.Queue[tuple[str, object]] = asyncio.Queue(maxsize=depth)
         self.other: MemoryConnection | None = None
         self._closed = False
