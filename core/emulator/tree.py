@@ -159,7 +159,10 @@ def _validate(value: object, path: list[str]) -> None:
             extra = [k for k in value if k not in (VALUE_KEY, PRIORITY_KEY)]
             if extra:
                 raise DataError(f"Invalid data; a node with .value cannot have children ({where} has {extra[0]!r})")
-            _validate(value[VALUE_KEY], path)
+            inner = value[VALUE_KEY]
+            if isinstance(inner, dict) and VALUE_KEY in inner:
+                raise DataError(f"Invalid data; the .value at {where} holds another .value")
+            _validate(inner, path)
             return
         if value.keys() - {PRIORITY_KEY}:
             _check_depth(path, where)

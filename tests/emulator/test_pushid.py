@@ -51,6 +51,8 @@ def test_the_random_part_carries_like_a_counter():
     generator._last_time = 10
     generator._last_random = [0] * 11 + [63]
     assert generator(10)[8:] == "----------0-"
+    generator._last_random = [0] * 11 + [62]
+    assert generator(10)[8:] == "-----------z"
     generator._last_random = [63] * 12
     overflowed = generator(10)
     assert push_id_time(overflowed) == 11  # borrowed the next millisecond rather than repeat an id

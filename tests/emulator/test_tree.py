@@ -141,6 +141,21 @@ def test_validate_write_server_value_and_value_wrapper_do_not_add_depth():
     validate_write({".value": {"leaf": 1}}, path)
 
 
+def test_validate_write_stops_at_the_depth_limit_instead_of_recursing_forever():
+    for wrap in (lambda v: {"k": v}, lambda v: [v]):
+        value: object = 1
+        for _ in range(5000):
+            value = wrap(value)
+        with pytest.raises(DataError, match="32"):
+            validate_write(value, ())
+
+
+def test_validate_write_refuses_a_value_wrapper_directly_inside_another():
+    validate_write({".value": {"a": {".value": 1}}}, ())
+    with pytest.raises(DataError, match=r"\.value"):
+        validate_write({".value": {".value": 1}}, ())
+
+
 def test_validate_write_string_limit_is_10_mb_of_utf8():
     validate_write("a" * MAX_STRING_BYTES, ())
     with pytest.raises(DataError, match="10 MB|10485760"):
@@ -427,6 +442,21 @@ def test_update_at_is_all_or_nothing(changes):
     with pytest.raises(DataError):
         update_at(root, (), changes)
     assert root == {"ok": 0}
+
+
+def test_update_at_drops_priority_keys_but_checks_their_path():
+    assert update_at({"a": 1}, (), {"a/.priority": 5, ".priority": 1, "b": 2}) == {"a": 1, "b": 2}
+    with pytest.raises(DataError):
+        update_at({"a": 1}, (), {"bad#/.priority": 5})
+
+
+def test_update_at_handles_many_keys_and_shares_untouched_subtrees():
+    root = {"rooms": {f"r{i}": {"n": i} for i in range(2000)}, "keep": {"x": 1}}
+    changes = {f"rooms/r{i}/n": i + 1 for i in range(0, 2000, 2)}
+    new = update_at(root, (), changes)
+    assert new["rooms"]["r0"] == {"n": 1} and new["rooms"]["r1"] is root["rooms"]["r1"]
+    assert new["keep"] is root["keep"]
+    assert changed_paths(root, new, ()) == sorted(("rooms", f"r{i}", "n") for i in range(0, 2000, 2))
 
 
 def test_update_at_refuses_a_body_that_is_not_an_object():
