@@ -330,24 +330,21 @@ def _parse_update_key(raw: object) -> Path | None:
     return path
 
 
-def update_at(
-    root: Any, path: Path, changes: Mapping[str, object], *, now_ms: int | None = None
-) -> Any:
-    """Apply a multi-path update (a PATCH) at ``path``, all or nothing, and return the new root.
+def update_paths(changes: Mapping[str, object]) -> list[Path]:
+    """The relative paths a multi-path update writes, sorted, after checking them.
 
-    Each key of ``changes`` is a slash path relative to ``path`` whose value replaces what is there (``None``
-    deletes). Values are client JSON: they are validated, their server values resolved against the old tree (with
-    ``now_ms``, default the current time) and normalized here. Every key and value is checked before anything is
-    applied, so an error leaves nothing half written.
+    ``.priority`` keys (``"a/.priority"``) are dropped, as priorities are not supported.
 
     Raises:
-        DataError: ``changes`` is not an object, a key is invalid or empty, two keys overlap (one is the other or
-            inside it), or a value is invalid.
+        DataError: ``changes`` is not an object, a key is invalid or names no child, or two keys overlap (one is
+            the other or inside it).
     """
+    return [relative for relative, _raw, _value in _parse_update(changes)]
+
+
+def _parse_update(changes: Mapping[str, object]) -> list[tuple[Path, str, object]]:
     if not isinstance(changes, Mapping):
         raise DataError("Invalid data; a multi-path update must be a JSON object of paths to values")
-    if now_ms is None:
-        now_ms = time.time_ns() // 1_000_000
     parsed: list[tuple[Path, str, object]] = []
     for raw, value in changes.items():
         relative = _parse_update_key(raw)
@@ -360,6 +357,26 @@ def update_at(
             raise DataError(
                 f"Invalid data; the paths of a multi-path update overlap: {first_raw!r} and {second_raw!r}"
             )
+    return parsed
+
+
+def update_at(
+    root: Any, path: Path, changes: Mapping[str, object], *, now_ms: int | None = None
+) -> Any:
+    """Apply a multi-path update (a PATCH) at ``path``, all or nothing, and return the new root.
+
+    Each key of ``changes`` is a slash path relative to ``path`` whose value replaces what is there (``None``
+    deletes). Values are client JSON: they are validated, their server values resolved against the old tree (with
+    ``now_ms``, default the current time) and normalized here. Every key and value is checked before anything is
+    applied, so an error leaves nothing half written. ``update_paths`` lists the paths it writes.
+
+    Raises:
+        DataError: ``changes`` is not an object, a key is invalid or empty, two keys overlap (one is the other or
+            inside it), or a value is invalid.
+    """
+    parsed = _parse_update(changes)
+    if now_ms is None:
+        now_ms = time.time_ns() // 1_000_000
     writes = []
     for relative, _raw, value in parsed:
         target = path + relative

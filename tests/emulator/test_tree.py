@@ -21,6 +21,7 @@ from core.emulator.tree import (
     shallow,
     to_output,
     update_at,
+    update_paths,
     validate_write,
 )
 from core.emulator.tree import normalize
@@ -459,10 +460,18 @@ def test_update_at_handles_many_keys_and_shares_untouched_subtrees():
     assert changed_paths(root, new, ()) == sorted(("rooms", f"r{i}", "n") for i in range(0, 2000, 2))
 
 
+def test_update_paths_lists_what_an_update_writes():
+    assert update_paths({"b/c": 1, "a": None, "/d/": 2, "e/.priority": 3}) == [("a",), ("b", "c"), ("d",)]
+    with pytest.raises(DataError, match="overlap"):
+        update_paths({"a": 1, "a/b": 2})
+
+
 def test_update_at_refuses_a_body_that_is_not_an_object():
     for body in ([1, 2], "x", 3, None):
         with pytest.raises(DataError, match="object"):
             update_at({}, (), body)  # type: ignore[arg-type]
+        with pytest.raises(DataError, match="object"):
+            update_paths(body)  # type: ignore[arg-type]
 
 
 # --- output forms --------------------------------------------------------------------------------------------------
