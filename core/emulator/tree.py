@@ -68,7 +68,11 @@ def _key_problem(key: object) -> str | None:
         return f"key {key!r} is not a string"
     if not key:
         return "a key is empty"
-    if len(key.encode("utf-8", "surrogatepass")) > MAX_KEY_BYTES:
+    try:
+        size = len(key.encode("utf-8"))
+    except UnicodeEncodeError:
+        return f"key {key!r} is not valid Unicode (it holds a lone surrogate)"
+    if size > MAX_KEY_BYTES:
         return f"key {key[:40]!r}... is longer than {MAX_KEY_BYTES} bytes"
     bad = next((c for c in key if c in _FORBIDDEN_KEY_CHARS), None)
     if bad is not None:
@@ -132,8 +136,11 @@ def _validate(value: object, path: list[str]) -> None:
     if value is None or isinstance(value, bool):
         pass
     elif isinstance(value, str):
-        # Only strings that could be over the limit pay for an encode.
-        if len(value) * 4 > MAX_STRING_BYTES and len(value.encode("utf-8", "surrogatepass")) > MAX_STRING_BYTES:
+        try:
+            size = len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise DataError(f"Invalid data; the string at {where} is not valid Unicode (it holds a lone surrogate)")
+        if size > MAX_STRING_BYTES:
             raise DataError(
                 f"Invalid data; the string at {where} is longer than 10 MB ({MAX_STRING_BYTES} bytes of UTF-8)"
             )

@@ -165,6 +165,15 @@ def test_validate_write_string_limit_is_10_mb_of_utf8():
         validate_write("é" * (MAX_STRING_BYTES // 2 + 1), ())
 
 
+def test_validate_write_refuses_lone_surrogates_that_could_not_be_sent_back_as_utf8():
+    with pytest.raises(DataError, match="surrogate"):
+        validate_write({"a": "x\ud800y"}, ())
+    with pytest.raises(DataError, match="surrogate"):
+        validate_write({"k\udfff": 1}, ())
+    with pytest.raises(DataError, match="surrogate"):
+        parse_path("/a\ud800")
+
+
 @pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), {1: "int key"}, object(), b"bytes"])
 def test_validate_write_refuses_values_that_are_not_json(value):
     with pytest.raises(DataError):
