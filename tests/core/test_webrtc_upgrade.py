@@ -1,0 +1,162 @@
+"""Tests for core.upgrade: relay connections upgraded to WebRTC (two managers on the emulator, aiortc on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from core import events as ev
+from core.options import ManagerOptions
+from core.peer import PeerConnection, PeerInfo
+from core.relay import FirebasePeerConnectionManager
+from core.upgrade import ConnectionUpgrade, WebRTCUpgrader, webrtc_upgrader
+
+RULES = Path(__file__).resolve().parents[2] / "firebase" / "database.rules.json"
+USER = "alice"
+WAIT = 30.0  # upper bound for anything a test waits for; never an assertion about speed
+
+FAST = ManagerOptions(
+    heartbeat_interval=0.5,
+    connect_timeout=15.0,
+    ack_timeout=20.0,
+    retransmit_interval=1.0,
+    ping_interval=0.5,
+    peer_timeout=10.0,
+    upgrade_timeout=10.0,
+    reupgrade_interval=0.5,
+)
+# Loopback only, and a short idle time-out so a torn-down transport is noticed quickly.
+LINK = {"host_addresses": ("127.0.0.1",), "keepalive_interval": 0.2, "idle_timeout": 1.5}
+
+
+async def wait_for(predicate: Callable[[], bool], what: str) -> None:
+    try:
+        async with asyncio.timeout(WAIT):
+            while not predicate():
+                await asyncio.sleep(0.02)
+    except TimeoutError:
+        raise AssertionError(f"timed out waiting for {what}") from None
+
+
+class Recorder:
+    def __init__(self, emitter: Any, *names: str) -> None:
+        self.items: list[tuple[str, Any]] = []
+        for name in names:
+            emitter.on(name, lambda payload, name=name: self.items.append((name, payload)))
+
+    def of(self, name: str) -> list[Any]:
+        return [payload for kind, payload in self.items if kind == name]
+
+
+class Pair:
+    def __init__(self, a: FirebasePeerConnectionManager, b: FirebasePeerConnectionManager) -> None:
+        self.a, self.b = a, b
+        self.incoming: asyncio.Future[PeerConnection] = asyncio.get_running_loop().create_future()
+        self.incoming_events: Recorder | None = None
+
+        def on_incoming(event: ev.IncomingConnection) -> None:
+            if not self.incoming.done():
+                self.incoming.set_result(event.connection)
+
+        b.events.on(ev.INCOMING_CONNECTION, on_incoming)
+
+    async def connect(self, *, confirm: bool = False) -> tuple[PeerConnection, PeerConnection]:
+        conn_a = await self.a.connect_to_peer("phone", confirm_data_receival=confirm)
+        async with asyncio.timeout(WAIT):
+            conn_b = await self.incoming
+        return conn_a, conn_b
+
+
+@pytest.fixture
+async def managers(firebase_app_factory: Any) -> AsyncIterator[Callable[..., Any]]:
+    firebase_app_factory.load_rules(RULES)
+    started: list[FirebasePeerConnectionManager] = []
+
+    async def make(upgrader_a: Any, upgrader_b: Any, options: ManagerOptions = FAST) -> Pair:
+        a = FirebasePeerConnectionManager(USER, PeerInfo("laptop", "Laptop"), app=firebase_app_factory.make(
+            {"uid": USER}), options=options, upgrader=upgrader_a)
+        b = FirebasePeerConnectionManager(USER, PeerInfo("phone", "Phone"), app=firebase_app_factory.make(
+            {"uid": USER}), options=options, upgrader=upgrader_b)
+        for manager in (a, b):
+            await manager.start()
+            started.append(manager)
+        await wait_for(lambda: a._view.get("phone") is not None, "the phone to be online")
+        return Pair(a, b)
+
+    yield make
+    for manager in started:
+        await manager.stop()
+
+
+def spy_upgrades(upgrader: WebRTCUpgrader) -> list[ConnectionUpgrade]:
+    """Every per-connection upgrade the upgrader starts (to look at its events before the connection is handed out)."""
+    seen: list[ConnectionUpgrade] = []
+    upgrader.on_upgrade = seen.append
+    return seen
+
+
+async def test_both_sides_upgrade_before_the_connection_is_handed_out(managers: Any) -> None:
+    pair = await managers(webrtc_upgrader(FAST, **LINK), webrtc_upgrader(FAST, **LINK))
+    conn_a, conn_b = await pair.connect()
+    assert conn_a.transport == "webrtc"
+    assert conn_b.transport == "webrtc"
+    got_b = Recorder(conn_b.events, ev.DATA, ev.BINARY)
+    got_a = Recorder(conn_a.events, ev.DATA)
+    await conn_a.send("hello over webrtc")
+    await conn_a.send_bytes(b"\x00\xffbytes")
+    await conn_b.send("and back")
+    await wait_for(lambda: len(got_b.items) == 2 and len(got_a.items) == 1, "messages both ways")
+    assert got_b.of(ev.DATA) == [ev.Data("hello over webrtc")]
+    assert got_b.of(ev.BINARY) == [ev.BinaryData(b"\x00\xffbytes")]
+    assert got_a.of(ev.DATA) == [ev.Data("and back")]
+    closed = Recorder(conn_b.events, ev.CLOSED)
+    await conn_a.disconnect()
+    await wait_for(lambda: closed.items, "the phone to see the disconnect")
+    assert closed.of(ev.CLOSED)[0].reason == "peer-requested-closed"
+
+
+@pytest.mark.parametrize("disabled", ["initiator", "target"])
+async def test_one_side_with_webrtc_off_gives_a_relay_connection_with_the_reason(managers: Any, disabled: str) -> None:
+    off = dataclasses.replace(FAST, webrtc=False)
+    upgrader_a = webrtc_upgrader(off if disabled == "initiator" else FAST, **LINK)
+    upgrader_b = webrtc_upgrader(off if disabled == "target" else FAST, **LINK)
+    seen_a, seen_b = spy_upgrades(upgrader_a), spy_upgrades(upgrader_b)
+    pair = await managers(upgrader_a, upgrader_b)
+    conn_a, conn_b = await pair.connect()
+    assert conn_a.transport == "relay" and conn_b.transport == "relay"
+    for upgrade in (*seen_a, *seen_b):
+        assert upgrade.failures, "each side must know why there is no WebRTC"
+        assert "turned off" in upgrade.failures[0]
+    got = Recorder(conn_b.events, ev.DATA)
+    await conn_a.send("over the relay")
+    await wait_for(lambda: got.items, "a message over the relay")
+
+
+async def test_a_thousand_confirmed_messages_survive_a_torn_down_transport_and_come_back_to_webrtc(
+    managers: Any,
+) -> None:
+    pair = await managers(webrtc_upgrader(FAST, **LINK), webrtc_upgrader(FAST, **LINK))
+    conn_a, conn_b = await pair.connect(confirm=True)
+    assert conn_a.transport == "webrtc"
+    changes = Recorder(conn_a.events, ev.LINK_CHANGED)
+    got = Recorder(conn_b.events, ev.DATA)
+    count = 1000
+    sending = asyncio.gather(*(conn_a.send(f"m{i}") for i in range(count)))
+    await wait_for(lambda: len(got.items) >= count // 3, "a third of the messages")
+    # Tear down the phone's aiortc transport, as a network failure would.
+    link = conn_b._link.link  # the WebRTC link the connection carries its frames over now
+    await link.peer_connection.sctp.transport.transport.stop()
+    async with asyncio.timeout(WAIT * 2):
+        await sending
+    await wait_for(lambda: len(got.items) == count, "every message")
+    assert [item.data for item in got.of(ev.DATA)] == [f"m{i}" for i in range(count)]
+    await wait_for(lambda: conn_a.transport == "webrtc" and conn_b.transport == "webrtc", "the re-upgrade")
+    transports = [change.transport for change in changes.of(ev.LINK_CHANGED)]
+    assert transports[:2] == ["relay", "webrtc"], changes.items
+    await conn_a.send("after the re-upgrade")
+    await wait_for(lambda: len(got.items) == count + 1, "the last message")
