@@ -20,10 +20,12 @@ Whether an index exists (``.indexOn``) is for the caller to decide; ``required_i
 from __future__ import annotations
 
 import enum
+import heapq
 import json
 import math
+import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,6 +50,7 @@ QUERY_PARAMS = ("orderBy", "startAt", "startAfter", "endAt", "endBefore", "equal
 
 _INT32_KEY = re.compile(r"-?0*[0-9]{1,10}")
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
+_INT_START = frozenset("-0123456789")
 _LIMIT = re.compile(r"[0-9]+")
 
 
@@ -70,9 +73,9 @@ class Query:
     @property
     def has_filter(self) -> bool:
         """Whether the query keeps only some children (any bound or limit), not only orders them."""
-        return any(
-            bound is not UNSET for bound in (self.start_at, self.start_after, self.end_at, self.end_before, self.equal_to)
-        ) or self.limit_to_first is not None or self.limit_to_last is not None
+        bounds = (self.start_at, self.start_after, self.end_at, self.end_before, self.equal_to)
+        limits = (self.limit_to_first, self.limit_to_last)
+        return any(bound is not UNSET for bound in bounds) or any(limit is not None for limit in limits)
 
 
 # --- parsing -------------------------------------------------------------------------------------------------------
@@ -181,7 +184,7 @@ def _utf16(text: str) -> bytes:
 
 def key_order(key: str) -> tuple:
     """A sort key putting child keys in Firebase's key order (32-bit integers first, then strings)."""
-    if _INT32_KEY.fullmatch(key):
+    if key[:1] in _INT_START and _INT32_KEY.fullmatch(key):
         number = int(key)
         if _INT32_MIN <= number <= _INT32_MAX:
             return (0, number, len(key), _utf16(key))
@@ -242,30 +245,42 @@ def apply_query(value: Any, query: Query) -> Any:
     """
     if not isinstance(value, dict):
         return None if query.has_filter else value
-    ranked = sorted(
-        ((sort_key_for(query, key, child), key, child) for key, child in value.items()), key=lambda item: item[0]
-    )
-    entries = [(key, child) for order, key, child in ranked if _in_range(query, order[0])]
+    in_range = _range_test(query)
+    ranked = []
+    for key, child in value.items():
+        order = sort_key_for(query, key, child)
+        if in_range(order[0]):
+            ranked.append((order, key, child))
+    by_order = operator.itemgetter(0)
     if query.limit_to_first is not None:
-        entries = entries[: query.limit_to_first]
+        ranked = heapq.nsmallest(query.limit_to_first, ranked, key=by_order)
     elif query.limit_to_last is not None:
-        entries = entries[-query.limit_to_last :]
-    return dict(entries) or None
+        ranked = heapq.nlargest(query.limit_to_last, ranked, key=by_order)[::-1]
+    else:
+        ranked.sort(key=by_order)
+    return {key: child for _order, key, child in ranked} or None
 
 
-def _in_range(query: Query, index: tuple) -> bool:
+def _range_test(query: Query) -> Callable[[tuple], bool]:
+    """A test of one child's index (in sort-key form) against the query's bounds, with the bounds computed once."""
     low, high = query.start_at, query.end_at
     if query.equal_to is not UNSET:
         low = high = query.equal_to
-    if low is not UNSET and index < _bound_order(query, low):
-        return False
-    if query.start_after is not UNSET and index <= _bound_order(query, query.start_after):
-        return False
-    if high is not UNSET and index > _bound_order(query, high):
-        return False
-    if query.end_before is not UNSET and index >= _bound_order(query, query.end_before):
-        return False
-    return True
+    checks: list[Callable[[tuple], bool]] = []
+    if low is not UNSET:
+        checks.append(_bound_check(operator.ge, query, low))
+    if query.start_after is not UNSET:
+        checks.append(_bound_check(operator.gt, query, query.start_after))
+    if high is not UNSET:
+        checks.append(_bound_check(operator.le, query, high))
+    if query.end_before is not UNSET:
+        checks.append(_bound_check(operator.lt, query, query.end_before))
+    return lambda index: all(check(index) for check in checks)
+
+
+def _bound_check(compare: Callable[[tuple, tuple], bool], query: Query, bound: object) -> Callable[[tuple], bool]:
+    limit = _bound_order(query, bound)
+    return lambda index: compare(index, limit)
 
 
 # --- for the rules engine and the server ---------------------------------------------------------------------------

@@ -33,6 +33,7 @@ import base64
 import hashlib
 import json
 import math
+import re
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -48,7 +49,7 @@ VALUE_KEY = ".value"
 PRIORITY_KEY = ".priority"
 SERVER_VALUE_KEY = ".sv"
 
-_FORBIDDEN_KEY_CHARS = frozenset(".$#[]/") | frozenset(chr(c) for c in range(0x20)) | {"\x7f"}
+_FORBIDDEN_KEY_CHAR = re.compile(r"[.$#\[\]/\x00-\x1f\x7f]")
 _KEY_RULE = "Key value can't be empty, be longer than 768 bytes, or contain $ # [ ] / . or ASCII control characters"
 
 # Integral floats within this bound are stored as ints (doubles hold every integer up to 2**53 exactly).
@@ -62,21 +63,28 @@ class DataError(ValueError):
 # --- paths and keys ------------------------------------------------------------------------------------------------
 
 
+def _utf8_size(text: str) -> int | None:
+    """The UTF-8 length of ``text``, or ``None`` when it holds a lone surrogate (JSON allows one; UTF-8 does not)."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return None
+
+
 def _key_problem(key: object) -> str | None:
     """Why ``key`` cannot name a child, or ``None`` when it can."""
     if not isinstance(key, str):
         return f"key {key!r} is not a string"
     if not key:
         return "a key is empty"
-    try:
-        size = len(key.encode("utf-8"))
-    except UnicodeEncodeError:
+    size = len(key) if key.isascii() else _utf8_size(key)
+    if size is None:
         return f"key {key!r} is not valid Unicode (it holds a lone surrogate)"
     if size > MAX_KEY_BYTES:
         return f"key {key[:40]!r}... is longer than {MAX_KEY_BYTES} bytes"
-    bad = next((c for c in key if c in _FORBIDDEN_KEY_CHARS), None)
+    bad = _FORBIDDEN_KEY_CHAR.search(key)
     if bad is not None:
-        return f"key {key!r} contains the forbidden character {bad!r}"
+        return f"key {key!r} contains the forbidden character {bad.group()!r}"
     return None
 
 
@@ -111,10 +119,6 @@ def _is_number(value: object) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_server_value(value: object) -> bool:
-    return isinstance(value, dict) and SERVER_VALUE_KEY in value
-
-
 def validate_write(value: object, path: Path) -> None:
     """Check that ``value`` (JSON from a client) may be written at ``path``.
 
@@ -132,24 +136,23 @@ def validate_write(value: object, path: Path) -> None:
 
 
 def _validate(value: object, path: list[str]) -> None:
-    where = format_path(tuple(path))
+    # ``path`` is the location of ``value``, extended in place on the way down and named only in errors.
     if value is None or isinstance(value, bool):
         pass
     elif isinstance(value, str):
-        try:
-            size = len(value.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise DataError(f"Invalid data; the string at {where} is not valid Unicode (it holds a lone surrogate)")
+        size = len(value) if value.isascii() else _utf8_size(value)
+        if size is None:
+            raise DataError(f"Invalid data; the string at {_where(path)} is not valid Unicode (a lone surrogate)")
         if size > MAX_STRING_BYTES:
             raise DataError(
-                f"Invalid data; the string at {where} is longer than 10 MB ({MAX_STRING_BYTES} bytes of UTF-8)"
+                f"Invalid data; the string at {_where(path)} is longer than 10 MB ({MAX_STRING_BYTES} bytes of UTF-8)"
             )
     elif isinstance(value, (int, float)):
         if isinstance(value, float) and not math.isfinite(value):
-            raise DataError(f"Invalid data; the number at {where} is not finite ({value!r})")
+            raise DataError(f"Invalid data; the number at {_where(path)} is not finite ({value!r})")
     elif isinstance(value, (list, tuple)):
         if value:
-            _check_depth(path, where)
+            _check_depth(path)
         for index, child in enumerate(value):
             path.append(str(index))
             _validate(child, path)
@@ -159,38 +162,44 @@ def _validate(value: object, path: list[str]) -> None:
             extra = [k for k in value if k not in (SERVER_VALUE_KEY, PRIORITY_KEY)]
             if extra:
                 raise DataError(
-                    f"Invalid data; the server value at {where} cannot have other children ({extra[0]!r})"
+                    f"Invalid data; the server value at {_where(path)} cannot have other children ({extra[0]!r})"
                 )
             return
         if VALUE_KEY in value:
             extra = [k for k in value if k not in (VALUE_KEY, PRIORITY_KEY)]
             if extra:
-                raise DataError(f"Invalid data; a node with .value cannot have children ({where} has {extra[0]!r})")
+                raise DataError(
+                    f"Invalid data; a node with .value cannot have children ({_where(path)} has {extra[0]!r})"
+                )
             inner = value[VALUE_KEY]
             if isinstance(inner, dict) and VALUE_KEY in inner:
-                raise DataError(f"Invalid data; the .value at {where} holds another .value")
+                raise DataError(f"Invalid data; the .value at {_where(path)} holds another .value")
             _validate(inner, path)
             return
         if value.keys() - {PRIORITY_KEY}:
-            _check_depth(path, where)
+            _check_depth(path)
         for key, child in value.items():
             if key == PRIORITY_KEY:
                 continue
             problem = _key_problem(key)
             if problem is not None:
-                raise DataError(f"Invalid data at {where}: {problem}. {_KEY_RULE}")
+                raise DataError(f"Invalid data at {_where(path)}: {problem}. {_KEY_RULE}")
             path.append(key)
             _validate(child, path)
             path.pop()
     else:
-        raise DataError(f"Invalid data; the value at {where} is not JSON ({type(value).__name__})")
+        raise DataError(f"Invalid data; the value at {_where(path)} is not JSON ({type(value).__name__})")
 
 
-def _check_depth(path: list[str], where: str) -> None:
+def _where(path: list[str]) -> str:
+    return format_path(tuple(path))
+
+
+def _check_depth(path: list[str]) -> None:
     # Called for an object that has children: they sit at depth len(path) + 1.
     if len(path) + 1 > MAX_DEPTH:
         raise DataError(
-            f"Invalid data; the data at {where} has children deeper than the maximum depth of {MAX_DEPTH} keys"
+            f"Invalid data; the data at {_where(path)} has children deeper than the maximum depth of {MAX_DEPTH} keys"
         )
 
 
@@ -406,20 +415,32 @@ def to_output(value: Any) -> Any:
     """The stored form as JSON for a client: objects whose keys are all array indices become lists, recursively.
 
     An object becomes a list when every key is a non-negative integer without leading zeros and more than half of
-    the slots ``0..max`` are present, as the service does; missing slots are ``None``.
+    the slots ``0..max`` are present, as the service does; missing slots are ``None``. Parts that need no change are
+    returned as they are (shared with the stored tree), so the result must be treated as read-only.
     """
     if not isinstance(value, dict):
         return value
-    converted = {key: to_output(child) for key, child in value.items()}
-    indices = [_array_index(key) for key in converted]
-    if all(index is not None for index in indices):
-        top = max(indices)  # type: ignore[type-var]
-        if 2 * len(indices) > top + 1:  # type: ignore[operator]
-            out: list[Any] = [None] * (top + 1)  # type: ignore[operator]
-            for index, child in zip(indices, converted.values()):
-                out[index] = child  # type: ignore[index]
-            return out
-    return converted
+    out = value
+    for key, child in value.items():
+        if isinstance(child, dict):
+            converted = to_output(child)
+            if converted is not child:
+                if out is value:
+                    out = dict(value)
+                out[key] = converted
+    first = next(iter(out))
+    if not first[0].isdigit():  # the common case: not an array, decided without looking at every key
+        return out
+    indices = [_array_index(key) for key in out]
+    if None in indices:
+        return out
+    top = max(indices)  # type: ignore[type-var]
+    if 2 * len(indices) <= top + 1:  # type: ignore[operator]
+        return out
+    array: list[Any] = [None] * (top + 1)  # type: ignore[operator]
+    for index, child in zip(indices, out.values()):
+        array[index] = child  # type: ignore[index]
+    return array
 
 
 def shallow(value: Any) -> Any:
@@ -430,8 +451,8 @@ def shallow(value: Any) -> Any:
 
 
 def canonical_json(value: Any) -> str:
-    """Compact JSON with sorted keys and integral floats as ints: equal values give equal text."""
-    return json.dumps(normalize_numbers(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Compact JSON with sorted keys: equal stored values give equal text."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def normalize_numbers(value: Any) -> Any:
@@ -446,7 +467,11 @@ def normalize_numbers(value: Any) -> Any:
 
 
 def etag(value: Any) -> str:
-    """A stable ETag for a stored value (``None`` included): URL-safe base64 of the SHA-1 of its canonical JSON."""
+    """A stable ETag for a stored value (``None`` included): URL-safe base64 of the SHA-1 of its canonical JSON.
+
+    Stored values hold no integral floats, so equal values have equal ETags; ``1.0`` straight from a client would
+    differ from ``1`` until normalized.
+    """
     digest = hashlib.sha1(canonical_json(value).encode("utf-8", "surrogatepass")).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
@@ -463,6 +488,7 @@ def changed_paths(old_root: Any, new_root: Any, path: Path = ()) -> list[Path]:
     """
     out: list[Path] = []
     _diff(get(old_root, path), get(new_root, path), path, out)
+    out.sort()
     return out
 
 
@@ -470,7 +496,9 @@ def _diff(old: Any, new: Any, path: Path, out: list[Path]) -> None:
     if old is new:
         return
     if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(old.keys() | new.keys()):
-            _diff(old.get(key), new.get(key), path + (key,), out)
+        for key, child in new.items():
+            _diff(old.get(key), child, path + (key,), out)
+        for key in old.keys() - new.keys():
+            out.append(path + (key,))
     elif old != new or type(old) is not type(new):
         out.append(path)

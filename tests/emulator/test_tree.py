@@ -497,6 +497,16 @@ def test_to_output_turns_mostly_dense_integer_keys_into_lists():
     assert to_output({"-1": 1, "0": 2}) == {"-1": 1, "0": 2}
 
 
+def test_to_output_leaves_the_stored_tree_alone_and_shares_what_needs_no_change():
+    stored = {"a": {"0": {"x": 1}}, "b": {"c": 1}}
+    out = to_output(stored)
+    assert out == {"a": [{"x": 1}], "b": {"c": 1}}
+    assert stored == {"a": {"0": {"x": 1}}, "b": {"c": 1}}
+    assert out["b"] is stored["b"]
+    plain = {"k": {"v": 1}}
+    assert to_output(plain) is plain
+
+
 def test_to_output_is_recursive_and_leaves_primitives():
     assert to_output({"a": {"0": {"0": 1}}}) == {"a": [[1]]}
     assert to_output(None) is None
@@ -518,7 +528,8 @@ def test_shallow_replaces_children_with_true():
 def test_etag_is_stable_for_equal_values_and_differs_for_different_ones():
     assert etag({"a": 1, "b": [1, 2]}) == etag({"b": [1, 2], "a": 1})
     assert etag(None) == etag(None)
-    assert etag(1) == etag(1.0)
+    assert etag(1) == etag(normalize(1.0))
+    assert etag({"a": {"0": 1}}) == etag(normalize({"a": [1.0]}))
     seen = {etag(v) for v in [None, 0, False, "", "0", {"a": 1}, {"a": "1"}, 1, True]}
     assert len(seen) == 9
     assert all(c.isascii() and c.isprintable() and c != '"' for c in etag({"x": "é"}))
