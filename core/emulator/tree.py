@@ -337,10 +337,13 @@ def _parse_update_key(raw: object) -> Path | None:
     if not isinstance(raw, str):
         raise DataError(f"Invalid data; update key {raw!r} is not a string")
     segments = [segment for segment in raw.split("/") if segment]
-    if segments and segments[-1] == PRIORITY_KEY:
-        parse_path("/".join(segments[:-1]))
+    dropped = bool(segments) and segments[-1] == PRIORITY_KEY
+    try:
+        path = parse_path("/".join(segments[:-1] if dropped else segments))
+    except DataError as exc:
+        raise DataError(f"Invalid data; update key {raw!r} is not a valid path: {exc}") from None
+    if dropped:
         return None
-    path = parse_path(raw)
     if not path:
         raise DataError(f"Invalid data; update key {raw!r} must name a child path")
     return path

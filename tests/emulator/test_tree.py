@@ -469,6 +469,11 @@ def test_update_at_handles_many_keys_and_shares_untouched_subtrees():
     assert changed_paths(root, new, ()) == sorted(("rooms", f"r{i}", "n") for i in range(0, 2000, 2))
 
 
+def test_update_at_names_the_bad_key():
+    with pytest.raises(DataError, match=r"update key 'a/b\.c'"):
+        update_at({}, (), {"a/b.c": 1})
+
+
 def test_update_paths_lists_what_an_update_writes():
     assert update_paths({"b/c": 1, "a": None, "/d/": 2, "e/.priority": 3}) == [("a",), ("b", "c"), ("d",)]
     with pytest.raises(DataError, match="overlap"):
