@@ -731,17 +731,21 @@ class FileTransfers:
             limited by the link that carries it at that moment.
         window: chunks in flight per transfer (read ahead or not yet acknowledged).
         progress_interval: at most one progress event per transfer per this many seconds (plus one at the end).
+        send_concurrency: ``send_bytes`` calls in progress at once. The connection must keep the order in which
+            calls start (the relay numbers a frame when its call starts; the WebRTC link queues calls in order).
+            1 sends strictly one frame after another.
     """
 
     def __init__(self, connection: PeerConnection, *, download_dir: str | os.PathLike[str] | None = None,
                  options: ManagerOptions | None = None, chunk_size: int | None = None, window: int = DEFAULT_WINDOW,
-                 progress_interval: float = 0.25) -> None:
+                 progress_interval: float = 0.25, send_concurrency: int = 1) -> None:
         self.connection = connection
         self.download_dir = Path(download_dir) if download_dir is not None else None
         self.options = options or ManagerOptions()
         self.chunk_size = chunk_size or WEBRTC_FRAME_BYTES - CHUNK_HEADER_SIZE
         self.window = window
         self.progress_interval = progress_interval
+        self.send_concurrency = send_concurrency
         self.events = AsyncIOEventEmitter()
         self.transfers: dict[str, Transfer] = {}
         self._finished_ids: deque[str] = deque(maxlen=1000)
@@ -875,23 +879,42 @@ class FileTransfers:
         self._emit(ev.INCOMING_TRANSFER, ev.IncomingTransfer(incoming))
 
     async def _send_loop(self) -> None:
-        while True:
-            tid, frame = await self._outbox.get()
-            try:
-                await self.connection.send_bytes(frame)
-                if frame[0] == 0x10 and (sent := self.transfers.get(tid)) is not None:
-                    sent.bytes_sent += len(frame) - CHUNK_HEADER_SIZE
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any failure of the link ends the transfers it carried
-                if self.connection.is_closed:
-                    self._interrupt_all()
-                    continue
-                transfer = self.transfers.get(tid)
-                if transfer is not None:
-                    error = exc if isinstance(exc, PeerchatError) else TransferInterruptedError(
-                        f"Sending over the connection failed: {exc}")
-                    transfer._apply_sync(transfer._machine._end(error, tell_peer=False))
+        # Up to send_concurrency send_bytes calls run at once, started in queue order: connections number a frame
+        # when the call starts (the relay then writes several frames per database update), so order is kept.
+        slots = asyncio.Semaphore(self.send_concurrency)
+        running: set[asyncio.Task[None]] = set()
+
+        def finished(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            slots.release()
+
+        try:
+            while True:
+                tid, frame = await self._outbox.get()
+                await slots.acquire()
+                task = asyncio.get_running_loop().create_task(self._send_frame(tid, frame))
+                running.add(task)
+                task.add_done_callback(finished)
+        finally:
+            for task in running:
+                task.cancel()
+
+    async def _send_frame(self, tid: str, frame: bytes) -> None:
+        try:
+            await self.connection.send_bytes(frame)
+            if frame[0] == 0x10 and (sent := self.transfers.get(tid)) is not None:
+                sent.bytes_sent += len(frame) - CHUNK_HEADER_SIZE
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of the link ends the transfers it carried
+            if self.connection.is_closed:
+                self._interrupt_all()
+                return
+            transfer = self.transfers.get(tid)
+            if transfer is not None:
+                error = exc if isinstance(exc, PeerchatError) else TransferInterruptedError(
+                    f"Sending over the connection failed: {exc}")
+                transfer._apply_sync(transfer._machine._end(error, tell_peer=False))
 
 
 __all__ = [

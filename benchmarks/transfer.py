@@ -1,0 +1,445 @@
+"""Benchmark of file transfer: throughput against the raw link, and the peak resident memory of each side.
+
+Each round runs the sender and the receiver in two fresh processes (this script with ``--role``), so each side's
+peak RSS is its own; this process only creates the file, starts them, passes their messages to each other (JSON
+lines on stdin/stdout: WebRTC signals, "ready") and prints the figures.
+
+Rounds:
+
+- ``webrtc``: ``core.files.FileTransfers`` over a ``core.webrtc.WebRTCLink`` (wrapped in a minimal PeerConnection,
+  since the manager does not hand out upgraded connections yet), against ``webrtc-raw``: a bare aiortc data channel
+  sending the same bytes as 64 KiB binary messages with the usual back-pressure.
+- ``relay``: ``FileTransfers`` over the relay connection (``core.relay``) through the emulator (its own process),
+  against ``relay-raw``: sequential firebase-admin ``set()`` calls writing the same bytes, base64, in chunks of the
+  size the transfer uses (nobody reads them). ``relay-conn`` (optional) sends the same chunks with the relay
+  connection's own ``send_bytes``, without the transfer layer, to tell the layer's cost from the connection's.
+
+Throughput counts from the moment ``send_files`` was called (hashing included) or from when the offer went out
+(hashing excluded), until the sender heard the last file was verified. Aims: WebRTC at least 0.8x raw, relay at
+least 0.5x raw.
+
+Run: ``uv run python benchmarks/transfer.py [--mib 256] [--rounds webrtc webrtc-raw relay relay-raw]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pyee.asyncio import AsyncIOEventEmitter  # noqa: E402
+
+from core import events as ev  # noqa: E402
+from core.files import DEFAULT_WINDOW  # noqa: E402
+from core.peer import PeerConnection, PeerInfo  # noqa: E402
+
+RULES = ROOT / "firebase" / "database.rules.json"
+RAW_MESSAGE = 64 * 1024
+MIB = 1024 * 1024
+
+
+def rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def out(**fields: Any) -> None:
+    sys.stdout.write(json.dumps(fields) + "\n")
+    sys.stdout.flush()
+
+
+async def stdin_lines() -> asyncio.StreamReader:
+    reader = asyncio.StreamReader(limit=1 << 22)
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    return reader
+
+
+# --------------------------------------------------------------------------------- a WebRTCLink as a connection
+class LinkConnection(PeerConnection):
+    """The least PeerConnection around a WebRTCLink: what FileTransfers uses (bytes, strings, closed)."""
+
+    def __init__(self, link: Any) -> None:
+        from core.framing import MAX_FRAME_BYTES
+
+        self.events = AsyncIOEventEmitter()
+        self._link = link
+        self._closed = False
+        # The link adds a one-byte header per data-channel message: one transfer frame fills one message.
+        self.max_bytes_message = MAX_FRAME_BYTES - 1
+        link.events.on("message", self._on_message)
+        link.events.on("closed", lambda info: self._close())
+
+    def _on_message(self, message: Any) -> None:
+        if isinstance(message.data, bytes):
+            self.events.emit(ev.BINARY, ev.BinaryData(message.data))
+        else:
+            self.events.emit(ev.DATA, ev.Data(message.data))
+
+    def _close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.events.emit(ev.CLOSED, ev.ConnectionClosed(self, "peer-requested-closed"))
+
+    peer = property(lambda self: PeerInfo("peer", "peer"))
+    session_id = property(lambda self: "benchmark")
+    transport = property(lambda self: "webrtc")  # type: ignore[assignment]
+    rtt = property(lambda self: None)
+    is_slow = property(lambda self: False)
+    is_closed = property(lambda self: self._closed)
+
+    async def send(self, data: str) -> None:
+        await self._link.send(data)
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self._link.send(bytes(data))
+
+    async def disconnect(self) -> None:
+        await self._link.close()
+        self._close()
+
+
+
+
+# ------------------------------------------------------------------------------------------------ the two sides
+async def webrtc_side(role: str, args: argparse.Namespace, lines: asyncio.StreamReader) -> None:
+    from core.webrtc import LinkOptions, WebRTCLink, _gather_on, rtc_configuration
+
+    options = LinkOptions(host_addresses=("127.0.0.1",), open_timeout=30.0, idle_timeout=60.0)
+    raw = args.round == "webrtc-raw"
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    if raw:
+        from aiortc import RTCPeerConnection, RTCSessionDescription
+
+        pc = RTCPeerConnection(rtc_configuration(options))
+        room = asyncio.Event()
+        opened = loop.create_future()
+        received = 0
+
+        def attach(channel: Any) -> None:
+            nonlocal chan
+            chan = channel
+            channel.bufferedAmountLowThreshold = options.low_water
+            channel.on("bufferedamountlow", room.set)
+            channel.on("open", lambda: opened.done() or opened.set_result(None))
+            if channel.readyState == "open" and not opened.done():
+                opened.set_result(None)
+            channel.on("message", on_message)
+
+        def on_message(data: bytes) -> None:
+            nonlocal received
+            received += len(data)
+            if received >= args.bytes and not done.done():
+                done.set_result(time.time())
+
+        chan: Any = None
+
+        async def handle(signal: dict[str, Any]) -> None:
+            await pc.setRemoteDescription(RTCSessionDescription(signal["sdp"], signal["type"]))
+            if signal["type"] == "offer":
+                pc.on("datachannel", attach)
+                _gather_on(pc, options)
+                await pc.setLocalDescription(await pc.createAnswer())
+                out(peer={"signal": {"type": "answer", "sdp": pc.localDescription.sdp}})
+
+        async def read_signals() -> None:
+            while line := await lines.readline():
+                await handle(json.loads(line)["signal"])
+
+        loop.create_task(read_signals())
+        if role == "sender":
+            attach(pc.createDataChannel("raw"))
+            _gather_on(pc, options)
+            await pc.setLocalDescription(await pc.createOffer())
+            out(peer={"signal": {"type": "offer", "sdp": pc.localDescription.sdp}})
+            await opened
+            start = time.time()
+            with open(args.file, "rb") as f:
+                while block := f.read(RAW_MESSAGE):
+                    while chan.bufferedAmount > options.high_water:
+                        room.clear()
+                        await room.wait()
+                    chan.send(block)
+            out(result={"start": start, "rss": rss_mib()})
+            await asyncio.sleep(3600)  # until the parent ends this process
+        else:
+            end = await done
+            out(result={"end": end, "bytes": received, "rss": rss_mib()})
+            await pc.close()
+        return
+
+    async def send_signal(signal: dict[str, Any]) -> None:
+        out(peer={"signal": signal})
+
+    link = WebRTCLink("offerer" if role == "sender" else "answerer", send_signal, options)
+
+    async def read_signals() -> None:
+        while line := await lines.readline():
+            await link.handle_signal(json.loads(line)["signal"])
+
+    loop.create_task(read_signals())
+    await link.open()
+    await transfer_side(role, args, LinkConnection(link))
+
+
+async def relay_side(role: str, args: argparse.Namespace, lines: asyncio.StreamReader) -> None:
+    import firebase_admin
+    from google.auth.credentials import AnonymousCredentials
+
+    options_for_app = {"databaseURL": args.db, "databaseAuthVariableOverride": {"uid": "alice"}}
+    if args.round == "relay-raw":
+        from firebase_admin import db
+
+        from core.files import max_chunk_payload
+        from core.options import ManagerOptions
+
+        app = firebase_admin.initialize_app(AnonymousCredentials(), {"databaseURL": args.db}, name="raw")
+        chunk = max_chunk_payload(LinkConnectionStub(), ManagerOptions())
+
+        def write_all() -> tuple[float, float]:
+            start = time.time()
+            with open(args.file, "rb") as f:
+                i = 0
+                while block := f.read(chunk):
+                    db.reference(f"bench/raw/{i % 16}", app=app).set(base64.b64encode(block).decode())
+                    i += 1
+            return start, time.time()
+
+        start, end = await asyncio.to_thread(write_all)
+        out(result={"start": start, "end": end, "rss": rss_mib(), "chunk": chunk})
+        return
+
+    from core.options import ManagerOptions
+    from core.relay import FirebasePeerConnectionManager
+
+    options = ManagerOptions(webrtc=False)
+    app = firebase_admin.initialize_app(AnonymousCredentials(), options_for_app, name=role)
+    device = "laptop" if role == "sender" else "phone"
+    manager = FirebasePeerConnectionManager("alice", PeerInfo(device, device), app=app, options=options)
+    await manager.start()
+    if role == "receiver":
+        incoming = asyncio.get_running_loop().create_future()
+        manager.events.on(ev.INCOMING_CONNECTION, lambda e: incoming.done() or incoming.set_result(e.connection))
+        out(peer={"ready": True})
+        connection = await incoming
+    else:
+        await lines.readline()  # the receiver is online
+        while not any(p.id == "phone" for p in await manager.get_online_peers()):
+            await asyncio.sleep(0.1)
+        connection = await manager.connect_to_peer("phone")
+    try:
+        if args.round == "relay-conn":
+            await connection_side(role, args, connection)
+        else:
+            await transfer_side(role, args, connection)
+    finally:
+        await manager.stop()
+
+
+async def connection_side(role: str, args: argparse.Namespace, connection: PeerConnection) -> None:
+    """The connection alone: ``send_bytes`` of the file in transfer-sized chunks, one after the other."""
+    from core.files import max_chunk_payload
+    from core.options import ManagerOptions
+
+    if role == "receiver":
+        done = asyncio.get_running_loop().create_future()
+        received = 0
+
+        def count(event: ev.BinaryData) -> None:
+            nonlocal received
+            received += len(event.data)
+            if received >= args.bytes and not done.done():
+                done.set_result(time.time())
+
+        connection.events.on(ev.BINARY, count)
+        out(result={"end": await done, "rss": rss_mib()})
+        await asyncio.sleep(1)
+        return
+    chunk = max_chunk_payload(connection, ManagerOptions())
+    start = time.time()
+    with open(args.file, "rb") as f:
+        while block := f.read(chunk):
+            await connection.send_bytes(block)
+    out(result={"start": start, "rss": rss_mib()})
+    await asyncio.sleep(3600)
+
+
+class LinkConnectionStub:
+    """Only for the chunk size of the relay: a connection without a declared limit."""
+
+    transport = "relay"
+
+
+async def transfer_side(role: str, args: argparse.Namespace, connection: PeerConnection) -> None:
+    from core.files import FileTransfers
+
+    if role == "receiver":
+        download = Path(tempfile.mkdtemp(prefix="peerchat-bench-", dir=args.workdir))
+        transfers = FileTransfers(connection, download_dir=download)
+        finished = asyncio.get_running_loop().create_future()
+
+        async def accept(event: ev.IncomingTransfer) -> None:
+            transfer = await event.offer.accept(download)
+            await transfer.wait()
+            finished.set_result(transfer)
+
+        transfers.events.on(ev.INCOMING_TRANSFER, accept)
+        transfer = await finished
+        out(result={"end": time.time(), "rss": rss_mib(), "verified": True,
+                    "saved": str(transfer.saved_to[0])})
+        await asyncio.sleep(1)  # let the last acknowledgement leave
+        await transfers.close()
+        return
+    transfers = FileTransfers(connection, window=args.window, send_concurrency=args.concurrency)
+    start = time.time()
+    transfer = await transfers.send_files([args.file])
+    offered = time.time()
+    await transfer.wait()
+    out(result={"start": start, "offered": offered, "end": time.time(), "rss": rss_mib(),
+                "sent": transfer.bytes_sent})
+    await transfers.close()
+
+
+async def emulator_side() -> None:
+    from core.emulator import Emulator
+
+    lines = await stdin_lines()
+    async with Emulator(rules=RULES) as emulator:
+        out(ready=emulator.database_url("bench"))
+        await lines.readline()  # until the parent closes stdin
+
+
+async def child(args: argparse.Namespace) -> None:
+    if args.role == "emulator":
+        await emulator_side()
+        return
+    lines = await stdin_lines()
+    if args.round.startswith("webrtc"):
+        await webrtc_side(args.role, args, lines)
+    else:
+        await relay_side(args.role, args, lines)
+
+
+# ----------------------------------------------------------------------------------------------------- the parent
+async def spawn(*argv: str) -> asyncio.subprocess.Process:
+    return await asyncio.create_subprocess_exec(sys.executable, __file__, *argv, stdin=asyncio.subprocess.PIPE,
+                                                stdout=asyncio.subprocess.PIPE, limit=1 << 22)
+
+
+async def run_round(name: str, file: Path, size: int, workdir: Path, db: str | None, window: int,
+                    concurrency: int) -> dict[str, dict]:
+    common = ["--round", name, "--file", str(file), "--bytes", str(size), "--workdir", str(workdir),
+              "--window", str(window), "--concurrency", str(concurrency)]
+    if db:
+        common += ["--db", db]
+    roles = ["sender"] if name == "relay-raw" else ["sender", "receiver"]
+    procs = {role: await spawn("--role", role, *common) for role in roles}
+    results: dict[str, dict] = {}
+    everything_done = asyncio.Event()
+
+    async def pump(role: str) -> None:
+        proc = procs[role]
+        assert proc.stdout is not None
+        while line := await proc.stdout.readline():
+            item = json.loads(line)
+            if "peer" in item:
+                other = procs["receiver" if role == "sender" else "sender"]
+                assert other.stdin is not None
+                other.stdin.write((json.dumps(item["peer"]) + "\n").encode())
+            elif "result" in item:
+                results[role] = item["result"]
+                if len(results) == len(procs):
+                    everything_done.set()
+
+    pumps = [asyncio.create_task(pump(role)) for role in procs]
+    try:
+        await asyncio.wait_for(everything_done.wait(), 1800)
+    finally:
+        for proc in procs.values():
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+        for task in pumps:
+            task.cancel()
+    return results
+
+
+def rate(size: int, seconds: float) -> float:
+    return size / MIB / seconds if seconds > 0 else float("inf")
+
+
+async def parent(args: argparse.Namespace) -> None:
+    size = args.mib * MIB
+    with tempfile.TemporaryDirectory(prefix="peerchat-bench-") as tmp:
+        workdir = Path(tmp)
+        file = workdir / "random.bin"
+        with open(file, "wb") as f:
+            for _ in range(args.mib):
+                f.write(os.urandom(MIB))
+        emulator = None
+        db = None
+        if any(r.startswith("relay") for r in args.rounds):
+            emulator = await spawn("--role", "emulator")
+            assert emulator.stdout is not None
+            db = json.loads(await emulator.stdout.readline())["ready"]
+        print(f"File transfer, {args.mib} MiB of random bytes, sender and receiver in two processes on 127.0.0.1")
+        figures: dict[str, float] = {}
+        try:
+            for name in args.rounds:
+                results = await run_round(name, file, size, workdir, db, args.window, args.concurrency)
+                sender, receiver = results["sender"], results.get("receiver", {})
+                if name.endswith(("-raw", "-conn")):
+                    seconds = (receiver.get("end") or sender["end"]) - sender["start"]
+                    figures[name] = rate(size, seconds)
+                    print(f"  {name:11s} {figures[name]:8.1f} MiB/s   {seconds:7.2f} s   peak RSS sender "
+                          f"{sender['rss']:.0f} MiB" + (f", receiver {receiver['rss']:.0f} MiB" if receiver else ""))
+                else:
+                    total = sender["end"] - sender["start"]
+                    moving = sender["end"] - sender["offered"]
+                    figures[name] = rate(size, moving)
+                    print(f"  {name:11s} {figures[name]:8.1f} MiB/s   {moving:7.2f} s after the offer "
+                          f"({rate(size, total):.1f} MiB/s, {total:.2f} s with hashing)   peak RSS sender "
+                          f"{sender['rss']:.0f} MiB, receiver {receiver['rss']:.0f} MiB")
+                    os.unlink(receiver["saved"])
+        finally:
+            if emulator is not None:
+                emulator.kill()
+                await emulator.wait()
+        for link, aim in (("webrtc", 0.8), ("relay", 0.5)):
+            if link in figures and f"{link}-raw" in figures:
+                ratio = figures[link] / figures[f"{link}-raw"]
+                print(f"  {link}: transfer / raw = {ratio:.2f}x (aim {aim}x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--rounds", nargs="+", default=["webrtc", "webrtc-raw", "relay", "relay-raw"],
+                        choices=["webrtc", "webrtc-raw", "relay", "relay-raw", "relay-conn"],
+                        help="relay-conn: the relay connection's own send_bytes throughput, for comparison")
+    parser.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="chunks in flight per transfer")
+    parser.add_argument("--concurrency", type=int, default=1, help="send_bytes calls in progress at once")
+    parser.add_argument("--role", choices=["sender", "receiver", "emulator"])
+    parser.add_argument("--round")
+    parser.add_argument("--file")
+    parser.add_argument("--bytes", type=int)
+    parser.add_argument("--workdir")
+    parser.add_argument("--db")
+    args = parser.parse_args()
+    asyncio.run(child(args) if args.role else parent(args))
+
+
+if __name__ == "__main__":
+    main()
