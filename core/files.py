@@ -794,16 +794,27 @@ class FileTransfers:
         return transfer
 
     async def close(self) -> None:
-        """Stop: running transfers end as interrupted (a receiver keeps what a resume needs)."""
+        """Stop: running transfers end as interrupted on both sides (a receiver keeps what a resume needs)."""
+        already = self._closed
         self._closed = True
+        goodbyes: list[bytes] = []
+        if not already and not self.connection.is_closed:
+            for transfer in list(self.transfers.values()):
+                actions = transfer._machine.interrupt()
+                goodbyes += [a.data for a in actions if isinstance(a, SendFrame)]
+                transfer._apply_sync([a for a in actions if not isinstance(a, SendFrame)])
         for event, handler in ((ev.BINARY, self._on_binary), (ev.CLOSED, self._on_closed)):
             if handler in self.connection.events.listeners(event):
                 self.connection.events.remove_listener(event, handler)
         self._interrupt_all()
-        tasks = [t._task for t in list(self.transfers.values()) if t._task is not None]
-        await asyncio.gather(*tasks, return_exceptions=True)
         self._pump.cancel()
-        await asyncio.gather(self._pump, return_exceptions=True)
+        for frame in goodbyes:  # best effort: the peer otherwise learns it when the connection closes
+            try:
+                await asyncio.wait_for(self.connection.send_bytes(frame), 2.0)
+            except (PeerchatError, OSError, TimeoutError):
+                break
+        tasks = [t._task for t in list(self.transfers.values()) if t._task is not None]
+        await asyncio.gather(*tasks, self._pump, return_exceptions=True)
 
     # -- internals
 

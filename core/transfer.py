@@ -10,7 +10,8 @@ Control frames are the type byte followed by a JSON object that always names the
     0x03 DECLINE   {"id", "reason"}
     0x04 ACK       {"id", "file", "offset"}      the receiver wrote file[0:offset]
     0x05 VERIFIED  {"id", "file"}                the file's SHA-256 matched; it has its final name
-    0x06 CANCEL    {"id", "kind", "message"}     either side ends the transfer (kind says why)
+    0x06 CANCEL    {"id", "kind", "message"}     either side ends the transfer; kind says why: cancelled,
+                                                 disk, space, integrity, protocol, interrupted (resumable)
     0x07 REWIND    {"id", "file", "offset"}      a chunk went missing: send again from offset
 
 A chunk is the type byte 0x10, the transfer id as 16 raw bytes, the file index (u32, big-endian), the offset (u64)
@@ -72,8 +73,8 @@ MAX_PATH_CHARS = 4096
 MAX_FILE_SIZE = 2**62
 MAX_TEXT_CHARS = 2000
 
-CancelKind = Literal["cancelled", "disk", "space", "integrity", "protocol"]
-_CANCEL_KINDS = ("cancelled", "disk", "space", "integrity", "protocol")
+CancelKind = Literal["cancelled", "disk", "space", "integrity", "protocol", "interrupted"]
+_CANCEL_KINDS = ("cancelled", "disk", "space", "integrity", "protocol", "interrupted")
 
 _ID = re.compile(r"[0-9a-f]{32}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -384,7 +385,7 @@ Action = SendFrame | ReadChunk | WriteChunk | VerifyFile | FileDone | Finished |
 
 _KIND_OF_ERROR: tuple[tuple[type[PeerchatError], CancelKind], ...] = (
     (InsufficientSpaceError, "space"), (IntegrityError, "integrity"), (DiskError, "disk"),
-    (ProtocolError, "protocol"),
+    (ProtocolError, "protocol"), (TransferInterruptedError, "interrupted"),
 )
 
 
@@ -406,6 +407,8 @@ def _error_from_peer(cancel: Cancel) -> PeerchatError:
             return DiskError(f"The other device could not read or write the files: {text}")
         case "protocol":
             return ProtocolError(f"The other device stopped the transfer after a protocol error: {text}")
+        case "interrupted":
+            return TransferInterruptedError(f"The other device stopped the transfer for now: {text}")
     return TransferCancelledError(text)
 
 
@@ -441,6 +444,12 @@ class _Machine:
     def fail(self, error: PeerchatError) -> list[Action]:
         """A local failure (a disk error, a bad hash, a protocol error) ends the transfer; the peer is told."""
         return self._end(error, tell_peer=True)
+
+    def interrupt(self) -> list[Action]:
+        """This side stops without cancelling (it is shutting down): the peer keeps what a resume needs."""
+        return self._end(TransferInterruptedError(
+            "The transfer stopped before it finished. Send the files again to continue where it stopped."),
+            tell_peer=True)
 
     def connection_lost(self) -> list[Action]:
         """The connection closed: the transfer is interrupted and can be resumed on a new connection."""

@@ -296,6 +296,23 @@ async def test_an_interrupted_transfer_resumes_on_a_new_connection(link: LinkFac
     assert again.bytes_sent == size - kept  # nothing that had arrived was sent again
 
 
+async def test_closing_the_transfers_mid_way_tells_the_peer_and_keeps_the_partial_file(link: LinkFactory,
+                                                                                    tmp_path: Path) -> None:
+    sender, receiver, downloads = await sides(link, tmp_path, chunk_size=16 * 1024, window=4)
+    outgoing = await sender.transfers.send_files([random_file(tmp_path / "out" / "x.bin", 2 * MB)])
+    incoming = await (await receiver.next_offer()).accept(downloads)
+    closing = asyncio.get_running_loop().create_future()
+    receiver.transfers.events.on(ev.TRANSFER_PROGRESS, lambda p: p.bytes_done >= 100_000 and not closing.done()
+                                 and closing.set_result(asyncio.ensure_future(sender.transfers.close())))
+    await asyncio.wait_for(await closing, WAIT)
+    for transfer in (outgoing, incoming):
+        with pytest.raises(TransferInterruptedError):
+            await asyncio.wait_for(transfer.wait(), WAIT)
+    await asyncio.wait_for(incoming._task, WAIT)
+    assert leftovers(downloads) == [f".peerchat-{outgoing.id}.transfer", "x.bin.part"]
+    assert not sender.transfers.connection.is_closed  # chat can go on
+
+
 async def test_hostile_names_stay_inside_the_download_folder(link: LinkFactory, tmp_path: Path) -> None:
     a, b = await link()
     receiver = Side(b)

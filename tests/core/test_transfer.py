@@ -207,7 +207,7 @@ def test_sender_on_decline_fails_with_declined() -> None:
 @pytest.mark.parametrize(
     "kind, error",
     [("cancelled", TransferCancelledError), ("disk", DiskError), ("space", InsufficientSpaceError),
-     ("integrity", IntegrityError), ("protocol", ProtocolError)],
+     ("integrity", IntegrityError), ("protocol", ProtocolError), ("interrupted", TransferInterruptedError)],
 )
 def test_a_cancel_from_the_peer_fails_with_the_matching_error(kind: str, error: type) -> None:
     sender = make_sender([10])
@@ -239,6 +239,14 @@ def test_connection_loss_interrupts_without_telling_the_peer() -> None:
     sender.handle(Accept(id=TID, offsets=(0,)))
     actions = sender.connection_lost()
     assert frames(actions) == []
+    assert isinstance(of_type(actions, Failed)[0].error, TransferInterruptedError)
+
+
+def test_stopping_without_cancelling_tells_the_peer_it_was_interrupted() -> None:
+    sender = make_sender([10])
+    sender.handle(Accept(id=TID, offsets=(0,)))
+    actions = sender.interrupt()
+    assert frames(actions)[0].kind == "interrupted"
     assert isinstance(of_type(actions, Failed)[0].error, TransferInterruptedError)
 
 
