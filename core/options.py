@@ -30,6 +30,8 @@ class ManagerOptions:
     retransmit_interval: float = 2.0
     # How many unacknowledged messages a sender keeps in flight on the relay.
     send_window: int = 32
+    # A receiver delays acknowledgements this long to coalesce them (unless the sender waits for confirmation).
+    ack_delay: float = 0.05
     # Latency probes, and when waiting counts as slow (a ``slow`` event).
     ping_interval: float = 2.0
     slow_after: float = 2.0

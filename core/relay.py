@@ -5,7 +5,7 @@ Data layout (``{uid}`` is ``auth.uid``; every path is scoped by it so the securi
     presence/{uid}/{deviceId}                          {label, lastSeen: <server ms>, online}      core.presence
     relay/negotiation/{uid}/{targetDeviceId}           {initiator, sessionId, updatedWhen}         core.negotiation
     relay/sessions/{uid}/{sessionId}/{deviceId}/       the INBOX of deviceId in that session:
-        messages/{key}                                   {kind, seq, data?, updatedWhen}  frames FOR deviceId
+        messages/{key}                                   {kind, seq, data?, confirm?, updatedWhen}  frames FOR it
         acknowledgement                                  {peerId, seq, updatedWhen}       the peer's cumulative ack
                                                                                           of what deviceId SENT
 
@@ -298,6 +298,7 @@ class RelayConnection(PeerConnection):
                 ping_interval=opts.ping_interval,
                 slow_after=opts.slow_after,
                 peer_timeout=opts.peer_timeout,
+                ack_delay=opts.ack_delay,
             ),
             now=time.monotonic(),
         )
@@ -317,6 +318,7 @@ class RelayConnection(PeerConnection):
         self._signal_handler: Callable[[dict[str, Any]], None] | None = None
         self._early_signals: list[dict[str, Any]] = []
         self._relay_down_since: float | None = None
+        self._ack_timer: asyncio.TimerHandle | None = None
         self.close_reason: ev.CloseReason | None = None
         self.close_error: BaseException | None = None
 
@@ -430,6 +432,21 @@ class RelayConnection(PeerConnection):
         if self._state == _State.CLOSED:
             return
         self._run(self._stream.receive(frame, time.monotonic()))
+        due = self._stream.ack_due
+        if due is not None and self._ack_timer is None:
+            self._ack_timer = asyncio.get_running_loop().call_later(
+                max(0.0, due - time.monotonic()), self._flush_ack
+            )
+
+    def _flush_ack(self) -> None:
+        self._ack_timer = None
+        if self._state != _State.CLOSED:
+            self._run(self._stream.flush_ack(time.monotonic()))
+            due = self._stream.ack_due
+            if due is not None:
+                self._ack_timer = asyncio.get_running_loop().call_later(
+                    max(0.0, due - time.monotonic()), self._flush_ack
+                )
 
     async def send_signal(self, signal: dict[str, Any]) -> None:
         """Send a signalling message (a JSON object) to the peer's signal handler, reliably and in order."""
@@ -481,7 +498,7 @@ class RelayConnection(PeerConnection):
         self._check_open()
         confirm = self.confirm_data_receival if confirm is None else confirm
         loop = asyncio.get_running_loop()
-        seq, actions = self._stream.send(kind, data, time.monotonic())
+        seq, actions = self._stream.send(kind, data, time.monotonic(), confirm=confirm)
         waiter: asyncio.Future[None] = loop.create_future()
         (self._ack_waiters if confirm else self._written)[seq] = waiter
         self._run(actions)
@@ -704,6 +721,8 @@ class RelayConnection(PeerConnection):
         self.close_reason, self.close_error = reason, error
         if self._ticker is not None:
             self._ticker.cancel()
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
         closed = ConnectionClosedError(
             f"The connection to {self._peer.label} closed ({reason}) before the message got through."
         )

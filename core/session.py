@@ -9,6 +9,7 @@ Frames are small dicts, the same on every link (the relay stores them as databas
 as JSON text)::
 
     {"kind": "data",   "seq": 7, "data": "hello"}      sequenced: delivered once, in order
+    {"kind": "data",   "seq": 7, "data": "hello", "confirm": true}   ... and the sender waits for its ack
     {"kind": "binary", "seq": 8, "data": "<base64>"}   sequenced: bytes, base64 in a string
     {"kind": "signal", "seq": 9, "data": "<json>"}     sequenced: WebRTC signalling (a JSON object as text)
     {"kind": "close",  "seq": 10, "data": ""}          sequenced: the peer disconnects after everything before it
@@ -20,6 +21,11 @@ Sequence numbers start at 1 and span every link: when a link fails, :meth:`Relia
 every unacknowledged frame again (on whatever link is active next) and the receiver drops duplicates by sequence
 number, so nothing is lost, duplicated or reordered across a switch. An acknowledgement means the frame was handed
 to the application (the ``data`` event was emitted), which is what ``confirm_data_receival`` waits for.
+
+Acknowledgements are delayed a little (``ack_delay``) so that a busy stream needs few of them, except when the
+sender waits for one: a frame marked ``confirm``, a signal or close frame, a duplicate (the sender is
+retransmitting), or a quarter of the window delivered since the last one; those are acknowledged at once.
+:attr:`ReliableStream.ack_due` tells the caller when to call :meth:`ReliableStream.flush_ack`.
 
 At most ``window`` sequenced frames are in flight (written, not yet acknowledged); later ones wait in order. That
 is the backpressure a sender feels when its peer reads slowly.
@@ -111,6 +117,7 @@ class StreamTimers:
     ping_interval: float = 2.0
     slow_after: float = 2.0
     peer_timeout: float = 15.0
+    ack_delay: float = 0.05
 
 
 @dataclass
@@ -152,6 +159,8 @@ class ReliableStream:
         self._last_heard = self.now
         self._slow: dict[str, _Slow] = {}
         self._gone = False
+        self._ack_due: float | None = None
+        self._unacked_deliveries = 0
         self.rtt: float | None = None
 
     # ------------------------------------------------------------------------------------------------ properties
@@ -176,20 +185,37 @@ class ReliableStream:
         return len(self._queued)
 
     @property
+    def ack_due(self) -> float | None:
+        """When a delayed acknowledgement must be written (call :meth:`flush_ack` then), or None."""
+        return self._ack_due
+
+    @property
     def slow(self) -> tuple[str, ...]:
         return tuple(what for what, state in self._slow.items() if state.reported)
 
     # ---------------------------------------------------------------------------------------------------- events
-    def send(self, kind: str, data: str, now: float) -> tuple[int, list[Action]]:
-        """Queue a sequenced frame; returns its sequence number and the frames that may be written now."""
+    def send(self, kind: str, data: str, now: float, *, confirm: bool = False) -> tuple[int, list[Action]]:
+        """Queue a sequenced frame; returns its sequence number and the frames that may be written now.
+
+        ``confirm`` marks a frame whose sender waits for its acknowledgement (the peer acknowledges it at once).
+        """
         if kind not in SEQUENCED_KINDS:
             raise ValueError(f"{kind!r} is not a sequenced frame kind")
         if not isinstance(data, str):
             raise TypeError("frame data must be a string")
         seq = self._next_seq
         self._next_seq += 1
-        self._queued.append({"kind": kind, "seq": seq, "data": data})
+        frame: dict[str, Any] = {"kind": kind, "seq": seq, "data": data}
+        if confirm:
+            frame["confirm"] = True
+        self._queued.append(frame)
         return seq, self._release(now)
+
+    def flush_ack(self, now: float) -> list[Action]:
+        """Write the delayed acknowledgement if it is due."""
+        if self._ack_due is not None and now >= self._ack_due:
+            return self._ack_now()
+        return []
 
     def receive(self, frame: object, now: float) -> list[Action]:
         """Handle a frame that arrived on any link."""
@@ -215,14 +241,14 @@ class ReliableStream:
                 if not self._pings:
                     actions += self._end_slow(WAIT_PONG)
         else:
-            actions += self._on_sequenced(frame, seq)
+            actions += self._on_sequenced(frame, seq, now)
         return actions
 
     def tick(self, now: float) -> list[Action]:
         """Let time pass: retransmit, probe latency, report slowness and a vanished peer."""
         if self._gone:
             return []
-        actions: list[Action] = []
+        actions: list[Action] = self.flush_ack(now)
         t = self.timers
         if now - self._last_heard >= t.peer_timeout:
             self._gone = True
@@ -292,21 +318,33 @@ class ReliableStream:
         actions += self._release(now)
         return actions
 
-    def _on_sequenced(self, frame: dict[str, Any], seq: int) -> list[Action]:
+    def _on_sequenced(self, frame: dict[str, Any], seq: int, now: float) -> list[Action]:
         if seq <= self._delivered:
             # A duplicate (a retransmission, or the same frame on two links): acknowledge again, deliver nothing.
-            return [WriteFrame({"kind": "ack", "seq": self._delivered})]
+            return self._ack_now()
         if seq > self._delivered + max(4 * self.timers.window, 1024):
             return [BadFrame(ProtocolError(f"Message {seq} is far beyond the receive window; it was dropped."))]
         self._reorder[seq] = frame
         actions: list[Action] = []
+        urgent = False
         while self._delivered + 1 in self._reorder:
             nxt = self._reorder.pop(self._delivered + 1)
             self._delivered += 1
+            self._unacked_deliveries += 1
+            urgent = urgent or nxt.get("confirm") is True or nxt["kind"] not in ("data", "binary")
             actions.append(Deliver(nxt["kind"], nxt["seq"], nxt["data"]))
-        if actions:
-            actions.append(WriteFrame({"kind": "ack", "seq": self._delivered}))
+        if not actions:
+            return actions
+        if urgent or self.timers.ack_delay <= 0 or self._unacked_deliveries >= max(1, self.timers.window // 4):
+            actions += self._ack_now()
+        elif self._ack_due is None:
+            self._ack_due = now + self.timers.ack_delay
         return actions
+
+    def _ack_now(self) -> list[Action]:
+        self._ack_due = None
+        self._unacked_deliveries = 0
+        return [WriteFrame({"kind": "ack", "seq": self._delivered})]
 
     def _check_slow(self, what: str, since: float, now: float, timeout: float) -> list[Action]:
         state = self._slow.setdefault(what, _Slow(since))
@@ -338,4 +376,6 @@ def _check_frame(frame: object) -> tuple[str, int]:
             raise ProtocolError(f"A {kind} frame's seq starts at 1, not {seq}.")
         if not isinstance(frame.get("data"), str):
             raise ProtocolError(f"A {kind} frame needs a string 'data' field.")
+        if "confirm" in frame and not isinstance(frame["confirm"], bool):
+            raise ProtocolError(f"A {kind} frame's 'confirm' must be true or false.")
     return kind, seq

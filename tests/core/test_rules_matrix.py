@@ -90,7 +90,7 @@ ALLOWED = [
         "update",
         SESSION,
         {
-            "phone/messages/s0000000001": frame("data", 1, "x" * 65536),
+            "phone/messages/s0000000001": frame("data", 1, "x" * 65536, confirm=True),
             "phone/messages/s0000000002": frame("binary", 2, "AAEC"),
             "phone/messages/s0000000003": frame("signal", 3, '{"type":"offer"}'),
             "phone/messages/s0000000004": frame("close", 4, ""),
@@ -191,6 +191,7 @@ DENIED = [
     ("message stale", "alice", "set", f"{INBOX}/messages/s0000000002", {**frame(seq=2), "updatedWhen": STALE}),
     ("message missing updatedWhen", "alice", "set", f"{INBOX}/messages/s0000000002",
      {"kind": "data", "seq": 2, "data": "x"}),
+    ("message confirm not a boolean", "alice", "set", f"{INBOX}/messages/s0000000002", frame(seq=2, confirm=1)),
     ("message extra field", "alice", "set", f"{INBOX}/messages/s0000000002", frame(seq=2, url="http://x")),
     ("message bad key", "alice", "set", f"{INBOX}/messages/x1", frame(seq=1)),
     ("message partial write", "alice", "set", f"{INBOX}/messages/s0000000009/data", "x"),

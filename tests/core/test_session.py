@@ -54,15 +54,45 @@ def test_send_refuses_control_kinds_and_non_strings():
         s.send("data", b"x", 0.0)  # type: ignore[arg-type]
 
 
+NO_DELAY = StreamTimers(ack_delay=0)
+
+
 def test_receiver_delivers_in_order_and_acks_cumulatively():
-    r = ReliableStream()
+    r = ReliableStream(NO_DELAY)
     acts = r.receive({"kind": "data", "seq": 1, "data": "x"}, 0.0)
     assert delivered(acts) == [("data", "x")]
     assert frames(acts) == [{"kind": "ack", "seq": 1}]
 
 
+def test_acks_are_delayed_and_coalesced_unless_the_sender_waits():
+    r = ReliableStream(StreamTimers(ack_delay=0.05, window=32))
+    assert frames(r.receive({"kind": "data", "seq": 1, "data": "a"}, 0.0)) == []
+    assert frames(r.receive({"kind": "binary", "seq": 2, "data": "Yg=="}, 0.01)) == []
+    assert r.ack_due == pytest.approx(0.05)
+    assert r.flush_ack(0.04) == []
+    assert frames(r.flush_ack(0.05)) == [{"kind": "ack", "seq": 2}]
+    assert r.ack_due is None
+    # A frame whose sender waits for confirmation, and signal/close frames, are acknowledged at once.
+    assert frames(r.receive({"kind": "data", "seq": 3, "data": "c", "confirm": True}, 0.1)) == [{"kind": "ack", "seq": 3}]
+    assert frames(r.receive({"kind": "signal", "seq": 4, "data": "{}"}, 0.1)) == [{"kind": "ack", "seq": 4}]
+    # So is a quarter of the window delivered without an acknowledgement.
+    acks = []
+    for seq in range(5, 13):
+        acks += frames(r.receive({"kind": "data", "seq": seq, "data": "x"}, 0.2))
+    assert acks == [{"kind": "ack", "seq": 12}]
+    # tick() flushes a due acknowledgement too.
+    r.receive({"kind": "data", "seq": 13, "data": "x"}, 1.0)
+    assert {"kind": "ack", "seq": 13} in frames(r.tick(1.1))
+
+
+def test_send_marks_frames_the_sender_waits_for():
+    s = ReliableStream()
+    _, acts = s.send("data", "x", 0, confirm=True)
+    assert frames(acts) == [{"kind": "data", "seq": 1, "data": "x", "confirm": True}]
+
+
 def test_receiver_reorders_out_of_order_frames():
-    r = ReliableStream()
+    r = ReliableStream(NO_DELAY)
     assert delivered(r.receive({"kind": "data", "seq": 3, "data": "c"}, 0)) == []
     assert delivered(r.receive({"kind": "data", "seq": 2, "data": "b"}, 0)) == []
     acts = r.receive({"kind": "data", "seq": 1, "data": "a"}, 0)
@@ -71,7 +101,7 @@ def test_receiver_reorders_out_of_order_frames():
 
 
 def test_receiver_drops_duplicates_and_acks_again():
-    r = ReliableStream()
+    r = ReliableStream(NO_DELAY)
     r.receive({"kind": "data", "seq": 1, "data": "a"}, 0)
     acts = r.receive({"kind": "data", "seq": 1, "data": "a"}, 0)
     assert delivered(acts) == []
@@ -125,7 +155,7 @@ def test_retransmits_unacked_frames_after_the_interval():
 
 def test_resend_unacked_after_a_link_switch_then_receiver_dedups():
     """Frames written on a link that died are written again; the receiver sees each once, in order."""
-    a, b = ReliableStream(), ReliableStream()
+    a, b = ReliableStream(NO_DELAY), ReliableStream(NO_DELAY)
     sent = []
     for i in range(5):
         _, acts = a.send("data", str(i), 0)
@@ -260,6 +290,7 @@ def test_slow_probe_and_full_window_reported():
         {"kind": "data", "seq": 1, "data": 5},
         {"kind": "ack"},
         {"kind": "data", "seq": 10**12, "data": "x"},
+        {"kind": "data", "seq": 1, "data": "x", "confirm": "yes"},
     ],
 )
 def test_malformed_frames_are_protocol_errors_and_change_nothing(frame):

@@ -1,0 +1,234 @@
+"""Benchmark of relay connections against plain firebase-admin calls on the same emulator, with the real rules.
+
+Prints, from one run:
+
+- confirmed message round trip (``send()`` with ``confirm_data_receival`` returns once the peer's application got
+  the message and its acknowledgement came back) p50/p99, against one firebase-admin ``set()`` p50/p99
+  (aim: at most 3x);
+- one-way throughput of 16 KiB messages (from the first ``send()`` to the last ``data`` event on the other side)
+  against raw sequential ``set()`` of the same payloads (aim: at least 0.5x);
+- ``connect_to_peer`` time p50 (aim: under 300 ms on the emulator).
+
+Three processes, like three machines: the emulator (this script with ``--emulator``), the other device (``--peer``:
+a manager that accepts the connection and reports ``done`` when a announced number of messages arrived) and this
+one, which measures. Throughput is measured twice: awaiting each ``send()`` (one relay update per message, since
+``send()`` returns once its message is durably written) and with all sends at once (the writer batches them).
+
+Run: ``uv run python benchmarks/relay.py [--round-trips 300] [--messages 400] [--connects 20]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import firebase_admin  # noqa: E402
+from google.auth.credentials import AnonymousCredentials  # noqa: E402
+
+from core import events as ev  # noqa: E402
+from core.firebase import Database  # noqa: E402
+from core.options import ManagerOptions  # noqa: E402
+from core.peer import PeerInfo  # noqa: E402
+from core.relay import FirebasePeerConnectionManager  # noqa: E402
+
+RULES = ROOT / "firebase" / "database.rules.json"
+TS = {".sv": "timestamp"}
+KIB16 = "x" * (16 * 1024)
+
+
+def emulator_child() -> None:
+    from core.emulator import Emulator
+
+    async def run() -> None:
+        async with Emulator(rules=RULES) as emu:
+            print(emu.port, flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+    asyncio.run(run())
+
+
+def peer_child(url: str) -> None:
+    """The other device: accepts connections; after ``expect:N`` it answers ``done`` once N more messages arrived."""
+
+    async def run() -> None:
+        app = firebase_admin.initialize_app(
+            AnonymousCredentials(), {"databaseURL": url, "databaseAuthVariableOverride": {"uid": "alice"}}
+        )
+        options = ManagerOptions(webrtc=False, send_window=64, ack_timeout=60, peer_timeout=60)
+        manager = FirebasePeerConnectionManager("alice", PeerInfo("phone", "Phone"), app=app, options=options)
+
+        def on_incoming(event: ev.IncomingConnection) -> None:
+            conn = event.connection
+            state = {"expect": 0, "got": 0}
+
+            def on_data(e: ev.Data) -> None:
+                if e.data.startswith("expect:"):
+                    state["expect"], state["got"] = int(e.data[7:]), 0
+                    return
+                state["got"] += 1
+                if state["expect"] and state["got"] == state["expect"]:
+                    state["expect"] = 0
+                    asyncio.get_running_loop().create_task(conn.send("done"))
+
+            conn.events.on(ev.DATA, on_data)
+
+        manager.events.on(ev.INCOMING_CONNECTION, on_incoming)
+        async with manager:
+            print("ready", flush=True)
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+    asyncio.run(run())
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:7.2f} ms"
+
+
+async def main(args: argparse.Namespace) -> None:
+    child = subprocess.Popen([sys.executable, __file__, "--emulator"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             text=True, cwd=str(ROOT))
+    try:
+        port = int(child.stdout.readline())
+        url = f"http://127.0.0.1:{port}?ns=bench-{uuid.uuid4().hex[:8]}"
+
+        def app() -> firebase_admin.App:
+            return firebase_admin.initialize_app(
+                AnonymousCredentials(), {"databaseURL": url, "databaseAuthVariableOverride": {"uid": "alice"}},
+                name=uuid.uuid4().hex,
+            )
+
+        options = ManagerOptions(webrtc=False, send_window=64, ack_timeout=60, peer_timeout=60)
+        peer = subprocess.Popen([sys.executable, __file__, "--peer", url], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
+        a = FirebasePeerConnectionManager("alice", PeerInfo("laptop", "Laptop"), app=app(), options=options)
+        raw = Database(app())
+        try:
+            assert peer.stdout.readline().strip() == "ready"
+            async with a:
+                async with asyncio.timeout(20):
+                    while not await a.get_online_peers():
+                        await asyncio.sleep(0.02)
+                sets, connects, rtts, relay_time, piped_time, relay_requests, raw_time = await measure(a, raw, args)
+        finally:
+            peer.stdin.close()
+            peer.wait(timeout=30)
+        await raw.close()
+
+        mib = args.messages * len(KIB16) / 2**20
+        set50, set99 = pct(sets, 50), pct(sets, 99)
+        rt50, rt99 = pct(rtts, 50), pct(rtts, 99)
+        print(f"firebase-admin set(), small value       p50 {ms(set50)}   p99 {ms(set99)}   (n={len(sets)})")
+        print(f"confirmed message round trip            p50 {ms(rt50)}   p99 {ms(rt99)}   (n={len(rtts)})")
+        print(f"  ratio to one set()                    p50 {rt50 / set50:5.2f}x      p99 {rt99 / set99:5.2f}x"
+              "   (aim: at most 3x)")
+        print(f"16 KiB one-way through the relay        {mib / relay_time:6.2f} MiB/s  "
+              f"({args.messages} messages in {relay_time:.2f} s, each send() awaited)")
+        print(f"16 KiB one-way, all sends at once      {mib / piped_time:6.2f} MiB/s  ({piped_time:.2f} s; "
+              f"batched: {relay_requests} relay updates)")
+        print(f"16 KiB raw sequential set()             {mib / raw_time:6.2f} MiB/s  ({raw_time:.2f} s)")
+        print(f"  ratio relay / raw                     {raw_time / relay_time:5.2f}x sequential, "
+              f"{raw_time / piped_time:5.2f}x all at once   (aim: at least 0.5x)")
+        print(f"connect_to_peer                         p50 {ms(statistics.median(connects))}   "
+              f"max {ms(max(connects))}   (n={len(connects)}; aim: p50 under 300 ms)")
+        print(json.dumps({
+            "set_p50_ms": round(set50 * 1000, 2), "set_p99_ms": round(set99 * 1000, 2),
+            "confirmed_rtt_p50_ms": round(rt50 * 1000, 2), "confirmed_rtt_p99_ms": round(rt99 * 1000, 2),
+            "rtt_ratio_p50": round(rt50 / set50, 2), "rtt_ratio_p99": round(rt99 / set99, 2),
+            "relay_mib_s": round(mib / relay_time, 2), "raw_set_mib_s": round(mib / raw_time, 2),
+            "throughput_ratio": round(raw_time / relay_time, 2),
+            "pipelined_mib_s": round(mib / piped_time, 2), "pipelined_ratio": round(raw_time / piped_time, 2),
+            "connect_p50_ms": round(statistics.median(connects) * 1000, 2),
+        }))
+    finally:
+        child.stdin.close()
+        child.wait(timeout=30)
+
+
+async def measure(a, raw, args):
+    """Run every measurement against the peer process; returns the raw figures."""
+    # -- baseline: one set() ---------------------------------------------------------------------------------
+    # A write the rules accept, of the size of a small message, to a path the user owns.
+    path = "relay/sessions/alice/benchmarkbenchmark00/phone/messages/s0000000001"
+    sets = []
+    for i in range(args.round_trips):
+        t0 = time.perf_counter()
+        await raw.set(path, {"kind": "data", "seq": 1, "data": f"message {i}", "updatedWhen": TS})
+        sets.append(time.perf_counter() - t0)
+    await raw.delete("relay/sessions/alice/benchmarkbenchmark00")
+
+    # -- connect_to_peer --------------------------------------------------------------------------------------
+    connects = []
+    for _ in range(args.connects):
+        t0 = time.perf_counter()
+        conn = await a.connect_to_peer("phone")
+        connects.append(time.perf_counter() - t0)
+        await conn.disconnect()
+
+    # -- confirmed round trip ---------------------------------------------------------------------------------
+    conn = await a.connect_to_peer("phone", confirm_data_receival=True)
+    done = asyncio.Event()
+    conn.events.on(ev.DATA, lambda e: done.set() if e.data == "done" else None)
+    for i in range(10):  # warm-up
+        await conn.send(f"warm {i}")
+    rtts = []
+    for i in range(args.round_trips):
+        t0 = time.perf_counter()
+        await conn.send(f"message {i}")
+        rtts.append(time.perf_counter() - t0)
+
+    # -- one-way throughput of 16 KiB messages: each send() awaited, then all at once --------------------------
+    conn.confirm_data_receival = False
+    await conn.send(f"expect:{args.messages}")
+    done.clear()
+    t0 = time.perf_counter()
+    for _ in range(args.messages):
+        await conn.send(KIB16)
+    await asyncio.wait_for(done.wait(), 120)
+    relay_time = time.perf_counter() - t0
+
+    await conn.send(f"expect:{args.messages}")
+    done.clear()
+    requests_before = conn.stats["relay_requests"]
+    t0 = time.perf_counter()
+    await asyncio.gather(*(conn.send(KIB16) for _ in range(args.messages)))
+    await asyncio.wait_for(done.wait(), 120)
+    piped_time = time.perf_counter() - t0
+    relay_requests = conn.stats["relay_requests"] - requests_before
+    await conn.disconnect()
+
+    base = "relay/sessions/alice/benchmarkbenchmark01/phone/messages"
+    t0 = time.perf_counter()
+    for i in range(args.messages):
+        await raw.set(f"{base}/s{i + 1:010d}", {"kind": "data", "seq": i + 1, "data": KIB16, "updatedWhen": TS})
+    raw_time = time.perf_counter() - t0
+    await raw.delete("relay/sessions/alice/benchmarkbenchmark01")
+    return sets, connects, rtts, relay_time, piped_time, relay_requests, raw_time
+
+
+if __name__ == "__main__":
+    if "--peer" in sys.argv:
+        peer_child(sys.argv[sys.argv.index("--peer") + 1])
+        sys.exit(0)
+    if "--emulator" in sys.argv:
+        emulator_child()
+        sys.exit(0)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--round-trips", type=int, default=300)
+    parser.add_argument("--messages", type=int, default=400)
+    parser.add_argument("--connects", type=int, default=20)
+    asyncio.run(main(parser.parse_args()))
