@@ -7,7 +7,11 @@ messages with the same back-pressure (pause above the high-water mark, resume on
 ratio shows what the link's framing, events and flow control cost. Time to open runs from creating the peer
 connection on the offering side to its data channel being open (offer, answer, ICE, DTLS, SCTP).
 
-Run: ``uv run python benchmarks/webrtc.py [--sizes 1024 16384] [--mib 8] [--rounds 3] [--opens 15]``
+The same rounds also send through a whole :class:`core.peer.PeerConnection` (two FirebasePeerConnectionManagers on
+our Realtime Database emulator, upgraded by :func:`core.upgrade.webrtc_upgrader`), and the upgrade time is measured
+from relay-connected (the upgrader starts) to WebRTC-open (the link is attached).
+
+Run: ``uv run python benchmarks/webrtc.py [--sizes 1024 16384] [--mib 8] [--rounds 3] [--opens 15] [--no-connection]``
 """
 
 from __future__ import annotations
@@ -21,11 +25,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+import uuid
+from pathlib import Path
 
+import firebase_admin
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
+from google.auth.credentials import AnonymousCredentials
+
+from core import events as ev
+from core.emulator import Emulator
+from core.options import ManagerOptions
+from core.peer import PeerInfo
+from core.relay import FirebasePeerConnectionManager, RelayConnection
+from core.upgrade import webrtc_upgrader
 from core.webrtc import LinkOptions, WebRTCLink, _gather_on, rtc_configuration
 
 OPTIONS = LinkOptions(host_addresses=("127.0.0.1",), open_timeout=20.0)
+RULES = Path(__file__).resolve().parents[1] / "firebase" / "database.rules.json"
+USER = "bench"
+MANAGER_OPTIONS = ManagerOptions(upgrade_timeout=20.0, connect_timeout=30.0)
+END = "END"
 HIGH_WATER, LOW_WATER = OPTIONS.high_water, OPTIONS.low_water
 
 
@@ -74,8 +93,18 @@ class RawPeer:
         await self.pc.close()
 
 
+def make_manager(database_url: str, device: str) -> FirebasePeerConnectionManager:
+    app = firebase_admin.initialize_app(
+        AnonymousCredentials(), {"databaseURL": database_url, "databaseAuthVariableOverride": {"uid": USER}},
+        name=device,
+    )
+    upgrader = webrtc_upgrader(MANAGER_OPTIONS, host_addresses=("127.0.0.1",))
+    return FirebasePeerConnectionManager(USER, PeerInfo(device, device), app=app, options=MANAGER_OPTIONS,
+                                         upgrader=upgrader)
+
+
 # ------------------------------------------------------------------------------------------------------ the child
-async def child() -> None:
+async def child(database_url: str | None) -> None:
     """Answer every setup from the parent, count what arrives, report when the expected count is reached."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
@@ -86,13 +115,39 @@ async def child() -> None:
         sys.stdout.write(json.dumps(fields) + "\n")
         sys.stdout.flush()
 
+    manager = None
+    if database_url is not None:
+        manager = make_manager(database_url, "phone")
+
+        def on_incoming(event: ev.IncomingConnection) -> None:
+            state: dict[str, Any] = {"count": 0, "bytes": 0, "cpu": 0.0, "transport": event.connection.transport}
+
+            def on_data(data: ev.Data) -> None:
+                if data.data == END:
+                    state["cpu"] = time.process_time() - state["cpu"]
+                    out(pc_received=state)
+                else:
+                    if state["count"] == 0:
+                        state["cpu"] = time.process_time()
+                    state["count"] += 1
+                    state["bytes"] += len(data.data)
+
+            event.connection.events.on(ev.DATA, on_data)
+
+        manager.events.on(ev.INCOMING_CONNECTION, on_incoming)
+        await manager.start()
+        out(ready=True)
+
     def counter(trial: int, expected: int) -> Callable[[int], None]:
-        state = {"count": 0, "bytes": 0}
+        state = {"count": 0, "bytes": 0, "cpu": 0.0}
 
         def count(size: int) -> None:
+            if state["count"] == 0:
+                state["cpu"] = time.process_time()
             state["count"] += 1
             state["bytes"] += size
             if state["count"] == expected:
+                state["cpu"] = time.process_time() - state["cpu"]
                 out(received={"id": trial, **state})
 
         return count
@@ -126,6 +181,8 @@ async def child() -> None:
             peer = peers.pop(item["close"])
             await peer.close()
             out(closed=item["close"])
+    if manager is not None:
+        await manager.stop()
 
 
 # ----------------------------------------------------------------------------------------------------- the parent
@@ -153,9 +210,13 @@ class Parent:
                 self.wait("received", item["received"]["id"]).set_result(item["received"])
             elif "closed" in item:
                 self.wait("closed", item["closed"]).set_result(None)
+            elif "pc_received" in item:
+                self.wait("pc_received", self.trial).set_result(item["pc_received"])
+            elif "ready" in item:
+                self.wait("ready", 0).set_result(None)
 
-    async def run(self, kind: str, size: int, count: int) -> tuple[float, float]:
-        """One trial: (seconds to open, bytes per second for ``count`` messages of ``size`` characters)."""
+    async def run(self, kind: str, size: int, count: int) -> tuple[float, float, float]:
+        """One trial: seconds to open, bytes per second and CPU seconds (both processes) for ``count`` messages."""
         self.trial += 1
         trial = self.trial
         text = "x" * size
@@ -177,52 +238,137 @@ class Parent:
             await raw.opened
             send, close = raw.send, raw.close
         opened = time.perf_counter() - started
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), time.process_time()
         for _ in range(count):
             await send(text)
         received = await asyncio.wait_for(self.wait("received", trial), 120)
-        elapsed = time.perf_counter() - started
+        elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu + received["cpu"]
         assert received["bytes"] == size * count, received
         await close()
         self.send(close=trial)
         await asyncio.wait_for(self.wait("closed", trial), 30)
-        return opened, size * count / elapsed
+        return opened, size * count / elapsed, cpu
 
 
-async def parent(args: argparse.Namespace) -> None:
+    async def run_connection(
+        self, manager: FirebasePeerConnectionManager, size: int, count: int
+    ) -> tuple[float, float]:
+        """One trial over a whole PeerConnection: bytes per second and CPU seconds (both processes)."""
+        self.trial += 1
+        text = "x" * size
+        conn = await manager.connect_to_peer("phone")
+        try:
+            if conn.transport != "webrtc":
+                raise RuntimeError(f"the connection was not upgraded (transport {conn.transport})")
+            started, cpu = time.perf_counter(), time.process_time()
+            for _ in range(count):
+                await conn.send(text)
+            await conn.send(END)
+            received = await asyncio.wait_for(self.wait("pc_received", self.trial), 300)
+            elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu + received["cpu"]
+            if received["bytes"] != size * count:
+                raise RuntimeError(f"the peer received {received}, expected {count} messages")
+            return size * count / elapsed, cpu
+        finally:
+            await conn.disconnect()
+
+
+class TimedUpgrader:
+    """Wraps an upgrader to time it: from relay-connected (it starts) to WebRTC-open (it returns)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.times: list[float] = []
+
+    async def __call__(self, connection: RelayConnection) -> None:
+        started = time.perf_counter()
+        await self.inner(connection)
+        self.times.append(time.perf_counter() - started)
+
+
+def report_times(label: str, values: list[float]) -> None:
+    values = sorted(values)
+    print(f"  {label:<40}: p50 {statistics.median(values) * 1000:6.1f} ms   max {values[-1] * 1000:6.1f} ms   "
+          f"({len(values)} runs)")
+
+
+async def parent(args: argparse.Namespace, emulator: Emulator | None) -> None:
+    database_url = None
+    if emulator is not None:
+        namespace = f"bench-{uuid.uuid4().hex[:12]}"
+        emulator.load_rules(RULES, namespace)
+        database_url = emulator.database_url(namespace)
+    extra = ["--database-url", database_url] if database_url else []
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, __file__, "--child", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        sys.executable, __file__, "--child", *extra, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         limit=1 << 20,
     )
     bench = Parent(proc)
     reading = asyncio.create_task(bench.read())
+    manager, timed = None, None
+    kinds = ["raw", "link"] + (["connection"] if database_url else [])
     opens: dict[str, list[float]] = {"link": [], "raw": []}
     print(f"WebRTC link vs raw aiortc data channel, two processes on 127.0.0.1, {args.mib} MiB of text per run, "
           f"median of {args.rounds} alternating rounds")
     try:
+        if database_url:
+            await asyncio.wait_for(bench.wait("ready", 0), 60)
+            manager = make_manager(database_url, "laptop")
+            timed = TimedUpgrader(manager.upgrader)
+            manager.upgrader = timed
+            await manager.start()
+            async with asyncio.timeout(60):
+                while "phone" not in {peer.id for peer in await manager.get_online_peers()}:
+                    await asyncio.sleep(0.1)
         for size in args.sizes:
             count = args.mib * 1024 * 1024 // size
-            rates: dict[str, list[float]] = {"link": [], "raw": []}
+            rates: dict[str, list[float]] = {kind: [] for kind in kinds}
+            cpus: dict[str, list[float]] = {kind: [] for kind in kinds}
             for _ in range(args.rounds):
-                for kind in ("raw", "link"):
-                    opened, rate = await bench.run(kind, size, count)
-                    opens[kind].append(opened)
+                for kind in kinds:
+                    if kind == "connection":
+                        assert manager is not None
+                        rate, cpu = await bench.run_connection(manager, size, count)
+                    else:
+                        opened, rate, cpu = await bench.run(kind, size, count)
+                        opens[kind].append(opened)
                     rates[kind].append(rate)
-            link, raw = statistics.median(rates["link"]), statistics.median(rates["raw"])
-            print(f"  {size:>6} B messages: link {link / 1e6:7.1f} MB/s   raw {raw / 1e6:7.1f} MB/s   "
-                  f"ratio {link / raw:.2f}x")
+                    cpus[kind].append(cpu / args.mib * 1000)
+            rate = {kind: statistics.median(values) for kind, values in rates.items()}
+            cpu = {kind: statistics.median(values) for kind, values in cpus.items()}
+            names = {"raw": "raw aiortc", "link": "WebRTCLink", "connection": "PeerConnection"}
+            for kind in kinds:
+                print(f"  {size:>6} B messages, {names[kind]:<14}: {rate[kind] / 1e6:6.2f} MB/s "
+                      f"({rate[kind] / rate['raw']:.2f}x raw)   CPU {cpu[kind]:6.0f} ms/MiB "
+                      f"({cpu[kind] / cpu['raw']:.2f}x raw)")
         for _ in range(max(0, args.opens - len(opens["link"]))):
             for kind in ("raw", "link"):
                 opens[kind].append((await bench.run(kind, 64, 1))[0])
-        for kind, label in (("link", "link"), ("raw", "raw aiortc")):
-            values = sorted(opens[kind])
-            print(f"  time to open, {label:<10}: p50 {statistics.median(values) * 1000:6.1f} ms   "
-                  f"max {values[-1] * 1000:6.1f} ms   ({len(values)} opens)")
+        if manager is not None and timed is not None:
+            while len(timed.times) < args.opens:
+                conn = await manager.connect_to_peer("phone")
+                await conn.disconnect()
+        report_times("time to open, raw aiortc data channel", opens["raw"])
+        report_times("time to open, WebRTCLink", opens["link"])
+        if timed is not None:
+            report_times("upgrade, relay-connected to WebRTC-open", timed.times)
     finally:
+        if manager is not None:
+            await manager.stop()
         assert proc.stdin is not None
         proc.stdin.close()
         await asyncio.wait_for(proc.wait(), 30)
         reading.cancel()
+
+
+def main(args: argparse.Namespace) -> None:
+    if args.child:
+        asyncio.run(child(args.database_url))
+    elif args.no_connection:
+        asyncio.run(parent(args, None))
+    else:
+        with Emulator.in_thread() as emulator:
+            asyncio.run(parent(args, emulator))
 
 
 if __name__ == "__main__":
@@ -232,5 +378,6 @@ if __name__ == "__main__":
     parser.add_argument("--mib", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--opens", type=int, default=15)
-    arguments = parser.parse_args()
-    asyncio.run(child() if arguments.child else parent(arguments))
+    parser.add_argument("--database-url", help=argparse.SUPPRESS)
+    parser.add_argument("--no-connection", action="store_true", help="skip the PeerConnection rounds (no emulator)")
+    main(parser.parse_args())

@@ -40,8 +40,10 @@ none, only host candidates are used (aiortc's default of a public Google STUN se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Self
@@ -91,6 +93,8 @@ class LinkOptions:
     host_addresses: tuple[str, ...] | None = None
     # Add a 127.0.0.1 host candidate to the gathered ones (ignored when host_addresses is given).
     include_loopback: bool = True
+    # SO_RCVBUF of the link's UDP sockets (None: aioice's 256 KiB); bigger buffers avoid drops under bursts.
+    receive_buffer: int | None = 4 * 1024 * 1024
     open_timeout: float = 5.0
     # Flow control: send() waits while more than high_water bytes are queued, until they drop to low_water.
     high_water: int = 1024 * 1024
@@ -162,16 +166,20 @@ def rtc_configuration(options: LinkOptions) -> RTCConfiguration:
 
 
 def _gather_on(pc: RTCPeerConnection, options: LinkOptions) -> None:
-    """Make ``pc``'s ICE agent gather host candidates on the addresses ``options`` asks for.
+    """Make ``pc``'s ICE agent gather host candidates on the addresses ``options`` asks for, with its socket buffer.
 
     aioice picks host addresses with ``get_host_addresses()`` (every interface but loopback) and hands them to
     ``Connection.get_component_candidates(component, addresses)``, a public coroutine of the aioice connection that
     binds one UDP socket per address. Wrapping that method on this one connection, before gathering starts, changes
-    the addresses for this peer connection only; nothing global is patched. aiortc keeps the aioice connection in
-    ``RTCIceGatherer._connection``: the one private attribute this module touches.
+    the addresses for this peer connection only; nothing global is patched.
+
+    aioice asks for a 256 KiB receive buffer; a burst of SCTP packets overflows it while the event loop is busy,
+    and every dropped datagram costs SCTP a loss recovery (halved congestion window). ``receive_buffer`` raises it
+    (Linux caps it at ``net.core.rmem_max`` silently).
+
+    Private attributes touched, both read only: aiortc's ``RTCIceGatherer._connection`` (the aioice connection) and
+    aioice's ``Connection._protocols`` (its sockets).
     """
-    if options.host_addresses is None and not options.include_loopback:
-        return
     gatherer = pc.sctp.transport.transport.iceGatherer
     if gatherer.state != "new":
         raise UpgradeError("internal error: ICE gathering started before the host addresses were chosen")
@@ -181,9 +189,16 @@ def _gather_on(pc: RTCPeerConnection, options: LinkOptions) -> None:
     async def get_component_candidates(component: int, addresses: list[str], timeout: int = 5) -> list[Any]:
         if options.host_addresses is not None:
             addresses = list(options.host_addresses)
-        elif LOOPBACK_ADDRESS not in addresses:
+        elif options.include_loopback and LOOPBACK_ADDRESS not in addresses:
             addresses = [*addresses, LOOPBACK_ADDRESS]
-        return await original(component=component, addresses=addresses, timeout=timeout)
+        candidates = await original(component=component, addresses=addresses, timeout=timeout)
+        if options.receive_buffer:
+            for protocol in getattr(connection, "_protocols", []):
+                sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, options.receive_buffer)
+        return candidates
 
     connection.get_component_candidates = get_component_candidates
 

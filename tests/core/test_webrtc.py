@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from aiortc import RTCConfiguration, RTCIceServer
@@ -118,6 +120,26 @@ async def test_signals_are_small_json_with_loopback_candidates_only() -> None:
             candidates = [line for line in signal["sdp"].splitlines() if line.startswith("a=candidate:")]
             assert candidates, "the SDP must carry candidates"
             assert all(" 127.0.0.1 " in line for line in candidates), candidates
+
+
+async def test_the_link_sockets_get_the_requested_receive_buffer() -> None:
+    rmem_max = Path("/proc/sys/net/core/rmem_max")
+    if not rmem_max.exists() or int(rmem_max.read_text()) <= 256 * 1024:
+        pytest.skip("the kernel does not allow receive buffers above aioice's own 256 KiB")
+    wanted = min(1024 * 1024, int(rmem_max.read_text()))
+    async with link_pair(replace(LOOPBACK, receive_buffer=wanted), replace(LOOPBACK, receive_buffer=None)) as pair:
+        await pair.open()
+
+        def buffers(link: WebRTCLink) -> list[int]:
+            connection = link.peer_connection.sctp.transport.transport.iceGatherer._connection
+            return [
+                protocol.transport.get_extra_info("socket").getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+                for protocol in connection._protocols
+            ]
+
+        # Linux reports twice the size asked for (it counts its bookkeeping).
+        assert buffers(pair.a) and all(size >= 2 * wanted for size in buffers(pair.a))
+        assert all(size < 2 * wanted for size in buffers(pair.b))
 
 
 async def test_a_one_mebibyte_string_crosses_intact() -> None:
