@@ -40,6 +40,7 @@ import asyncio
 import base64
 import binascii
 import enum
+import inspect
 import json
 import logging
 import time
@@ -317,6 +318,10 @@ class RelayConnection(PeerConnection):
         self._rtt: float | None = None
         self._signal_handler: Callable[[dict[str, Any]], None] | None = None
         self._early_signals: list[dict[str, Any]] = []
+        self._signal_chain: asyncio.Future[None] | None = None
+        # Until the consumer has the connection (incoming_connection emitted, connect_to_peer returned), data and
+        # close frames are kept here in order, so that nothing is emitted before anyone can listen.
+        self._held: list[Deliver] | None = []
         self._relay_down_since: float | None = None
         self._ack_timer: asyncio.TimerHandle | None = None
         self.close_reason: ev.CloseReason | None = None
@@ -457,13 +462,47 @@ class RelayConnection(PeerConnection):
             raise MessageTooLargeError("The signalling message is too large for the relay.", size=len(text))
         await self._send("signal", text, confirm=False)
 
-    def set_signal_handler(self, handler: Callable[[dict[str, Any]], None] | None) -> None:
-        """Receive the peer's signals (signals that arrived before a handler was set are replayed to it)."""
+    def set_signal_handler(self, handler: Callable[[dict[str, Any]], Any] | None) -> None:
+        """Receive the peer's signals, in order (signals that arrived before a handler was set are replayed to it).
+
+        The handler may be a plain function or an ``async`` one; async handlers run one after the other.
+        """
         self._signal_handler = handler
         if handler is not None:
             early, self._early_signals = self._early_signals, []
             for signal in early:
-                handler(signal)
+                self._call_signal_handler(signal)
+
+    def _call_signal_handler(self, signal: dict[str, Any]) -> None:
+        assert self._signal_handler is not None
+        try:
+            result = self._signal_handler(signal)
+        except Exception:  # noqa: BLE001
+            log.exception("signal handler failed")
+            return
+        if inspect.isawaitable(result):
+            previous = self._signal_chain
+
+            async def run_in_order() -> None:
+                if previous is not None:
+                    await asyncio.gather(previous, return_exceptions=True)
+                try:
+                    await result
+                except Exception:  # noqa: BLE001
+                    log.exception("signal handler failed")
+
+            self._signal_chain = asyncio.ensure_future(run_in_order())
+
+    def _hand_out(self) -> None:
+        """The consumer has the connection now: emit what was held, on the next loop turn (after it subscribed)."""
+
+        def release() -> None:
+            held, self._held = self._held, None
+            for action in held or ():
+                if self._state != _State.CLOSED or action.kind != "close":
+                    self._deliver(action)
+
+        asyncio.get_running_loop().call_soon(release)
 
     # ---------------------------------------------------------------------------------------------- lifecycle
     async def open(self) -> None:
@@ -529,7 +568,10 @@ class RelayConnection(PeerConnection):
             if isinstance(action, WriteFrame):
                 self._write(action.frame)
             elif isinstance(action, Deliver):
-                self._deliver(action)
+                if self._held is not None and action.kind != "signal":
+                    self._held.append(action)
+                else:
+                    self._deliver(action)
             elif isinstance(action, Acked):
                 self._on_acked(action.seq)
             elif isinstance(action, RttMeasured):
@@ -594,10 +636,7 @@ class RelayConnection(PeerConnection):
                 self._protocol_error(ProtocolError(f"Signal {action.seq} is not a JSON object: {exc}"))
                 return
             if self._signal_handler is not None:
-                try:
-                    self._signal_handler(signal)
-                except Exception:  # noqa: BLE001
-                    log.exception("signal handler failed")
+                self._call_signal_handler(signal)
             elif len(self._early_signals) < 64:
                 self._early_signals.append(signal)
         elif action.kind == "close":
@@ -854,9 +893,10 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
             return
         self._state = _MState.STOPPED
         await asyncio.gather(*(c.disconnect() for c in list(self._connections.values())), return_exceptions=True)
-        for task in self._tasks:
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             try:
                 await task
             except (asyncio.CancelledError, Exception):  # noqa: BLE001
@@ -960,6 +1000,7 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
             if not waiters:
                 self._offline_waiters.pop(peer_id, None)
         await self._upgrade(conn)
+        conn._hand_out()
         return conn
 
     async def _abandon(self, conn: RelayConnection, peer_id: str) -> None:
@@ -996,12 +1037,16 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
             )
         except NegotiationIgnored as exc:
             log.info("negotiation ignored: %s", exc)
-            asyncio.get_running_loop().create_task(self._clear_negotiation(data))
+            self._spawn(self._clear_negotiation(data))
             return
         if offer.session_id in self._seen_sessions:
             return
         self._seen_sessions.add(offer.session_id)
-        task = asyncio.get_running_loop().create_task(self._accept(offer.initiator, offer.session_id, data))
+        self._spawn(self._accept(offer.initiator, offer.session_id, data))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        """Run a background step of this manager (cancelled by stop())."""
+        task = asyncio.ensure_future(coro)
         self._tasks.append(task)
         task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
 
@@ -1023,16 +1068,17 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
                 conn.accept()
                 conn._start_running()
                 self._connections[session_id] = conn
-                await self._clear_negotiation(value)
         except (PeerchatError, TimeoutError) as exc:
             log.warning("could not accept a connection from %s: %s", initiator, exc)
             self._connections.pop(session_id, None)
             await conn._finish_quietly()
             return
+        self._spawn(self._clear_negotiation(value))
         await self._upgrade(conn)
         if conn.is_closed:
             return
         _emit(self.events, ev.INCOMING_CONNECTION, ev.IncomingConnection(conn))
+        conn._hand_out()
 
     def _connection_closed(self, conn: RelayConnection, payload: ev.ConnectionClosed) -> None:
         if self._connections.pop(conn.session_id, None) is not None:

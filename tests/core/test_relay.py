@@ -408,3 +408,39 @@ async def test_upgrade_failure_is_reported_and_relay_keeps_working(relay, cleanu
     got = Recorder(conn_b.events, ev.DATA)
     await conn.send("still works")
     await wait_for(lambda: got.items)
+
+
+async def test_data_sent_at_once_is_not_lost_while_the_peer_is_still_upgrading(relay, cleanup):
+    """The initiator may send before the target emitted incoming_connection: the target holds the data until then."""
+
+    async def slow_upgrader(conn):
+        await asyncio.sleep(0.3)
+
+    a = relay("laptop")
+    b = relay("phone", upgrader=slow_upgrader)
+    cleanup += [a, b]
+    await a.start()
+    await b.start()
+    await wait_for(lambda: a._view.get("phone") is not None)
+    got = []
+    b.events.on(ev.INCOMING_CONNECTION, lambda e: e.connection.events.on(ev.DATA, lambda d: got.append(d.data)))
+    conn = await a.connect_to_peer("phone", confirm_data_receival=True)
+    await conn.send("early")  # confirmed while the target is still upgrading
+    await conn.send("second")
+    await wait_for(lambda: len(got) == 2, what="held data")
+    assert got == ["early", "second"]
+
+
+async def test_async_signal_handlers_run_in_order(relay, cleanup):
+    a, b, conn_a, conn_b = await pair(relay, cleanup)
+    seen = []
+
+    async def handler(signal):
+        await asyncio.sleep(0.05 if signal["n"] == 0 else 0)
+        seen.append(signal["n"])
+
+    conn_b.set_signal_handler(handler)
+    for n in range(3):
+        await conn_a.send_signal({"n": n})
+    await wait_for(lambda: len(seen) == 3)
+    assert seen == [0, 1, 2]
