@@ -20,6 +20,7 @@ import enum
 import errno
 import hashlib
 import json
+import logging
 import os
 import shutil
 import time
@@ -46,6 +47,7 @@ from .errors import (
 from .options import ManagerOptions
 from .peer import PeerConnection
 from .transfer import (
+    CHUNK,
     CHUNK_HEADER_SIZE,
     Action,
     Cancel,
@@ -68,6 +70,8 @@ from .transfer import (
     encode_offer,
     new_transfer_id,
 )
+
+log = logging.getLogger(__name__)
 
 # aiortc's SCTP transport refuses messages over 64 KiB, so a WebRTC frame is a 64 KiB binary message.
 WEBRTC_FRAME_BYTES = 64 * 1024
@@ -347,7 +351,7 @@ class Transfer:
     def _apply_one_sync(self, action: Action) -> None:
         match action:
             case SendFrame(data=data):
-                if data[0] == 0x10:
+                if data[0] == CHUNK:
                     self._owner._outbox.chunk(self.id, data)
                 else:
                     self._owner._outbox.control(self.id, data)
@@ -822,7 +826,10 @@ class FileTransfers:
         return max_chunk_payload(self.connection, self.options)
 
     def _emit(self, event: str, payload: object) -> None:
-        self.events.emit(event, payload)
+        try:
+            self.events.emit(event, payload)
+        except Exception:  # noqa: BLE001 - a failing listener must not break the transfer that informed it
+            log.exception("a listener of %s failed", event)
 
     def _ended(self, transfer: Transfer) -> None:
         self._finished_ids.append(transfer.id)
@@ -913,7 +920,7 @@ class FileTransfers:
     async def _send_frame(self, tid: str, frame: bytes) -> None:
         try:
             await self.connection.send_bytes(frame)
-            if frame[0] == 0x10 and (sent := self.transfers.get(tid)) is not None:
+            if frame[0] == CHUNK and (sent := self.transfers.get(tid)) is not None:
                 sent.bytes_sent += len(frame) - CHUNK_HEADER_SIZE
         except asyncio.CancelledError:
             raise

@@ -472,3 +472,17 @@ async def test_memory_stays_bounded_by_the_window_not_the_file_size(tmp_path: Pa
     assert sha(tmp_path / "downloads" / "big.bin") == sha(source)
     # Window (16 chunks of 64 KiB) on each side, the link's queue (16 frames), the hashing buffer: a few MiB.
     assert peak < 8 * MB, f"peak {peak / MB:.1f} MiB for a {size // MB} MiB file"
+
+
+async def test_a_failing_event_listener_does_not_break_the_transfer(link: LinkFactory, tmp_path: Path) -> None:
+    sender, receiver, downloads = await sides(link, tmp_path)
+
+    def broken(_payload: object) -> None:
+        raise RuntimeError("a bug in the app")
+
+    for side in (sender, receiver):
+        side.transfers.events.on(ev.TRANSFER_PROGRESS, broken)
+        side.transfers.events.on(ev.TRANSFER_FILE_DONE, broken)
+    source = random_file(tmp_path / "out" / "x.bin", 200_000)
+    await send_and_accept(sender, receiver, [source], downloads)
+    assert sha(downloads / "x.bin") == sha(source)
