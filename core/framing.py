@@ -74,11 +74,16 @@ def encode_message(data: str | bytes, *, max_frame: int = MAX_FRAME_BYTES) -> li
         ValueError: ``max_frame`` leaves no room for a payload.
     """
     if isinstance(data, str):
-        kind, payload = TEXT, data.encode("utf-8")
-    elif isinstance(data, (bytes, bytearray, memoryview)):
-        kind, payload = BINARY, bytes(data)
-    else:
-        raise TypeError(f"a message must be str or bytes, not {type(data).__name__}")
+        return encode_payload(TEXT, data.encode("utf-8"), max_frame=max_frame)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return encode_payload(BINARY, bytes(data), max_frame=max_frame)
+    raise TypeError(f"a message must be str or bytes, not {type(data).__name__}")
+
+
+def encode_payload(kind: int, payload: bytes, *, max_frame: int = MAX_FRAME_BYTES) -> list[bytes]:
+    """The frames that carry ``payload`` (already UTF-8 for TEXT) as a message of ``kind`` (TEXT or BINARY)."""
+    if kind not in (TEXT, BINARY):
+        raise ValueError(f"only TEXT and BINARY messages are split into frames, not type {kind}")
     if max_frame < 2:
         raise ValueError(f"max_frame must be at least 2 bytes (1 header + 1 payload), not {max_frame}")
     room = max_frame - 1
@@ -131,6 +136,11 @@ class FrameDecoder:
         if not frame:
             raise ProtocolError("the peer sent an empty frame (every frame starts with a header byte)")
         header = frame[0]
+        if header <= BINARY and self._kind is None and len(frame) <= self._max_message_bytes:
+            # The common case, a whole message in one frame, without the bookkeeping of fragments.
+            if header == BINARY:
+                return Message(bytes(frame[1:]))
+            return Message(self._utf8(frame[1:], "a text message"))
         kind, more = header & _TYPE_MASK, bool(header & MORE)
         if header & _RESERVED_MASK:
             raise ProtocolError(f"unknown frame type in header byte 0x{header:02x}")

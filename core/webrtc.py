@@ -57,14 +57,15 @@ from pyee.asyncio import AsyncIOEventEmitter
 from .errors import ClosedError, ConnectionClosedError, MessageTooLargeError, PeerchatError, ProtocolError, UpgradeError
 from .events import ProtocolErrorEvent
 from .framing import (
+    BINARY,
     DEFAULT_MAX_MESSAGE_BYTES,
-    MAX_FRAME_BYTES,
+    TEXT,
     Close,
     FrameDecoder,
     Message,
     encode_close,
     encode_keepalive,
-    encode_message,
+    encode_payload,
 )
 from .options import IceServer, ManagerOptions
 
@@ -229,7 +230,8 @@ class WebRTCLink:
         self._remote_set = False
         self._room = asyncio.Event()
         self._send_lock = asyncio.Lock()
-        self._last_sent = self._last_received = 0.0
+        # Counted rather than timed, so that sending and receiving never read the clock; the keep-alive task does.
+        self._frames_sent = self._frames_received = 0
         self._keepalive_task: asyncio.Task[None] | None = None
         self._shutdown_task: asyncio.Task[None] | None = None
         self._peer_close_reason: str | None = None
@@ -402,7 +404,6 @@ class WebRTCLink:
         if self._state is not LinkState.CONNECTING:
             return
         self._state = LinkState.OPEN
-        self._last_sent = self._last_received = asyncio.get_running_loop().time()
         self._keepalive_task = asyncio.create_task(self._keepalive(), name="webrtc-link-keepalive")
         assert self._opened is not None
         if not self._opened.done():
@@ -443,24 +444,31 @@ class WebRTCLink:
         are queued. Messages from concurrent calls are never interleaved.
 
         Raises:
+            TypeError: ``data`` is neither str nor bytes.
             MessageTooLargeError: the message is over ``max_message_bytes`` (nothing was sent).
             ConnectionClosedError: the link is not open, or closed while waiting.
             ClosedError: this side closed the link.
         """
         if self._state is not LinkState.OPEN:
             raise self._not_open_error()
-        size = len(data.encode("utf-8")) if isinstance(data, str) else len(data)
-        if size > self._options.max_message_bytes:
+        if isinstance(data, str):
+            kind, payload = TEXT, data.encode("utf-8")
+        elif isinstance(data, (bytes, bytearray, memoryview)):
+            kind, payload = BINARY, bytes(data)
+        else:
+            raise TypeError(f"a message must be str or bytes, not {type(data).__name__}")
+        if len(payload) > self._options.max_message_bytes:
             raise MessageTooLargeError(
-                f"the message is {size} bytes, over the WebRTC link's limit of {self._options.max_message_bytes}",
-                size=size, limit=self._options.max_message_bytes,
+                f"the message is {len(payload)} bytes, over the WebRTC link's limit of "
+                f"{self._options.max_message_bytes}",
+                size=len(payload), limit=self._options.max_message_bytes,
             )
-        frames = encode_message(data)
+        frames = encode_payload(kind, payload)
         async with self._send_lock:
             for frame in frames:
                 await self._wait_for_room()
                 self._channel_send(frame)
-        self._last_sent = asyncio.get_running_loop().time()
+        self._frames_sent += len(frames)
 
     async def _wait_for_room(self) -> None:
         channel = self._channel
@@ -495,7 +503,7 @@ class WebRTCLink:
     # -- receiving and liveness ----------------------------------------------------------------------------
 
     def _on_frame(self, frame: bytes | str) -> None:
-        self._last_received = asyncio.get_running_loop().time()
+        self._frames_received += 1
         try:
             decoded = self._decoder.feed(frame)  # type: ignore[arg-type]
         except ProtocolError as exc:
@@ -535,16 +543,22 @@ class WebRTCLink:
     async def _keepalive(self) -> None:
         loop = asyncio.get_running_loop()
         interval, idle = self._options.keepalive_interval, self._options.idle_timeout
+        heard = spoke = loop.time()
+        received, sent = self._frames_received, self._frames_sent
         while self._state is LinkState.OPEN:
-            await asyncio.sleep(min(interval, idle / 4))
+            await asyncio.sleep(min(interval, idle / 4) / 2)
             now = loop.time()
-            if now - self._last_received > idle:
+            if self._frames_received != received:
+                received, heard = self._frames_received, now
+            if self._frames_sent != sent:
+                sent, spoke = self._frames_sent, now
+            if now - heard > idle:
                 self._begin_shutdown("failure", f"nothing arrived from the other device for {idle:g} s", None)
                 return
-            if now - self._last_sent >= interval and self._channel is not None:
+            if now - spoke >= interval and self._channel is not None:
                 if self._channel.readyState == "open" and self._channel.bufferedAmount == 0:
                     self._channel.send(encode_keepalive())
-                    self._last_sent = now
+                    self._frames_sent += 1
 
     # -- closing -------------------------------------------------------------------------------------------
 

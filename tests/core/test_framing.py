@@ -19,6 +19,7 @@ from core.framing import (
     encode_close,
     encode_keepalive,
     encode_message,
+    encode_payload,
 )
 
 
@@ -159,3 +160,17 @@ def test_pending_reports_a_partial_message() -> None:
     assert decoder.pending == 3
     decoder.feed(bytes([BINARY]) + b"d")
     assert decoder.pending == 0
+
+
+def test_a_single_frame_over_the_limit_is_refused_and_the_next_one_decodes() -> None:
+    decoder = FrameDecoder(max_message_bytes=4)
+    with pytest.raises(ProtocolError, match="over the limit of 4 bytes"):
+        decoder.feed(bytes([TEXT]) + b"12345")
+    assert decoder.feed(bytes([TEXT]) + b"1234") == Message("1234")
+
+
+def test_only_messages_are_split_into_frames() -> None:
+    with pytest.raises(ValueError, match="only TEXT and BINARY"):
+        encode_payload(KEEPALIVE, b"")
+    assert encode_payload(BINARY, b"abc", max_frame=2) == [bytes([BINARY | MORE]) + b"a", bytes([BINARY | MORE]) + b"b",
+                                                           bytes([BINARY]) + b"c"]

@@ -284,6 +284,8 @@ async def test_a_message_over_the_limit_is_refused_before_sending() -> None:
         assert caught.value.size == 1001 and caught.value.limit == 1000
         await pair.a.send("x" * 1000)
         assert await pair.rb.wait_for(1) == ["x" * 1000]
+        with pytest.raises(TypeError, match="str or bytes"):
+            await pair.a.send(42)  # type: ignore[arg-type]
 
 
 async def test_flow_control_keeps_the_buffer_under_the_high_water_mark() -> None:
