@@ -91,11 +91,86 @@ async def relay_pairs(request: pytest.FixtureRequest) -> AsyncIterator[LinkFacto
             await manager.stop()
 
 
-# "webrtc" joins here once the relay manager upgrades connections (a manager option and an upgrader).
-@pytest.fixture(params=["memory", "relay"])
+class LinkConnection(PeerConnection):
+    """A real aiortc WebRTCLink seen as a PeerConnection (until the manager hands out upgraded connections)."""
+
+    def __init__(self, link) -> None:
+        from pyee.asyncio import AsyncIOEventEmitter
+
+        from core.framing import MAX_FRAME_BYTES
+
+        self.events = AsyncIOEventEmitter()
+        self.link = link
+        self._closed = False
+        self.max_bytes_message = MAX_FRAME_BYTES - 1  # one transfer frame per data-channel message
+        link.events.on("message", self._on_message)
+        link.events.on("closed", lambda _info: self._close("peer-requested-closed"))
+
+    def _on_message(self, message) -> None:
+        if isinstance(message.data, bytes):
+            self.events.emit(ev.BINARY, ev.BinaryData(message.data))
+        else:
+            self.events.emit(ev.DATA, ev.Data(message.data))
+
+    def _close(self, reason: ev.CloseReason) -> None:
+        if not self._closed:
+            self._closed = True
+            self.events.emit(ev.CLOSED, ev.ConnectionClosed(self, reason))
+
+    peer = property(lambda self: PeerInfo("peer", "peer"))
+    session_id = property(lambda self: "webrtc-link")
+    transport = property(lambda self: "webrtc")
+    rtt = property(lambda self: None)
+    is_slow = property(lambda self: False)
+    is_closed = property(lambda self: self._closed)
+
+    async def send(self, data: str) -> None:
+        await self.link.send(data)
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self.link.send(bytes(data))
+
+    async def disconnect(self) -> None:
+        self._close("local-closed")
+        await self.link.close()
+
+
+async def webrtc_link_pairs() -> AsyncIterator[LinkFactory]:
+    """Two core.webrtc links over real UDP on 127.0.0.1, signalled in memory."""
+    from core.webrtc import LinkOptions, WebRTCLink
+
+    options = LinkOptions(host_addresses=("127.0.0.1",), open_timeout=30.0, idle_timeout=30.0)
+    connections: list[LinkConnection] = []
+    loop = asyncio.get_running_loop()
+
+    async def make() -> tuple[PeerConnection, PeerConnection]:
+        links: dict[str, WebRTCLink] = {}
+
+        def wire(to: str):
+            async def send_signal(signal: dict) -> None:
+                loop.create_task(links[to].handle_signal(signal))
+            return send_signal
+
+        links["a"] = WebRTCLink("offerer", wire("b"), options)
+        links["b"] = WebRTCLink("answerer", wire("a"), options)
+        await asyncio.wait_for(asyncio.gather(links["a"].open(), links["b"].open()), WAIT)
+        pair = LinkConnection(links["a"]), LinkConnection(links["b"])
+        connections.extend(pair)
+        return pair
+
+    try:
+        yield make
+    finally:
+        for connection in connections:
+            await connection.disconnect()
+
+
+# "webrtc-link" becomes the manager's upgraded connection once the relay manager hands those out.
+@pytest.fixture(params=["memory", "relay", "webrtc-link"])
 async def link(request: pytest.FixtureRequest) -> AsyncIterator[LinkFactory]:
-    if request.param == "relay":
-        async for make in relay_pairs(request):
+    if request.param != "memory":
+        pairs = relay_pairs(request) if request.param == "relay" else webrtc_link_pairs()
+        async for make in pairs:
             yield make
         return
     pairs: list[MemoryConnectionPair] = []
