@@ -125,11 +125,18 @@ def parse_query(params: Mapping[str, str]) -> Query | None:
     if "end_at" in bounds and "end_before" in bounds:
         raise DataError("endAt and endBefore cannot both be specified")
     if order_by == ORDER_BY_KEY:
-        for field, bound in bounds.items():
+        for bound in bounds.values():
             if not isinstance(bound, str):
                 raise DataError(
                     "When ordering by key, startAt, startAfter, endAt, endBefore and equalTo must be strings "
                     f"(got {json.dumps(bound)})"
+                )
+    if order_by == ORDER_BY_PRIORITY:
+        for bound in bounds.values():
+            if isinstance(bound, bool):
+                raise DataError(
+                    "When ordering by priority, startAt, startAfter, endAt, endBefore and equalTo must be a valid "
+                    f"priority (null, a number or a string), not {json.dumps(bound)}"
                 )
     return Query(order_by=order_by, **bounds, **limits)
 

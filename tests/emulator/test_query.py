@@ -110,6 +110,18 @@ def test_ordering_by_key_takes_only_string_bounds(name):
         parse_query({"orderBy": '"$key"', name: "1"})
 
 
+def test_ordering_by_priority_refuses_boolean_bounds():
+    with pytest.raises(DataError, match="valid priority"):
+        parse_query({"orderBy": '"$priority"', "startAt": "true"})
+    assert q(orderBy="$priority", startAt=None, endAt="x").end_at == "x"
+
+
+def test_priority_ranges_treat_every_child_as_having_a_null_priority():
+    data = {"a": 1, "b": 2}
+    assert keys(apply_query(data, q(orderBy="$priority", endAt=None))) == ["a", "b"]
+    assert apply_query(data, q(orderBy="$priority", startAt=0)) is None
+
+
 def test_query_is_frozen_and_hashable():
     query = q(orderBy="a/b", startAt=1)
     assert hash(query) == hash(q(orderBy="a/b", startAt=1))
