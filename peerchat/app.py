@@ -72,7 +72,7 @@ class PeerchatApp(App[None]):
 
     # --- the backend -----------------------------------------------------------------------------------------
 
-    def on_mount(self) -> None:
+    def on_main_screen_ready(self, message: MainScreen.Ready) -> None:
         if self._given_manager is not None:
             self.post_message(BackendReady(self._given_manager, self.settings.describe_relay()))
         else:
@@ -91,8 +91,8 @@ class PeerchatApp(App[None]):
 
     def on_backend_ready(self, message: BackendReady) -> None:
         manager = self.manager = message.manager
-        self._subscribe(manager, PEERS_CHANGED, self._on_peers_changed)
-        self._subscribe(manager, INCOMING_CONNECTION, self._on_incoming_connection)
+        self._subscribe(manager, PEERS_CHANGED, self._core_peers_changed)
+        self._subscribe(manager, INCOMING_CONNECTION, self._core_incoming_connection)
         self._subscribe(manager, CONNECTION_CLOSED, lambda event: None)
         self.main.show_relay(f"● online via {message.relay}", ok=True)
         self._load_peers()
@@ -111,10 +111,10 @@ class PeerchatApp(App[None]):
         manager.events.on(name, handler)
         self._subscriptions.append((name, handler))
 
-    def _on_peers_changed(self, event: PeersChangedEvent) -> None:
+    def _core_peers_changed(self, event: PeersChangedEvent) -> None:
         self.post_message(PeersChanged(tuple(event.peers)))
 
-    def _on_incoming_connection(self, event: IncomingConnectionEvent) -> None:
+    def _core_incoming_connection(self, event: IncomingConnectionEvent) -> None:
         # The tap listens from this very moment: messages sent while the dialog is open wait in it.
         self.post_message(IncomingConnection(open_session(event.connection, self.settings.download_dir)))
 

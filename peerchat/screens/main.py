@@ -8,6 +8,7 @@ from collections.abc import Callable
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
+from textual.message import Message
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Label, Static, TabbedContent, TabPane
 
@@ -26,13 +27,17 @@ PLACEHOLDER = (
 class MainScreen(Screen[None]):
     """Devices and sessions. The app feeds it rows and connections; it owns their layout and key bindings."""
 
+    # Priority bindings: they work while the message input has focus (they replace its ctrl+d/w/x editing keys).
     BINDINGS = [
-        Binding("ctrl+d", "focus_devices", "Devices"),
-        Binding("ctrl+t", "next_session", "Next session"),
-        Binding("ctrl+f", "app.send_file", "Send file"),
-        Binding("ctrl+x", "app.cancel_transfer", "Cancel transfer"),
-        Binding("ctrl+w", "app.close_session", "Close session"),
+        Binding("ctrl+d", "focus_devices", "Devices", priority=True),
+        Binding("ctrl+t", "next_session", "Next session", priority=True),
+        Binding("ctrl+f", "app.send_file", "Send file", priority=True),
+        Binding("ctrl+x", "app.cancel_transfer", "Cancel transfer", priority=True),
+        Binding("ctrl+w", "app.close_session", "Close session", priority=True),
     ]
+
+    class Ready(Message):
+        """The screen is composed: the app may fill it."""
 
     def __init__(self, *, clock: Callable[[], float] = time.time, show_latency: bool = True) -> None:
         super().__init__()
@@ -55,6 +60,7 @@ class MainScreen(Screen[None]):
     def on_mount(self) -> None:
         self.query_one(DeviceList).focus()
         self._update_placeholder()
+        self.post_message(self.Ready())
 
     # --- what the app calls ----------------------------------------------------------------------------------
 

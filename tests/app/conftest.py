@@ -1,0 +1,35 @@
+"""Fixtures for the app's tests: real managers on the shared emulator, and helpers to wait on the app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+try:
+    from core import FirebasePeerConnectionManager
+except ImportError:  # until core's __init__ exports it
+    from core.relay import FirebasePeerConnectionManager
+from core.options import ManagerOptions
+from core.peer import PeerInfo
+
+USER = "alice"
+FAST = ManagerOptions(webrtc=False, connect_timeout=10.0, close_timeout=2.0)
+
+
+@pytest.fixture
+async def make_manager(firebase_app_factory) -> AsyncIterator[Callable[..., Any]]:
+    """``await make_manager("laptop")``: a started manager for device ``laptop`` of user alice (stopped after)."""
+    managers: list[FirebasePeerConnectionManager] = []
+
+    async def make(label: str, *, options: ManagerOptions = FAST, user: str = USER) -> FirebasePeerConnectionManager:
+        app = firebase_app_factory.make({"uid": user})
+        manager = FirebasePeerConnectionManager(user, PeerInfo(f"{label}-id", label), app=app, options=options)
+        await manager.start()
+        managers.append(manager)
+        return manager
+
+    yield make
+    for manager in reversed(managers):
+        await manager.stop()

@@ -1,0 +1,119 @@
+"""Pilot tests of the app's flows with two real managers on the emulator: the app drives one device, the test the
+other."""
+
+from __future__ import annotations
+
+from textual.widgets import Input, RichLog, Static
+
+from core.events import CLOSED, DATA, INCOMING_CONNECTION
+from peerchat.app import create_app
+from peerchat.dialogs import IncomingConnectionDialog
+from peerchat.widgets import DeviceList, SessionView
+
+from app_helpers import log_text, settings_for, wait_until
+
+
+def collect(emitter, name: str) -> list:
+    items: list = []
+    emitter.on(name, items.append)
+    return items
+
+
+async def test_connect_from_the_device_list_and_chat_both_ways(make_manager, tmp_path):
+    laptop = await make_manager("laptop")
+    desktop = await make_manager("desktop")
+    incoming = collect(desktop.events, INCOMING_CONNECTION)
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        devices = app.main.query_one(DeviceList)
+        await wait_until(lambda: devices.row_count == 1, pilot, what="desktop in the device list")
+        assert devices.selected_peer.label == "desktop"
+        assert "● online via" in str(app.main.query_one("#relay", Static).render())
+
+        await pilot.press("enter")
+        view = await wait_until(lambda: app.main.active_session, pilot, what="the session tab")
+        assert view.connection.peer.label == "desktop"
+        assert "RELAY" in str(view.query_one(".status", Static).render())
+        assert app.focused is view.query_one(Input)
+        remote = (await wait_until(lambda: incoming, what="the desktop's incoming connection"))[0].connection
+        received = collect(remote.events, DATA)
+
+        await pilot.press(*"hello desktop", "enter")
+        await wait_until(lambda: received, what="the message at the desktop")
+        assert received[0].data == "hello desktop"
+        chat = view.query_one(RichLog)
+        assert "you  hello desktop" in log_text(chat)
+
+        await remote.send("hi laptop")
+        await wait_until(lambda: "desktop  hi laptop" in log_text(chat), pilot, what="the reply in the chat")
+
+        # A second Enter on the same device returns to the open session instead of connecting again.
+        await pilot.press("ctrl+d", "enter")
+        assert len(app.main.sessions()) == 1
+
+        # The desktop closes: the status line says so and the input is disabled.
+        await remote.disconnect()
+        await wait_until(lambda: view.closed, pilot, what="the session to show closed")
+        assert "the other device closed it" in str(view.query_one(".status", Static).render())
+        assert view.query_one(Input).disabled
+
+
+async def test_incoming_connection_accepted(make_manager, tmp_path):
+    laptop = await make_manager("laptop")
+    desktop = await make_manager("desktop")
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        connection = await desktop.connect_to_peer("laptop-id")
+        # Sent before the person answers: it must wait in the session's tap, not be lost.
+        await connection.send("are you there?")
+        dialog = await wait_until(lambda: isinstance(app.screen, IncomingConnectionDialog) and app.screen, pilot,
+                                  what="the incoming connection dialog")
+        assert dialog.peer.label == "desktop"
+        await pilot.press("a")
+        view = await wait_until(lambda: app.main.active_session, pilot, what="the accepted session")
+        chat = view.query_one(RichLog)
+        await wait_until(lambda: "desktop  are you there?" in log_text(chat), pilot, what="the early message")
+        received = collect(connection.events, DATA)
+        await pilot.press(*"yes", "enter")
+        await wait_until(lambda: received, what="the answer at the desktop")
+        assert received[0].data == "yes"
+
+        # Ctrl+W closes the session on both sides.
+        closed = collect(connection.events, CLOSED)
+        await pilot.press("ctrl+w")
+        await wait_until(lambda: closed, what="the desktop to see the close")
+        assert closed[0].reason == "peer-requested-closed"
+        assert app.main.sessions() == []
+
+
+async def test_incoming_connection_declined(make_manager, tmp_path):
+    laptop = await make_manager("laptop")
+    desktop = await make_manager("desktop")
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        connection = await desktop.connect_to_peer("laptop-id")
+        closed = collect(connection.events, CLOSED)
+        await wait_until(lambda: isinstance(app.screen, IncomingConnectionDialog), pilot, what="the dialog")
+        await pilot.press("d")
+        await wait_until(lambda: closed, what="the desktop to see the decline")
+        assert closed[0].reason == "peer-requested-closed"
+        assert app.main.sessions() == []
+        assert not isinstance(app.screen, IncomingConnectionDialog)
+
+
+async def test_typed_command_errors_are_explained(make_manager, tmp_path):
+    laptop = await make_manager("laptop")
+    await make_manager("desktop")
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        devices = app.main.query_one(DeviceList)
+        await wait_until(lambda: devices.row_count == 1, pilot, what="desktop in the device list")
+        await pilot.press("enter")
+        view: SessionView = await wait_until(lambda: app.main.active_session, pilot, what="the session")
+        await pilot.press(*"/frobnicate", "enter")
+        view.query_one(Input).value = f"/send {tmp_path / 'nope.txt'}"  # pilot.press reads "_" as a pause
+        await pilot.press("enter")
+        await pilot.pause()
+        messages = [n.message for n in app._notifications]
+        assert any("unknown command /frobnicate" in m for m in messages)
+        assert any("nope.txt does not exist" in m for m in messages)
