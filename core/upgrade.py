@@ -45,7 +45,7 @@ from .errors import ClosedError, ConnectionClosedError, PeerchatError, ProtocolE
 from .framing import Message
 from .options import ManagerOptions
 from .relay import Link
-from .webrtc import LinkClosed, LinkOptions, LinkState, Role, WebRTCLink
+from .webrtc import LinkClosed, LinkOptions, LinkState, Role, WebRTCLink, emit_safely
 
 if TYPE_CHECKING:
     from .relay import RelayConnection
@@ -197,14 +197,14 @@ class ConnectionUpgrade:
         try:
             await self._open(self._new_link(self.attempt + 1))
         except UpgradeError as exc:
-            self.connection.events.emit(ev.UPGRADE_FAILED, ev.UpgradeFailed(str(exc), exc))
+            emit_safely(self.connection.events, ev.UPGRADE_FAILED, ev.UpgradeFailed(str(exc), exc))
 
     async def _answer_later(self, link: WebRTCLink) -> None:
         try:
             await self._open(link)
         except UpgradeError as exc:
             if link is self.link:
-                self.connection.events.emit(ev.UPGRADE_FAILED, ev.UpgradeFailed(str(exc), exc))
+                emit_safely(self.connection.events, ev.UPGRADE_FAILED, ev.UpgradeFailed(str(exc), exc))
 
     # -- signals ---------------------------------------------------------------------------------------------
 
@@ -215,7 +215,7 @@ class ConnectionUpgrade:
                 await self._handle(signal)
             except ProtocolError as exc:
                 log.warning("WebRTC signal dropped: %s", exc)
-                self.connection.events.emit(ev.PROTOCOL_ERROR, ev.ProtocolErrorEvent(exc))
+                emit_safely(self.connection.events, ev.PROTOCOL_ERROR, ev.ProtocolErrorEvent(exc))
 
     async def _handle(self, signal: dict[str, Any]) -> None:
         attempt, kind = signal.get(SIGNAL_KEY), signal.get("type")
@@ -322,7 +322,7 @@ class _FrameLink(Link):
             frame = json.loads(message.data)
         except ValueError as exc:
             error = ProtocolError(f"a WebRTC frame is not JSON: {exc}")
-            self._connection.events.emit(ev.PROTOCOL_ERROR, ev.ProtocolErrorEvent(error))
+            emit_safely(self._connection.events, ev.PROTOCOL_ERROR, ev.ProtocolErrorEvent(error))
             return
         self._connection.receive_frame(frame)
 

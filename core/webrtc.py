@@ -69,7 +69,7 @@ from .framing import (
 )
 from .options import IceServer, ManagerOptions
 
-__all__ = ["LinkClosed", "LinkOptions", "LinkState", "Role", "WebRTCLink", "rtc_configuration"]
+__all__ = ["LinkClosed", "LinkOptions", "LinkState", "Role", "WebRTCLink", "emit_safely", "rtc_configuration"]
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +144,14 @@ class LinkClosed:
     reason: str
     initiator: Initiator
     error: PeerchatError = field(compare=False)
+
+
+def emit_safely(emitter: AsyncIOEventEmitter, name: str, payload: object) -> None:
+    """Emit ``name``; a consumer's handler that raises is logged, never allowed to break aiortc or the link."""
+    try:
+        emitter.emit(name, payload)
+    except Exception:
+        log.exception("a %r event handler failed", name)
 
 
 def rtc_configuration(options: LinkOptions) -> RTCConfiguration:
@@ -508,10 +516,10 @@ class WebRTCLink:
             decoded = self._decoder.feed(frame)  # type: ignore[arg-type]
         except ProtocolError as exc:
             log.warning("dropped a malformed frame from the other device: %s", exc)
-            self.events.emit("protocol_error", ProtocolErrorEvent(exc))
+            emit_safely(self.events, "protocol_error", ProtocolErrorEvent(exc))
             return
         if isinstance(decoded, Message):
-            self.events.emit("message", decoded)
+            emit_safely(self.events, "message", decoded)
         elif isinstance(decoded, Close):
             self._peer_close_reason = decoded.reason
             self._begin_shutdown("peer", self._peer_closed_reason(), None)
@@ -606,7 +614,7 @@ class WebRTCLink:
         if self._pc is not None:
             await self._pc.close()
         log.debug("WebRTC link closed (%s): %s", info.initiator, info.reason)
-        self.events.emit("closed", info)
+        emit_safely(self.events, "closed", info)
 
     async def _say_goodbye(self, channel: RTCDataChannel, said: str) -> None:
         """Send a close frame and give it (and what is queued before it) ``close_linger`` seconds to leave."""

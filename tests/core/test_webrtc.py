@@ -264,6 +264,20 @@ async def test_a_malformed_signal_gives_a_protocol_error_and_is_ignored() -> Non
         assert await pair.rb.wait_for(1) == ["still fine"]
 
 
+async def test_a_failing_event_handler_does_not_break_the_link() -> None:
+    async with link_pair() as pair:
+        await pair.open()
+
+        def broken(message: Message) -> None:
+            raise RuntimeError("consumer bug")
+
+        pair.b.events.on("message", broken)
+        await pair.a.send("one")
+        await pair.a.send("two")
+        assert await pair.rb.wait_for(2) == ["one", "two"]
+        assert pair.b.state is LinkState.OPEN
+
+
 async def test_garbage_in_the_data_channel_is_reported_and_the_link_keeps_working() -> None:
     async with link_pair() as pair:
         await pair.open()
