@@ -50,8 +50,8 @@ except ImportError:  # tests/ is not a package
     from memory_connection import MemoryConnectionPair
 
 MB = 1024 * 1024
-# The large-file case; a 50 MB run over the relay and WebRTC is this list plus 50 * MB.
-LARGE_SIZES = [5 * MB]
+# The large-file cases (the issue asks for 50 MB over the relay and over WebRTC).
+LARGE_SIZES = [pytest.param(5 * MB, id="5MB"), pytest.param(50 * MB, marks=pytest.mark.slow, id="50MB")]
 WAIT = float(os.environ.get("TRANSFER_TEST_WAIT", "60"))
 
 LinkFactory = Callable[[], Awaitable[tuple[PeerConnection, PeerConnection]]]
@@ -224,11 +224,11 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.rglob("*") if p.name.endswith((".part", ".transfer", ".tmp")))
 
 
-async def send_and_accept(sender: Side, receiver: Side, paths: list[Path], downloads: Path):
+async def send_and_accept(sender: Side, receiver: Side, paths: list[Path], downloads: Path, wait: float = WAIT):
     outgoing = await sender.transfers.send_files(paths)
     offer = await receiver.next_offer()
     incoming = await offer.accept(downloads)
-    await asyncio.wait_for(asyncio.gather(outgoing.wait(), incoming.wait()), WAIT)
+    await asyncio.wait_for(asyncio.gather(outgoing.wait(), incoming.wait()), wait)
     return outgoing, incoming
 
 
@@ -258,7 +258,7 @@ async def test_sizes_arrive_intact_with_progress_on_both_sides(link: LinkFactory
 async def test_a_large_random_file_arrives_intact(link: LinkFactory, tmp_path: Path, size: int) -> None:
     sender, receiver, downloads = await sides(link, tmp_path)
     source = random_file(tmp_path / "out" / "big.bin", size)
-    outgoing, _ = await send_and_accept(sender, receiver, [source], downloads)
+    outgoing, _ = await send_and_accept(sender, receiver, [source], downloads, wait=max(WAIT, 110))
     assert sha(downloads / "big.bin") == sha(source)
     progress = [p.bytes_done for p in receiver.of(ev.TRANSFER_PROGRESS)]
     assert progress == sorted(progress) and len(progress) > 10
