@@ -703,6 +703,7 @@ class IncomingOffer:
         self.id = transfer.id
         self.files = transfer.offer.files
         self.total_bytes = transfer.offer.total_bytes
+        self._accepting = asyncio.Lock()
 
     @property
     def transfer(self) -> Transfer | None:
@@ -713,10 +714,11 @@ class IncomingOffer:
         folder = download_dir if download_dir is not None else self._transfer._owner.download_dir
         if folder is None:
             raise ValueError("accept() needs a download folder (or FileTransfers(download_dir=...)).")
-        if self._transfer._machine.ended:
-            raise self._transfer.error or TransferCancelledError("This offer is no longer valid.")
-        if not self._transfer._machine.accepted:
-            await self._transfer._accept(Path(folder))
+        async with self._accepting:
+            if self._transfer._machine.ended:
+                raise self._transfer.error or TransferCancelledError("This offer is no longer valid.")
+            if not self._transfer._machine.accepted:
+                await self._transfer._accept(Path(folder))
         return self._transfer
 
     async def decline(self, reason: str = "") -> None:

@@ -325,6 +325,8 @@ class OfferAssembler:
             self._pending[part.id] = got
             return None
         self._pending.pop(part.id, None)
+        if not any(p.files for p in got):
+            raise ProtocolError("The other device sent an offer with no files in it.")
         return Offer(id=part.id, files=tuple(f for p in got for f in p.files), chunk_size=part.chunk_size,
                      window=part.window)
 

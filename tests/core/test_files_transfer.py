@@ -299,6 +299,17 @@ async def test_several_transfers_at_once_alongside_chat(link: LinkFactory, tmp_p
         assert sha(downloads / source.name) == sha(source)
 
 
+async def test_accepting_twice_at_once_accepts_once(link: LinkFactory, tmp_path: Path) -> None:
+    sender, receiver, downloads = await sides(link, tmp_path)
+    source = random_file(tmp_path / "out" / "x.bin", 100_000)
+    outgoing = await sender.transfers.send_files([source])
+    offer = await receiver.next_offer()
+    first, second = await asyncio.gather(offer.accept(downloads), offer.accept(downloads))
+    assert first is second is offer.transfer
+    await asyncio.wait_for(asyncio.gather(outgoing.wait(), first.wait()), WAIT)
+    assert sorted(p.name for p in downloads.iterdir()) == ["x.bin"]
+
+
 async def test_decline(link: LinkFactory, tmp_path: Path) -> None:
     sender, receiver, downloads = await sides(link, tmp_path)
     outgoing = await sender.transfers.send_files([random_file(tmp_path / "out" / "x.bin", 100)])

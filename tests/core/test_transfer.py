@@ -138,6 +138,12 @@ def test_offer_parts_out_of_order_are_a_protocol_error() -> None:
         assembler.feed(parts[1])
 
 
+def test_an_offer_without_files_is_a_protocol_error() -> None:
+    (part,) = encode_offer(Offer(id=TID, files=(), chunk_size=10, window=2), max_frame=1000)
+    with pytest.raises(ProtocolError, match="no files"):
+        OfferAssembler().feed(decode_frame(part))
+
+
 def test_transfer_ids_are_unique_hex() -> None:
     a, b = new_transfer_id(), new_transfer_id()
     assert a != b and len(a) == 32 and int(a, 16) >= 0
