@@ -2,14 +2,17 @@
 
 Firebase's ordering, shared by sorting and by the range filters:
 
-- by key (``$key``, and ``$priority`` since every priority is null here): keys that are 32-bit integers in decimal
-  first, numerically (the same number written longer, ``"07"`` after ``"7"``), then the other keys as strings;
+- by key (``$key``): keys that are 32-bit integers in decimal first, numerically (the same number written longer,
+  ``"07"`` after ``"7"``), then the other keys as strings;
 - by value (``$value``) or by a child path: null (a missing child, or a child that is not an object on the way),
-  false, true, numbers, strings, objects; ties broken by key.
+  false, true, numbers, strings, objects; ties broken by key;
+- by priority (``$priority``): every priority is null here, so children come in key order and the bounds compare
+  with null.
 
 Strings compare by UTF-16 code units, as the service and its JavaScript client do. Range bounds follow the same
 order, so ``startAt=5`` also keeps every string and object, and ``endAt=null`` keeps only the nulls. Limits apply
-after the range. The result is an object (its insertion order is the query order, though clients sort again).
+after the range. The result is an object (its insertion order is the query order, though clients sort again:
+firebase-admin re-sorts ``$key`` results by plain string comparison, so it shows ``"10"`` before ``"9"``).
 
 Unverified choices, made on the side of a clear error: a limit of 0 is refused (firebase-admin would send it; the
 JavaScript client refuses it); when ordering by key the bounds must be strings, as every Firebase client insists.
