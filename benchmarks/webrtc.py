@@ -11,7 +11,7 @@ The same rounds also send through a whole :class:`core.peer.PeerConnection` (two
 our Realtime Database emulator, upgraded by :func:`core.upgrade.webrtc_upgrader`), and the upgrade time is measured
 from relay-connected (the upgrader starts) to WebRTC-open (the link is attached).
 
-Run: ``uv run python benchmarks/webrtc.py [--sizes 1024 16384] [--mib 8] [--rounds 3] [--opens 15] [--no-connection]``
+Run: ``uv run python benchmarks/webrtc.py [--sizes 1024 16384] [--mib 4] [--rounds 5] [--opens 15] [--no-connection]``
 """
 
 from __future__ import annotations
@@ -375,8 +375,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 16384])
-    parser.add_argument("--mib", type=int, default=8)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--mib", type=int, default=4)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--opens", type=int, default=15)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
     parser.add_argument("--no-connection", action="store_true", help="skip the PeerConnection rounds (no emulator)")
