@@ -960,6 +960,8 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
             PermissionDeniedError, RelayUnavailableError: the relay refused or cannot be reached.
         """
         self._check_started()
+        if not isinstance(peer_id, str):
+            raise TypeError(f"peer_id must be a device id string, not {type(peer_id).__name__}")
         if peer_id == self._device.id:
             raise ValueError("A device cannot connect to itself.")
         self._view.refresh(time.time())

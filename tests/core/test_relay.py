@@ -168,6 +168,8 @@ async def test_connect_to_offline_or_unknown_device_fails_fast(relay, cleanup):
         await a.connect_to_peer("phone")
     with pytest.raises(ValueError):
         await a.connect_to_peer("laptop")
+    with pytest.raises(TypeError):
+        await a.connect_to_peer(42)  # type: ignore[arg-type]
 
 
 async def test_connect_before_start_and_after_stop_is_a_clear_error(relay):
