@@ -372,15 +372,13 @@ async def test_signals_travel_in_order_and_upgrader_runs_before_handing_out(rela
     await wait_for(lambda: a._view.get("phone") is not None)
     incoming = asyncio.get_running_loop().create_future()
     b.events.on(ev.INCOMING_CONNECTION, lambda e: incoming.set_result((len(order), e.connection)))
-    failed = []
     conn = await a.connect_to_peer("phone")
     assert any(who == "laptop" for who, _ in order)  # the upgrade step ran before connect_to_peer returned
     async with asyncio.timeout(10):
         count, _ = await incoming
-    assert count >= 1
+    assert count >= 1  # the target's upgrade step ran before incoming_connection fired
     assert dict(order)["laptop"] == {"from": "phone", "initiator": False}
     assert dict(order)["phone"] == {"from": "laptop", "initiator": True}
-    conn.events.on(ev.UPGRADE_FAILED, failed.append)  # (already emitted on the initiator; see below)
     assert conn.transport == "relay"
 
 
