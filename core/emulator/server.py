@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import re
+import signal
 import threading
 import time
 from collections import deque
@@ -875,3 +876,53 @@ class Emulator:
         """The value at ``path`` of ``namespace`` as JSON output (a test helper; no rules apply)."""
         parsed = tree.parse_path(path)
         return self._call(lambda: tree.to_output(tree.get(self.database.namespace(namespace).root, parsed)))
+
+
+def run_emulator(host: str = "127.0.0.1", port: int = DEFAULT_PORT, *, rules: str | FilePath | None = None,
+                 keepalive_interval: float = DEFAULT_KEEPALIVE_INTERVAL,
+                 print_line: Callable[[str], None] = print,
+                 print_error: Callable[[str], None] | None = None) -> int:
+    """Serve until SIGINT or SIGTERM, for the command line; returns the exit code (0, or 2 when it cannot start).
+
+    Every problem is said in one line (a taken port, unreadable or invalid rules), never as a traceback.
+    """
+    if print_error is None:
+        print_error = print_line
+    try:
+        emulator = Emulator(host, port, rules=rules, keepalive_interval=keepalive_interval)
+    except RulesParseError as exc:
+        print_error(f"error: invalid rules in {rules}: {exc}")
+        return 2
+    except OSError as exc:
+        print_error(f"error: cannot read the rules file {rules}: {exc.strerror or exc}")
+        return 2
+
+    async def serve() -> int:
+        try:
+            await emulator.start()
+        except OSError as exc:
+            if exc.errno in (98, 48, 10048):  # EADDRINUSE on Linux, macOS, Windows
+                print_error(f"error: port {port} on {host} is already in use (choose another with --port)")
+            else:
+                print_error(f"error: cannot listen on {host}:{port}: {exc.strerror or exc}")
+            return 2
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(signum, stop.set)
+        print_line(f"Realtime Database emulator listening on {emulator.url}"
+                   + (f" with the rules of {rules}" if rules else " (no rules: everything is allowed)"))
+        print_line(f"export FIREBASE_DATABASE_EMULATOR_HOST={emulator.host_port}")
+        print_line("Press Ctrl-C to stop.")
+        try:
+            await stop.wait()
+        finally:
+            await emulator.stop()
+        print_line("Emulator stopped.")
+        return 0
+
+    try:
+        return asyncio.run(serve())
+    except KeyboardInterrupt:
+        return 0
