@@ -536,7 +536,7 @@ class Context:
 # Static types
 
 BOOL, NUM, STR, NULL, OBJ = "boolean", "number", "string", "null", "object"
-SNAP, QUERY, LIST, REGEX = "snapshot", "query", "list", "regex"
+SNAP, QUERY = "snapshot", "query"
 
 
 @dataclass(frozen=True, slots=True)
@@ -563,7 +563,6 @@ def _static(*kinds: str) -> _Type:
 T_BOOL = _static(BOOL)
 T_NUM = _static(NUM)
 T_STR = _static(STR)
-T_NULL = _static(NULL)
 T_SNAP = _static(SNAP)
 T_QUERY = _static(QUERY)
 T_ANY = _Type(frozenset({NULL, BOOL, NUM, STR, OBJ}), dynamic=True)
