@@ -550,8 +550,8 @@ class _Receiving(Transfer):
         keep = isinstance(self.error, TransferInterruptedError | DiskError) and not isinstance(
             self.error, InsufficientSpaceError)
         try:
-            if keep:
-                await self._write_sidecar(force=True)
+            if keep:  # the files are closed, so everything written is on disk: resume from there
+                await self._write_sidecar(force=True, offsets=self._machine.written)
                 return
             if not self._machine.finished:
                 for file, incoming in enumerate(self._files):
@@ -561,7 +561,8 @@ class _Receiving(Transfer):
         except OSError:
             pass
 
-    async def _write_sidecar(self, *, force: bool = False) -> None:
+    async def _write_sidecar(self, *, force: bool = False, offsets: tuple[int, ...] | None = None) -> None:
+        """Record the offsets a resume may start from (by default those confirmed to the sender, after a flush)."""
         now = time.monotonic()
         if self._sidecar is None or (not force and now - self._sidecar_written < _SIDECAR_INTERVAL):
             return
@@ -573,7 +574,8 @@ class _Receiving(Transfer):
             {"path": f.path, "size": f.size, "sha256": f.sha256, "confirmed": confirmed,
              "part": os.path.relpath(i.part, self.download_dir), "target": os.path.relpath(i.target, self.download_dir),
              "done": saved is not None}
-            for f, i, confirmed, saved in zip(self.offer.files, self._files, self._machine.confirmed, self.saved_to)]}
+            for f, i, confirmed, saved in zip(self.offer.files, self._files, offsets or self._machine.confirmed,
+                                              self.saved_to)]}
         try:
             await asyncio.to_thread(_write_json, self._sidecar, state)
         except OSError:
