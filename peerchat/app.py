@@ -9,6 +9,7 @@ from pathlib import Path
 from textual import work
 from textual.app import App, SystemCommand
 from textual.screen import Screen
+from textual.worker import Worker, WorkerState
 
 from core.errors import PeerchatError
 from core.events import CONNECTION_CLOSED, INCOMING_CONNECTION, PEERS_CHANGED
@@ -245,6 +246,12 @@ class PeerchatApp(App[None]):
             self.notify("No transfer is running in this session.", severity="warning")
 
     # --- errors and commands ---------------------------------------------------------------------------------
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        # Workers catch what they expect; anything else still reaches the person instead of vanishing.
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            self.on_action_failed(ActionFailed(event.worker.name.strip("_").replace("_", " ").capitalize(),
+                                               event.worker.error))
 
     def on_action_failed(self, message: ActionFailed) -> None:
         self.notify(describe_error(message.what, message.error), severity="error", timeout=12)

@@ -10,14 +10,15 @@ from typing import Any
 
 from rich.text import Text
 from textual import work
+from textual.worker import Worker, WorkerState
 from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Input, RichLog, Static
 
-from core.events import CLOSED, DATA
+from core.events import CLOSED, DATA, UpgradeFailed
 
-from ..backend import SessionLink, describe_error
+from ..backend import SessionLink, describe_error, upgrade_failure
 from ..messages import ActionFailed
 from ..models import (
     CHAT_HELP,
@@ -75,6 +76,9 @@ class SessionView(Vertical):
         self.link = link
         self.connection = link.connection
         self.status = LinkStatus(transport=self.connection.transport, rtt=self.connection.rtt)
+        failure = upgrade_failure(self.connection)
+        if failure:
+            self.status.apply(UpgradeFailed(failure))
         self._clock = clock
         self._show_latency = show_latency
         self._outbox: asyncio.Queue[str] = asyncio.Queue()
@@ -96,6 +100,7 @@ class SessionView(Vertical):
 
     def on_mount(self) -> None:
         self.system(f"Session with {self.peer_label} ({self.connection.peer.id}) open.")
+        self.refresh_status()
         self._run_outbox()
         self.link.tap.attach(lambda name, payload: self.post_message(self.CoreEvent(name, payload)))
 
@@ -165,6 +170,11 @@ class SessionView(Vertical):
                 self.post_message(self.CloseRequested(self))
             case ShowHelp():
                 self.system(CHAT_HELP)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR and event.worker.error is not None:
+            self.post_message(ActionFailed(f"{event.worker.name.strip('_').replace('_', ' ').capitalize()}",
+                                           event.worker.error))
 
     @work(group="outbox", exclusive=True, exit_on_error=False)
     async def _run_outbox(self) -> None:

@@ -13,31 +13,31 @@ from ..models import format_bytes, format_duration, format_rate
 class TransferRow(Horizontal):
     """One file going one way: ``↑ photo.jpg  [=====     ] 40%  1.2 MiB/s · 30 s left``."""
 
-    def __init__(self, key: str, name: str, size: int, *, outgoing: bool) -> None:
+    def __init__(self, key: str, name: str, total: int, *, outgoing: bool) -> None:
         super().__init__(classes="transfer")
         self.key = key
         self.file_name = name
-        self.size = size
+        self.total = total
         self.outgoing = outgoing
         self.finished = False
 
     def compose(self) -> ComposeResult:
         arrow = "↑" if self.outgoing else "↓"
         yield Label(Text.assemble((arrow, "bold"), " ", self.file_name), classes="transfer-name")
-        yield ProgressBar(total=max(self.size, 1), show_eta=False, classes="transfer-bar")
-        yield Label(format_bytes(self.size), classes="transfer-stats")
+        yield ProgressBar(total=max(self.total, 1), show_eta=False, classes="transfer-bar")
+        yield Label(format_bytes(self.total), classes="transfer-stats")
 
     def progress(self, done: int, rate: float | None, eta: float | None) -> None:
         if self.finished:
             return
-        self.query_one(ProgressBar).update(progress=done if self.size else 1)
-        stats = f"{format_bytes(done)} of {format_bytes(self.size)} · {format_rate(rate)} · {format_duration(eta)} left"
+        self.query_one(ProgressBar).update(progress=done if self.total else 1)
+        stats = f"{format_bytes(done)} of {format_bytes(self.total)} · {format_rate(rate)} · {format_duration(eta)} left"
         self.query_one(".transfer-stats", Label).update(stats)
 
     def finish(self, text: str, *, ok: bool) -> None:
         self.finished = True
         if ok:
-            self.query_one(ProgressBar).update(progress=max(self.size, 1))
+            self.query_one(ProgressBar).update(progress=max(self.total, 1))
         self.set_class(ok, "done")
         self.set_class(not ok, "failed")
         self.query_one(".transfer-stats", Label).update(Text(text, style="green" if ok else "red"))

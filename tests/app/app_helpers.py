@@ -38,3 +38,9 @@ async def wait_until(predicate: Callable[[], Any], pilot: Any = None, *, timeout
 def log_text(widget: Any) -> str:
     """The plain text of a RichLog."""
     return "\n".join(line.text for line in widget.lines)
+
+
+def in_log(needle: str, widget: Any) -> bool:
+    """Whether ``needle`` is in the RichLog, ignoring how its lines were wrapped."""
+    squash = "".join
+    return squash(needle.split()) in squash(log_text(widget).split())
