@@ -59,6 +59,7 @@ from .events import ProtocolErrorEvent
 from .framing import (
     BINARY,
     DEFAULT_MAX_MESSAGE_BYTES,
+    MAX_FRAME_BYTES,
     TEXT,
     Close,
     FrameDecoder,
@@ -238,6 +239,7 @@ class WebRTCLink:
         self._remote_set = False
         self._room = asyncio.Event()
         self._send_lock = asyncio.Lock()
+        self._slow_senders = 0  # send() calls that wait for room or send fragments: later calls queue behind them
         # Counted rather than timed, so that sending and receiving never read the clock; the keep-alive task does.
         self._frames_sent = self._frames_received = 0
         self._keepalive_task: asyncio.Task[None] | None = None
@@ -471,11 +473,24 @@ class WebRTCLink:
                 f"{self._options.max_message_bytes}",
                 size=len(payload), limit=self._options.max_message_bytes,
             )
+        channel = self._channel
+        assert channel is not None
+        if (self._slow_senders == 0 and len(payload) < MAX_FRAME_BYTES
+                and channel.bufferedAmount <= self._options.high_water):
+            # One frame, room in the buffer and nobody queued before us: send at once (no lock, no await), which
+            # keeps the order of calls. Most messages take this path.
+            self._channel_send(bytes((kind,)) + payload)
+            self._frames_sent += 1
+            return
         frames = encode_payload(kind, payload)
-        async with self._send_lock:
-            for frame in frames:
-                await self._wait_for_room()
-                self._channel_send(frame)
+        self._slow_senders += 1
+        try:
+            async with self._send_lock:
+                for frame in frames:
+                    await self._wait_for_room()
+                    self._channel_send(frame)
+        finally:
+            self._slow_senders -= 1
         self._frames_sent += len(frames)
 
     async def _wait_for_room(self) -> None:

@@ -403,3 +403,16 @@ def test_inconsistent_options_are_refused(make: Callable[[], LinkOptions]) -> No
 def test_role_is_checked() -> None:
     with pytest.raises(ValueError, match="role"):
         WebRTCLink("leader", Wire().send)  # type: ignore[arg-type]
+
+
+async def test_small_messages_sent_while_a_large_one_waits_for_room_keep_their_order() -> None:
+    options = replace(LOOPBACK, high_water=MAX_FRAME_BYTES, low_water=MAX_FRAME_BYTES // 4)
+    async with link_pair(options, options) as pair:
+        await pair.open()
+        big = "B" * (6 * MAX_FRAME_BYTES)
+        sends = [asyncio.ensure_future(pair.a.send(big))]
+        await asyncio.sleep(0)  # the big send is now waiting for room between its fragments
+        sends += [asyncio.ensure_future(pair.a.send(f"small {i}")) for i in range(20)]
+        await asyncio.gather(*sends)
+        received = await pair.rb.wait_for(21)
+        assert received == [big] + [f"small {i}" for i in range(20)]
