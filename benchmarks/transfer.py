@@ -173,7 +173,7 @@ async def webrtc_side(role: str, args: argparse.Namespace, lines: asyncio.Stream
                         await room.wait()
                     chan.send(block)
             out(result={"start": start, "rss": rss_mib()})
-            await asyncio.sleep(3600)  # until the parent ends this process
+            await asyncio.sleep(5)  # let the receiver count the last bytes
         else:
             end = await done
             out(result={"end": end, "bytes": received, "rss": rss_mib()})
@@ -273,7 +273,7 @@ async def connection_side(role: str, args: argparse.Namespace, connection: PeerC
         while block := f.read(chunk):
             await connection.send_bytes(block)
     out(result={"start": start, "rss": rss_mib()})
-    await asyncio.sleep(3600)
+    await asyncio.sleep(5)  # let the receiver count the last bytes
 
 
 class LinkConnectionStub:
@@ -288,6 +288,8 @@ async def transfer_side(role: str, args: argparse.Namespace, connection: PeerCon
     if role == "receiver":
         download = Path(tempfile.mkdtemp(prefix="peerchat-bench-", dir=args.workdir))
         transfers = FileTransfers(connection, download_dir=download)
+        # Chat goes on during the transfer: echo every string, so the sender can time round trips.
+        connection.events.on(ev.DATA, lambda d: asyncio.ensure_future(connection.send(d.data)))
         finished = asyncio.get_running_loop().create_future()
 
         async def accept(event: ev.IncomingTransfer) -> None:
@@ -303,13 +305,35 @@ async def transfer_side(role: str, args: argparse.Namespace, connection: PeerCon
         await transfers.close()
         return
     transfers = FileTransfers(connection, window=args.window, send_concurrency=args.concurrency)
+    echoes: asyncio.Queue[str] = asyncio.Queue()
+    connection.events.on(ev.DATA, lambda d: echoes.put_nowait(d.data))
     start = time.time()
     transfer = await transfers.send_files([args.file])
     offered = time.time()
+    chat = asyncio.ensure_future(chat_round_trips(connection, echoes))
     await transfer.wait()
-    out(result={"start": start, "offered": offered, "end": time.time(), "rss": rss_mib(),
-                "sent": transfer.bytes_sent})
+    end = time.time()
+    chat.cancel()
+    trips = sorted(await chat)
+    out(result={"start": start, "offered": offered, "end": end, "rss": rss_mib(), "sent": transfer.bytes_sent,
+                "chat": [trips[len(trips) // 2], trips[-1], len(trips)] if trips else None})
     await transfers.close()
+
+
+async def chat_round_trips(connection: PeerConnection, echoes: asyncio.Queue[str]) -> list[float]:
+    """Send a chat line every half second during the transfer and time its echo; returns the round trips."""
+    trips: list[float] = []
+    try:
+        for i in range(1_000_000):
+            await asyncio.sleep(0.5)
+            sent = time.perf_counter()
+            await connection.send(f"ping {i}")
+            while await echoes.get() != f"ping {i}":
+                pass
+            trips.append(time.perf_counter() - sent)
+    except asyncio.CancelledError:
+        pass
+    return trips
 
 
 async def emulator_side() -> None:
@@ -367,10 +391,12 @@ async def run_round(name: str, file: Path, size: int, workdir: Path, db: str | N
     try:
         await asyncio.wait_for(everything_done.wait(), 1800)
     finally:
-        for proc in procs.values():
-            if proc.returncode is None:
+        for proc in procs.values():  # a side that finished stops by itself (the relay's sessions end cleanly)
+            try:
+                await asyncio.wait_for(proc.wait(), 10)
+            except TimeoutError:
                 proc.kill()
-            await proc.wait()
+                await proc.wait()
         for task in pumps:
             task.cancel()
     return results
@@ -409,9 +435,12 @@ async def parent(args: argparse.Namespace) -> None:
                     total = sender["end"] - sender["start"]
                     moving = sender["end"] - sender["offered"]
                     figures[name] = rate(size, moving)
+                    chat = sender.get("chat")
                     print(f"  {name:11s} {figures[name]:8.1f} MiB/s   {moving:7.2f} s after the offer "
                           f"({rate(size, total):.1f} MiB/s, {total:.2f} s with hashing)   peak RSS sender "
-                          f"{sender['rss']:.0f} MiB, receiver {receiver['rss']:.0f} MiB")
+                          f"{sender['rss']:.0f} MiB, receiver {receiver['rss']:.0f} MiB"
+                          + (f"   chat round trip meanwhile: median {chat[0] * 1000:.0f} ms, max "
+                             f"{chat[1] * 1000:.0f} ms ({chat[2]} lines)" if chat else ""))
                     os.unlink(receiver["saved"])
         finally:
             if emulator is not None:
