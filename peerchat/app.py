@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -18,7 +20,7 @@ from core.events import PeersChanged as PeersChangedEvent
 from core.peer import PeerConnectionManager, PeerInfo
 
 from .backend import Backend, SessionLink, describe_error, open_session
-from .config import Settings
+from .config import ConfigError, Settings, settings_from_args
 from .dialogs import FilePickerDialog, IncomingConnectionDialog, IncomingFilesDialog
 from .messages import (
     ActionFailed,
@@ -270,6 +272,18 @@ class PeerchatApp(App[None]):
         yield SystemCommand("Cancel transfer", "Cancel the newest transfer of this session",
                             self.action_cancel_transfer)
         yield SystemCommand("Devices", "Move to the device list", lambda: self.main.action_focus_devices())
+
+
+def run_app(args: argparse.Namespace) -> int:
+    """Start the app with the settings flags in ``args``; returns the exit code (2 for a bad setting)."""
+    try:
+        settings = settings_from_args(args)
+    except ConfigError as exc:
+        print(f"peerchat: {exc}", file=sys.stderr)
+        return 2
+    app = create_app(settings)
+    app.run()
+    return app.return_code or 0
 
 
 def create_app(

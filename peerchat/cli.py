@@ -1,4 +1,5 @@
-"""peerchat's command line: ``peerchat <command>``; ``peerchat emulator`` runs a local Realtime Database emulator."""
+"""peerchat's command line: ``peerchat`` starts the app; ``peerchat emulator`` runs a local Realtime Database
+emulator; ``peerchat peers|send|receive`` are the headless commands (see :mod:`peerchat.commands`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import sys
 
 from core.emulator.__main__ import add_arguments as add_emulator_arguments
 from core.emulator.server import run_emulator
+from peerchat.commands import register as register_commands
+from peerchat.config import add_settings_arguments
 
 PROG = "peerchat emulator"
 
@@ -20,7 +23,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run a local Firebase Realtime Database emulator until Ctrl-C.")
     add_emulator_arguments(emulator)
     emulator.set_defaults(handler=_emulator)
+    register_commands(commands)
+    add_settings_arguments(parser)
+    parser.set_defaults(handler=_app)
     return parser
+
+
+def _app(args: argparse.Namespace) -> int:
+    from peerchat.app import run_app  # Textual loads only for the app, not for the headless commands
+
+    return run_app(args)
 
 
 def _emulator(args: argparse.Namespace) -> int:
@@ -33,7 +45,4 @@ def main(argv: list[str] | None = None) -> None:
     """The ``peerchat`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        print("peerchat: the chat app is not there yet; running the emulator (see `peerchat --help`).", flush=True)
-        args = parser.parse_args(["emulator"])
-    sys.exit(args.handler(args))
+    sys.exit(args.handler(args))  # no command: the app

@@ -22,7 +22,7 @@ Exit codes:
 4     the relay cannot be reached (the emulator is not running, the network or database URL is wrong)
 5     timed out: ``receive --timeout`` ran out before ``--count`` items, or a confirmation never came
 6     the other device declined, a transfer failed, or the connection closed before everything was sent
-130   interrupted (Ctrl-C)
+130   interrupted (Ctrl-C or SIGTERM; the device goes offline cleanly first)
 ====  ===================================================================================================
 """
 
@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
 import time
 from pathlib import Path
@@ -98,7 +99,7 @@ def register(subparsers: Any) -> None:
              "5 timed out, 6 declined/failed/closed, 130 interrupted"
     peers = subparsers.add_parser("peers", help="list this user's other online devices", epilog=epilog)
     add_settings_arguments(peers)
-    peers.set_defaults(command_main=peers_main)
+    peers.set_defaults(command_main=peers_main, handler=run_command)
 
     send = subparsers.add_parser("send", help="send text and files to one of your devices", epilog=epilog)
     send.add_argument("device", metavar="DEVICE", help="the device's label or id")
@@ -107,14 +108,14 @@ def register(subparsers: Any) -> None:
     send.add_argument("--wait", type=float, default=10.0, metavar="S",
                       help="how long to wait for DEVICE to come online (default: 10)")
     add_settings_arguments(send)
-    send.set_defaults(command_main=send_main)
+    send.set_defaults(command_main=send_main, handler=run_command)
 
     receive = subparsers.add_parser("receive", help="stay online and save what your devices send", epilog=epilog)
     receive.add_argument("--count", type=int, metavar="N", help="exit after N texts and files")
     receive.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds (code 5 if --count "
                          "was not reached)")
     add_settings_arguments(receive)  # --download-dir is one of the settings
-    receive.set_defaults(command_main=receive_main)
+    receive.set_defaults(command_main=receive_main, handler=run_command)
 
 
 def run_command(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -123,7 +124,7 @@ def run_command(args: argparse.Namespace, *, out: TextIO | None = None, err: Tex
     err = err or sys.stderr
     try:
         settings = settings_from_args(args)
-        return asyncio.run(args.command_main(settings, args, out, err))
+        return asyncio.run(_until_terminated(args.command_main(settings, args, out, err)))
     except KeyboardInterrupt:
         err.write("peerchat: interrupted\n")
         return EXIT_INTERRUPTED
@@ -134,6 +135,31 @@ def run_command(args: argparse.Namespace, *, out: TextIO | None = None, err: Tex
         err.write(f"peerchat: {text}\n")
         err.flush()
         return code
+
+
+async def _until_terminated(command: Any) -> int:
+    """Run ``command``; SIGTERM stops it like Ctrl-C does (cleanly: this device goes offline at once)."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    terminated = False
+
+    def terminate() -> None:
+        nonlocal terminated
+        terminated = True
+        task.cancel()
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # no signal handlers off the main thread
+        loop.add_signal_handler(signal.SIGTERM, terminate)
+    try:
+        return await command
+    except asyncio.CancelledError:
+        if terminated:
+            raise KeyboardInterrupt from None
+        raise
+    finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
 
 
 def _say(stream: TextIO, text: str) -> None:
