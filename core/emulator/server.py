@@ -220,6 +220,7 @@ class Database:
         self.default_rules_text: str | None = None
         self.listener_buffer_bytes = listener_buffer_bytes
         self.push_ids = pushid.PushIdGenerator()
+        self._warned_indexes: set[tuple[str, Path, str]] = set()
 
     def namespace(self, name: str) -> _Namespace:
         ns = self.namespaces.get(name)
@@ -275,6 +276,20 @@ class Database:
         ruleset = self.rules_of(ns)
         if ruleset is not None and not self._can_read(ruleset, ns.root, path, caller, _now_ms(), q):
             raise _HTTPError(401, _PERMISSION_DENIED)
+
+    def warn_missing_index(self, ns: _Namespace, path: Path, q: query.Query) -> None:
+        """Log once per location when a query lacks the ``.indexOn`` the service would demand.
+
+        Like Google's emulator, the query is still answered (the deployed service would refuse it with 400).
+        """
+        wanted = query.required_index(q)
+        ruleset = self.rules_of(ns)
+        if wanted is None or ruleset is None or wanted in ruleset.index_on(path):
+            return
+        key = (ns.name, path, wanted)
+        if key not in self._warned_indexes:
+            self._warned_indexes.add(key)
+            log.warning("namespace %s: %s", ns.name, query.missing_index_message(q, path))
 
     def check_write(self, ns: _Namespace, new_root: object, paths: list[Path], caller: _Caller, now: int) -> None:
         if caller.admin:
@@ -567,6 +582,8 @@ class _Server:
             raise _HTTPError(400, "Mixing shallow with other query parameters is not allowed")
         q = query.parse_query(query_params) if query_params else None
         self.db.check_read(ns, path, caller, q)
+        if q is not None:
+            self.db.warn_missing_index(ns, path, q)
         value = tree.get(ns.root, path)
         headers: dict[str, str] = {}
         want_etag = request.headers.get("X-Firebase-ETag", "").lower() == "true"
@@ -639,6 +656,8 @@ class _Server:
         query_params = {k: params[k] for k in _QUERY_KEYS if k in params}
         q = query.parse_query(query_params) if query_params else None
         self.db.check_read(ns, path, caller, q)
+        if q is not None:
+            self.db.warn_missing_index(ns, path, q)
         listener = _Listener(path, q, caller, self.db.listener_buffer_bytes)
         # The first event and the registration happen in the same step, so no write falls between them.
         value = tree.get(ns.root, path)

@@ -183,6 +183,22 @@ async def test_listener_below_a_multi_path_update_gets_its_part():
             assert await _read_events(stream, 1) == [("put", {"path": "/", "data": {"z": 3}})]
 
 
+async def test_listener_with_a_query_gets_the_query_result(caplog):
+    async with Emulator(rules={"rules": {".read": True, ".write": True}}) as emu, \
+            aiohttp.ClientSession() as session:
+        await _request(session, "PUT", f"{emu.url}/s.json", b'{"a": 1, "b": 5, "c": 3}')
+        async with session.get(f"{emu.url}/s.json", params={"ns": "t", "orderBy": '"$value"', "limitToLast": "2"},
+                               headers={**OWNER, "Accept": "text/event-stream"}) as stream:
+            assert await _read_events(stream, 1) == [("put", {"path": "/", "data": {"b": 5, "c": 3}})]
+            await _request(session, "PUT", f"{emu.url}/s/d.json", b"4")
+            assert await _read_events(stream, 1) == [("put", {"path": "/", "data": {"b": 5, "d": 4}})]
+            await _request(session, "PUT", f"{emu.url}/s/a.json", b"0")  # outside the window: nothing sent
+            await _request(session, "PUT", f"{emu.url}/s/e.json", b"9")
+            assert await _read_events(stream, 1) == [("put", {"path": "/", "data": {"b": 5, "e": 9}})]
+    # Ordering by value without ".indexOn" is answered, with a warning naming the missing index.
+    assert 'Index not defined, add ".indexOn": ".value"' in caplog.text
+
+
 # -- the command -----------------------------------------------------------------------------------------------
 
 
