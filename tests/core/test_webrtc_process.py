@@ -170,3 +170,13 @@ async def test_without_the_loopback_candidate_a_loopback_only_machine_cannot_con
     events = await run_pair([*inside, *without], [*inside, *without])
     assert names(events["offerer"]) == ["failed"], events
     assert "network path" in events["offerer"][0]["error"]
+
+
+async def test_a_slow_receiver_process_keeps_the_senders_buffer_under_the_high_water_mark() -> None:
+    # 96 messages of 64 KiB (6 MiB) at a receiver that blocks 5 ms per message, with a 256 KiB high-water mark.
+    loopback = ["--host-address", "127.0.0.1", "--high-water", str(256 * 1024)]
+    events = await run_pair(["--", *loopback, "--flood", "96"], ["--", *loopback, "--slow", "0.005"])
+    assert names(events["offerer"]) == ["open", "done", "closed"], events
+    done = events["offerer"][1]
+    assert done["max_buffered"] <= done["high_water"] + done["frame"]
+    assert done["max_buffered"] > done["high_water"] // 4, "the sender must actually have filled its buffer"

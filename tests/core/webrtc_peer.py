@@ -12,6 +12,9 @@ Lines written to stdout (one JSON object each)::
 
 Lines read from stdin: ``{"signal": {...}}`` from the other process. The offerer sends ``--count`` messages (text
 and binary, plus one 1 MiB string); the answerer echoes every message back; the offerer checks them and closes.
+With ``--flood N`` the offerer sends N one-frame binary messages instead and reports the largest buffered amount
+it saw (``{"event": "done", "max_buffered": ..., "frame": ..., "high_water": ...}``); an answerer started with
+``--slow SECONDS`` blocks its process that long per message and only answers the final text with ``got N``.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from typing import Any
 
-from core.framing import Message
+from core.framing import MAX_FRAME_BYTES
 from core.webrtc import LinkClosed, LinkOptions, WebRTCLink
 
 BIG = "".join(chr(0x41 + i % 26) for i in range(1024 * 1024))
@@ -46,9 +50,33 @@ async def read_signals(link: WebRTCLink) -> None:
         await link.handle_signal(json.loads(line)["signal"])
 
 
-async def echo_until_closed(link: WebRTCLink, received: asyncio.Queue[str | bytes]) -> None:
+async def echo_until_closed(link: WebRTCLink, received: asyncio.Queue[str | bytes], slow: float) -> None:
+    """Echo every message; with ``slow``, block the whole process that long per message and echo text only."""
+    count = 0
     while True:
-        await link.send(await received.get())
+        message = await received.get()
+        if not slow:
+            await link.send(message)
+            continue
+        time.sleep(slow)  # a slow consumer: the event loop (and aiortc with it) stalls
+        if isinstance(message, bytes):
+            count += 1
+        else:
+            await link.send(f"got {count}")
+
+
+async def flood(link: WebRTCLink, received: asyncio.Queue[str | bytes], count: int) -> dict[str, int]:
+    """Send ``count`` one-frame binary messages as fast as send() allows; return the largest buffered amount seen."""
+    message = b"f" * (MAX_FRAME_BYTES - 1)
+    highest = 0
+    for _ in range(count):
+        await link.send(message)
+        highest = max(highest, link.buffered_amount)
+    await link.send("end")
+    reply = await received.get()
+    if reply != f"got {count}":
+        raise AssertionError(f"the receiver answered {reply!r}, expected 'got {count}'")
+    return {"max_buffered": highest, "frame": MAX_FRAME_BYTES}
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -56,6 +84,8 @@ async def main(args: argparse.Namespace) -> int:
         host_addresses=tuple(args.host_address) if args.host_address else None,
         include_loopback=not args.no_loopback,
         open_timeout=args.timeout,
+        high_water=args.high_water,
+        low_water=args.high_water // 4,
     )
 
     async def send_signal(signal: dict[str, Any]) -> None:
@@ -70,7 +100,11 @@ async def main(args: argparse.Namespace) -> int:
     try:
         await link.open()
         emit(event="open")
-        if args.role == "offerer":
+        if args.role == "offerer" and args.flood:
+            async with asyncio.timeout(args.timeout * 4):
+                emit(event="done", **(await flood(link, received, args.flood)), high_water=options.high_water)
+            await link.close()
+        elif args.role == "offerer":
             expected = expected_messages(args.count)
             for message in expected:
                 await link.send(message)
@@ -83,7 +117,7 @@ async def main(args: argparse.Namespace) -> int:
             emit(event="done", echoed=len(expected))
             await link.close()
         else:
-            echo = asyncio.create_task(echo_until_closed(link, received))
+            echo = asyncio.create_task(echo_until_closed(link, received, args.slow))
             await asyncio.wait([echo, closed], timeout=args.timeout * 4, return_when=asyncio.FIRST_COMPLETED)
             echo.cancel()
             await asyncio.gather(echo, return_exceptions=True)
@@ -105,5 +139,8 @@ if __name__ == "__main__":
     parser.add_argument("--host-address", action="append", default=[])
     parser.add_argument("--no-loopback", action="store_true")
     parser.add_argument("--count", type=int, default=200)
+    parser.add_argument("--flood", type=int, default=0, help="offerer: send this many 64 KiB messages instead")
+    parser.add_argument("--slow", type=float, default=0.0, help="answerer: block this long per message")
+    parser.add_argument("--high-water", type=int, default=LinkOptions.high_water)
     parser.add_argument("--timeout", type=float, default=15.0)
     sys.exit(asyncio.run(main(parser.parse_args())))
