@@ -78,15 +78,15 @@ def emulator() -> Iterator[Emulator | RemoteEmulator]:
     Ours in a background thread (``url``, ``host_port``, ``database_url(ns)``, ``load_rules(rules, namespace)``,
     ``clear(namespace)``), or the server named by ``FIREBASE_DATABASE_EMULATOR_HOST`` behind the same methods.
     Do not stop it: tests that need a restart start an ``Emulator`` of their own. Ours sends a keep-alive every
-    second, so closing a firebase-admin listener takes at most about a second.
+    half second, so closing a firebase-admin listener takes at most about half a second.
     """
     host_port = os.environ.get(EMULATOR_HOST_ENV)
     if host_port:
         yield RemoteEmulator(host_port)
         return
-    # Keep-alives every second: firebase-admin's ``ListenerRegistration.close()`` only returns once the server
-    # sends something on the stream, so with the service's 30 s it would block a test for up to 30 s.
-    with Emulator.in_thread(keepalive_interval=1.0) as emu:
+    # Keep-alives every half second: firebase-admin's ``ListenerRegistration.close()`` only returns once the
+    # server sends something on the stream, so with the service's 30 s it would block a test for up to 30 s.
+    with Emulator.in_thread(keepalive_interval=0.5) as emu:
         yield emu
 
 

@@ -9,7 +9,8 @@ The unchanged firebase-admin SDK talks to it over real HTTP exactly as it talks 
 - ``ns=NAME`` picks a namespace: each has its own data, rules and listeners.
 - Who is calling: ``auth_variable_override=<json>`` (rules apply with ``auth`` = that object, ``null`` =
   unauthenticated) wins over ``auth=<ID token>`` (the JWT payload is decoded without verification, like Google's
-  emulator, ``auth.uid`` = ``sub``), which wins over ``Authorization: Bearer <anything>`` (admin, rules bypassed).
+  emulator, ``auth.uid`` = ``sub``; ``auth=owner`` is admin), which wins over ``Authorization: Bearer <anything>``
+  (admin, rules bypassed).
   A request with none of these is unauthenticated.
 
 Every write is done synchronously inside its handler, after the body was read: the data-tree operations are pure
@@ -466,6 +467,8 @@ def _caller(request: web.Request, params: Mapping[str, str]) -> _Caller:
         _override_cache[override] = caller
         return caller
     token = params.get("auth")
+    if token == "owner":  # as in a bearer header: the emulator's admin credential
+        return _ADMIN
     if token is not None:
         return _Caller(False, _auth_from_id_token(token))
     authorization = request.headers.get("Authorization", "")
@@ -674,7 +677,7 @@ class _Server:
                 return response
             await response.prepare(request)
             await self._pump(listener, response)
-        except (ConnectionError, asyncio.CancelledError):
+        except ConnectionError:  # the client went away
             listener.dropped = True
         finally:
             ns.remove(listener)

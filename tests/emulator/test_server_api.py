@@ -45,6 +45,13 @@ async def _read_events(response: aiohttp.ClientResponse, count: int) -> list[tup
     return events
 
 
+def test_public_names():
+    import core.emulator
+
+    assert sorted(core.emulator.__all__) == ["DEFAULT_PORT", "DataError", "Emulator", "RuleSet", "RulesParseError",
+                                             "load_ruleset"]
+
+
 async def test_restart_keeps_port_and_data_and_cuts_streams():
     emu = Emulator()
     await emu.start()
@@ -92,6 +99,17 @@ async def test_load_rules_default_and_per_namespace_and_clear():
         assert (await _request(session, "GET", url, auth_variable_override="null"))[0] == 401
         with pytest.raises(RulesParseError):
             emu.load_rules({"rules": {".read": "nonsense ==="}})
+
+
+async def test_auth_param_owner_is_admin_and_bad_tokens_are_refused():
+    async with Emulator(rules={"rules": {".read": False, ".write": False}}) as emu, \
+            aiohttp.ClientSession() as session:
+        async with session.put(f"{emu.url}/a.json", params={"ns": "t", "auth": "owner"}, data=b"1") as response:
+            assert response.status == 200
+        for token in ("garbage", "a.b.c", "a.e30.c"):  # not a JWT, bad base64, no subject
+            async with session.get(f"{emu.url}/a.json", params={"ns": "t", "auth": token}) as response:
+                assert response.status == 401
+                assert "auth token" in (await response.json())["error"]
 
 
 async def test_rules_from_a_file(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import queue
 import socket
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -58,8 +59,12 @@ def listen(admin) -> Iterator:
         return recorder
 
     yield start
-    for registration in registrations:
-        registration.close()
+    # close() returns only after the server's next keep-alive: close them all at once.
+    closers = [threading.Thread(target=registration.close) for registration in registrations]
+    for closer in closers:
+        closer.start()
+    for closer in closers:
+        closer.join(timeout=WAIT)
 
 
 def test_first_event_is_the_whole_value(admin, listen):
