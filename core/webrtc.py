@@ -313,8 +313,8 @@ class WebRTCLink:
         """Take a signal from the other side. Signals that arrive after close are ignored.
 
         Raises:
-            ProtocolError: the signal is malformed or unexpected now; it was ignored (an invalid description also
-                fails the opening with an UpgradeError saying so).
+            ProtocolError: the signal is malformed, not valid SDP, or unexpected now; it was ignored and the link
+                keeps waiting for a good one (until its open time-out).
         """
         kind, sdp = self._check_signal(signal)
         if self._state is LinkState.CLOSED:
