@@ -30,8 +30,8 @@ class IncomingConnectionDialog(ModalScreen[bool]):
             yield Label(Text.assemble((self.peer.label, "bold"), f" ({self.peer.id}) wants to open a session with "
                                       "this device."))
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Accept [a]", variant="success", id="accept")
-                yield Button("Decline [d]", variant="error", id="decline")
+                yield Button("Accept (a)", variant="success", id="accept")
+                yield Button("Decline (d)", variant="error", id="decline")
 
     def on_mount(self) -> None:
         self.query_one("#accept", Button).focus()

@@ -41,8 +41,8 @@ class IncomingFilesDialog(ModalScreen[bool]):
                 yield Label(f"  … and {len(self.files) - MAX_LISTED} more", classes="dialog-hint")
             yield Label(f"Saved to {self.download_dir}", classes="dialog-hint")
             with Horizontal(classes="dialog-buttons"):
-                yield Button("Accept [a]", variant="success", id="accept")
-                yield Button("Decline [d]", variant="error", id="decline")
+                yield Button("Accept (a)", variant="success", id="accept")
+                yield Button("Decline (d)", variant="error", id="decline")
 
     def on_mount(self) -> None:
         self.query_one("#accept", Button).focus()

@@ -33,6 +33,7 @@ class DeviceList(DataTable[Text]):
     def on_mount(self) -> None:
         self.add_column(" ", key="dot", width=1)
         self.add_column("Device", key="device")
+        self.add_column("ID", key="id")
         self.add_column("Seen", key="seen")
         self.show_rows([])
 
@@ -45,14 +46,14 @@ class DeviceList(DataTable[Text]):
         for row in rows:
             dot = Text("●", style="bold green") if row.online else Text("○", style="dim")
             name = Text(row.peer.label, style="bold" if row.online else "dim")
-            name.append(f"  {row.peer.id}", style="dim")
+            ident = Text(row.peer.id, style="dim")
             if row.online:
                 seen = Text("online", style="green")
             elif row.last_seen is not None:
                 seen = Text(format_ago(now - row.last_seen), style="dim")
             else:
                 seen = Text("offline", style="dim")
-            self.add_row(dot, name, seen, key=row.peer.id)
+            self.add_row(dot, name, ident, seen, key=row.peer.id)
         if selected is not None and selected.id in self._rows:
             self.move_cursor(row=self.get_row_index(selected.id))
 

@@ -1,0 +1,176 @@
+"""Snapshot tests (pytest-textual-snapshot) of the main screens, from the real app on a real emulator.
+
+The app runs exactly as ``peerchat --emulator HOST:PORT`` does (its own backend and manager); the other devices
+are real managers on a background event loop. Everything shown is fixed: the labels, ids and user, the clock
+(``show_latency=False`` hides round-trip figures), the emulator's port, and WebRTC is off so the link is always
+the relay. Update the pictures with ``pytest tests/app/test_snapshots.py --snapshot-update`` and look at them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any
+
+import firebase_admin
+import pytest
+from google.auth.credentials import AnonymousCredentials
+from textual.widgets import Input
+
+from app_helpers import wait_until
+from core import FirebasePeerConnectionManager, ManagerOptions, PeerInfo
+from core.emulator import Emulator
+from peerchat.app import create_app
+from peerchat.backend import make_upgrader
+from peerchat.config import Settings
+from peerchat.dialogs import IncomingConnectionDialog
+from peerchat.widgets import DeviceList
+
+SNAPSHOT_PORT = 19_871  # fixed: the relay line shows the emulator's address
+USER = "snap"
+SIZE = (110, 30)
+FIXED_TIME = 1_768_469_400.0  # 2026-01-15 09:30 UTC
+OPTIONS = ManagerOptions(webrtc=False)
+
+
+class OtherDevices:
+    """Real managers for the user's other devices, on an event loop in a background thread."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="other-devices", daemon=True)
+        self.thread.start()
+        self.managers: dict[str, FirebasePeerConnectionManager] = {}
+        self.apps: list[firebase_admin.App] = []
+
+    def run(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def wait(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Await ``coro`` on the devices' loop from another loop (the app's)."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
+
+    def start(self, label: str) -> FirebasePeerConnectionManager:
+        app = firebase_admin.initialize_app(
+            AnonymousCredentials(),
+            {"databaseURL": self.database_url, "databaseAuthVariableOverride": {"uid": USER}},
+            name=f"snap-{label}-{uuid.uuid4().hex}",
+        )
+        self.apps.append(app)
+
+        async def make() -> FirebasePeerConnectionManager:
+            manager = FirebasePeerConnectionManager(USER, PeerInfo(f"{label}-1", label), app=app, options=OPTIONS,
+                                                    upgrader=make_upgrader(OPTIONS))
+            await manager.start()
+            return manager
+
+        self.managers[label] = self.run(make())
+        return self.managers[label]
+
+    def stop(self, label: str) -> None:
+        self.run(self.managers.pop(label).stop())
+
+    def close(self) -> None:
+        for label in list(self.managers):
+            self.stop(label)
+        for app in self.apps:
+            firebase_admin.delete_app(app)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def snapshot_relay() -> Iterator[Emulator]:
+    with socket.socket() as probe:
+        if probe.connect_ex(("127.0.0.1", SNAPSHOT_PORT)) == 0:
+            pytest.fail(f"port {SNAPSHOT_PORT} is in use; the snapshot tests need it (the relay line shows it)")
+    with Emulator.in_thread(port=SNAPSHOT_PORT) as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def devices(snapshot_relay: Emulator) -> Iterator[OtherDevices]:
+    others = OtherDevices(f"http://127.0.0.1:{SNAPSHOT_PORT}?ns=peerchat")
+    yield others
+    others.close()
+
+
+@pytest.fixture
+def utc(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+
+
+def laptop_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    settings = Settings(user=USER, label="laptop", device_id="laptop-1", emulator=f"127.0.0.1:{SNAPSHOT_PORT}",
+                        webrtc=False, download_dir=Path("/home/me/Downloads/peerchat"))
+    return create_app(settings, clock=lambda: FIXED_TIME, show_latency=False)
+
+
+async def settle(pilot: Any) -> None:
+    """Clear toasts (their timing is not part of the picture) and let the screen settle."""
+    pilot.app.clear_notifications()
+    for cursor in pilot.app.query(Input):
+        cursor.cursor_blink = False
+    await pilot.pause(0.2)
+
+
+def online_rows(pilot: Any) -> Callable[[], int]:
+    def count() -> int:
+        found = pilot.app.screen_stack[0].query(DeviceList) if pilot.app.screen_stack else []
+        return sum(1 for row in found[0]._rows.values() if row.online) if found else 0
+
+    return count
+
+
+def test_devices_screen(snap_compare, devices, utc, tmp_path, monkeypatch):
+    devices.start("desktop")
+    devices.start("phone")
+    devices.start("tablet")
+
+    async def run_before(pilot: Any) -> None:
+        await wait_until(lambda: online_rows(pilot)() == 3, pilot, what="three devices online")
+        await devices.wait(devices.managers.pop("tablet").stop())
+        await wait_until(lambda: online_rows(pilot)() == 2, pilot, what="the tablet offline")
+        await settle(pilot)
+
+    assert snap_compare(laptop_app(tmp_path, monkeypatch), terminal_size=SIZE, run_before=run_before)
+
+
+def test_incoming_connection_dialog(snap_compare, devices, utc, tmp_path, monkeypatch):
+    desktop = devices.start("desktop")
+
+    async def run_before(pilot: Any) -> None:
+        await wait_until(lambda: online_rows(pilot)() == 1, pilot, what="the desktop online")
+        await devices.wait(desktop.connect_to_peer("laptop-1"))
+        await wait_until(lambda: isinstance(pilot.app.screen, IncomingConnectionDialog), pilot, what="the dialog")
+        await settle(pilot)
+
+    assert snap_compare(laptop_app(tmp_path, monkeypatch), terminal_size=SIZE, run_before=run_before)
+
+
+def test_chat_session(snap_compare, devices, utc, tmp_path, monkeypatch):
+    desktop = devices.start("desktop")
+    devices.start("phone")
+
+    async def run_before(pilot: Any) -> None:
+        await wait_until(lambda: online_rows(pilot)() == 2, pilot, what="two devices online")
+        connection = await devices.wait(desktop.connect_to_peer("laptop-1"))
+        await wait_until(lambda: isinstance(pilot.app.screen, IncomingConnectionDialog), pilot, what="the dialog")
+        await pilot.press("a")
+        view = await wait_until(lambda: pilot.app.main.active_session, pilot, what="the session")
+        await devices.wait(connection.send("Hi! Are the holiday photos on the laptop?"))
+        await wait_until(lambda: len(view.query_one("RichLog").lines) >= 2, pilot, what="the first message")
+        await pilot.press(*"Yes, sending them in a minute.", "enter")
+        await pilot.press(*"/help", "enter")
+        await wait_until(lambda: len(view.query_one("RichLog").lines) >= 4, pilot, what="the reply and the help")
+        await settle(pilot)
+
+    assert snap_compare(laptop_app(tmp_path, monkeypatch), terminal_size=SIZE, run_before=run_before)
