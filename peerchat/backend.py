@@ -176,7 +176,9 @@ class Backend:
     Args:
         settings: who and where (see :mod:`peerchat.config`).
         on_relay_status: called with ``(text, ok)`` when the relay goes away, comes back or is restarted.
-        watch_interval: seconds between relay health checks (emulator modes only).
+        watch_interval: seconds between relay health checks (emulator modes only; 0 turns them off).
+        options: the manager's options (default: core's, with ``webrtc`` from the settings).
+        embedded_at: where the embedded emulator lives (default 127.0.0.1:9000; tests use a free port).
     """
 
     def __init__(
@@ -186,8 +188,11 @@ class Backend:
         on_relay_status: Callable[[str, bool], None] | None = None,
         watch_interval: float = 3.0,
         options: ManagerOptions | None = None,
+        embedded_at: tuple[str, int] | None = None,
     ) -> None:
         self.settings = settings
+        self._address = settings.emulator_address if settings.mode != "embedded" or embedded_at is None \
+            else embedded_at
         self._on_relay_status = on_relay_status or (lambda text, ok: None)
         self._watch_interval = watch_interval
         self._options = options or ManagerOptions(webrtc=settings.webrtc)
@@ -201,8 +206,14 @@ class Backend:
         return PeerInfo(self.settings.device_id, self.settings.label)
 
     @property
-    def owns_emulator(self) -> bool:
-        return self._emulator is not None
+    def emulator(self) -> Any:
+        """The emulator this backend started in this process (core.emulator.Emulator), or None."""
+        return self._emulator
+
+    @property
+    def relay_address(self) -> tuple[str, int]:
+        """The emulator's (host, port) in the emulator modes."""
+        return self._address
 
     async def __aenter__(self) -> PeerConnectionManager:
         return await self.start()
@@ -219,7 +230,7 @@ class Backend:
         """
         settings = self.settings
         if settings.mode != "firebase":
-            host, port = settings.emulator_address
+            host, port = self._address
             if not await relay_answers(host, port):
                 if settings.mode == "emulator":
                     raise RelayGoneError(
@@ -280,14 +291,18 @@ class Backend:
                     f"the credentials file {settings.credentials} is not a service-account JSON ({exc}). "
                     "Download one from the Firebase console: Project settings > Service accounts"
                 ) from exc
-        options = {"databaseURL": settings.relay_url, "databaseAuthVariableOverride": {"uid": settings.user}}
+        url = settings.relay_url
+        if settings.mode != "firebase":
+            host, port = self._address
+            url = f"http://{host}:{port}?ns={settings.namespace}"
+        options = {"databaseURL": url, "databaseAuthVariableOverride": {"uid": settings.user}}
         name = f"peerchat-{settings.device_id}-{uuid.uuid4().hex[:8]}"
         return firebase_admin.initialize_app(credential, options, name=name)
 
     async def _start_emulator(self) -> None:
         from core.emulator import Emulator
 
-        host, port = self.settings.emulator_address
+        host, port = self._address
         rules = RULES_FILE if RULES_FILE.is_file() else None
         emulator = Emulator(host=host, port=port, rules=rules)
         try:
@@ -301,7 +316,7 @@ class Backend:
 
     async def _watch(self) -> None:
         """Check the relay now and then; restart the embedded emulator when it went away."""
-        host, port = self.settings.emulator_address
+        host, port = self._address
         healthy = True
         while True:
             await asyncio.sleep(self._watch_interval)
