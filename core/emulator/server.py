@@ -246,15 +246,28 @@ class Database:
             affected = [ns]
         now = _now_ms()
         for ns in affected:
-            ruleset = self.rules_of(ns)
-            if ruleset is None:
+            self.cancel_revoked(ns, now)
+
+    def cancel_revoked(self, ns: _Namespace, now: int) -> None:
+        """Send ``cancel`` to (and end) the listeners of ``ns`` whose read the rules no longer allow.
+
+        Checked after a rules change and after every write (rules may depend on data: ``root.child(...)``).
+        """
+        ruleset = self.rules_of(ns)
+        if ruleset is None:
+            return
+        verdicts: dict[tuple[Path, int, int], bool] = {}
+        for listener in ns.all_listeners():
+            caller = listener.caller
+            if caller.admin:
                 continue
-            for listener in ns.all_listeners():
-                if listener.caller.admin:
-                    continue
-                if not self._can_read(ruleset, ns.root, listener.path, listener.caller, now, listener.query):
-                    ns.remove(listener)
-                    listener.finish(_CANCEL)
+            key = (listener.path, id(caller), id(listener.query))
+            allowed = verdicts.get(key)
+            if allowed is None:
+                allowed = verdicts[key] = self._can_read(ruleset, ns.root, listener.path, caller, now, listener.query)
+            if not allowed:
+                ns.remove(listener)
+                listener.finish(_CANCEL)
 
     def clear(self, namespace: str) -> None:
         ns = self.namespace(namespace)
@@ -318,6 +331,7 @@ class Database:
         new_root = tree.set_at(ns.root, path, value)
         self.check_write(ns, new_root, [path], caller, now)
         old_root, ns.root = ns.root, new_root
+        self.cancel_revoked(ns, now)
         self.notify_set(ns, old_root, new_root, path)
         return tree.get(new_root, path)
 
@@ -328,6 +342,7 @@ class Database:
         new_root = tree.update_at(ns.root, path, raw, now_ms=now)
         self.check_write(ns, new_root, [path + sub for sub in subs], caller, now)
         old_root, ns.root = ns.root, new_root
+        self.cancel_revoked(ns, now)
         self.notify_update(ns, old_root, new_root, path, subs)
         return {"/".join(sub): tree.get(new_root, path + sub) for sub in subs}
 

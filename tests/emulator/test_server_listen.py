@@ -208,6 +208,29 @@ def test_rules_change_keeps_a_listener_that_may_still_read(emulator, namespace, 
             assert event == "keep-alive"
 
 
+def test_data_change_that_revokes_the_read_cancels_the_listener(emulator, namespace, firebase_app_factory):
+    firebase_app_factory.load_rules({"rules": {
+        "rooms": {"$room": {".read": "root.child('members').child($room).child(auth.uid).exists()"}},
+        ".write": True,
+    }})
+    admin = firebase_app_factory.make()
+    db.reference("/members/r1/alice", app=admin).set(True)
+    with _stream(emulator, namespace, "/rooms/r1", override='{"uid":"alice"}') as response:
+        events = _events(response)
+        assert next(events)[0] == "put"
+        db.reference("/rooms/r1/msg", app=admin).set("hi")
+        db.reference("/members/r1/alice", app=admin).delete()
+        seen = []
+        for event, data in events:
+            if event == "cancel":
+                break
+            if event != "keep-alive":
+                seen.append((event, json.loads(data)))
+        else:
+            raise AssertionError("the stream ended without a cancel event")
+        assert seen == [("put", {"path": "/msg", "data": "hi"})]
+
+
 def test_stalled_listener_does_not_block_writes_or_other_listeners(emulator, namespace, admin, listen):
     # A client that opens a stream and never reads it.
     host, port = emulator.host_port.rsplit(":", 1)
