@@ -12,6 +12,7 @@ as JSON text)::
     {"kind": "data",   "seq": 7, "data": "hello", "confirm": true}   ... and the sender waits for its ack
     {"kind": "binary", "seq": 8, "data": "<base64>"}   sequenced: bytes, base64 in a string
     {"kind": "signal", "seq": 9, "data": "<json>"}     sequenced: WebRTC signalling (a JSON object as text)
+    {"kind": "data",   "seq": 11, "data": "<piece>", "more": true}   a fragment: more of this message follows
     {"kind": "close",  "seq": 10, "data": ""}          sequenced: the peer disconnects after everything before it
     {"kind": "ack",    "seq": 10}                      cumulative: every sequenced frame up to 10 was delivered
     {"kind": "ping",   "seq": 3}                       latency probe, answered at once with a pong
@@ -26,6 +27,17 @@ Acknowledgements are delayed a little (``ack_delay``) so that a busy stream need
 sender waits for one: a frame marked ``confirm``, a signal or close frame, a duplicate (the sender is
 retransmitting), or a quarter of the window delivered since the last one; those are acknowledged at once.
 :attr:`ReliableStream.ack_due` tells the caller when to call :meth:`ReliableStream.flush_ack`.
+
+Large messages: one frame carries at most ``max_frame_bytes`` UTF-8 bytes of ``data`` (the relay's rules allow
+64 KiB per stored frame). :meth:`ReliableStream.send_message` splits a longer ``data`` or ``binary`` message into
+*fragments*, consecutive sequenced frames of the same kind, every one but the last marked ``"more": true`` (only
+the last carries ``confirm``). Fragments are ordinary frames for acknowledgement, retransmission and link
+switches; the receiver joins them in sequence order and delivers the whole message once, with the last fragment's
+sequence number. So the acknowledgement of the last fragment means the whole message reached the application. The
+receiver holds at most ``max_message_bytes`` of a message being joined: a longer fragment run, or a fragment run
+broken by another kind of frame, is a :class:`Broken` stream (the connection must close with a protocol error).
+The fragments of one message are queued together, so other messages wait behind them; the window bounds how long
+(a 16 MiB message is 256 frames, eight windows).
 
 At most ``window`` sequenced frames are in flight (written, not yet acknowledged); later ones wait in order. That
 is the backpressure a sender feels when its peer reads slowly.
@@ -104,12 +116,24 @@ class BadFrame:
     error: ProtocolError
 
 
-Action = WriteFrame | Deliver | Acked | RttMeasured | SlowStarted | SlowEnded | PeerGone | BadFrame
+@dataclass(frozen=True)
+class Broken:
+    """The peer broke the stream beyond repair (a fragmented message over the limit, or a fragment run cut by another
+    kind of frame): close the connection with ``error``. The stream delivers nothing more."""
+
+    error: ProtocolError
+
+
+Action = WriteFrame | Deliver | Acked | RttMeasured | SlowStarted | SlowEnded | PeerGone | BadFrame | Broken
 
 
 @dataclass(frozen=True)
 class StreamTimers:
-    """The intervals a :class:`ReliableStream` works with, in seconds (see :class:`core.options.ManagerOptions`)."""
+    """The intervals (seconds) and limits a :class:`ReliableStream` works with (see :class:`core.options.ManagerOptions`).
+
+    ``max_frame_bytes`` is the most UTF-8 bytes of ``data`` one frame carries; ``max_message_bytes`` the most a
+    whole joined message may hold (UTF-8 bytes of text; raw bytes of binary data, which travels as base64).
+    """
 
     window: int = 32
     retransmit_interval: float = 2.0
@@ -118,6 +142,8 @@ class StreamTimers:
     slow_after: float = 2.0
     peer_timeout: float = 15.0
     ack_delay: float = 0.05
+    max_frame_bytes: int = 64 * 1024
+    max_message_bytes: int = 16 * 1024 * 1024
 
 
 @dataclass
@@ -161,6 +187,11 @@ class ReliableStream:
         self._gone = False
         self._ack_due: float | None = None
         self._unacked_deliveries = 0
+        # The message being joined from fragments: its kind, pieces and size so far.
+        self._partial_kind: str | None = None
+        self._partial: list[str] = []
+        self._partial_size = 0
+        self._broken = False
         self.rtt: float | None = None
 
     # ------------------------------------------------------------------------------------------------ properties
@@ -211,6 +242,29 @@ class ReliableStream:
         self._queued.append(frame)
         return seq, self._release(now)
 
+    def send_message(self, kind: str, data: str, now: float, *, confirm: bool = False) -> tuple[int, list[Action]]:
+        """Queue a ``data`` or ``binary`` message, split into fragments of at most ``max_frame_bytes`` if needed.
+
+        Returns the sequence number of its last frame (acknowledged once the peer's application has the whole
+        message) and the frames that may be written now. The size limit of a whole message is the caller's to
+        check (before calling, so that nothing is queued for a message that is refused).
+        """
+        if kind not in ("data", "binary"):
+            raise ValueError(f"only data and binary messages are split into fragments, not {kind!r}")
+        if not isinstance(data, str):
+            raise TypeError("frame data must be a string")
+        pieces = split_utf8(data, self.timers.max_frame_bytes)
+        last = len(pieces) - 1
+        for index, piece in enumerate(pieces):
+            frame: dict[str, Any] = {"kind": kind, "seq": self._next_seq, "data": piece}
+            self._next_seq += 1
+            if index < last:
+                frame["more"] = True
+            elif confirm:
+                frame["confirm"] = True
+            self._queued.append(frame)
+        return self._next_seq - 1, self._release(now)
+
     def flush_ack(self, now: float) -> list[Action]:
         """Write the delayed acknowledgement if it is due."""
         if self._ack_due is not None and now >= self._ack_due:
@@ -220,6 +274,8 @@ class ReliableStream:
     def receive(self, frame: object, now: float) -> list[Action]:
         """Handle a frame that arrived on any link."""
         actions: list[Action] = []
+        if self._broken:
+            return actions
         try:
             kind, seq = _check_frame(frame)
         except ProtocolError as exc:
@@ -327,19 +383,53 @@ class ReliableStream:
         self._reorder[seq] = frame
         actions: list[Action] = []
         urgent = False
+        progressed = False
         while self._delivered + 1 in self._reorder:
             nxt = self._reorder.pop(self._delivered + 1)
             self._delivered += 1
             self._unacked_deliveries += 1
+            progressed = True
             urgent = urgent or nxt.get("confirm") is True or nxt["kind"] not in ("data", "binary")
-            actions.append(Deliver(nxt["kind"], nxt["seq"], nxt["data"]))
-        if not actions:
+            joined = self._join(nxt)
+            if isinstance(joined, Broken):
+                self._broken = True
+                self._reorder.clear()
+                actions.append(joined)
+                return actions
+            if joined is not None:
+                actions.append(joined)
+        if not progressed:
             return actions
         if urgent or self.timers.ack_delay <= 0 or self._unacked_deliveries >= max(1, self.timers.window // 4):
             actions += self._ack_now()
         elif self._ack_due is None:
             self._ack_due = now + self.timers.ack_delay
         return actions
+
+    def _join(self, frame: dict[str, Any]) -> Deliver | Broken | None:
+        """Take the next in-order frame: a whole message to deliver, None while fragments are joined, or Broken."""
+        kind, data, more = frame["kind"], frame["data"], frame.get("more") is True
+        if self._partial_kind is None and not more:
+            return Deliver(kind, frame["seq"], data)
+        if self._partial_kind is not None and kind != self._partial_kind:
+            return Broken(ProtocolError(
+                f"Message {frame['seq']} ({kind}) arrived inside a fragmented {self._partial_kind} message."
+            ))
+        self._partial_kind = kind
+        self._partial.append(data)
+        self._partial_size += len(data)
+        limit = self.timers.max_message_bytes
+        # Text: a character is at least one UTF-8 byte. Binary: base64 of ``limit`` bytes.
+        allowed = limit if kind == "data" else 4 * -(-limit // 3)
+        if self._partial_size > allowed:
+            return Broken(ProtocolError(
+                f"A fragmented {kind} message grew over the limit of {limit} bytes at message {frame['seq']}."
+            ))
+        if more:
+            return None
+        whole = "".join(self._partial)
+        self._partial_kind, self._partial, self._partial_size = None, [], 0
+        return Deliver(kind, frame["seq"], whole)
 
     def _ack_now(self) -> list[Action]:
         self._ack_due = None
@@ -378,4 +468,35 @@ def _check_frame(frame: object) -> tuple[str, int]:
             raise ProtocolError(f"A {kind} frame needs a string 'data' field.")
         if "confirm" in frame and not isinstance(frame["confirm"], bool):
             raise ProtocolError(f"A {kind} frame's 'confirm' must be true or false.")
+        if "more" in frame:
+            if not isinstance(frame["more"], bool):
+                raise ProtocolError(f"A {kind} frame's 'more' must be true or false.")
+            if frame["more"] and kind not in ("data", "binary"):
+                raise ProtocolError(f"A {kind} frame cannot be a fragment ('more' is only for data and binary).")
     return kind, seq
+
+
+def split_utf8(data: str, max_bytes: int) -> list[str]:
+    """``data`` cut into pieces of at most ``max_bytes`` UTF-8 bytes each, never inside a character.
+
+    Raises:
+        ValueError: ``max_bytes`` is below 4 (a character may need 4 bytes), or ``data`` holds a lone surrogate.
+    """
+    if max_bytes < 4:
+        raise ValueError(f"a fragment must hold at least 4 bytes (one character), not {max_bytes}")
+    if len(data) * 4 <= max_bytes:  # no encoding needed: even 4-byte characters fit
+        return [data]
+    encoded = data.encode("utf-8")
+    if len(encoded) <= max_bytes:
+        return [data]
+    if len(encoded) == len(data):  # ASCII: bytes and characters are the same
+        return [data[start : start + max_bytes] for start in range(0, len(data), max_bytes)]
+    pieces: list[str] = []
+    start, size = 0, len(encoded)
+    while start < size:
+        end = min(start + max_bytes, size)
+        while end < size and encoded[end] & 0xC0 == 0x80:  # a continuation byte: back up to a character start
+            end -= 1
+        pieces.append(encoded[start:end].decode("utf-8"))
+        start = end
+    return pieces

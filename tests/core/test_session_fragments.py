@@ -1,0 +1,165 @@
+"""Tests for large messages in core.session: splitting into fragments, joining, limits (sans-I/O, no links)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from core.session import Broken, Deliver, ReliableStream, StreamTimers, WriteFrame, split_utf8
+
+SMALL = StreamTimers(ack_delay=0, max_frame_bytes=16, max_message_bytes=100, window=4)
+
+
+def frames(actions):
+    return [a.frame for a in actions if isinstance(a, WriteFrame)]
+
+
+def delivered(actions):
+    return [(a.kind, a.seq, a.data) for a in actions if isinstance(a, Deliver)]
+
+
+def pump(sender: ReliableStream, receiver: ReliableStream, first: list, *, shuffle: random.Random | None = None):
+    """Carry frames both ways until nothing moves; returns everything the receiver delivered."""
+    out: list = []
+    to_receiver = frames(first)
+    for _ in range(1000):
+        if not to_receiver:
+            break
+        if shuffle is not None:
+            shuffle.shuffle(to_receiver)
+        to_sender: list = []
+        for frame in to_receiver:
+            actions = receiver.receive(frame, 0.0)
+            out += delivered(actions)
+            to_sender += frames(actions)
+        to_receiver = []
+        for frame in to_sender:
+            to_receiver += frames(sender.receive(frame, 0.0))
+    return out
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "short", "x" * 16, "x" * 17, "é" * 40, "a" + "€" * 30, "🙂" * 25 + "z", "mixé€🙂" * 7],
+)
+def test_split_utf8_never_cuts_a_character_and_respects_the_size(text):
+    pieces = split_utf8(text, 16)
+    assert "".join(pieces) == text
+    assert all(len(piece.encode("utf-8")) <= 16 for piece in pieces)
+    assert all(piece for piece in pieces) or text == ""
+
+
+def test_split_utf8_refuses_a_size_below_one_character():
+    with pytest.raises(ValueError):
+        split_utf8("abc", 3)
+
+
+def test_a_small_message_is_one_frame_without_more():
+    s = ReliableStream(SMALL)
+    seq, actions = s.send_message("data", "hello", 0.0, confirm=True)
+    assert seq == 1
+    assert frames(actions) == [{"kind": "data", "seq": 1, "data": "hello", "confirm": True}]
+
+
+def test_a_large_message_is_split_marked_and_confirmed_on_its_last_fragment():
+    s = ReliableStream(SMALL)
+    text = "0123456789abcdef" * 3 + "tail"
+    last, actions = s.send_message("data", text, 0.0, confirm=True)
+    written = frames(actions)
+    assert last == 4 and [f["seq"] for f in written] == [1, 2, 3, 4]
+    assert [f.get("more", False) for f in written] == [True, True, True, False]
+    assert [f.get("confirm", False) for f in written] == [False, False, False, True]
+    assert "".join(f["data"] for f in written) == text
+
+
+def test_fragments_beyond_the_window_wait_and_the_whole_message_arrives_once():
+    a, b = ReliableStream(SMALL), ReliableStream(SMALL)
+    text = "é" * 45  # 90 bytes: 6 fragments of at most 16 bytes, window 4
+    last, actions = a.send_message("data", text, 0.0)
+    assert len(frames(actions)) == 4 and a.queued == 2
+    got = pump(a, b, actions)
+    assert got == [("data", last, text)]
+    assert a.acked == last and a.in_flight == 0 and a.queued == 0
+
+
+def test_messages_after_a_fragmented_one_keep_their_order():
+    a, b = ReliableStream(SMALL), ReliableStream(SMALL)
+    actions = a.send("data", "before", 0.0)[1]
+    actions += a.send_message("binary", "QUJD" * 10, 0.0)[1]
+    actions += a.send_message("data", "after", 0.0)[1]
+    got = pump(a, b, actions)
+    assert [(kind, data) for kind, _, data in got] == [("data", "before"), ("binary", "QUJD" * 10), ("data", "after")]
+
+
+def test_lost_duplicated_and_reordered_fragments_still_join_once():
+    rng = random.Random(7)
+    a, b = ReliableStream(SMALL), ReliableStream(SMALL)
+    text = "".join(rng.choice("ab€🙂") for _ in range(20))
+    last, actions = a.send_message("data", text, 0.0)
+    written = frames(actions)
+    # Each frame arrives twice, in a shuffled order; then a link switch writes every unacknowledged one again.
+    got = []
+    for frame in rng.sample(written + written, 2 * len(written)):
+        got += delivered(b.receive(frame, 0.0))
+    got += pump(a, b, a.resend_unacked(1.0), shuffle=rng)
+    assert got == [("data", last, text)]
+
+
+def test_only_the_last_fragment_of_a_confirmed_message_is_acknowledged_at_once():
+    timers = StreamTimers(ack_delay=0.05, max_frame_bytes=16, window=32)
+    a, b = ReliableStream(timers), ReliableStream(timers)
+    _, actions = a.send_message("data", "x" * 40, 0.0, confirm=True)
+    first, second, third = frames(actions)
+    assert frames(b.receive(first, 0.0)) == []  # a fragment: the ack may wait
+    assert frames(b.receive(second, 0.0)) == []
+    assert frames(b.receive(third, 0.0)) == [{"kind": "ack", "seq": 3}]
+
+
+def test_a_fragment_run_over_the_message_limit_breaks_the_stream():
+    b = ReliableStream(SMALL)  # max_message_bytes 100
+    actions: list = []
+    for seq in range(1, 9):
+        actions += b.receive({"kind": "data", "seq": seq, "data": "x" * 16, "more": True}, 0.0)
+        if any(isinstance(a, Broken) for a in actions):
+            break
+    broken = [a for a in actions if isinstance(a, Broken)]
+    assert len(broken) == 1 and "limit" in str(broken[0].error)
+    assert seq == 7  # 7 * 16 = 112 > 100: refused as soon as it went over, before the run ended
+    assert delivered(actions) == []
+    assert b.receive({"kind": "data", "seq": 8, "data": "x"}, 0.0) == []  # nothing more is delivered
+
+
+def test_binary_messages_may_use_the_base64_of_the_whole_limit():
+    b = ReliableStream(StreamTimers(ack_delay=0, max_frame_bytes=16, max_message_bytes=12))  # 16 chars of base64
+    assert not any(isinstance(x, Broken) for x in b.receive({"kind": "binary", "seq": 1, "data": "QUJD" * 2, "more": True}, 0.0))
+    actions = b.receive({"kind": "binary", "seq": 2, "data": "QUJD" * 2}, 0.0)
+    assert delivered(actions) == [("binary", 2, "QUJD" * 4)]
+
+
+def test_another_kind_inside_a_fragment_run_breaks_the_stream():
+    b = ReliableStream(SMALL)
+    b.receive({"kind": "data", "seq": 1, "data": "part", "more": True}, 0.0)
+    actions = b.receive({"kind": "binary", "seq": 2, "data": "QUJD"}, 0.0)
+    assert [type(a) for a in actions] == [Broken]
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        {"kind": "data", "seq": 1, "data": "x", "more": 1},
+        {"kind": "signal", "seq": 1, "data": "{}", "more": True},
+        {"kind": "close", "seq": 1, "data": "", "more": True},
+    ],
+)
+def test_malformed_fragment_flags_are_protocol_errors(frame):
+    b = ReliableStream(SMALL)
+    actions = b.receive(frame, 0.0)
+    assert [type(a).__name__ for a in actions] == ["BadFrame"]
+    assert b.delivered == 0
+
+
+def test_send_message_refuses_other_kinds():
+    s = ReliableStream(SMALL)
+    with pytest.raises(ValueError):
+        s.send_message("signal", "{}", 0.0)
