@@ -195,9 +195,9 @@ class LinkStatus:
         parts = [link]
         if latency:
             parts.append(format_rtt(self.rtt))
+        parts.extend(f"[b $warning]⚠ {escape(text)}[/]" for text in self.warnings.values())
         if self.note:
             parts.append(f"[dim]{escape(self.note)}[/]")
-        parts.extend(f"[b $warning]⚠ {escape(text)}[/]" for text in self.warnings.values())
         return "  ".join(parts)
 
 

@@ -211,7 +211,7 @@ class SessionView(Vertical):
             self.post_message(ActionFailed(f"Sending files to {self.peer_label}", exc))
             return
         self._add_row(transfer, outgoing=True)
-        self.system(f"↑ offered {self._describe(transfer)} to {self.peer_label}; waiting for them to accept…")
+        self.system(f"↑ offered {self._describe(transfer)} to {self.peer_label}")
 
     def _on_offer(self, offer: Any) -> None:
         running = offer.transfer

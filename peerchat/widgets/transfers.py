@@ -10,8 +10,8 @@ from textual.widgets import Label, ProgressBar
 from ..models import format_bytes, format_duration, format_rate
 
 
-class TransferRow(Horizontal):
-    """One file going one way: ``↑ photo.jpg  [=====     ] 40%  1.2 MiB/s · 30 s left``."""
+class TransferRow(Vertical):
+    """One transfer going one way: ``↑ photo.jpg        1.2 MiB of 3.0 MiB · 1.2 MiB/s · 2 s left`` over its bar."""
 
     def __init__(self, key: str, name: str, total: int, *, outgoing: bool) -> None:
         super().__init__(classes="transfer")
@@ -23,9 +23,10 @@ class TransferRow(Horizontal):
 
     def compose(self) -> ComposeResult:
         arrow = "↑" if self.outgoing else "↓"
-        yield Label(Text.assemble((arrow, "bold"), " ", self.file_name), classes="transfer-name")
+        with Horizontal(classes="transfer-head"):
+            yield Label(Text.assemble((arrow, "bold"), " ", self.file_name), classes="transfer-name")
+            yield Label(f"{format_bytes(self.total)} · waiting", classes="transfer-stats")
         yield ProgressBar(total=max(self.total, 1), show_eta=False, classes="transfer-bar")
-        yield Label(format_bytes(self.total), classes="transfer-stats")
 
     def progress(self, done: int, rate: float | None, eta: float | None) -> None:
         if self.finished:
