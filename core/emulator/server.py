@@ -544,8 +544,10 @@ class _Server:
             return _error(400, "Data too deep: at most 32 levels of nesting are allowed.")
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"Request body too large: the limit is {self.max_body_bytes} bytes.")
-        except (ConnectionResetError, asyncio.CancelledError):
-            raise
+        except ConnectionResetError:
+            # The client went away mid-request (a killed process, a closed socket): nobody is left to answer.
+            log.debug("client left during %s %s", request.method, request.raw_path)
+            return web.Response(status=400)
         except Exception:
             log.exception("internal error answering %s %s", request.method, request.raw_path)
             return _error(500, "Internal error in the emulator (see its log).")
