@@ -16,7 +16,15 @@ class IceServer:
 
 @dataclass(frozen=True)
 class ManagerOptions:
-    """Time-outs are in seconds. Change a copy with ``dataclasses.replace(options, ...)``."""
+    """Time-outs are in seconds. Change a copy with ``dataclasses.replace(options, ...)``.
+
+    Connecting takes two steps with their own bounds: negotiation (the peer answers) within ``connect_timeout``,
+    then the WebRTC upgrade attempt within ``upgrade_timeout``. The answering side hands a connection out
+    (``incoming_connection``) only after its upgrade attempt, so when the initiator has no WebRTC at all it waits up
+    to ``upgrade_timeout`` for an offer first. Keep ``connect_timeout`` above ``upgrade_timeout`` plus a margin for
+    the relay's round trips (the defaults: 15 s > 5 s + 10 s), so a slow answer is never mistaken for a dead peer
+    while the other side is still trying WebRTC.
+    """
 
     # Presence: a device is online while its heartbeat is younger than ``heartbeat_interval * presence_misses``.
     heartbeat_interval: float = 5.0
@@ -41,10 +49,23 @@ class ManagerOptions:
     close_timeout: float = 3.0
     # A listener that delivered nothing (not even a keep-alive) for this long is resubscribed.
     listener_silence_timeout: float = 45.0
-    # The largest message ``send()`` accepts over the relay, in UTF-8 bytes (the security rules allow the same).
-    max_message_bytes: int = 64 * 1024
+    # The largest whole message ``send()`` accepts, in UTF-8 bytes (``send_bytes()``: in bytes). Larger messages
+    # raise MessageTooLargeError before anything is written; a receiver refuses (closes with a protocol error) a
+    # fragmented message over it. Messages over one relay frame are split into fragments and joined again.
+    max_message_bytes: int = 16 * 1024 * 1024
+    # The most characters of ``data`` in one stored relay frame: the security rules allow exactly this (65,536);
+    # change it only together with ``firebase/database.rules.json``. Binary data takes 4/3 as much (base64).
+    relay_frame_bytes: int = 64 * 1024
     # WebRTC.
     webrtc: bool = True
     ice_servers: tuple[IceServer, ...] = field(default_factory=tuple)
     upgrade_timeout: float = 5.0
     reupgrade_interval: float = 15.0
+
+    def __post_init__(self) -> None:
+        if self.max_message_bytes < 1:
+            raise ValueError(f"max_message_bytes must be at least 1, not {self.max_message_bytes}")
+        if self.relay_frame_bytes < 16:
+            raise ValueError(f"relay_frame_bytes must be at least 16, not {self.relay_frame_bytes}")
+        if self.send_window < 1:
+            raise ValueError(f"send_window must be at least 1, not {self.send_window}")

@@ -72,6 +72,7 @@ from .session import (
     SEQUENCED_KINDS,
     Acked,
     BadFrame,
+    Broken,
     Deliver,
     PeerGone,
     ReliableStream,
@@ -86,8 +87,9 @@ log = logging.getLogger(__name__)
 
 Upgrader = Callable[["RelayConnection"], Awaitable[None]]
 """``await upgrader(connection)`` runs once per new connection, on both sides, before it is handed out.
-``connection.is_initiator`` says which side this is. An exception becomes an ``upgrade_failed`` event; the
-connection keeps working over the relay."""
+``connection.is_initiator`` says which side this is. An exception becomes the connection's ``upgrade_failure`` and
+an ``upgrade_failed`` event (emitted right after the connection is handed out); the connection keeps working over
+the relay."""
 
 # A relay update carries at most this many bytes of frames; larger batches are split.
 MAX_BATCH_BYTES = 2 * 1024 * 1024
@@ -300,6 +302,8 @@ class RelayConnection(PeerConnection):
                 slow_after=opts.slow_after,
                 peer_timeout=opts.peer_timeout,
                 ack_delay=opts.ack_delay,
+                max_frame_bytes=opts.relay_frame_bytes,
+                max_message_bytes=opts.max_message_bytes,
             ),
             now=time.monotonic(),
         )
@@ -322,6 +326,8 @@ class RelayConnection(PeerConnection):
         # Until the consumer has the connection (incoming_connection emitted, connect_to_peer returned), data and
         # close frames are kept here in order, so that nothing is emitted before anyone can listen.
         self._held: list[Deliver] | None = []
+        self._held_events: list[tuple[str, object]] = []
+        self._upgrade_failure: ev.UpgradeFailed | None = None
         self._relay_down_since: float | None = None
         self._ack_timer: asyncio.TimerHandle | None = None
         self.close_reason: ev.CloseReason | None = None
@@ -349,6 +355,20 @@ class RelayConnection(PeerConnection):
         return bool(self._stream.slow)
 
     @property
+    def upgrade_failure(self) -> ev.UpgradeFailed | None:
+        """Why the last WebRTC upgrade attempt failed while the relay carries the data (None: no attempt failed, or
+        a WebRTC link is attached now). Set before the connection is handed out when the first attempt fails; the
+        ``upgrade_failed`` event for it is emitted right after hand-out."""
+        return self._upgrade_failure if self._link is None else None
+
+    @property
+    def max_bytes_message(self) -> int:
+        """The largest ``send_bytes()`` message that travels as ONE frame (on every link, and after a fallback to
+        the relay): 3/4 of ``options.relay_frame_bytes`` (base64). Larger ones, up to ``options.max_message_bytes``,
+        are split into several frames; the file transfer sizes its chunks by this."""
+        return self._options.relay_frame_bytes // 4 * 3
+
+    @property
     def is_closed(self) -> bool:
         return self._state in (_State.CLOSING, _State.CLOSED)
 
@@ -365,38 +385,52 @@ class RelayConnection(PeerConnection):
     async def send(self, data: str) -> None:
         """Send a string; see :class:`core.peer.PeerConnection`.
 
+        A message longer than one relay frame (``options.relay_frame_bytes``) is sent as several frames and joined
+        by the peer before its ``data`` event; with ``confirm_data_receival`` this returns once the peer's
+        application has the whole message.
+
         Raises:
             TypeError: ``data`` is not a string.
+            ValueError: ``data`` is not valid Unicode (a lone surrogate); nothing was written.
             MessageTooLargeError: over ``options.max_message_bytes`` UTF-8 bytes (nothing was written).
-            PeerTimeoutError: with ``confirm_data_receival``, no confirmation within ``options.ack_timeout``.
+            PeerTimeoutError: with ``confirm_data_receival``, no confirmation within ``options.ack_timeout`` of the
+                message's last frame being written.
             ConnectionClosedError: the connection closed before the message got through.
         """
         if not isinstance(data, str):
             raise TypeError(f"send() takes a str, not {type(data).__name__}; use send_bytes() for bytes")
-        size = len(data.encode("utf-8"))
         limit = self._options.max_message_bytes
-        if size > limit:
-            raise MessageTooLargeError(
-                f"The message is {size} bytes; the relay accepts at most {limit}. Split it, or send it as a file.",
-                size=size,
-                limit=limit,
-            )
+        if len(data) * 4 > limit:  # otherwise it fits whatever its characters: no need to encode it
+            try:
+                size = len(data.encode("utf-8"))
+            except UnicodeEncodeError as exc:
+                raise ValueError(f"The message is not valid Unicode text ({exc.reason}); nothing was sent.") from None
+            if size > limit:
+                raise MessageTooLargeError(
+                    f"The message is {size} bytes; at most {limit} fit one message. Split it, or send it as a file.",
+                    size=size,
+                    limit=limit,
+                )
         await self._send("data", data)
 
     async def send_bytes(self, data: bytes) -> None:
-        """Send bytes (base64 in a ``binary`` frame over the relay); the peer gets a ``binary`` event."""
+        """Send bytes (base64 in ``binary`` frames over the relay); the peer gets a ``binary`` event.
+
+        Raises the same errors as :meth:`send`; the limit is ``options.max_message_bytes`` bytes.
+        """
         if not isinstance(data, bytes | bytearray | memoryview):
             raise TypeError(f"send_bytes() takes bytes, not {type(data).__name__}")
-        encoded = base64.b64encode(bytes(data)).decode("ascii")
-        limit = self._options.max_message_bytes
-        if len(encoded) > limit:
+        size, limit = len(data), self._options.max_message_bytes
+        if isinstance(data, memoryview):
+            size = data.nbytes
+        if size > limit:
             raise MessageTooLargeError(
-                f"The data is {len(data)} bytes; the relay accepts at most {limit * 3 // 4} bytes per message. "
-                "Split it, or send it as a file.",
-                size=len(data),
-                limit=limit * 3 // 4,
+                f"The data is {size} bytes; at most {limit} fit one message. Split it, or send it as a file.",
+                size=size,
+                limit=limit,
             )
-        await self._send("binary", encoded)
+        raw = bytes(data) if isinstance(data, memoryview) else data
+        await self._send("binary", base64.b64encode(raw).decode("ascii"))
 
     async def disconnect(self) -> None:
         """Close: the peer sees ``peer-requested-closed`` after everything sent before. Safe to call twice."""
@@ -458,8 +492,12 @@ class RelayConnection(PeerConnection):
         if not isinstance(signal, dict):
             raise TypeError("a signal is a dict")
         text = json.dumps(signal, separators=(",", ":"))
-        if len(text) > self._options.max_message_bytes:
-            raise MessageTooLargeError("The signalling message is too large for the relay.", size=len(text))
+        if len(text) > self._options.relay_frame_bytes:
+            raise MessageTooLargeError(
+                "The signalling message is too large for one relay frame.",
+                size=len(text),
+                limit=self._options.relay_frame_bytes,
+            )
         await self._send("signal", text, confirm=False)
 
     def set_signal_handler(self, handler: Callable[[dict[str, Any]], Any] | None) -> None:
@@ -498,11 +536,26 @@ class RelayConnection(PeerConnection):
 
         def release() -> None:
             held, self._held = self._held, None
+            events, self._held_events = self._held_events, []
+            for name, payload in events:
+                _emit(self.events, name, payload)
             for action in held or ():
                 if self._state != _State.CLOSED or action.kind != "close":
                     self._deliver(action)
 
         asyncio.get_running_loop().call_soon(release)
+
+    def report_upgrade_failure(self, error: BaseException) -> None:
+        """An upgrade attempt failed: keep the reason (:attr:`upgrade_failure`) and emit ``upgrade_failed``.
+
+        Before the connection is handed out the event is held and emitted right after hand-out, like held data.
+        """
+        payload = ev.UpgradeFailed(str(error) or type(error).__name__, error)
+        self._upgrade_failure = payload
+        if self._held is not None:
+            self._held_events.append((ev.UPGRADE_FAILED, payload))
+        else:
+            _emit(self.events, ev.UPGRADE_FAILED, payload)
 
     # ---------------------------------------------------------------------------------------------- lifecycle
     async def open(self) -> None:
@@ -537,15 +590,24 @@ class RelayConnection(PeerConnection):
         self._check_open()
         confirm = self.confirm_data_receival if confirm is None else confirm
         loop = asyncio.get_running_loop()
-        seq, actions = self._stream.send(kind, data, time.monotonic(), confirm=confirm)
-        waiter: asyncio.Future[None] = loop.create_future()
-        (self._ack_waiters if confirm else self._written)[seq] = waiter
+        if kind in ("data", "binary"):
+            seq, actions = self._stream.send_message(kind, data, time.monotonic(), confirm=confirm)
+        else:
+            seq, actions = self._stream.send(kind, data, time.monotonic(), confirm=confirm)
+        # ``seq`` is the message's last frame: written means all of it was, acknowledged means the peer's
+        # application has all of it.
+        written: asyncio.Future[None] = loop.create_future()
+        self._written[seq] = written
+        acked: asyncio.Future[None] | None = None
+        if confirm:
+            acked = self._ack_waiters[seq] = loop.create_future()
         self._run(actions)
-        if not confirm:
-            await waiter
+        # The window holds a long message back while the peer reads slowly; the peer time-out bounds this wait.
+        await written
+        if acked is None:
             return
         try:
-            await asyncio.wait_for(asyncio.shield(waiter), self._options.ack_timeout)
+            await asyncio.wait_for(asyncio.shield(acked), self._options.ack_timeout)
         except TimeoutError:
             self._ack_waiters.pop(seq, None)
             raise PeerTimeoutError(
@@ -585,6 +647,9 @@ class RelayConnection(PeerConnection):
                 self._fail(action.error)
             elif isinstance(action, BadFrame):
                 self._protocol_error(action.error)
+            elif isinstance(action, Broken):
+                self._protocol_error(action.error)
+                self._fail(action.error)
 
     def _write(self, frame: dict[str, Any]) -> None:
         link = self._link
@@ -808,7 +873,9 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         app: a firebase_admin App initialised with ``databaseAuthVariableOverride={'uid': user_id}``
             (None: the default app).
         options: time-outs and limits.
-        upgrader: run on every new connection before it is handed out (the WebRTC upgrade).
+        upgrader: run on every new connection before it is handed out. None (the default): the WebRTC upgrade of
+            :func:`core.upgrade.webrtc_upgrader` for ``options`` (which, with ``options.webrtc`` off, tells the other
+            side at once that this device does not use WebRTC). Pass another upgrader to override it.
     """
 
     def __init__(
@@ -831,7 +898,11 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         self._device = device
         self._app = app
         self.options = options or ManagerOptions()
-        self.upgrader = upgrader
+        if upgrader is None:
+            from .upgrade import webrtc_upgrader  # here: core.upgrade imports this module
+
+            upgrader = webrtc_upgrader(self.options)
+        self.upgrader: Upgrader = upgrader
         self._db: Database = None  # type: ignore[assignment]  # set by start()
         self._state = _MState.NEW
         self._view = PresenceView(device.id, self.options.heartbeat_interval * self.options.presence_misses)
@@ -1016,13 +1087,11 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
             pass
 
     async def _upgrade(self, conn: RelayConnection) -> None:
-        if self.upgrader is None:
-            return
         try:
             await self.upgrader(conn)
         except Exception as exc:  # noqa: BLE001 - the relay keeps working
             log.info("upgrade of %s failed: %s", conn.session_id, exc)
-            _emit(conn.events, ev.UPGRADE_FAILED, ev.UpgradeFailed(str(exc) or type(exc).__name__, exc))
+            conn.report_upgrade_failure(exc)
 
     def _on_negotiation(self, kind: str, path: str, data: Any) -> None:
         if self._state != _MState.STARTED or path != "/":

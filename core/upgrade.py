@@ -1,15 +1,18 @@
 """The transparent WebRTC upgrade: an upgrader for relay connections that opens, attaches and re-opens WebRTC links.
 
-Plug it into the manager::
+:class:`~core.relay.FirebasePeerConnectionManager` uses ``webrtc_upgrader(options)`` by default; pass one
+explicitly to change the link options (``host_addresses``, ``idle_timeout``, ...)::
 
-    manager = FirebasePeerConnectionManager(uid, device, options=options, upgrader=webrtc_upgrader(options))
+    manager = FirebasePeerConnectionManager(uid, device, options=options,
+                                            upgrader=webrtc_upgrader(options, host_addresses=("127.0.0.1",)))
 
 On every new connection, on both sides and before the connection is handed out, the upgrader opens a
 :class:`core.webrtc.WebRTCLink` signalled over the connection itself (``send_signal`` / ``set_signal_handler``):
 the initiator offers, the target answers. Once the data channel is open the link is attached to the connection
 (``attach_link``): the connection's frames (:mod:`core.session` dicts, as compact JSON text) travel over the data
 channel from then on, acknowledgements included. A failed or timed-out attempt raises
-:class:`~core.errors.UpgradeError`, which the manager turns into an ``upgrade_failed`` event; the relay keeps working.
+:class:`~core.errors.UpgradeError`, which the manager keeps as the connection's ``upgrade_failure`` and emits as an
+``upgrade_failed`` event once the connection is handed out; the relay keeps working.
 
 When the link fails during the session (the data channel closes, ICE fails, or nothing arrives for the link's
 ``idle_timeout``), it is detached: the relay carries the frames again, unacknowledged ones first, and the stream's
@@ -197,14 +200,14 @@ class ConnectionUpgrade:
         try:
             await self._open(self._new_link(self.attempt + 1))
         except UpgradeError as exc:
-            emit_safely(self.connection.events, ev.UPGRADE_FAILED, ev.UpgradeFailed(str(exc), exc))
+            self.connection.report_upgrade_failure(exc)
 
     async def _answer_later(self, link: WebRTCLink) -> None:
         try:
             await self._open(link)
         except UpgradeError as exc:
             if link is self.link:
-                emit_safely(self.connection.events, ev.UPGRADE_FAILED, ev.UpgradeFailed(str(exc), exc))
+                self.connection.report_upgrade_failure(exc)
 
     # -- signals ---------------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from core.errors import (
     PeerOfflineError,
     PeerTimeoutError,
     PermissionDeniedError,
+    ProtocolError,
 )
 from core.firebase import Database
 from core.options import ManagerOptions
@@ -201,20 +203,67 @@ async def test_bad_arguments_are_refused():
 
 
 async def test_message_too_large_is_refused_before_writing(relay, cleanup):
-    a, b, conn_a, conn_b = await pair(relay, cleanup)
-    limit = FAST.max_message_bytes
+    limit = 256 * 1024
+    options = dataclasses.replace(FAST, max_message_bytes=limit)
+    a, b, conn_a, conn_b = await pair(relay, cleanup, options=options)
+    before = conn_a._stream.next_seq
     with pytest.raises(MessageTooLargeError) as info:
         await conn_a.send("é" * (limit // 2 + 1))  # 2 bytes each in UTF-8
     assert info.value.limit == limit
     with pytest.raises(MessageTooLargeError):
-        await conn_a.send_bytes(b"x" * (limit * 3 // 4 + 3))
+        await conn_a.send_bytes(b"x" * (limit + 1))
     with pytest.raises(TypeError):
         await conn_a.send(b"bytes")  # type: ignore[arg-type]
-    assert conn_a._stream.next_seq == 1  # nothing was queued
-    got = Recorder(conn_b.events, ev.DATA)
-    await conn_a.send("x" * limit)  # exactly at the limit passes the rules too
-    await wait_for(lambda: got.items)
-    assert len(got.of(ev.DATA)[0].data) == limit
+    with pytest.raises(ValueError):
+        await conn_a.send("lone surrogate \ud800 " * (limit // 64))
+    assert conn_a._stream.next_seq == before  # nothing was queued
+    got = Recorder(conn_b.events, ev.DATA, ev.BINARY)
+    await conn_a.send("é" * (limit // 2))  # exactly at the limit: several relay frames, joined again
+    await conn_a.send_bytes(b"\xfe" * limit)
+    await wait_for(lambda: len(got.items) == 2)
+    assert got.of(ev.DATA)[0].data == "é" * (limit // 2)
+    assert got.of(ev.BINARY)[0].data == b"\xfe" * limit
+
+
+@pytest.mark.parametrize("confirm", [True, False])
+async def test_a_mebibyte_string_and_bytes_cross_the_relay_intact(relay, cleanup, confirm):
+    a, b, conn_a, conn_b = await pair(relay, cleanup, confirm=confirm)
+    assert conn_a.transport == "relay"
+    got = Recorder(conn_b.events, ev.DATA, ev.BINARY)
+    text = "".join(chr(0x20 + i % 0x3000) for i in range(1024 * 1024 // 2))  # 1-3 UTF-8 bytes a character
+    blob = bytes(range(256)) * 4096  # 1 MiB
+    await conn_a.send("before")
+    await conn_a.send(text)
+    await conn_a.send_bytes(blob)
+    await conn_a.send("after")
+    if confirm:
+        # send() returned once the peer's application had each whole message.
+        assert [item.data for _, item in got.items] == ["before", text, blob, "after"]
+    await wait_for(lambda: len(got.items) == 4, what="four messages")
+    assert [item.data for _, item in got.items] == ["before", text, blob, "after"]
+    assert conn_a._stream.next_seq > 4 + 16  # the large ones really went as several frames
+
+
+async def test_a_fragment_run_over_the_receivers_limit_closes_with_a_protocol_error(relay, cleanup):
+    small = dataclasses.replace(FAST, max_message_bytes=100 * 1024)
+    a, b = relay("laptop", "Laptop"), relay("phone", "Phone", options=small)
+    cleanup += [a, b]
+    await a.start()
+    await b.start()
+    await wait_for(lambda: a._view.get("phone") is not None, what="phone online")
+    incoming = asyncio.get_running_loop().create_future()
+    b.events.on(ev.INCOMING_CONNECTION, lambda e: incoming.done() or incoming.set_result(e.connection))
+    conn_a = await a.connect_to_peer("phone")
+    async with asyncio.timeout(10):
+        conn_b = await incoming
+    seen = Recorder(conn_b.events, ev.PROTOCOL_ERROR, ev.CLOSED, ev.DATA)
+    with contextlib.suppress(ConnectionClosedError):
+        await conn_a.send("x" * 300 * 1024)  # within the sender's limit, over the receiver's
+    await wait_for(lambda: seen.of(ev.CLOSED), what="the receiver to close")
+    assert seen.of(ev.DATA) == []
+    closed = seen.of(ev.CLOSED)[0]
+    assert closed.reason == "connection-error" and isinstance(closed.error, ProtocolError)
+    assert "limit" in str(seen.of(ev.PROTOCOL_ERROR)[0].error)
 
 
 async def test_thousand_confirmed_messages_each_way_at_once_in_order(relay, cleanup):
@@ -392,18 +441,15 @@ async def test_upgrade_failure_is_reported_and_relay_keeps_working(relay, cleanu
     await a.start()
     await b.start()
     await wait_for(lambda: a._view.get("phone") is not None)
-    seen = []
-    orig = a._upgrade
-
-    async def spy(conn):
-        conn.events.on(ev.UPGRADE_FAILED, seen.append)
-        await orig(conn)
-
-    a._upgrade = spy
     incoming = asyncio.get_running_loop().create_future()
     b.events.on(ev.INCOMING_CONNECTION, lambda e: incoming.set_result(e.connection))
     conn = await a.connect_to_peer("phone")
-    assert seen and seen[0].reason == "no route" and isinstance(seen[0].error, RuntimeError)
+    # The failure happened before the consumer had the connection: it is kept, and its event follows hand-out.
+    assert conn.upgrade_failure is not None and conn.upgrade_failure.reason == "no route"
+    seen = Recorder(conn.events, ev.UPGRADE_FAILED)
+    await wait_for(lambda: seen.items, what="the held upgrade_failed event")
+    assert seen.of(ev.UPGRADE_FAILED) == [conn.upgrade_failure]
+    assert isinstance(seen.of(ev.UPGRADE_FAILED)[0].error, RuntimeError)
     conn_b = await asyncio.wait_for(incoming, 10)
     got = Recorder(conn_b.events, ev.DATA)
     await conn.send("still works")
