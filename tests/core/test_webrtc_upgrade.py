@@ -61,12 +61,15 @@ class Pair:
 
         def on_incoming(event: ev.IncomingConnection) -> None:
             if not self.incoming.done():
+                # Subscribed in the handler, as a consumer does: events held until hand-out come after it.
+                self.incoming_events = Recorder(event.connection.events, ev.UPGRADE_FAILED, ev.DATA)
                 self.incoming.set_result(event.connection)
 
         b.events.on(ev.INCOMING_CONNECTION, on_incoming)
 
     async def connect(self, *, confirm: bool = False) -> tuple[PeerConnection, PeerConnection]:
         conn_a = await self.a.connect_to_peer("phone", confirm_data_receival=confirm)
+        self.outgoing_events = Recorder(conn_a.events, ev.UPGRADE_FAILED, ev.DATA)
         async with asyncio.timeout(WAIT):
             conn_b = await self.incoming
         return conn_a, conn_b
@@ -128,10 +131,18 @@ async def test_one_side_with_webrtc_off_gives_a_relay_connection_with_the_reason
     seen_a, seen_b = spy_upgrades(upgrader_a), spy_upgrades(upgrader_b)
     pair = await managers(upgrader_a, upgrader_b)
     conn_a, conn_b = await pair.connect()
+    events_a = pair.outgoing_events
     assert conn_a.transport == "relay" and conn_b.transport == "relay"
     for upgrade in (*seen_a, *seen_b):
         assert upgrade.failures, "each side must know why there is no WebRTC"
         assert "turned off" in upgrade.failures[0]
+    # The consumer of each side sees the reason: on the connection, and as an event right after hand-out.
+    for conn, events in ((conn_a, events_a), (conn_b, pair.incoming_events)):
+        assert conn.upgrade_failure is not None and "turned off" in conn.upgrade_failure.reason
+        await wait_for(lambda events=events: events.of(ev.UPGRADE_FAILED), "the held upgrade_failed event")
+        assert events.of(ev.UPGRADE_FAILED) == [conn.upgrade_failure]
+    on_side = conn_b if disabled == "initiator" else conn_a
+    assert "other device" in on_side.upgrade_failure.reason
     got = Recorder(conn_b.events, ev.DATA)
     await conn_a.send("over the relay")
     await wait_for(lambda: got.items, "a message over the relay")
@@ -160,3 +171,67 @@ async def test_a_thousand_confirmed_messages_survive_a_torn_down_transport_and_c
     assert transports[:2] == ["relay", "webrtc"], changes.items
     await conn_a.send("after the re-upgrade")
     await wait_for(lambda: len(got.items) == count + 1, "the last message")
+
+
+async def test_the_manager_upgrades_by_default_and_declines_with_webrtc_off(managers: Any) -> None:
+    pair = await managers(None, None, dataclasses.replace(FAST, webrtc=False))
+    assert isinstance(pair.a.upgrader, WebRTCUpgrader) and not pair.a.upgrader.enabled
+    conn_a, conn_b = await pair.connect()
+    assert conn_a.transport == "relay" and conn_a.upgrade_failure is not None
+    default = FirebasePeerConnectionManager(USER, PeerInfo("x", "X"), options=FAST)
+    assert isinstance(default.upgrader, WebRTCUpgrader) and default.upgrader.enabled
+
+
+@pytest.mark.parametrize("confirm", [True, False])
+async def test_a_mebibyte_string_and_bytes_cross_webrtc_intact(managers: Any, confirm: bool) -> None:
+    pair = await managers(webrtc_upgrader(FAST, **LINK), webrtc_upgrader(FAST, **LINK))
+    conn_a, conn_b = await pair.connect(confirm=confirm)
+    assert conn_a.transport == "webrtc"
+    changes = Recorder(conn_a.events, ev.LINK_CHANGED)
+    got = Recorder(conn_b.events, ev.DATA, ev.BINARY)
+    text = "".join(chr(0x20 + i % 0x3000) for i in range(1024 * 1024 // 2))
+    blob = bytes(range(256)) * 4096
+    await conn_a.send(text)
+    await conn_a.send_bytes(blob)
+    await conn_a.send("after")
+    if confirm:
+        assert len(got.items) == 3
+    await wait_for(lambda: len(got.items) == 3, "three messages")
+    assert [item.data for _, item in got.items] == [text, blob, "after"]
+    assert changes.items == [] and conn_a.transport == "webrtc"
+
+
+async def test_a_large_message_cut_by_a_torn_down_transport_arrives_once_intact(managers: Any) -> None:
+    pair = await managers(webrtc_upgrader(FAST, **LINK), webrtc_upgrader(FAST, **LINK))
+    conn_a, conn_b = await pair.connect(confirm=True)
+    assert conn_b.transport == "webrtc"
+    changes = Recorder(conn_a.events, ev.LINK_CHANGED)
+    got = Recorder(conn_b.events, ev.DATA)
+    # The phone's WebRTC link passes 20 fragments on, then its transport is torn down and nothing more of the
+    # link reaches the connection: the rest of the message must come over the relay.
+    frame_link = conn_b._link
+    passed: list[bool] = []
+    stopped: list[asyncio.Future[Any]] = []
+
+    def cut(message: Any) -> None:
+        if stopped:
+            return
+        frame_link._on_message(message)
+        if '"more":true' in message.data:
+            passed.append(conn_b._stream._partial_kind is not None)
+        if len(passed) == 20:
+            transport = frame_link.link.peer_connection.sctp.transport.transport
+            stopped.append(asyncio.ensure_future(transport.stop()))
+
+    frame_link.link.events.remove_listener("message", frame_link._on_message)
+    frame_link.link.events.on("message", cut)
+    text = "0123456789abcdef" * (4 * 1024 * 1024 // 16)  # 4 MiB: 64 fragments, two send windows
+    async with asyncio.timeout(WAIT * 2):
+        await conn_a.send(text)  # confirmed: the phone's application has all of it
+    assert all(passed) and len(passed) == 20, "the transport went down in the middle of the message"
+    assert [change.transport for change in changes.of(ev.LINK_CHANGED)][:1] == ["relay"]
+    assert len(got.items) == 1 and got.of(ev.DATA)[0].data == text
+    await conn_a.send("and after it")
+    await wait_for(lambda: len(got.items) == 2, "the next message")
+    assert got.of(ev.DATA)[1].data == "and after it"
+    await asyncio.gather(*stopped)
