@@ -4,6 +4,9 @@ Everything a consumer needs is importable from here::
 
     from core import FirebasePeerConnectionManager, ManagerOptions, PeerInfo, PeerOfflineError, ...
 
+A manager upgrades each connection to WebRTC by default (``ManagerOptions.webrtc``); ``webrtc_upgrader(options,
+**link_options)`` makes the upgrader to pass as ``upgrader=`` when the link needs other options.
+
 The modules themselves (``core.relay``, ``core.session``, ...) are internal; event names are the constants in
 ``core.events`` (``"incoming_connection"``, ``"data"``, ...), their payloads the classes exported here.
 """
@@ -51,6 +54,7 @@ from .events import (
 from .options import IceServer, ManagerOptions
 from .peer import PeerConnection, PeerConnectionManager, PeerInfo
 from .relay import FirebasePeerConnectionManager
+from .upgrade import WebRTCUpgrader, webrtc_upgrader
 
 __all__ = [
     # interfaces and the Firebase implementation
@@ -60,6 +64,9 @@ __all__ = [
     "PeerConnection",
     "PeerConnectionManager",
     "PeerInfo",
+    # the WebRTC upgrade (the manager's default; make one to change link options or to observe upgrades)
+    "WebRTCUpgrader",
+    "webrtc_upgrader",
     # event payloads
     "BinaryData",
     "ConnectionClosed",

@@ -8,7 +8,7 @@ from typing import Self
 
 from pyee.asyncio import AsyncIOEventEmitter
 
-from .events import Transport
+from .events import Transport, UpgradeFailed
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,13 @@ class PeerConnection(abc.ABC):
     @property
     @abc.abstractmethod
     def is_closed(self) -> bool: ...
+
+    @property
+    def upgrade_failure(self) -> UpgradeFailed | None:
+        """Why the last WebRTC upgrade attempt failed while the relay carries the data, or None (no attempt failed,
+        or WebRTC carries the data now). A failure before the connection was handed out is here at once, and its
+        ``upgrade_failed`` event is emitted right after hand-out."""
+        return None
 
     @abc.abstractmethod
     async def send(self, data: str) -> None:

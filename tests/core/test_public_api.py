@@ -17,6 +17,8 @@ INTERFACES = {
     "PeerConnection",
     "PeerConnectionManager",
     "PeerInfo",
+    "WebRTCUpgrader",
+    "webrtc_upgrader",
 }
 
 
