@@ -7,14 +7,15 @@ Prints, from one run:
   (aim: at most 3x);
 - one-way throughput of 16 KiB messages (from the first ``send()`` to the last ``data`` event on the other side)
   against raw sequential ``set()`` of the same payloads (aim: at least 0.5x);
-- ``connect_to_peer`` time p50 (aim: under 300 ms on the emulator).
+- ``connect_to_peer`` time p50 (aim: under 300 ms on the emulator);
+- throughput of 1 MiB messages (each split into 16 relay frames and joined again), confirmed.
 
 Three processes, like three machines: the emulator (this script with ``--emulator``), the other device (``--peer``:
 a manager that accepts the connection and reports ``done`` when a announced number of messages arrived) and this
 one, which measures. Throughput is measured twice: awaiting each ``send()`` (one relay update per message, since
 ``send()`` returns once its message is durably written) and with all sends at once (the writer batches them).
 
-Run: ``uv run python benchmarks/relay.py [--round-trips 300] [--messages 400] [--connects 20]``
+Run: ``uv run python benchmarks/relay.py [--round-trips 300] [--messages 400] [--connects 20] [--large 8]``
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from core.relay import FirebasePeerConnectionManager  # noqa: E402
 RULES = ROOT / "firebase" / "database.rules.json"
 TS = {".sv": "timestamp"}
 KIB16 = "x" * (16 * 1024)
+MIB1 = "y" * (1024 * 1024)
 
 
 def emulator_child() -> None:
@@ -123,7 +125,8 @@ async def main(args: argparse.Namespace) -> None:
                 async with asyncio.timeout(20):
                     while not await a.get_online_peers():
                         await asyncio.sleep(0.02)
-                sets, connects, rtts, relay_time, piped_time, relay_requests, raw_time = await measure(a, raw, args)
+                figures = await measure(a, raw, args)
+                sets, connects, rtts, relay_time, piped_time, relay_requests, raw_time, large_time = figures
         finally:
             peer.stdin.close()
             peer.wait(timeout=30)
@@ -143,6 +146,8 @@ async def main(args: argparse.Namespace) -> None:
         print(f"16 KiB raw sequential set()             {mib / raw_time:6.2f} MiB/s  ({raw_time:.2f} s)")
         print(f"  ratio relay / raw                     {raw_time / relay_time:5.2f}x sequential, "
               f"{raw_time / piped_time:5.2f}x all at once   (aim: at least 0.5x)")
+        print(f"1 MiB messages, confirmed               {args.large / large_time:6.2f} MiB/s  "
+              f"({args.large} messages of 16 relay frames each in {large_time:.2f} s)")
         print(f"connect_to_peer                         p50 {ms(statistics.median(connects))}   "
               f"max {ms(max(connects))}   (n={len(connects)}; aim: p50 under 300 ms)")
         print(json.dumps({
@@ -153,6 +158,7 @@ async def main(args: argparse.Namespace) -> None:
             "throughput_ratio": round(raw_time / relay_time, 2),
             "pipelined_mib_s": round(mib / piped_time, 2), "pipelined_ratio": round(raw_time / piped_time, 2),
             "connect_p50_ms": round(statistics.median(connects) * 1000, 2),
+            "large_confirmed_mib_s": round(args.large / large_time, 2),
         }))
     finally:
         child.stdin.close()
@@ -209,6 +215,13 @@ async def measure(a, raw, args):
     await asyncio.wait_for(done.wait(), 120)
     piped_time = time.perf_counter() - t0
     relay_requests = conn.stats["relay_requests"] - requests_before
+
+    # -- large messages: 1 MiB each (16 relay frames), confirmed by the peer's application ----------------------
+    conn.confirm_data_receival = True
+    t0 = time.perf_counter()
+    for _ in range(args.large):
+        await conn.send(MIB1)
+    large_time = time.perf_counter() - t0
     await conn.disconnect()
 
     base = "relay/sessions/alice/benchmarkbenchmark01/phone/messages"
@@ -217,7 +230,7 @@ async def measure(a, raw, args):
         await raw.set(f"{base}/s{i + 1:010d}", {"kind": "data", "seq": i + 1, "data": KIB16, "updatedWhen": TS})
     raw_time = time.perf_counter() - t0
     await raw.delete("relay/sessions/alice/benchmarkbenchmark01")
-    return sets, connects, rtts, relay_time, piped_time, relay_requests, raw_time
+    return sets, connects, rtts, relay_time, piped_time, relay_requests, raw_time, large_time
 
 
 if __name__ == "__main__":
@@ -231,4 +244,5 @@ if __name__ == "__main__":
     parser.add_argument("--round-trips", type=int, default=300)
     parser.add_argument("--messages", type=int, default=400)
     parser.add_argument("--connects", type=int, default=20)
+    parser.add_argument("--large", type=int, default=8, help="1 MiB messages sent confirmed")
     asyncio.run(main(parser.parse_args()))
