@@ -65,7 +65,7 @@ class PeerchatApp(App[None]):
         self.sub_title = f"{settings.label} · {settings.device_id} · user {settings.user}"
 
     def get_default_screen(self) -> Screen[None]:
-        return MainScreen(clock=self._clock, show_latency=self._show_latency)
+        return MainScreen(clock=self._clock, show_latency=self._show_latency, webrtc=self.settings.webrtc)
 
     @property
     def main(self) -> MainScreen:

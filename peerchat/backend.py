@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import uuid
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,29 +146,6 @@ async def relay_answers(host: str, port: int, *, timeout: float = 2.0) -> bool:
         return False
 
 
-# The upgrade of each connection, to read why WebRTC failed when that happened before the app had the connection
-# (core emits ``upgrade_failed`` during connect, before anyone can listen to the new connection).
-_UPGRADES: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
-
-
-def make_upgrader(options: ManagerOptions) -> Any:
-    """core's WebRTC upgrader for ``options`` (with ``webrtc`` off it tells the other side at once)."""
-    try:
-        from core import webrtc_upgrader  # type: ignore[attr-defined]
-    except ImportError:  # not re-exported by core's __init__ (yet); core.upgrade documents this use
-        from core.upgrade import webrtc_upgrader
-    upgrader = webrtc_upgrader(options)
-    upgrader.on_upgrade = lambda upgrade: _UPGRADES.__setitem__(upgrade.connection, upgrade)
-    return upgrader
-
-
-def upgrade_failure(connection: PeerConnection) -> str | None:
-    """Why the connection's first WebRTC attempt failed, if it did (None: it did not fail, or is unknown)."""
-    upgrade = _UPGRADES.get(connection)
-    failures = getattr(upgrade, "failures", None)
-    return failures[-1] if failures and connection.transport == "relay" else None
-
-
 class Backend:
     """The relay, the firebase_admin app and the manager for one device; ``async with Backend(settings)``.
 
@@ -242,8 +218,7 @@ class Backend:
         from core import FirebasePeerConnectionManager
 
         manager = FirebasePeerConnectionManager(
-            settings.user, self.device, app=self._firebase_app, options=self._options,
-            upgrader=make_upgrader(self._options),
+            settings.user, self.device, app=self._firebase_app, options=self._options
         )
         try:
             await manager.start()

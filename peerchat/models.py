@@ -158,6 +158,7 @@ class LinkStatus:
     warnings: dict[str, str] = field(default_factory=dict)
     note: str | None = None
     closed: str | None = None
+    webrtc_off: bool = False  # this device turned WebRTC off: that is no news
 
     def apply(self, event: object) -> Notice | None:
         match event:
@@ -175,8 +176,13 @@ class LinkStatus:
                 self.note = f"fell back to the relay: {reason}"
                 return Notice(f"Fell back to the relay ({reason}). Messages keep flowing; retrying WebRTC later.",
                               "warning")
+            case UpgradeFailed() if self.webrtc_off:
+                self.note = "relay only: WebRTC is off on this device"
             case UpgradeFailed(reason=reason):
-                self.note = f"no WebRTC: {reason}"
+                note = f"no WebRTC: {reason}"
+                if note == self.note:
+                    return None  # the same reason again (a retry that failed the same way): once is enough
+                self.note = note
                 return Notice(f"WebRTC unavailable ({reason}); using the relay.", "warning")
             case ProtocolErrorEvent(error=error):
                 return Notice(f"Ignored malformed data from the other device: {error}", "warning")

@@ -29,7 +29,7 @@ from google.auth.credentials import AnonymousCredentials
 from core import FirebasePeerConnectionManager, ManagerOptions, PeerInfo
 from core.emulator import Emulator
 from peerchat.app import create_app
-from peerchat.backend import make_upgrader, open_session
+from peerchat.backend import open_session
 from peerchat.config import Settings
 from peerchat.widgets import DeviceList, TransferRow
 
@@ -52,8 +52,7 @@ class Devices:
             AnonymousCredentials(), {"databaseURL": self.url, "databaseAuthVariableOverride": {"uid": USER}},
             name=f"shot-{label}-{uuid.uuid4().hex}")
         self.apps.append(app)
-        manager = FirebasePeerConnectionManager(USER, PeerInfo(device_id, label), app=app, options=self.options,
-                                                upgrader=make_upgrader(self.options))
+        manager = FirebasePeerConnectionManager(USER, PeerInfo(device_id, label), app=app, options=self.options)
         await manager.start()
         self.managers.append(manager)
         return manager

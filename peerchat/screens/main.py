@@ -39,10 +39,12 @@ class MainScreen(Screen[None]):
     class Ready(Message):
         """The screen is composed: the app may fill it."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time, show_latency: bool = True) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time, show_latency: bool = True,
+                 webrtc: bool = True) -> None:
         super().__init__()
         self._clock = clock
         self._show_latency = show_latency
+        self._webrtc = webrtc
         self._pane_count = 0
 
     def compose(self) -> ComposeResult:
@@ -91,7 +93,7 @@ class MainScreen(Screen[None]):
 
     async def add_session(self, link: SessionLink) -> SessionView:
         self._pane_count += 1
-        view = SessionView(link, clock=self._clock, show_latency=self._show_latency)
+        view = SessionView(link, clock=self._clock, show_latency=self._show_latency, webrtc=self._webrtc)
         pane = TabPane(link.connection.peer.label, view, id=f"session-{self._pane_count}")
         tabs = self.query_one(TabbedContent)
         await tabs.add_pane(pane)

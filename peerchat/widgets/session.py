@@ -16,9 +16,9 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Input, RichLog, Static
 
-from core.events import CLOSED, DATA, UpgradeFailed
+from core.events import CLOSED, DATA
 
-from ..backend import SessionLink, describe_error, upgrade_failure
+from ..backend import SessionLink, describe_error
 from ..messages import ActionFailed
 from ..models import (
     CHAT_HELP,
@@ -70,15 +70,14 @@ class SessionView(Vertical):
         *,
         clock: Callable[[], float] = time.time,
         show_latency: bool = True,
+        webrtc: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(classes="session", **kwargs)
         self.link = link
         self.connection = link.connection
-        self.status = LinkStatus(transport=self.connection.transport, rtt=self.connection.rtt)
-        failure = upgrade_failure(self.connection)
-        if failure:
-            self.status.apply(UpgradeFailed(failure))
+        self.status = LinkStatus(transport=self.connection.transport, rtt=self.connection.rtt,
+                                 webrtc_off=not webrtc)
         self._clock = clock
         self._show_latency = show_latency
         self._outbox: asyncio.Queue[str] = asyncio.Queue()

@@ -8,7 +8,6 @@ from typing import Any
 import pytest
 
 from core import FirebasePeerConnectionManager, ManagerOptions, PeerInfo
-from peerchat.backend import make_upgrader
 
 USER = "alice"
 FAST = ManagerOptions(webrtc=False, connect_timeout=10.0, close_timeout=2.0)
@@ -21,8 +20,7 @@ async def make_manager(firebase_app_factory) -> AsyncIterator[Callable[..., Any]
 
     async def make(label: str, *, options: ManagerOptions = FAST, user: str = USER) -> FirebasePeerConnectionManager:
         app = firebase_app_factory.make({"uid": user})
-        manager = FirebasePeerConnectionManager(user, PeerInfo(f"{label}-id", label), app=app, options=options,
-                                                upgrader=make_upgrader(options))
+        manager = FirebasePeerConnectionManager(user, PeerInfo(f"{label}-id", label), app=app, options=options)
         await manager.start()
         managers.append(manager)
         return manager

@@ -16,7 +16,7 @@ from core import FirebasePeerConnectionManager, ManagerOptions, PeerInfo
 from core.emulator import Emulator
 from core.events import INCOMING_CONNECTION
 from peerchat.app import create_app
-from peerchat.backend import make_upgrader, open_session
+from peerchat.backend import open_session
 from peerchat.dialogs import IncomingFilesDialog
 from peerchat.widgets import DeviceList, TransferRow
 
@@ -74,7 +74,7 @@ async def test_relay_outage_shows_a_warning_with_its_reason_then_clears(tmp_path
                 )
                 apps.append(fb)
                 manager = FirebasePeerConnectionManager(USER, PeerInfo(f"{label}-id", label), app=fb,
-                                                        options=options, upgrader=make_upgrader(options))
+                                                        options=options)
                 await manager.start()
                 managers.append(manager)
             app = create_app(settings_for("laptop", tmp_path), manager=managers[0])

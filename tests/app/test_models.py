@@ -121,3 +121,13 @@ def test_parse_chat_input():
         parse_chat_input('/send "unterminated')
     with pytest.raises(ValueError, match="unknown command /frobnicate"):
         parse_chat_input("/frobnicate")
+
+
+def test_upgrade_failures_are_told_once_and_not_at_all_when_webrtc_is_off_here():
+    status = LinkStatus()
+    assert status.apply(UpgradeFailed(reason="ICE failed")) is not None
+    assert status.apply(UpgradeFailed(reason="ICE failed")) is None
+    assert status.apply(UpgradeFailed(reason="timed out")) is not None
+    off = LinkStatus(webrtc_off=True)
+    assert off.apply(UpgradeFailed(reason="WebRTC is turned off on this device")) is None
+    assert "relay only: WebRTC is off on this device" in off.render()

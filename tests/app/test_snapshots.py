@@ -26,7 +26,6 @@ from app_helpers import wait_until
 from core import FirebasePeerConnectionManager, ManagerOptions, PeerInfo
 from core.emulator import Emulator
 from peerchat.app import create_app
-from peerchat.backend import make_upgrader
 from peerchat.config import Settings
 from peerchat.dialogs import IncomingConnectionDialog
 from peerchat.widgets import DeviceList
@@ -65,8 +64,7 @@ class OtherDevices:
         self.apps.append(app)
 
         async def make() -> FirebasePeerConnectionManager:
-            manager = FirebasePeerConnectionManager(USER, PeerInfo(f"{label}-1", label), app=app, options=OPTIONS,
-                                                    upgrader=make_upgrader(OPTIONS))
+            manager = FirebasePeerConnectionManager(USER, PeerInfo(f"{label}-1", label), app=app, options=OPTIONS)
             await manager.start()
             return manager
 
