@@ -1,0 +1,88 @@
+"""Pilot tests of the remaining flows: the command palette, the file picker, cancelling a transfer, and connecting to a
+device that went offline."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+from textual.widgets import DirectoryTree, Input
+
+from app_helpers import settings_for, wait_until
+from conftest import FAST
+from core.errors import TransferCancelledError
+from core.events import INCOMING_CONNECTION
+from peerchat.app import create_app
+from peerchat.backend import open_session
+from peerchat.dialogs import FilePickerDialog
+from peerchat.widgets import DeviceList, TransferRow
+
+
+def rows(app) -> list:
+    return app.main.query_one(DeviceList)._rows
+
+
+async def test_connect_from_the_command_palette(make_manager, tmp_path):
+    laptop = await make_manager("laptop")
+    await make_manager("desktop")
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_until(lambda: rows(app), pilot, what="the desktop in the list")
+        await pilot.press("ctrl+p")
+        await pilot.press(*"connect to desktop")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        view = await wait_until(lambda: app.main.active_session, pilot, what="the session")
+        assert view.connection.peer.label == "desktop"
+
+
+async def test_offline_device_is_explained_instead_of_connecting(make_manager, tmp_path):
+    laptop = await make_manager("laptop", options=dataclasses.replace(FAST, heartbeat_interval=1.0))
+    desktop = await make_manager("desktop")
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_until(lambda: rows(app), pilot, what="the desktop in the list")
+        await desktop.stop()
+        await wait_until(lambda: not rows(app)["desktop-id"].online, pilot, what="the desktop offline")
+        await pilot.press("enter")
+        await pilot.pause()
+        assert app.main.sessions() == []
+        assert any("desktop is offline. Start peerchat on it" in n.message for n in app._notifications)
+
+
+async def test_send_from_the_file_picker_and_cancel(make_manager, tmp_path):
+    laptop = await make_manager("laptop")
+    desktop = await make_manager("desktop")
+    remote = []
+    desktop.events.on(INCOMING_CONNECTION, lambda e: remote.append(open_session(e.connection, tmp_path / "dl")))
+    folder = tmp_path / "pick"
+    folder.mkdir()
+    (folder / "big.bin").write_bytes(os.urandom(4 * 1024 * 1024))
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop, picker_start=folder)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_until(lambda: rows(app), pilot, what="the desktop in the list")
+        await pilot.press("enter")
+        view = await wait_until(lambda: app.main.active_session, pilot, what="the session")
+        await wait_until(lambda: app.focused is view.query_one(Input), pilot, what="the focus in the input")
+        link = (await wait_until(lambda: remote, what="the desktop's session"))[0]
+        failed = []
+        link.transfers.events.on("transfer_failed", failed.append)
+
+        await pilot.press("ctrl+f")
+        dialog = await wait_until(lambda: isinstance(app.screen, FilePickerDialog) and app.screen, pilot,
+                                  what="the file picker")
+        tree = dialog.query_one(DirectoryTree)
+        await wait_until(lambda: tree.root.children, pilot, what="the folder's files")
+        await pilot.press("down", "enter")
+        row = await wait_until(lambda: next(iter(view.query(TransferRow)), None), pilot, what="the transfer row")
+        assert row.file_name == "big.bin"
+
+        # The desktop never answers the offer; Ctrl+X cancels it on both sides.
+        await pilot.press("ctrl+x")
+        await wait_until(lambda: row.finished, pilot, what="the row to end")
+        assert row.has_class("failed")
+        await wait_until(lambda: failed, what="the desktop to see the cancel")
+        assert isinstance(failed[0].error, TransferCancelledError)
+        await pilot.press("ctrl+x")
+        assert any("No transfer is running" in n.message for n in app._notifications)
+        await link.close()
