@@ -183,16 +183,19 @@ class PeerchatApp(App[None]):
     def on_incoming_connection(self, message: IncomingConnection) -> None:
         link = message.link
         connection = link.connection
+        # A device that connects right after it came online can arrive before its presence, with its id as label.
+        known = self._directory.find(connection.peer.id)
+        peer = known[0] if known else connection.peer
 
         async def answered(accept: bool | None) -> None:
             if accept and not connection.is_closed:
-                await self.main.add_session(link)
+                await self.main.add_session(link, label=peer.label)
             else:
                 self._close_link(link)
                 if accept:
-                    self.notify(f"{connection.peer.label} closed the connection before it was accepted.")
+                    self.notify(f"{peer.label} closed the connection before it was accepted.")
 
-        self.push_screen(IncomingConnectionDialog(connection.peer), answered)
+        self.push_screen(IncomingConnectionDialog(peer), answered)
 
     @work(group="disconnect", exit_on_error=False)
     async def _close_link(self, link: SessionLink) -> None:

@@ -91,10 +91,11 @@ class MainScreen(Screen[None]):
         views = list(pane.query(SessionView))
         return views[0] if views else None
 
-    async def add_session(self, link: SessionLink) -> SessionView:
+    async def add_session(self, link: SessionLink, *, label: str | None = None) -> SessionView:
         self._pane_count += 1
-        view = SessionView(link, clock=self._clock, show_latency=self._show_latency, webrtc=self._webrtc)
-        pane = TabPane(link.connection.peer.label, view, id=f"session-{self._pane_count}")
+        view = SessionView(link, clock=self._clock, show_latency=self._show_latency, webrtc=self._webrtc,
+                           label=label)
+        pane = TabPane(view.peer_label, view, id=f"session-{self._pane_count}")
         tabs = self.query_one(TabbedContent)
         await tabs.add_pane(pane)
         self.activate(view)

@@ -71,9 +71,11 @@ class SessionView(Vertical):
         clock: Callable[[], float] = time.time,
         show_latency: bool = True,
         webrtc: bool = True,
+        label: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(classes="session", **kwargs)
+        self._label = label
         self.link = link
         self.connection = link.connection
         self.status = LinkStatus(transport=self.connection.transport, rtt=self.connection.rtt,
@@ -85,7 +87,7 @@ class SessionView(Vertical):
 
     @property
     def peer_label(self) -> str:
-        return self.connection.peer.label
+        return self._label or self.connection.peer.label
 
     @property
     def closed(self) -> bool:
