@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -490,3 +492,17 @@ async def test_async_signal_handlers_run_in_order(relay, cleanup):
         await conn_a.send_signal({"n": n})
     await wait_for(lambda: len(seen) == 3)
     assert seen == [0, 1, 2]
+
+
+def test_options_check_their_limits_and_leave_room_for_the_upgrade():
+    defaults = ManagerOptions()
+    # The answering side may wait a whole upgrade attempt before it hands a connection out.
+    assert defaults.connect_timeout >= defaults.upgrade_timeout + 5
+    rules = json.loads(RULES.read_text())
+    message = rules["rules"]["relay"]["sessions"]["$uid"]["$sessionId"]["$deviceId"]["messages"]["$key"]
+    allowed = int(re.search(r"length <= (\d+)", message["data"][".validate"]).group(1))
+    assert defaults.relay_frame_bytes == allowed  # one frame's data, as the rules allow it
+    assert defaults.max_message_bytes == 16 * 1024 * 1024
+    for bad in ({"max_message_bytes": 0}, {"relay_frame_bytes": 8}, {"send_window": 0}):
+        with pytest.raises(ValueError):
+            ManagerOptions(**bad)
