@@ -7,10 +7,8 @@ from typing import Any
 
 import pytest
 
+from app_helpers import FAST, USER
 from core import FirebasePeerConnectionManager, ManagerOptions, PeerInfo
-
-USER = "alice"
-FAST = ManagerOptions(webrtc=False, connect_timeout=10.0, close_timeout=2.0)
 
 
 @pytest.fixture

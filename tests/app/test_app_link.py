@@ -11,7 +11,7 @@ import firebase_admin
 from google.auth.credentials import AnonymousCredentials
 from textual.widgets import Input, ProgressBar, RichLog, Static
 
-from app_helpers import USER, in_log, settings_for, wait_until
+from app_helpers import FAST, USER, in_log, settings_for, wait_until
 from core import FirebasePeerConnectionManager, ManagerOptions, PeerInfo
 from core.emulator import Emulator
 from core.events import INCOMING_CONNECTION
@@ -20,7 +20,6 @@ from peerchat.backend import open_session
 from peerchat.dialogs import IncomingFilesDialog
 from peerchat.widgets import DeviceList, TransferRow
 
-from conftest import FAST
 
 
 def status_text(view) -> str:

@@ -8,8 +8,7 @@ import os
 
 from textual.widgets import DirectoryTree, Input
 
-from app_helpers import settings_for, wait_until
-from conftest import FAST
+from app_helpers import FAST, settings_for, wait_until
 from core.errors import TransferCancelledError
 from core.events import INCOMING_CONNECTION
 from peerchat.app import create_app
