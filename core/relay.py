@@ -802,6 +802,10 @@ class RelayConnection(PeerConnection):
 
     async def _peer_closed(self) -> None:
         self._state = _State.CLOSING
+        # The acknowledgement of the close frame went out on the active link; another link (WebRTC) is closed
+        # below, perhaps before its queue drained, so acknowledge over the relay too, where flush() waits for it.
+        if self._link is not None:
+            self._writer.send_frame({"kind": "ack", "seq": self._stream.delivered})
         try:
             async with asyncio.timeout(self._options.close_timeout):
                 await self._writer.flush()  # the acknowledgement of the close frame
