@@ -9,8 +9,8 @@ explicitly to change the link options (``host_addresses``, ``idle_timeout``, ...
 On every new connection, on both sides and before the connection is handed out, the upgrader opens a
 :class:`core.webrtc.WebRTCLink` signalled over the connection itself (``send_signal`` / ``set_signal_handler``):
 the initiator offers, the target answers. Once the data channel is open the link is attached to the connection
-(``attach_link``): the connection's frames (:mod:`core.session` dicts, as compact JSON text) travel over the data
-channel from then on, acknowledgements included. A failed or timed-out attempt raises
+(``attach_link``): the connection's frames (:mod:`core.session` dicts, as text: :func:`encode_frame`) travel over
+the data channel from then on, acknowledgements included. A failed or timed-out attempt raises
 :class:`~core.errors.UpgradeError`, which the manager keeps as the connection's ``upgrade_failure`` and emits as an
 ``upgrade_failed`` event once the connection is handed out; the relay keeps working.
 
@@ -53,7 +53,7 @@ from .webrtc import LinkClosed, LinkOptions, LinkState, Role, WebRTCLink, emit_s
 if TYPE_CHECKING:
     from .relay import RelayConnection
 
-__all__ = ["ConnectionUpgrade", "WebRTCUpgrader", "webrtc_upgrader"]
+__all__ = ["ConnectionUpgrade", "WebRTCUpgrader", "decode_frame", "encode_frame", "webrtc_upgrader"]
 
 log = logging.getLogger(__name__)
 
@@ -290,8 +290,65 @@ def _keep(future: asyncio.Future[Any]) -> None:
     future.add_done_callback(_background.discard)
 
 
+# Frames on the data channel: one text message each, a short header line, then the data as it is (no escaping):
+#
+#     d42\nhello          {"kind": "data", "seq": 42, "data": "hello"}
+#     d43!\nhi            ... "confirm": true          d44+\n<piece>   ... "more": true (a fragment)
+#     b45\n<base64>       binary     s46\n<json>   signal     c47\n   close
+#     a47                 {"kind": "ack", "seq": 47}           p3 / q3   ping / pong (no data line)
+#
+# JSON would escape every non-ASCII character of a message (six bytes for one) and costs a parse per frame; this
+# header costs a split. A text starting with "{" is read as a JSON frame.
+_KIND_CODES = {"data": "d", "binary": "b", "signal": "s", "close": "c", "ack": "a", "ping": "p", "pong": "q"}
+_CODE_KINDS = {code: kind for kind, code in _KIND_CODES.items()}
+_MAX_HEADER = 16
+
+
+def encode_frame(frame: dict[str, Any]) -> str:
+    """The data-channel text of a :mod:`core.session` frame (see the format above)."""
+    head = f"{_KIND_CODES[frame['kind']]}{frame['seq']}"
+    if "data" not in frame:
+        return head
+    if frame.get("confirm"):
+        head += "!"
+    if frame.get("more"):
+        head += "+"
+    return f"{head}\n{frame['data']}"
+
+
+def decode_frame(text: str) -> dict[str, Any]:
+    """The frame a data-channel text carries; the stream checks the rest (kinds that need data, ranges).
+
+    Raises:
+        ProtocolError: the header is malformed.
+    """
+    if text.startswith("{"):
+        try:
+            frame = json.loads(text)
+        except ValueError as exc:
+            raise ProtocolError(f"a WebRTC frame is not valid JSON: {exc}") from None
+        if not isinstance(frame, dict):
+            raise ProtocolError("a WebRTC frame in JSON must be an object")
+        return frame
+    head, newline, data = text.partition("\n")
+    kind = _CODE_KINDS.get(head[:1])
+    digits = head[1:].rstrip("!+")
+    if kind is None or not digits.isascii() or not digits.isdigit() or len(head) > _MAX_HEADER:
+        raise ProtocolError(f"a WebRTC frame has a malformed header {head[:_MAX_HEADER + 1]!r}")
+    frame: dict[str, Any] = {"kind": kind, "seq": int(digits)}
+    flags = head[1 + len(digits):]
+    if newline:
+        frame["data"] = data
+    if "!" in flags:
+        frame["confirm"] = True
+    if "+" in flags:
+        frame["more"] = True
+    return frame
+
+
 class _FrameLink(Link):
-    """Carries a relay connection's frames over a WebRTC link: each frame as one compact JSON text message."""
+    """Carries a relay connection's frames over a WebRTC link: each frame as one text message (:func:`encode_frame`).
+    """
 
     transport = "webrtc"
 
@@ -306,7 +363,7 @@ class _FrameLink(Link):
         # The stream bounds the frames in flight (its send window), so this queue stays small.
         if self.link.state is not LinkState.OPEN or self._writer.done():
             raise ConnectionClosedError("the WebRTC link is closed")
-        self._queue.put_nowait(json.dumps(frame, separators=(",", ":")))
+        self._queue.put_nowait(encode_frame(frame))
 
     async def _write(self) -> None:
         while True:
@@ -321,10 +378,9 @@ class _FrameLink(Link):
     def _on_message(self, message: Message) -> None:
         try:
             if not isinstance(message.data, str):
-                raise ValueError("a binary message where a JSON frame was expected")
-            frame = json.loads(message.data)
-        except ValueError as exc:
-            error = ProtocolError(f"a WebRTC frame is not JSON: {exc}")
+                raise ProtocolError("a binary WebRTC message where a text frame was expected")
+            frame = decode_frame(message.data)
+        except ProtocolError as error:
             emit_safely(self._connection.events, ev.PROTOCOL_ERROR, ev.ProtocolErrorEvent(error))
             return
         self._connection.receive_frame(frame)

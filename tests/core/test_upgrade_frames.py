@@ -1,0 +1,67 @@
+"""Tests for the text form of connection frames on a WebRTC data channel (core.upgrade.encode_frame/decode_frame)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.errors import ProtocolError
+from core.session import ReliableStream, WriteFrame
+from core.upgrade import decode_frame, encode_frame
+
+FRAMES = [
+    {"kind": "data", "seq": 1, "data": "hello"},
+    {"kind": "data", "seq": 2, "data": ""},
+    {"kind": "data", "seq": 3, "data": "line one\nline two\n", "confirm": True},
+    {"kind": "data", "seq": 4, "data": "é€🙂 \"quoted\" \\ {json}", "more": True},
+    {"kind": "binary", "seq": 5, "data": "AAEC/w==", "more": True},
+    {"kind": "binary", "seq": 9_999_999_999, "data": "AA==", "confirm": True},
+    {"kind": "signal", "seq": 6, "data": '{"webrtc":1,"type":"offer","sdp":"v=0\\r\\n"}'},
+    {"kind": "close", "seq": 7, "data": ""},
+    {"kind": "ack", "seq": 0},
+    {"kind": "ack", "seq": 7},
+    {"kind": "ping", "seq": 3},
+    {"kind": "pong", "seq": 3},
+]
+
+
+@pytest.mark.parametrize("frame", FRAMES, ids=[f"{f['kind']}-{f['seq']}" for f in FRAMES])
+def test_every_frame_survives_the_text_form(frame):
+    assert decode_frame(encode_frame(frame)) == frame
+
+
+def test_text_is_not_escaped():
+    frame = {"kind": "data", "seq": 12, "data": "é" * 100}
+    text = encode_frame(frame)
+    assert text == "d12\n" + "é" * 100
+    assert len(text.encode("utf-8")) < len(json.dumps(frame).encode("utf-8")) / 2
+
+
+def test_frames_from_the_stream_round_trip_into_another_stream():
+    a, b = ReliableStream(), ReliableStream()
+    _, actions = a.send_message("data", "x" * 100_000 + "é", 0.0, confirm=True)
+    got = []
+    for action in actions:
+        assert isinstance(action, WriteFrame)
+        got += b.receive(decode_frame(encode_frame(action.frame)), 0.0)
+    assert [a.data for a in got if type(a).__name__ == "Deliver"] == ["x" * 100_000 + "é"]
+
+
+def test_json_frames_are_still_read():
+    assert decode_frame('{"kind":"data","seq":4,"data":"x"}') == {"kind": "data", "seq": 4, "data": "x"}
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", "x1", "d", "d!", "dx\nhi", "d-1\nx", "d1?\nx", "d١٢\nx", "a" + "9" * 20, "{not json", "[1, 2]", "\nd1"],
+)
+def test_malformed_texts_are_protocol_errors(text):
+    with pytest.raises(ProtocolError):
+        decode_frame(text)
+
+
+def test_a_frame_without_its_data_line_is_left_for_the_stream_to_refuse():
+    frame = decode_frame("d5")
+    assert frame == {"kind": "data", "seq": 5}
+    assert type(ReliableStream().receive(frame, 0.0)[0]).__name__ == "BadFrame"
