@@ -31,10 +31,12 @@ class DeviceList(DataTable[Text]):
         self._rows: dict[str, DeviceRow] = {}
 
     def on_mount(self) -> None:
+        # Fixed widths: the table looks the same however rows arrive (also under a dialog, which freezes the
+        # screen behind it before an auto width is recomputed).
         self.add_column(" ", key="dot", width=1)
-        self.add_column("Device", key="device")
-        self.add_column("ID", key="id")
-        self.add_column("Seen", key="seen")
+        self.add_column("Device", key="device", width=12)
+        self.add_column("ID", key="id", width=13)
+        self.add_column("Seen", key="seen", width=10)
         self.show_rows([])
 
     def show_rows(self, rows: list[DeviceRow]) -> None:
