@@ -95,7 +95,7 @@ class SessionView(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static(self.status.render(latency=self._show_latency), classes="status")
-        yield RichLog(wrap=True, markup=False, auto_scroll=True, min_width=20, classes="chat")
+        yield RichLog(wrap=True, markup=False, auto_scroll=True, min_width=20, max_lines=5000, classes="chat")
         yield TransferList(classes="transfers")
         yield Input(placeholder=f"Message {self.peer_label}   (/send PATH, /help)", classes="message")
 

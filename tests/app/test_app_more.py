@@ -85,3 +85,32 @@ async def test_send_from_the_file_picker_and_cancel(make_manager, tmp_path):
         await pilot.press("ctrl+x")
         assert any("No transfer is running" in n.message for n in app._notifications)
         await link.close()
+
+
+async def test_two_sessions_in_tabs_each_with_its_own_conversation(make_manager, tmp_path):
+    laptop = await make_manager("laptop")
+    received: dict[str, list[str]] = {"desktop": [], "phone": []}
+    for label in received:
+        manager = await make_manager(label)
+        manager.events.on(INCOMING_CONNECTION, lambda e, label=label: e.connection.events.on(
+            "data", lambda d: received[label].append(d.data)))
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_until(lambda: len(rows(app)) == 2, pilot, what="both devices in the list")
+        devices = app.main.query_one(DeviceList)
+        for label in ("desktop", "phone"):
+            await pilot.press("ctrl+d")
+            while devices.selected_peer.label != label:
+                await pilot.press("down")
+            await pilot.press("enter")
+            view = await wait_until(lambda: app.main.active_session is not None
+                                    and app.main.active_session.peer_label == label and app.main.active_session,
+                                    pilot, what=f"the {label} tab")
+            await wait_until(lambda: app.focused is view.query_one(Input), pilot, what="the focus in the input")
+            await pilot.press(*f"hi {label}", "enter")
+        assert [v.peer_label for v in app.main.sessions()] == ["desktop", "phone"]
+        await pilot.press("ctrl+t")
+        assert app.main.active_session.peer_label == "desktop"
+        await pilot.press(*"again", "enter")
+        await wait_until(lambda: received["desktop"] == ["hi desktop", "again"] and received["phone"] == ["hi phone"],
+                         pilot, what="each message at its device")
