@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -14,7 +15,7 @@ from textual.screen import Screen
 from textual.worker import Worker, WorkerState
 
 from core.errors import PeerchatError
-from core.events import CONNECTION_CLOSED, INCOMING_CONNECTION, PEERS_CHANGED
+from core.events import INCOMING_CONNECTION, PEERS_CHANGED
 from core.events import IncomingConnection as IncomingConnectionEvent
 from core.events import PeersChanged as PeersChangedEvent
 from core.peer import PeerConnectionManager, PeerInfo
@@ -86,6 +87,9 @@ class PeerchatApp(App[None]):
         backend = Backend(self.settings, on_relay_status=lambda text, ok: self.post_message(RelayStatus(text, ok)))
         try:
             manager = await backend.start()
+        except asyncio.CancelledError:  # the app quit while starting: leave nothing running
+            await backend.stop()
+            raise
         except Exception as exc:
             self.post_message(BackendFailed(exc))
             return
@@ -96,7 +100,6 @@ class PeerchatApp(App[None]):
         manager = self.manager = message.manager
         self._subscribe(manager, PEERS_CHANGED, self._core_peers_changed)
         self._subscribe(manager, INCOMING_CONNECTION, self._core_incoming_connection)
-        self._subscribe(manager, CONNECTION_CLOSED, lambda event: None)
         self.main.show_relay(f"● online via {message.relay}", ok=True)
         self._load_peers()
 
