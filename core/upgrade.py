@@ -363,7 +363,12 @@ class _FrameLink(Link):
         # The stream bounds the frames in flight (its send window), so this queue stays small.
         if self.link.state is not LinkState.OPEN or self._writer.done():
             raise ConnectionClosedError("the WebRTC link is closed")
-        self._queue.put_nowait(encode_frame(frame))
+        text = encode_frame(frame)
+        # Straight onto the channel when nothing waits before it (most frames); the writer task keeps the order
+        # of the rest.
+        if self._queue.empty() and self.link.send_now(text):
+            return
+        self._queue.put_nowait(text)
 
     async def _write(self) -> None:
         while True:

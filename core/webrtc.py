@@ -493,6 +493,28 @@ class WebRTCLink:
             self._slow_senders -= 1
         self._frames_sent += len(frames)
 
+    def send_now(self, data: str | bytes) -> bool:
+        """Send a one-frame message at once, if the channel has room and no ``send()`` waits; else return False.
+
+        For a caller that keeps its own queue: when this returns False, ``await send(data)`` keeps the order.
+
+        Raises:
+            ConnectionClosedError: the data channel closed.
+        """
+        if self._state is not LinkState.OPEN or self._slow_senders:
+            return False
+        if isinstance(data, str):
+            frame = bytes((TEXT,)) + data.encode("utf-8")
+        else:
+            frame = bytes((BINARY,)) + bytes(data)
+        channel = self._channel
+        assert channel is not None
+        if len(frame) > MAX_FRAME_BYTES or channel.bufferedAmount > self._options.high_water:
+            return False
+        self._channel_send(frame)
+        self._frames_sent += 1
+        return True
+
     async def _wait_for_room(self) -> None:
         channel = self._channel
         assert channel is not None

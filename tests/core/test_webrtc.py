@@ -416,3 +416,20 @@ async def test_small_messages_sent_while_a_large_one_waits_for_room_keep_their_o
         await asyncio.gather(*sends)
         received = await pair.rb.wait_for(21)
         assert received == [big] + [f"small {i}" for i in range(20)]
+
+
+async def test_send_now_sends_one_frame_at_once_or_declines_without_sending() -> None:
+    options = replace(LOOPBACK, high_water=MAX_FRAME_BYTES, low_water=MAX_FRAME_BYTES // 4)
+    async with link_pair(options, options) as pair:
+        assert pair.a.send_now("too early") is False  # not open
+        await pair.open()
+        assert pair.a.send_now("first") is True
+        assert pair.a.send_now(b"\x00second") is True
+        assert pair.a.send_now("x" * MAX_FRAME_BYTES) is False  # needs two frames: send() must take it
+        big = asyncio.ensure_future(pair.a.send("B" * (6 * MAX_FRAME_BYTES)))
+        await asyncio.sleep(0)  # the big send waits for room between its fragments
+        assert pair.a.send_now("behind the big one") is False  # would overtake it
+        await big
+        assert await pair.rb.wait_for(3) == ["first", b"\x00second", "B" * (6 * MAX_FRAME_BYTES)]
+        await pair.a.close()
+        assert pair.a.send_now("after close") is False
