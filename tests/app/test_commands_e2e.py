@@ -79,3 +79,48 @@ def test_peers_lists_a_running_device_and_errors_are_one_line(emulator, cli_env,
         code, _, err = finish(receiver, 30)
     assert code == 130, err  # SIGTERM: stopped cleanly, like Ctrl-C
     assert err.endswith("peerchat: interrupted\n")
+
+
+def test_the_app_runs_from_the_command_line_and_quits_with_ctrl_q(emulator, cli_env, tmp_path):
+    """`peerchat` with no subcommand starts the Textual app in a terminal (a pseudo-terminal here)."""
+    import pty
+    import re
+    import select
+    import time
+
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: become `peerchat --label laptop ...` in the terminal
+        env = {**cli_env, "TERM": "xterm-256color", "COLUMNS": "100", "LINES": "30"}
+        os.execvpe(sys.executable, [sys.executable, "-m", "peerchat", "--label", "laptop", "--emulator",
+                                    emulator.host_port, "--user", f"e2e{uuid.uuid4().hex[:8]}",
+                                    "--download-dir", str(tmp_path)], env)
+    screen = b""
+
+    def read_until(pattern: bytes, timeout: float) -> bool:
+        nonlocal screen
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if select.select([fd], [], [], 0.1)[0]:
+                try:
+                    chunk = os.read(fd, 65536)
+                except OSError:
+                    return False
+                if not chunk:
+                    return False
+                screen += chunk
+                if pattern in re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", screen):
+                    return True
+        return False
+
+    try:
+        assert read_until(b"online via emulator", 60), screen[-2000:]
+        os.write(fd, b"\x11")  # Ctrl+Q
+        read_until(b"\x00never", 10)
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        if pid:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+        os.close(fd)
