@@ -98,6 +98,8 @@ def register(subparsers: Any) -> None:
     epilog = "exit codes: 0 ok, 1 unexpected error, 2 bad usage, 3 device not online, 4 relay unreachable, " \
              "5 timed out, 6 declined/failed/closed, 130 interrupted"
     peers = subparsers.add_parser("peers", help="list this user's other online devices", epilog=epilog)
+    peers.add_argument("--wait", type=float, default=2.0, metavar="S",
+                       help="how long to wait for the first device to show up (default: 2)")
     add_settings_arguments(peers)
     peers.set_defaults(command_main=peers_main, handler=run_command)
 
@@ -172,7 +174,10 @@ def _say(stream: TextIO, text: str) -> None:
 
 async def peers_main(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     async with Backend(settings, watch_interval=0) as manager:
-        peers = await manager.get_online_peers()
+        # The presence listener delivers the whole list in its first event, just after start(): wait for it.
+        deadline = time.monotonic() + args.wait
+        while not (peers := await manager.get_online_peers()) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
     for peer in sorted(peers, key=lambda p: (p.label.lower(), p.id)):
         _say(out, f"{peer.id}\t{peer.label}")
     if not peers:
