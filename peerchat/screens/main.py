@@ -142,3 +142,16 @@ class MainScreen(Screen[None]):
         views = list(event.pane.query(SessionView))
         if views:
             views[0].focus_input()
+            self._mark(views[0], unread=False)
+
+    def on_session_view_activity(self, event: SessionView.Activity) -> None:
+        if event.view is not self.active_session:
+            self._mark(event.view, unread=True)
+
+    def _mark(self, view: SessionView, *, unread: bool) -> None:
+        """Show a dot on the tab of a session with messages not seen yet."""
+        pane = view.parent
+        if isinstance(pane, TabPane) and pane.id:
+            tab = self.query_one(TabbedContent).get_tab(pane.id)
+            tab.label = f"{view.peer_label} ●" if unread else view.peer_label
+            tab.set_class(unread, "unread")

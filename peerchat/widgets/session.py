@@ -56,6 +56,13 @@ class SessionView(Vertical):
             super().__init__()
             self.view = view
 
+    class Activity(Message):
+        """Something arrived in this session (the screen marks its tab when it is not the one shown)."""
+
+        def __init__(self, view: SessionView) -> None:
+            super().__init__()
+            self.view = view
+
     class FilesOffered(Message):
         """The other device offers files: the app asks the person, then calls ``accept_files``/``decline_files``."""
 
@@ -131,6 +138,7 @@ class SessionView(Vertical):
         name, payload = event.name, event.payload
         if name == DATA:
             self._line(self.peer_label, "bold cyan", payload.data)
+            self.post_message(self.Activity(self))
         elif name == INCOMING_TRANSFER:
             self._on_offer(payload.offer)
         elif name == TRANSFER_PROGRESS:

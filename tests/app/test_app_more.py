@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 
-from textual.widgets import DirectoryTree, Input
+from textual.widgets import DirectoryTree, Input, TabbedContent
 
 from app_helpers import FAST, settings_for, wait_until
 from core.errors import TransferCancelledError
@@ -90,10 +90,15 @@ async def test_send_from_the_file_picker_and_cancel(make_manager, tmp_path):
 async def test_two_sessions_in_tabs_each_with_its_own_conversation(make_manager, tmp_path):
     laptop = await make_manager("laptop")
     received: dict[str, list[str]] = {"desktop": [], "phone": []}
+    remotes: dict[str, list] = {"desktop": [], "phone": []}
+
+    def incoming(event, label: str) -> None:
+        remotes[label].append(event.connection)
+        event.connection.events.on("data", lambda d: received[label].append(d.data))
+
     for label in received:
         manager = await make_manager(label)
-        manager.events.on(INCOMING_CONNECTION, lambda e, label=label: e.connection.events.on(
-            "data", lambda d: received[label].append(d.data)))
+        manager.events.on(INCOMING_CONNECTION, lambda e, label=label: incoming(e, label))
     app = create_app(settings_for("laptop", tmp_path), manager=laptop)
     async with app.run_test(size=(120, 36)) as pilot:
         await wait_until(lambda: len(rows(app)) == 2, pilot, what="both devices in the list")
@@ -109,7 +114,14 @@ async def test_two_sessions_in_tabs_each_with_its_own_conversation(make_manager,
             await wait_until(lambda: app.focused is view.query_one(Input), pilot, what="the focus in the input")
             await pilot.press(*f"hi {label}", "enter")
         assert [v.peer_label for v in app.main.sessions()] == ["desktop", "phone"]
+        # A message in the tab that is not shown marks it until it is shown.
+        await remotes["desktop"][0].send("ping")
+        tabs = app.main.query_one(TabbedContent)
+        desktop_tab = tabs.get_tab(app.main.sessions()[0].parent.id)
+        await wait_until(lambda: desktop_tab.has_class("unread"), pilot, what="the desktop tab marked")
+        assert str(desktop_tab.label) == "desktop ●"
         await pilot.press("ctrl+t")
+        assert not desktop_tab.has_class("unread") and str(desktop_tab.label) == "desktop"
         assert app.main.active_session.peer_label == "desktop"
         await pilot.press(*"again", "enter")
         await wait_until(lambda: received["desktop"] == ["hi desktop", "again"] and received["phone"] == ["hi phone"],
