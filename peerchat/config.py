@@ -291,4 +291,7 @@ def settings_from_args(args: argparse.Namespace, *, env: Mapping[str, str] | Non
     values = vars(args)
     cli = {key: values[key] for key in _KEYS if values.get(key) is not None}
     config_file = values.get("config_file")
-    return resolve_settings(cli, env=env, config_file=Path(config_file).expanduser() if config_file else None)
+    path = Path(config_file).expanduser() if config_file else None
+    if path is not None and not path.is_file():
+        raise ConfigError(f"--config: {path} is not a file")
+    return resolve_settings(cli, env=env, config_file=path)

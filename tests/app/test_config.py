@@ -127,3 +127,14 @@ def test_flags_on_the_main_parser_and_a_subcommand_do_not_overwrite_each_other(t
     args = parser.parse_args(["--user", "alice", "--config", str(config), "peers", "--no-webrtc"])
     settings = settings_from_args(args, env={})
     assert (settings.user, settings.label, settings.webrtc) == ("alice", "from-file", False)
+
+
+def test_a_named_config_file_must_exist(tmp_path):
+    import argparse
+
+    from peerchat.config import add_settings_arguments, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    with pytest.raises(ConfigError, match="--config: .*missing.toml is not a file"):
+        settings_from_args(parser.parse_args(["--config", str(tmp_path / "missing.toml")]), env={})
