@@ -9,6 +9,7 @@ the relay. Update the pictures with ``pytest tests/app/test_snapshots.py --snaps
 from __future__ import annotations
 
 import asyncio
+import os
 import socket
 import threading
 import time
@@ -100,8 +101,16 @@ def devices(snapshot_relay: Emulator) -> Iterator[OtherDevices]:
 
 
 @pytest.fixture
-def utc(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TZ", "UTC")
+def utc() -> Iterator[None]:
+    """Local time is UTC for the test (chat times), and whatever it was afterwards."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+    yield
+    if before is None:
+        del os.environ["TZ"]
+    else:
+        os.environ["TZ"] = before
     time.tzset()
 
 
