@@ -27,9 +27,10 @@ from app_helpers import wait_until
 from core import FirebasePeerConnectionManager, ManagerOptions, PeerInfo
 from core.emulator import Emulator
 from peerchat.app import create_app
+from peerchat.backend import open_session
 from peerchat.config import Settings
 from peerchat.dialogs import IncomingConnectionDialog
-from peerchat.widgets import DeviceList
+from peerchat.widgets import DeviceList, TransferRow
 
 SNAPSHOT_PORT = 19_871  # fixed: the relay line shows the emulator's address
 USER = "snap"
@@ -178,6 +179,32 @@ def test_chat_session(snap_compare, devices, utc, tmp_path, monkeypatch):
         await pilot.press(*"Yes, sending them in a minute.", "enter")
         await pilot.press(*"/help", "enter")
         await wait_until(lambda: len(view.query_one("RichLog").lines) >= 4, pilot, what="the reply and the help")
+        await settle(pilot)
+
+    assert snap_compare(laptop_app(tmp_path, monkeypatch), terminal_size=SIZE, run_before=run_before)
+
+
+def test_finished_transfer(snap_compare, devices, utc, tmp_path, monkeypatch):
+    desktop = devices.start("desktop")
+    downloads = tmp_path / "desktop-downloads"
+
+    def incoming(event: Any) -> None:
+        link = open_session(event.connection, downloads)
+        link.transfers.events.on("incoming_transfer", lambda e: e.offer.accept(downloads))
+
+    desktop.events.on("incoming_connection", incoming)
+    photo = tmp_path / "holiday.jpg"
+    photo.write_bytes(bytes(range(256)) * 20)
+
+    async def run_before(pilot: Any) -> None:
+        await wait_until(lambda: online_rows(pilot)() == 1, pilot, what="the desktop online")
+        await pilot.press("enter")
+        view = await wait_until(lambda: pilot.app.main.active_session, pilot, what="the session")
+        await wait_until(lambda: pilot.app.focused is view.query_one(Input), pilot, what="the focus in the input")
+        view.query_one(Input).value = f"/send {photo}"
+        await pilot.press("enter")
+        await wait_until(lambda: [row for row in view.query(TransferRow) if row.finished], pilot,
+                         what="the transfer to finish")
         await settle(pilot)
 
     assert snap_compare(laptop_app(tmp_path, monkeypatch), terminal_size=SIZE, run_before=run_before)
