@@ -63,3 +63,25 @@ async def test_embedded_relay_already_running_is_shared_and_restarted_when_it_go
     finally:
         await laptop.stop()
         await external.stop()
+
+
+async def test_a_named_emulator_that_goes_away_is_reported_not_replaced(tmp_path):
+    external = Emulator(port=free_port())
+    await external.start()
+    news: list[tuple[str, bool]] = []
+    settings = Settings(user="u1", label="laptop", device_id="laptop-1", emulator=external.host_port, webrtc=False,
+                        download_dir=tmp_path)
+    backend = Backend(settings, watch_interval=0.2, on_relay_status=lambda text, ok: news.append((text, ok)))
+    try:
+        await backend.start()
+        await external.stop()
+        await wait_until(lambda: news, timeout=30, what="the watchdog's news")
+        assert news[0] == (f"The relay at {external.host_port} stopped answering. Restart it (peerchat emulator "
+                           f"--port {external.port}).", False)
+        assert backend.emulator is None
+        await external.start()
+        await wait_until(lambda: len(news) == 2, timeout=30, what="the relay back")
+        assert news[1] == (f"The relay at {external.host_port} is back.", True)
+    finally:
+        await backend.stop()
+        await external.stop()
