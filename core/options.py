@@ -36,8 +36,10 @@ class ManagerOptions:
     # Relay sessions: how long a sent message may wait for its acknowledgement before the send fails.
     ack_timeout: float = 20.0
     retransmit_interval: float = 2.0
-    # How many unacknowledged messages a sender keeps in flight on the relay.
+    # How many unacknowledged frames a sender keeps in flight on the relay, and while a WebRTC link carries them
+    # (a receiver acknowledges every quarter window, so a larger window means fewer acknowledgements to carry).
     send_window: int = 32
+    webrtc_send_window: int = 128
     # A receiver delays acknowledgements this long to coalesce them (unless the sender waits for confirmation).
     ack_delay: float = 0.05
     # Latency probes, and when waiting counts as slow (a ``slow`` event).
@@ -67,5 +69,8 @@ class ManagerOptions:
             raise ValueError(f"max_message_bytes must be at least 1, not {self.max_message_bytes}")
         if self.relay_frame_bytes < 16:
             raise ValueError(f"relay_frame_bytes must be at least 16, not {self.relay_frame_bytes}")
-        if self.send_window < 1:
-            raise ValueError(f"send_window must be at least 1, not {self.send_window}")
+        if self.send_window < 1 or self.webrtc_send_window < 1:
+            raise ValueError(
+                f"send_window and webrtc_send_window must be at least 1, not {self.send_window}, "
+                f"{self.webrtc_send_window}"
+            )

@@ -451,7 +451,9 @@ class RelayConnection(PeerConnection):
         old, self._link = self._link, link
         if old is not None and old is not link:
             old.close()
-        self._run(self._stream.resend_unacked(time.monotonic()))
+        now = time.monotonic()
+        self._run(self._stream.resend_unacked(now))
+        self._run(self._stream.set_window(self._options.webrtc_send_window, now))
         if link.transport != previous:
             _emit(self.events, ev.LINK_CHANGED, ev.LinkChanged(link.transport, previous, reason))
 
@@ -461,6 +463,7 @@ class RelayConnection(PeerConnection):
             return
         self._link = None
         link.close()
+        self._run(self._stream.set_window(self._options.send_window, time.monotonic()))  # shrinking releases none
         if self._state in (_State.OPEN, _State.CLOSING):
             self._run(self._stream.resend_unacked(time.monotonic()))
             if link.transport != "relay":

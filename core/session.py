@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .errors import PeerTimeoutError, ProtocolError
@@ -264,6 +264,17 @@ class ReliableStream:
                 frame["confirm"] = True
             self._queued.append(frame)
         return self._next_seq - 1, self._release(now)
+
+    def set_window(self, window: int, now: float) -> list[Action]:
+        """Change how many frames may be in flight (a faster link takes more); returns the frames now released.
+
+        The receiver's acknowledgement cadence (every quarter window) follows its own window. Frames in flight over
+        a smaller new window stay in flight until acknowledged.
+        """
+        if window < 1:
+            raise ValueError(f"the window must be at least 1 frame, not {window}")
+        self.timers = replace(self.timers, window=window)
+        return self._release(now)
 
     def flush_ack(self, now: float) -> list[Action]:
         """Write the delayed acknowledgement if it is due."""

@@ -163,3 +163,15 @@ def test_send_message_refuses_other_kinds():
     s = ReliableStream(SMALL)
     with pytest.raises(ValueError):
         s.send_message("signal", "{}", 0.0)
+
+
+def test_a_larger_window_releases_queued_frames_and_a_smaller_one_keeps_those_in_flight():
+    s = ReliableStream(SMALL)  # window 4
+    _, actions = s.send_message("data", "x" * 16 * 10, 0.0)  # 10 fragments
+    assert len(frames(actions)) == 4 and s.queued == 6
+    assert [f["seq"] for f in frames(s.set_window(7, 0.0))] == [5, 6, 7]
+    assert frames(s.set_window(2, 0.0)) == [] and s.in_flight == 7
+    released = s.receive({"kind": "ack", "seq": 6}, 0.0)
+    assert [f["seq"] for f in frames(released)] == [8]  # one in flight, room for one more
+    with pytest.raises(ValueError):
+        s.set_window(0, 0.0)
