@@ -108,6 +108,8 @@ async def test_both_sides_upgrade_before_the_connection_is_handed_out(managers: 
     conn_a, conn_b = await pair.connect()
     assert conn_a.transport == "webrtc"
     assert conn_b.transport == "webrtc"
+    # More frames in flight over WebRTC (so fewer acknowledgements); the relay's window comes back on fallback.
+    assert conn_a._stream.timers.window == conn_b._stream.timers.window == FAST.webrtc_send_window
     got_b = Recorder(conn_b.events, ev.DATA, ev.BINARY)
     got_a = Recorder(conn_a.events, ev.DATA)
     await conn_a.send("hello over webrtc")
@@ -232,6 +234,8 @@ async def test_a_large_message_cut_by_a_torn_down_transport_arrives_once_intact(
         await conn_a.send(text)  # confirmed: the phone's application has all of it
     assert all(passed) and len(passed) == 20, "the transport went down in the middle of the message"
     assert [change.transport for change in changes.of(ev.LINK_CHANGED)][:1] == ["relay"]
+    if conn_a.transport == "relay":
+        assert conn_a._stream.timers.window == FAST.send_window
     assert len(got.items) == 1 and got.of(ev.DATA)[0].data == text
     await conn_a.send("and after it")
     await wait_for(lambda: len(got.items) == 2, "the next message")
