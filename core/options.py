@@ -39,7 +39,9 @@ class ManagerOptions:
     # How many unacknowledged frames a sender keeps in flight on the relay, and while a WebRTC link carries them
     # (a receiver acknowledges every quarter window, so a larger window means fewer acknowledgements to carry).
     send_window: int = 32
-    webrtc_send_window: int = 128
+    webrtc_send_window: int = 512
+    # ... and at most this many bytes of frame data in flight, whatever the number of frames.
+    send_window_bytes: int = 4 * 1024 * 1024
     # A receiver delays acknowledgements this long to coalesce them (unless the sender waits for confirmation).
     ack_delay: float = 0.05
     # Latency probes, and when waiting counts as slow (a ``slow`` event).
@@ -69,8 +71,8 @@ class ManagerOptions:
             raise ValueError(f"max_message_bytes must be at least 1, not {self.max_message_bytes}")
         if self.relay_frame_bytes < 16:
             raise ValueError(f"relay_frame_bytes must be at least 16, not {self.relay_frame_bytes}")
-        if self.send_window < 1 or self.webrtc_send_window < 1:
+        if self.send_window < 1 or self.webrtc_send_window < 1 or self.send_window_bytes < 1:
             raise ValueError(
-                f"send_window and webrtc_send_window must be at least 1, not {self.send_window}, "
-                f"{self.webrtc_send_window}"
+                f"send_window, webrtc_send_window and send_window_bytes must be at least 1, not {self.send_window}, "
+                f"{self.webrtc_send_window}, {self.send_window_bytes}"
             )

@@ -304,6 +304,7 @@ class RelayConnection(PeerConnection):
                 ack_delay=opts.ack_delay,
                 max_frame_bytes=opts.relay_frame_bytes,
                 max_message_bytes=opts.max_message_bytes,
+                window_bytes=opts.send_window_bytes,
             ),
             now=time.monotonic(),
         )

@@ -131,7 +131,8 @@ Action = WriteFrame | Deliver | Acked | RttMeasured | SlowStarted | SlowEnded | 
 class StreamTimers:
     """The intervals (seconds) and limits a :class:`ReliableStream` works with (see :class:`core.options.ManagerOptions`).
 
-    ``max_frame_bytes`` is the most UTF-8 bytes of ``data`` one frame carries; ``max_message_bytes`` the most a
+    ``window`` bounds the frames in flight, ``window_bytes`` their data; the receiver acknowledges at least every
+    quarter of either. ``max_frame_bytes`` is the most UTF-8 bytes of ``data`` one frame carries; ``max_message_bytes`` the most a
     whole joined message may hold (UTF-8 bytes of text; raw bytes of binary data, which travels as base64).
     """
 
@@ -144,6 +145,8 @@ class StreamTimers:
     ack_delay: float = 0.05
     max_frame_bytes: int = 64 * 1024
     max_message_bytes: int = 16 * 1024 * 1024
+    # At most this many bytes of ``data`` in flight, whatever the window (one frame always may be).
+    window_bytes: int = 4 * 1024 * 1024
 
 
 @dataclass
@@ -151,6 +154,7 @@ class _InFlight:
     frame: dict[str, Any]
     first_sent: float
     last_sent: float
+    size: int = 0
 
 
 @dataclass
@@ -187,6 +191,8 @@ class ReliableStream:
         self._gone = False
         self._ack_due: float | None = None
         self._unacked_deliveries = 0
+        self._unacked_bytes = 0
+        self._in_flight_bytes = 0
         # The message being joined from fragments: its kind, pieces and size so far.
         self._partial_kind: str | None = None
         self._partial: list[str] = []
@@ -361,9 +367,14 @@ class ReliableStream:
     # ---------------------------------------------------------------------------------------------------- inside
     def _release(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        while self._queued and len(self._in_flight) < self.timers.window:
+        window, window_bytes = self.timers.window, self.timers.window_bytes
+        while self._queued and len(self._in_flight) < window:
+            size = len(self._queued[0]["data"])
+            if self._in_flight and self._in_flight_bytes + size > window_bytes:
+                break
             frame = self._queued.popleft()
-            self._in_flight[frame["seq"]] = _InFlight(frame, now, now)
+            self._in_flight[frame["seq"]] = _InFlight(frame, now, now, size)
+            self._in_flight_bytes += size
             actions.append(WriteFrame(frame))
         if self._queued:
             self._slow.setdefault(WAIT_WINDOW, _Slow(now))
@@ -378,7 +389,7 @@ class ReliableStream:
             return []
         self._acked = seq
         for s in [s for s in self._in_flight if s <= seq]:
-            del self._in_flight[s]
+            self._in_flight_bytes -= self._in_flight.pop(s).size
         actions: list[Action] = [Acked(seq)]
         # The oldest unacknowledged frame changed: restart the slowness clock for the next one.
         actions += self._end_slow(WAIT_ACK)
@@ -399,6 +410,7 @@ class ReliableStream:
             nxt = self._reorder.pop(self._delivered + 1)
             self._delivered += 1
             self._unacked_deliveries += 1
+            self._unacked_bytes += len(nxt["data"])
             progressed = True
             urgent = urgent or nxt.get("confirm") is True or nxt["kind"] not in ("data", "binary")
             joined = self._join(nxt)
@@ -411,7 +423,9 @@ class ReliableStream:
                 actions.append(joined)
         if not progressed:
             return actions
-        if urgent or self.timers.ack_delay <= 0 or self._unacked_deliveries >= max(1, self.timers.window // 4):
+        t = self.timers
+        if (urgent or t.ack_delay <= 0 or self._unacked_deliveries >= max(1, t.window // 4)
+                or self._unacked_bytes >= t.window_bytes // 4):
             actions += self._ack_now()
         elif self._ack_due is None:
             self._ack_due = now + self.timers.ack_delay
@@ -445,6 +459,7 @@ class ReliableStream:
     def _ack_now(self) -> list[Action]:
         self._ack_due = None
         self._unacked_deliveries = 0
+        self._unacked_bytes = 0
         return [WriteFrame({"kind": "ack", "seq": self._delivered})]
 
     def _check_slow(self, what: str, since: float, now: float, timeout: float) -> list[Action]:

@@ -175,3 +175,17 @@ def test_a_larger_window_releases_queued_frames_and_a_smaller_one_keeps_those_in
     assert [f["seq"] for f in frames(released)] == [8]  # one in flight, room for one more
     with pytest.raises(ValueError):
         s.set_window(0, 0.0)
+
+
+def test_the_bytes_in_flight_are_bounded_too_and_the_receiver_acks_by_bytes():
+    timers = StreamTimers(window=100, window_bytes=64, max_frame_bytes=16, ack_delay=1.0)
+    a, b = ReliableStream(timers), ReliableStream(timers)
+    _, actions = a.send_message("data", "x" * 16 * 10, 0.0)
+    written = frames(actions)
+    assert len(written) == 4 and a.queued == 6  # 4 * 16 bytes fill window_bytes
+    acks = [f for frame in written for f in frames(b.receive(frame, 0.0))]
+    assert acks == [{"kind": "ack", "seq": 1}, {"kind": "ack", "seq": 2}, {"kind": "ack", "seq": 3},
+                    {"kind": "ack", "seq": 4}]  # every quarter of window_bytes (16 bytes), not after ack_delay
+    assert [f["seq"] for f in frames(a.receive(acks[-1], 0.0))] == [5, 6, 7, 8]
+    big = ReliableStream(StreamTimers(window_bytes=10, max_frame_bytes=16))
+    assert len(frames(big.send_message("data", "y" * 32, 0.0)[1])) == 1  # one frame may always be in flight
