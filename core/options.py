@@ -71,8 +71,10 @@ class ManagerOptions:
             raise ValueError(f"max_message_bytes must be at least 1, not {self.max_message_bytes}")
         if self.relay_frame_bytes < 16:
             raise ValueError(f"relay_frame_bytes must be at least 16, not {self.relay_frame_bytes}")
-        if self.send_window < 1 or self.webrtc_send_window < 1 or self.send_window_bytes < 1:
+        if not (1 <= self.send_window <= 4096 and 1 <= self.webrtc_send_window <= 4096):
             raise ValueError(
-                f"send_window, webrtc_send_window and send_window_bytes must be at least 1, not {self.send_window}, "
-                f"{self.webrtc_send_window}, {self.send_window_bytes}"
+                f"send_window and webrtc_send_window must be 1 to 4096 frames, not {self.send_window}, "
+                f"{self.webrtc_send_window}"
             )
+        if self.send_window_bytes < 1:
+            raise ValueError(f"send_window_bytes must be at least 1, not {self.send_window_bytes}")

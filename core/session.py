@@ -25,7 +25,8 @@ to the application (the ``data`` event was emitted), which is what ``confirm_dat
 
 Acknowledgements are delayed a little (``ack_delay``) so that a busy stream needs few of them, except when the
 sender waits for one: a frame marked ``confirm``, a signal or close frame, a duplicate (the sender is
-retransmitting), or a quarter of the window delivered since the last one; those are acknowledged at once.
+retransmitting), or a quarter of the window (in frames or bytes) delivered since the last one; those are
+acknowledged at once.
 :attr:`ReliableStream.ack_due` tells the caller when to call :meth:`ReliableStream.flush_ack`.
 
 Large messages: one frame carries at most ``max_frame_bytes`` UTF-8 bytes of ``data`` (the relay's rules allow
@@ -39,8 +40,9 @@ broken by another kind of frame, is a :class:`Broken` stream (the connection mus
 The fragments of one message are queued together, so other messages wait behind them; the window bounds how long
 (a 16 MiB message is 256 frames, eight windows).
 
-At most ``window`` sequenced frames are in flight (written, not yet acknowledged); later ones wait in order. That
-is the backpressure a sender feels when its peer reads slowly.
+At most ``window`` sequenced frames, holding at most ``window_bytes`` of data, are in flight (written, not yet
+acknowledged); later ones wait in order. That is the backpressure a sender feels when its peer reads slowly. The
+connection widens the window (:meth:`ReliableStream.set_window`) while a WebRTC link carries the frames.
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ CONTROL_KINDS = frozenset({"ack", "ping", "pong"})
 FRAME_KINDS = SEQUENCED_KINDS | CONTROL_KINDS
 # Sequence numbers fit the relay's keys ("s" + 10 digits) and JSON numbers exactly.
 MAX_SEQ = 9_999_999_999
+# The largest send window (frames in flight) a peer may use; frames further ahead than this are refused.
+MAX_WINDOW = 4096
 
 
 # ---------------------------------------------------------------------------------------------------------- actions
@@ -277,8 +281,8 @@ class ReliableStream:
         The receiver's acknowledgement cadence (every quarter window) follows its own window. Frames in flight over
         a smaller new window stay in flight until acknowledged.
         """
-        if window < 1:
-            raise ValueError(f"the window must be at least 1 frame, not {window}")
+        if not 1 <= window <= MAX_WINDOW:
+            raise ValueError(f"the window must be 1 to {MAX_WINDOW} frames, not {window}")
         self.timers = replace(self.timers, window=window)
         return self._release(now)
 
@@ -400,7 +404,9 @@ class ReliableStream:
         if seq <= self._delivered:
             # A duplicate (a retransmission, or the same frame on two links): acknowledge again, deliver nothing.
             return self._ack_now()
-        if seq > self._delivered + max(4 * self.timers.window, 1024):
+        # The peer's window may be larger than ours (it uses another link for a moment): allow any window up to
+        # MAX_WINDOW frames ahead, never an unbounded reorder buffer.
+        if seq > self._delivered + max(4 * self.timers.window, MAX_WINDOW):
             return [BadFrame(ProtocolError(f"Message {seq} is far beyond the receive window; it was dropped."))]
         self._reorder[seq] = frame
         actions: list[Action] = []

@@ -503,6 +503,8 @@ def test_options_check_their_limits_and_leave_room_for_the_upgrade():
     allowed = int(re.search(r"length <= (\d+)", message["data"][".validate"]).group(1))
     assert defaults.relay_frame_bytes == allowed  # one frame's data, as the rules allow it
     assert defaults.max_message_bytes == 16 * 1024 * 1024
-    for bad in ({"max_message_bytes": 0}, {"relay_frame_bytes": 8}, {"send_window": 0}):
+    bad_values = ({"max_message_bytes": 0}, {"relay_frame_bytes": 8}, {"send_window": 0}, {"webrtc_send_window": 5000},
+                  {"send_window_bytes": 0})
+    for bad in bad_values:
         with pytest.raises(ValueError):
             ManagerOptions(**bad)

@@ -306,3 +306,6 @@ def test_frame_far_beyond_the_window_is_dropped():
     r = ReliableStream(StreamTimers(window=4))
     (bad,) = r.receive({"kind": "data", "seq": 5000, "data": "x"}, 0)
     assert isinstance(bad, BadFrame)
+    # A peer with a larger window (up to MAX_WINDOW frames) is not refused.
+    assert r.receive({"kind": "data", "seq": 4000, "data": "x"}, 0) == []
+    assert r.delivered == 0
