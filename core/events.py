@@ -4,7 +4,7 @@ Managers (``PeerConnectionManager.events``):
 
 - ``incoming_connection``  -> :class:`IncomingConnection`  another device opened a connection to this one
 - ``connection_closed``    -> :class:`ConnectionClosed`    a connection of this manager ended
-- ``peers_changed``        -> :class:`PeersChanged`        the set of this user's online devices changed
+- ``peers_changed``        -> :class:`PeersChanged`        the set of this user's online (or known) devices changed
 
 Connections (``PeerConnection.events``):
 
@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from .files import IncomingOffer, Transfer
-    from .peer import PeerConnection, PeerInfo
+    from .peer import DeviceStatus, PeerConnection, PeerInfo
 
 Transport = Literal["relay", "webrtc"]
 CloseReason = Literal["peer-requested-closed", "connection-error", "local-closed"]
@@ -80,7 +80,11 @@ class ConnectionClosed:
 
 @dataclass(frozen=True)
 class PeersChanged:
+    """``peers``: the devices online now. ``devices``: every device presence knows, online or not, with its
+    last-seen time (empty from a manager that does not keep them; see ``get_known_peers()``)."""
+
     peers: tuple[PeerInfo, ...]
+    devices: tuple[DeviceStatus, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""The consumer-facing interfaces: :class:`PeerInfo`, :class:`PeerConnection` and :class:`PeerConnectionManager`."""
+"""The consumer-facing interfaces: :class:`PeerInfo`, :class:`DeviceStatus`, :class:`PeerConnection` and
+:class:`PeerConnectionManager`."""
 
 from __future__ import annotations
 
@@ -17,6 +18,19 @@ class PeerInfo:
 
     id: str
     label: str
+
+
+@dataclass(frozen=True)
+class DeviceStatus:
+    """One of the user's other devices as presence knows it, online or not.
+
+    ``last_seen`` is when its last heartbeat was written, in seconds since the epoch on THIS machine's clock (the
+    server's timestamp corrected by the estimated clock offset), or None when the manager cannot tell.
+    """
+
+    info: PeerInfo
+    online: bool
+    last_seen: float | None = None
 
 
 class PeerConnection(abc.ABC):
@@ -102,6 +116,13 @@ class PeerConnectionManager(abc.ABC):
     @abc.abstractmethod
     async def get_online_peers(self) -> list[PeerInfo]:
         """This user's other devices that are online now."""
+
+    async def get_known_peers(self) -> list[DeviceStatus]:
+        """This user's other devices known to presence, online or not, with when each was last seen.
+
+        The default lists the online devices only, with no last-seen time; managers that keep more override it.
+        """
+        return [DeviceStatus(peer, True) for peer in await self.get_online_peers()]
 
     @abc.abstractmethod
     async def connect_to_peer(self, peer_id: str, *, confirm_data_receival: bool = False) -> PeerConnection: ...

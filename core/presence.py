@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .peer import PeerInfo
+from .peer import DeviceStatus, PeerInfo
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ class PresenceView:
     _samples: deque[float] = field(default_factory=lambda: deque(maxlen=8))
     _last_own_seen: float | None = None
     _online: tuple[PeerInfo, ...] = ()
+    _known: tuple[DeviceStatus, ...] = ()
 
     @property
     def offset(self) -> float | None:
@@ -81,11 +82,18 @@ class PresenceView:
         """The peers online at the last :meth:`update` or :meth:`refresh`, sorted by id."""
         return self._online
 
+    @property
+    def known(self) -> tuple[DeviceStatus, ...]:
+        """Every other device with a record, online or not, sorted by id (as of the last :meth:`update` or
+        :meth:`refresh`); ``last_seen`` is on the local clock."""
+        return self._known
+
     def server_now(self, now: float) -> float:
         return now + (self.offset or 0.0)
 
     def update(self, devices: object, now: float) -> bool:
-        """Replace the view with the value at ``presence/{userId}``; True if the online set changed.
+        """Replace the view with the value at ``presence/{userId}``; True if the online set changed (or a device
+        appeared, disappeared, or changed its label or online flag).
 
         ``now`` is the local wall-clock time (seconds since the epoch) when the value arrived. Malformed
         records (from a buggy or hostile writer) are skipped.
@@ -104,15 +112,26 @@ class PresenceView:
         return self.refresh(now)
 
     def refresh(self, now: float) -> bool:
-        """Re-judge freshness at local time ``now`` (heartbeats age); True if the online set changed."""
+        """Re-judge freshness at local time ``now`` (heartbeats age); True if the online set changed (or the known
+        devices did, as in :meth:`update`)."""
         server_now = self.server_now(now)
-        online = tuple(
-            PeerInfo(device_id, rec.label)
+        offset = self.offset or 0.0
+        known = tuple(
+            DeviceStatus(
+                PeerInfo(device_id, rec.label),
+                rec.online and server_now - rec.last_seen_ms / 1000.0 <= self.stale_after,
+                rec.last_seen_ms / 1000.0 - offset,
+            )
             for device_id, rec in sorted(self._records.items())
-            if device_id != self.own_id and rec.online and server_now - rec.last_seen_ms / 1000.0 <= self.stale_after
+            if device_id != self.own_id
         )
-        changed = online != self._online
+        online = tuple(status.info for status in known if status.online)
+        # Heartbeats move last_seen all the time: only who is known, and as what, counts as a change.
+        changed = online != self._online or [(s.info, s.online) for s in known] != [
+            (s.info, s.online) for s in self._known
+        ]
         self._online = online
+        self._known = known
         return changed
 
     def get(self, device_id: str) -> PeerInfo | None:
@@ -120,6 +139,12 @@ class PresenceView:
             if peer.id == device_id:
                 return peer
         return None
+
+
+def peer_from_record(device_id: str, raw: object) -> PeerInfo | None:
+    """The device a single presence record (``presence/{userId}/{deviceId}``) describes, or None if malformed."""
+    rec = _parse(device_id, raw)
+    return None if rec is None else PeerInfo(device_id, rec.label)
 
 
 def _parse(device_id: object, raw: object) -> _Record | None:

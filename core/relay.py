@@ -66,8 +66,16 @@ from .events import Transport
 from .firebase import Database, Listener, apply_event
 from .negotiation import NegotiationIgnored, make_request, new_session_id, read_request
 from .options import ManagerOptions
-from .peer import PeerConnection, PeerConnectionManager, PeerInfo
-from .presence import SERVER_TIMESTAMP, Heartbeat, PresenceView, heartbeat_record, valid_id, valid_label
+from .peer import DeviceStatus, PeerConnection, PeerConnectionManager, PeerInfo
+from .presence import (
+    SERVER_TIMESTAMP,
+    Heartbeat,
+    PresenceView,
+    heartbeat_record,
+    peer_from_record,
+    valid_id,
+    valid_label,
+)
 from .session import (
     SEQUENCED_KINDS,
     Acked,
@@ -1022,12 +1030,38 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
             for fut in self._offline_waiters.pop(peer_id):
                 if not fut.done():
                     fut.set_result(None)
-        _emit(self.events, ev.PEERS_CHANGED, ev.PeersChanged(self._view.online))
+        _emit(self.events, ev.PEERS_CHANGED, ev.PeersChanged(self._view.online, self._view.known))
 
     async def get_online_peers(self) -> list[PeerInfo]:
         self._check_started()
         self._view.refresh(time.time())
         return list(self._view.online)
+
+    async def get_known_peers(self) -> list[DeviceStatus]:
+        """Every other device of this user with a presence record, online or not, sorted by id; ``last_seen`` is
+        its last heartbeat on this machine's clock. Cheap: read from the live local view.
+
+        Raises:
+            ClosedError: the manager is not running.
+        """
+        self._check_started()
+        self._view.refresh(time.time())
+        return list(self._view.known)
+
+    async def _peer_for(self, device_id: str) -> PeerInfo:
+        """The device ``device_id`` as presence names it. A device that connects right after coming online can
+        be faster than its presence reaching this device's listener, so when the live view does not have it,
+        its record is read once; its id stands in for the label only if that fails too."""
+        peer = self._view.get(device_id)
+        if peer is not None:
+            return peer
+        try:
+            peer = peer_from_record(device_id, await self._db.get(presence_path(self.user_id, device_id)))
+        except PeerchatError as exc:
+            log.info("could not read the presence of %s: %s", device_id, exc)
+        if peer is None:
+            peer = next((s.info for s in self._view.known if s.info.id == device_id), None)
+        return peer or PeerInfo(device_id, device_id)
 
     # ------------------------------------------------------------------------------------------------ connecting
     async def connect_to_peer(self, peer_id: str, *, confirm_data_receival: bool = False) -> RelayConnection:
@@ -1139,10 +1173,11 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
             log.info("could not clear the negotiation: %s", exc)
 
     async def _accept(self, initiator: str, session_id: str, value: Any) -> None:
-        peer = self._view.get(initiator) or PeerInfo(initiator, initiator)
-        conn = RelayConnection(self, peer, session_id, initiator=False, confirm_data_receival=False)
+        conn: RelayConnection | None = None
         try:
             async with asyncio.timeout(self.options.connect_timeout):
+                peer = await self._peer_for(initiator)
+                conn = RelayConnection(self, peer, session_id, initiator=False, confirm_data_receival=False)
                 await conn.open()
                 conn.accept()
                 conn._start_running()
@@ -1150,7 +1185,8 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         except (PeerchatError, TimeoutError) as exc:
             log.warning("could not accept a connection from %s: %s", initiator, exc)
             self._connections.pop(session_id, None)
-            await conn._finish_quietly()
+            if conn is not None:
+                await conn._finish_quietly()
             return
         self._spawn(self._clear_negotiation(value))
         await self._upgrade(conn)

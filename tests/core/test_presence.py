@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
-from core.peer import PeerInfo
-from core.presence import Heartbeat, PresenceView, heartbeat_record, valid_id
+from core.peer import DeviceStatus, PeerInfo
+from core.presence import Heartbeat, PresenceView, heartbeat_record, peer_from_record, valid_id
 
 
 def rec(label, last_seen_s, online=True):
@@ -55,6 +55,44 @@ def test_offset_estimate_takes_the_smallest_delay():
     v.update({"me": rec("m", 100.0)}, now=100.5)  # arrived 0.5 s late
     v.update({"me": rec("m", 105.0)}, now=105.05)  # arrived 0.05 s late
     assert v.offset == pytest.approx(-0.05)
+
+
+def test_known_devices_include_offline_ones_with_last_seen_on_the_local_clock():
+    # The server is 100 s ahead of this machine: a last_seen shown as local time must subtract that.
+    v = PresenceView("me", stale_after=15)
+    devices = {
+        "me": rec("m", 1100.0),
+        "a": rec("laptop", 1099.0),
+        "b": rec("phone", 900.0, online=False),
+        "c": rec("tablet", 1000.0),  # claims online, but its heartbeat is stale
+    }
+    assert v.update(devices, now=1000.0)
+    assert v.offset == pytest.approx(100.0)
+    assert v.known == (
+        DeviceStatus(PeerInfo("a", "laptop"), True, pytest.approx(999.0)),
+        DeviceStatus(PeerInfo("b", "phone"), False, pytest.approx(800.0)),
+        DeviceStatus(PeerInfo("c", "tablet"), False, pytest.approx(900.0)),
+    )
+    assert v.online == (PeerInfo("a", "laptop"),)
+
+
+def test_a_new_offline_device_or_a_new_label_is_a_change_but_a_heartbeat_is_not():
+    v = PresenceView("me", stale_after=15)
+    assert not v.update({"me": rec("m", 100)}, now=100.0)
+    assert v.update({"me": rec("m", 100), "b": rec("phone", 50, online=False)}, now=100.0)
+    assert v.online == ()
+    assert v.update({"me": rec("m", 100), "b": rec("my phone", 50, online=False)}, now=100.0)
+    assert v.update({"me": rec("m", 101), "b": rec("my phone", 101)}, now=101.0)
+    assert not v.update({"me": rec("m", 102), "b": rec("my phone", 102)}, now=102.0)
+    assert v.known[0].last_seen == pytest.approx(102.0)
+
+
+def test_peer_from_one_record():
+    assert peer_from_record("a", rec("laptop", 5)) == PeerInfo("a", "laptop")
+    assert peer_from_record("a", rec("laptop", 5, online=False)) == PeerInfo("a", "laptop")
+    assert peer_from_record("a", None) is None
+    assert peer_from_record("a", {"label": "", "lastSeen": 5, "online": True}) is None
+    assert peer_from_record("bad/id", rec("laptop", 5)) is None
 
 
 @pytest.mark.parametrize(

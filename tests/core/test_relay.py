@@ -7,6 +7,7 @@ import contextlib
 import dataclasses
 import json
 import re
+import time
 from pathlib import Path
 
 import pytest
@@ -508,3 +509,46 @@ def test_options_check_their_limits_and_leave_room_for_the_upgrade():
     for bad in bad_values:
         with pytest.raises(ValueError):
             ManagerOptions(**bad)
+
+
+async def test_known_peers_include_offline_devices_with_their_last_seen_time(relay, cleanup):
+    a, b, c = relay("laptop", "Laptop"), relay("phone", "Phone"), relay("tablet", "Tablet")
+    cleanup += [a, b, c]
+    await b.start()
+    await c.start()
+    await c.stop()
+    changes = Recorder(a.events, ev.PEERS_CHANGED)
+    before = time.time()
+    await a.start()
+    # A device that was offline before this one started is known at once, with when it was last seen.
+    await wait_for(lambda: len(a._view.known) == 2, what="both devices known")
+    known = await a.get_known_peers()
+    assert [(s.info, s.online) for s in known] == [(PeerInfo("phone", "Phone"), True),
+                                                    (PeerInfo("tablet", "Tablet"), False)]
+    # last_seen is on the local clock: the tablet stopped before this device started, within the test.
+    assert known[1].last_seen is not None and before - 30 < known[1].last_seen < time.time() + 1
+    assert changes.of(ev.PEERS_CHANGED)[-1].devices == tuple(a._view.known)
+    await b.stop()
+    await wait_for(lambda: changes.of(ev.PEERS_CHANGED)[-1].peers == (), what="the phone offline")
+    last = changes.of(ev.PEERS_CHANGED)[-1]
+    assert [(s.info.id, s.online) for s in last.devices] == [("phone", False), ("tablet", False)]
+    assert last.devices[0].last_seen is not None and last.devices[0].last_seen >= known[1].last_seen
+
+
+async def test_an_incoming_connection_is_named_by_presence_even_before_presence_arrived(relay, cleanup):
+    # The race: a device connects right after coming online, and its negotiation reaches the acceptor before its
+    # presence does. Here the acceptor's view never learns of it (its updates are dropped), which is the worst case.
+    a, b = relay("laptop", "Laptop"), relay("phone", "Phone")
+    cleanup += [a, b]
+    await a.start()
+    a._view.update = lambda devices, now: False  # type: ignore[method-assign]
+    incoming = asyncio.get_running_loop().create_future()
+    a.events.on(ev.INCOMING_CONNECTION, lambda e: incoming.done() or incoming.set_result(e.connection))
+    await b.start()
+    await wait_for(lambda: b._view.get("laptop") is not None, what="the laptop online for the phone")
+    assert a._view.get("phone") is None
+    conn_b = await b.connect_to_peer("laptop")
+    async with asyncio.timeout(10):
+        conn_a = await incoming
+    assert conn_a.peer == PeerInfo("phone", "Phone")
+    await conn_b.disconnect()
