@@ -52,12 +52,13 @@ from .events import (
     UpgradeFailed,
 )
 from .options import IceServer, ManagerOptions
-from .peer import PeerConnection, PeerConnectionManager, PeerInfo
+from .peer import DeviceStatus, PeerConnection, PeerConnectionManager, PeerInfo
 from .relay import FirebasePeerConnectionManager
 from .upgrade import WebRTCUpgrader, webrtc_upgrader
 
 __all__ = [
     # interfaces and the Firebase implementation
+    "DeviceStatus",
     "FirebasePeerConnectionManager",
     "IceServer",
     "ManagerOptions",

@@ -11,6 +11,7 @@ import core
 from core import errors, events
 
 INTERFACES = {
+    "DeviceStatus",
     "FirebasePeerConnectionManager",
     "IceServer",
     "ManagerOptions",
