@@ -6,9 +6,10 @@ lines on stdin/stdout: WebRTC signals, "ready") and prints the figures.
 
 Rounds:
 
-- ``webrtc``: ``core.files.FileTransfers`` over a ``core.webrtc.WebRTCLink`` (wrapped in a minimal PeerConnection,
-  since the manager does not hand out upgraded connections yet), against ``webrtc-raw``: a bare aiortc data channel
-  sending the same bytes as 64 KiB binary messages with the usual back-pressure.
+- ``webrtc``: ``core.files.FileTransfers`` over the manager's connection upgraded to WebRTC (the default upgrader,
+  host candidates on 127.0.0.1; signalled through the emulator), against ``webrtc-raw``: a bare aiortc data channel
+  sending the same bytes as 64 KiB binary messages with the usual back-pressure. ``webrtc-link`` (optional) runs
+  the transfer over a bare ``core.webrtc.WebRTCLink`` in a minimal PeerConnection, without the reliable stream.
 - ``relay``: ``FileTransfers`` over the relay connection (``core.relay``) through the emulator (its own process),
   against ``relay-raw``: sequential firebase-admin ``set()`` calls writing the same bytes, base64, in chunks of the
   size the transfer uses (nobody reads them). ``relay-conn`` (optional) sends the same chunks with the relay
@@ -116,7 +117,7 @@ async def webrtc_side(role: str, args: argparse.Namespace, lines: asyncio.Stream
     from core.webrtc import LinkOptions, WebRTCLink, _gather_on, rtc_configuration
 
     options = LinkOptions(host_addresses=("127.0.0.1",), open_timeout=30.0, idle_timeout=60.0)
-    raw = args.round == "webrtc-raw"
+    raw = args.round == "webrtc-raw"  # else "webrtc-link"
     loop = asyncio.get_running_loop()
     done = loop.create_future()
 
@@ -223,11 +224,15 @@ async def relay_side(role: str, args: argparse.Namespace, lines: asyncio.StreamR
 
     from core.options import ManagerOptions
     from core.relay import FirebasePeerConnectionManager
+    from core.upgrade import webrtc_upgrader
 
-    options = ManagerOptions(webrtc=False)
+    webrtc = args.round == "webrtc"
+    options = ManagerOptions(webrtc=webrtc, upgrade_timeout=20.0, connect_timeout=40.0)
+    upgrader = webrtc_upgrader(options, host_addresses=("127.0.0.1",)) if webrtc else None
     app = firebase_admin.initialize_app(AnonymousCredentials(), options_for_app, name=role)
     device = "laptop" if role == "sender" else "phone"
-    manager = FirebasePeerConnectionManager("alice", PeerInfo(device, device), app=app, options=options)
+    manager = FirebasePeerConnectionManager("alice", PeerInfo(device, device), app=app, options=options,
+                                            upgrader=upgrader)
     await manager.start()
     if role == "receiver":
         incoming = asyncio.get_running_loop().create_future()
@@ -239,6 +244,8 @@ async def relay_side(role: str, args: argparse.Namespace, lines: asyncio.StreamR
         while not any(p.id == "phone" for p in await manager.get_online_peers()):
             await asyncio.sleep(0.1)
         connection = await manager.connect_to_peer("phone")
+    if webrtc and connection.transport != "webrtc":
+        raise SystemExit(f"the connection did not upgrade to WebRTC: {connection.upgrade_failure}")
     try:
         if args.round == "relay-conn":
             await connection_side(role, args, connection)
@@ -350,7 +357,7 @@ async def child(args: argparse.Namespace) -> None:
         await emulator_side()
         return
     lines = await stdin_lines()
-    if args.round.startswith("webrtc"):
+    if args.round in ("webrtc-raw", "webrtc-link"):
         await webrtc_side(args.role, args, lines)
     else:
         await relay_side(args.role, args, lines)
@@ -416,7 +423,7 @@ async def parent(args: argparse.Namespace) -> None:
                 f.write(os.urandom(MIB))
         emulator = None
         db = None
-        if any(r.startswith("relay") for r in args.rounds):
+        if any(r.startswith("relay") or r == "webrtc" for r in args.rounds):
             emulator = await spawn("--role", "emulator")
             assert emulator.stdout is not None
             db = json.loads(await emulator.stdout.readline())["ready"]
@@ -456,8 +463,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=256)
     parser.add_argument("--rounds", nargs="+", default=["webrtc", "webrtc-raw", "relay", "relay-raw"],
-                        choices=["webrtc", "webrtc-raw", "relay", "relay-raw", "relay-conn"],
-                        help="relay-conn: the relay connection's own send_bytes throughput, for comparison")
+                        choices=["webrtc", "webrtc-raw", "webrtc-link", "relay", "relay-raw", "relay-conn"],
+                        help="relay-conn: the relay connection's own send_bytes throughput, for comparison; "
+                             "webrtc-link: the transfer over a bare WebRTC link")
     parser.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="chunks in flight per transfer")
     parser.add_argument("--concurrency", type=int, default=1, help="send_bytes calls in progress at once")
     parser.add_argument("--role", choices=["sender", "receiver", "emulator"])

@@ -9,8 +9,9 @@ explicitly to change the link options (``host_addresses``, ``idle_timeout``, ...
 On every new connection, on both sides and before the connection is handed out, the upgrader opens a
 :class:`core.webrtc.WebRTCLink` signalled over the connection itself (``send_signal`` / ``set_signal_handler``):
 the initiator offers, the target answers. Once the data channel is open the link is attached to the connection
-(``attach_link``): the connection's frames (:mod:`core.session` dicts, as text: :func:`encode_frame`) travel over
-the data channel from then on, acknowledgements included. A failed or timed-out attempt raises
+(``attach_link``): the connection's frames (:mod:`core.session` dicts: :func:`encode_frame`, text for strings and
+binary messages with raw bytes for ``send_bytes`` data, see "Frames on the data channel" below) travel over the
+data channel from then on, acknowledgements included. A failed or timed-out attempt raises
 :class:`~core.errors.UpgradeError`, which the manager keeps as the connection's ``upgrade_failure`` and emits as an
 ``upgrade_failed`` event once the connection is handed out; the relay keeps working.
 
@@ -37,6 +38,7 @@ candidates reveal the devices' local and public addresses to whoever can read th
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from collections.abc import Callable
@@ -290,38 +292,61 @@ def _keep(future: asyncio.Future[Any]) -> None:
     future.add_done_callback(_background.discard)
 
 
-# Frames on the data channel: one text message each, a short header line, then the data as it is (no escaping):
+# Frames on the data channel: one message each, a short ASCII header line, then the data as it is (no escaping).
+# Text frames are text messages:
 #
 #     d42\nhello          {"kind": "data", "seq": 42, "data": "hello"}
 #     d43!\nhi            ... "confirm": true          d44+\n<piece>   ... "more": true (a fragment)
-#     b45\n<base64>       binary     s46\n<json>   signal     c47\n   close
-#     a47                 {"kind": "ack", "seq": 47}           p3 / q3   ping / pong (no data line)
+#     s46\n<json>         signal                       c47\n   close
+#     a47                 {"kind": "ack", "seq": 47}   p3 / q3   ping / pong (no data line)
 #
-# JSON would escape every non-ASCII character of a message (six bytes for one) and costs a parse per frame; this
-# header costs a split. A text starting with "{" is read as a JSON frame.
+# Binary frames (the stream's ``binary`` kind, base64 in the stream and on the relay) are binary messages: the same
+# header line in ASCII, then the raw bytes, so WebRTC carries no base64:
+#
+#     b"b45\n" + raw      {"kind": "binary", "seq": 45, "data": base64(raw)}     b"b46!+\n" + raw   flags as above
+#
+# A relay-sized frame (64 KiB of base64: 48 KiB of bytes) is then one data-channel message of 48 KiB and a few
+# bytes, under the 64 KiB of one link frame. Frames keep their sequence numbers, so a binary frame sent here and
+# resent on the relay after a fallback is the same frame (base64 there). JSON would escape every non-ASCII character
+# of a text (six bytes for one) and costs a parse per frame; this header costs a split. A text starting with "{" is
+# read as a JSON frame.
 _KIND_CODES = {"data": "d", "binary": "b", "signal": "s", "close": "c", "ack": "a", "ping": "p", "pong": "q"}
 _CODE_KINDS = {code: kind for kind, code in _KIND_CODES.items()}
 _MAX_HEADER = 16
 
 
-def encode_frame(frame: dict[str, Any]) -> str:
-    """The data-channel text of a :mod:`core.session` frame (see the format above)."""
+def _header(frame: dict[str, Any]) -> str:
     head = f"{_KIND_CODES[frame['kind']]}{frame['seq']}"
-    if "data" not in frame:
-        return head
     if frame.get("confirm"):
         head += "!"
     if frame.get("more"):
         head += "+"
-    return f"{head}\n{frame['data']}"
+    return head
 
 
-def decode_frame(text: str) -> dict[str, Any]:
-    """The frame a data-channel text carries; the stream checks the rest (kinds that need data, ranges).
+def encode_frame(frame: dict[str, Any]) -> str | bytes:
+    """The data-channel message of a :mod:`core.session` frame: text, or bytes for a binary frame (see above).
 
     Raises:
-        ProtocolError: the header is malformed.
+        ValueError: a binary frame's data is not valid base64 (the stream only holds what ``send_bytes`` encoded).
     """
+    if "data" not in frame:
+        return f"{_KIND_CODES[frame['kind']]}{frame['seq']}"
+    if frame["kind"] == "binary":
+        raw = base64.b64decode(frame["data"], validate=True)
+        return f"{_header(frame)}\n".encode("ascii") + raw
+    return f"{_header(frame)}\n{frame['data']}"
+
+
+def decode_frame(message: str | bytes) -> dict[str, Any]:
+    """The frame a data-channel message carries; the stream checks the rest (kinds that need data, ranges).
+
+    Raises:
+        ProtocolError: the header is malformed, or a binary message is not a binary frame.
+    """
+    if isinstance(message, (bytes, bytearray)):
+        return _decode_binary(bytes(message))
+    text = message
     if text.startswith("{"):
         try:
             frame = json.loads(text)
@@ -331,14 +356,36 @@ def decode_frame(text: str) -> dict[str, Any]:
             raise ProtocolError("a WebRTC frame in JSON must be an object")
         return frame
     head, newline, data = text.partition("\n")
+    frame = _decode_header(head)
+    if frame["kind"] == "binary":
+        raise ProtocolError("a binary frame arrived as text; binary frames are binary messages")
+    if newline:
+        frame["data"] = data
+    return frame
+
+
+def _decode_binary(message: bytes) -> dict[str, Any]:
+    end = message.find(b"\n", 0, _MAX_HEADER + 1)
+    if end < 0:
+        raise ProtocolError(f"a binary WebRTC frame has no header line: {message[:_MAX_HEADER + 1]!r}")
+    try:
+        head = message[:end].decode("ascii")
+    except UnicodeDecodeError:
+        raise ProtocolError(f"a binary WebRTC frame has a malformed header {message[:end]!r}") from None
+    frame = _decode_header(head)
+    if frame["kind"] != "binary":
+        raise ProtocolError(f"a {frame['kind']} frame arrived as a binary message; only binary frames are binary")
+    frame["data"] = base64.b64encode(memoryview(message)[end + 1:]).decode("ascii")
+    return frame
+
+
+def _decode_header(head: str) -> dict[str, Any]:
     kind = _CODE_KINDS.get(head[:1])
     digits = head[1:].rstrip("!+")
     if kind is None or not digits.isascii() or not digits.isdigit() or len(head) > _MAX_HEADER:
         raise ProtocolError(f"a WebRTC frame has a malformed header {head[:_MAX_HEADER + 1]!r}")
     frame: dict[str, Any] = {"kind": kind, "seq": int(digits)}
     flags = head[1 + len(digits):]
-    if newline:
-        frame["data"] = data
     if "!" in flags:
         frame["confirm"] = True
     if "+" in flags:
@@ -347,15 +394,14 @@ def decode_frame(text: str) -> dict[str, Any]:
 
 
 class _FrameLink(Link):
-    """Carries a relay connection's frames over a WebRTC link: each frame as one text message (:func:`encode_frame`).
-    """
+    """Carries a relay connection's frames over a WebRTC link: each frame as one message (:func:`encode_frame`)."""
 
     transport = "webrtc"
 
     def __init__(self, link: WebRTCLink, connection: RelayConnection) -> None:
         self.link = link
         self._connection = connection
-        self._queue: asyncio.Queue[str] = asyncio.Queue()
+        self._queue: asyncio.Queue[str | bytes] = asyncio.Queue()
         self._writer = asyncio.ensure_future(self._write())
         link.events.on("message", self._on_message)
 
@@ -363,18 +409,18 @@ class _FrameLink(Link):
         # The stream bounds the frames in flight (its send window), so this queue stays small.
         if self.link.state is not LinkState.OPEN or self._writer.done():
             raise ConnectionClosedError("the WebRTC link is closed")
-        text = encode_frame(frame)
+        message = encode_frame(frame)
         # Straight onto the channel when nothing waits before it (most frames); the writer task keeps the order
         # of the rest.
-        if self._queue.empty() and self.link.send_now(text):
+        if self._queue.empty() and self.link.send_now(message):
             return
-        self._queue.put_nowait(text)
+        self._queue.put_nowait(message)
 
     async def _write(self) -> None:
         while True:
-            text = await self._queue.get()
+            message = await self._queue.get()
             try:
-                await self.link.send(text)
+                await self.link.send(message)
             except PeerchatError as exc:
                 # The link's "closed" event detaches it; unacknowledged frames then go over the relay.
                 log.info("WebRTC send failed: %s", exc)
@@ -382,8 +428,6 @@ class _FrameLink(Link):
 
     def _on_message(self, message: Message) -> None:
         try:
-            if not isinstance(message.data, str):
-                raise ProtocolError("a binary WebRTC message where a text frame was expected")
             frame = decode_frame(message.data)
         except ProtocolError as error:
             emit_safely(self._connection.events, ev.PROTOCOL_ERROR, ev.ProtocolErrorEvent(error))

@@ -1,12 +1,15 @@
-"""Tests for the text form of connection frames on a WebRTC data channel (core.upgrade.encode_frame/decode_frame)."""
+"""Tests for the form of connection frames on a WebRTC data channel (core.upgrade.encode_frame/decode_frame)."""
 
 from __future__ import annotations
 
+import base64
 import json
+import random
 
 import pytest
 
 from core.errors import ProtocolError
+from core.framing import MAX_FRAME_BYTES
 from core.session import ReliableStream, WriteFrame
 from core.upgrade import decode_frame, encode_frame
 
@@ -27,8 +30,45 @@ FRAMES = [
 
 
 @pytest.mark.parametrize("frame", FRAMES, ids=[f"{f['kind']}-{f['seq']}" for f in FRAMES])
-def test_every_frame_survives_the_text_form(frame):
-    assert decode_frame(encode_frame(frame)) == frame
+def test_every_frame_survives_the_data_channel_form(frame):
+    message = encode_frame(frame)
+    assert isinstance(message, bytes if frame["kind"] == "binary" else str)
+    assert decode_frame(message) == frame
+
+
+def test_binary_frames_carry_raw_bytes_not_base64():
+    raw = bytes(range(256)) * 192  # 48 KiB: what one relay-sized frame holds
+    frame = {"kind": "binary", "seq": 77, "data": base64.b64encode(raw).decode(), "more": True, "confirm": True}
+    message = encode_frame(frame)
+    assert message == b"b77!+\n" + raw
+    assert len(message) < MAX_FRAME_BYTES - 1  # one data-channel message, one link frame
+    assert decode_frame(message) == frame
+    assert decode_frame(bytearray(message)) == frame
+    assert decode_frame(b"b1\n") == {"kind": "binary", "seq": 1, "data": ""}
+
+
+def test_binary_frames_from_the_stream_cross_into_another_stream():
+    a, b = ReliableStream(), ReliableStream()
+    raw = random.Random(5).randbytes(200_000)
+    _, actions = a.send_message("binary", base64.b64encode(raw).decode(), 0.0, confirm=True)
+    messages = [encode_frame(action.frame) for action in actions if isinstance(action, WriteFrame)]
+    assert len(messages) == 5 and all(isinstance(m, bytes) for m in messages)
+    assert sum(len(m) for m in messages) < len(raw) + 100
+    got = []
+    for message in messages:
+        got += b.receive(decode_frame(message), 0.0)
+    assert [base64.b64decode(a.data) for a in got if type(a).__name__ == "Deliver"] == [raw]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [b"", b"b12", b"d1\nhello", b"a7\n", b"b" + b"9" * 20 + b"\nx", b"\xff1\nx", b"b1x\nx", "b1\nAAEC"],
+    ids=["empty", "no-newline", "data-as-binary", "ack-as-binary", "long-header", "non-ascii", "bad-flag",
+         "binary-as-text"],
+)
+def test_malformed_binary_messages_are_protocol_errors(message):
+    with pytest.raises(ProtocolError):
+        decode_frame(message)
 
 
 def test_text_is_not_escaped():
