@@ -206,13 +206,14 @@ def max_frame_bytes(connection: PeerConnection, options: ManagerOptions) -> int:
     """The largest ``send_bytes`` message the connection accepts now.
 
     A connection may state it as an int attribute ``max_bytes_message`` (for example 64 KiB while a direct WebRTC
-    channel carries the data, less over the relay). Without it, the relay's limit applies whatever the transport:
-    ``options.max_message_bytes`` characters of base64, so three quarters of that in bytes.
+    channel carries the data, less over the relay). Without it, one relay frame's worth applies whatever the
+    transport: ``options.relay_frame_bytes`` characters of base64, so three quarters of that in bytes (never more
+    than a whole message may hold, ``options.max_message_bytes``).
     """
     limit = getattr(connection, "max_bytes_message", None)
     if isinstance(limit, int) and limit > CHUNK_HEADER_SIZE:
         return limit
-    return min(WEBRTC_FRAME_BYTES, options.max_message_bytes // 4 * 3)
+    return min(WEBRTC_FRAME_BYTES, options.relay_frame_bytes // 4 * 3, options.max_message_bytes)
 
 
 def max_chunk_payload(connection: PeerConnection, options: ManagerOptions) -> int:

@@ -37,10 +37,11 @@ class Link:
             self.max_bytes_message = declared
 
 
-def test_frame_size_is_the_relay_limit_unless_the_connection_declares_its_own() -> None:
-    options = ManagerOptions(max_message_bytes=64 * 1024)
+def test_frame_size_is_one_relay_frame_unless_the_connection_declares_its_own() -> None:
+    options = ManagerOptions()  # a whole message may hold 16 MiB; one relay frame 64 KiB of base64
     assert max_frame_bytes(Link("relay"), options) == 48 * 1024  # base64 of it is exactly 64 KiB
     assert max_frame_bytes(Link("webrtc"), options) == 48 * 1024
     assert max_frame_bytes(Link("webrtc", 65535), options) == 65535
     assert max_chunk_payload(Link("relay"), options) == 48 * 1024 - CHUNK_HEADER_SIZE
-    assert max_frame_bytes(Link("relay"), ManagerOptions(max_message_bytes=1000)) == 750
+    assert max_frame_bytes(Link("relay"), ManagerOptions(relay_frame_bytes=1000)) == 750
+    assert max_frame_bytes(Link("relay"), ManagerOptions(max_message_bytes=500)) == 500
