@@ -118,7 +118,7 @@ class PeerchatApp(App[None]):
         self._subscriptions.append((name, handler))
 
     def _core_peers_changed(self, event: PeersChangedEvent) -> None:
-        self.post_message(PeersChanged(tuple(event.peers)))
+        self.post_message(PeersChanged(tuple(event.peers), tuple(event.devices)))
 
     def _core_incoming_connection(self, event: IncomingConnectionEvent) -> None:
         # The tap listens from this very moment: messages sent while the dialog is open wait in it.
@@ -128,14 +128,17 @@ class PeerchatApp(App[None]):
     async def _load_peers(self) -> None:
         assert self.manager is not None
         try:
-            peers = await self.manager.get_online_peers()
+            devices = await self.manager.get_known_peers()
         except Exception as exc:
             self.post_message(ActionFailed("Listing your devices", exc))
             return
-        self.post_message(PeersChanged(tuple(peers)))
+        self.post_message(PeersChanged(tuple(d.info for d in devices if d.online), tuple(devices)))
 
     def on_peers_changed(self, message: PeersChanged) -> None:
-        self._directory.update(message.peers, self._clock())
+        if message.devices:
+            self._directory.update_devices(message.devices, self._clock())
+        else:
+            self._directory.update(message.peers, self._clock())
         self.main.show_devices(self._directory.rows())
 
     async def on_unmount(self) -> None:
@@ -186,9 +189,7 @@ class PeerchatApp(App[None]):
     def on_incoming_connection(self, message: IncomingConnection) -> None:
         link = message.link
         connection = link.connection
-        # A device that connects right after it came online can arrive before its presence, with its id as label.
-        known = self._directory.find(connection.peer.id)
-        peer = known[0] if known else connection.peer
+        peer = connection.peer
 
         async def answered(accept: bool | None) -> None:
             if accept and not connection.is_closed:

@@ -46,7 +46,7 @@ from core.errors import (
     RelayError,
     TransferError,
 )
-from core.events import CLOSED, DATA, INCOMING_CONNECTION, PEERS_CHANGED, PeersChanged
+from core.events import CLOSED, DATA, INCOMING_CONNECTION
 from core.peer import PeerConnection, PeerConnectionManager, PeerInfo
 
 from .backend import Backend, RelayGoneError, describe_error
@@ -292,30 +292,16 @@ async def receive_main(settings: Settings, args: argparse.Namespace, out: TextIO
         if args.count is not None and received >= args.count:
             enough.set()
 
-    # A device that connects right after coming online may reach us before its presence does, so its label is
-    # looked up again when something arrives from it.
-    labels: dict[str, str] = {}
-
-    def on_peers(event: Any) -> None:
-        labels.update({peer.id: peer.label for peer in event.peers})
-
-    def label_of(peer: PeerInfo) -> str:
-        return labels.get(peer.id, peer.label)
-
     def on_incoming(event: Any) -> None:
         connection: PeerConnection = event.connection
-        peer = connection.peer
-        label = label_of(peer)
-        connection.events.on(DATA, lambda data: arrived("text", label_of(peer), data.data))
+        label = connection.peer.label
+        connection.events.on(DATA, lambda data: arrived("text", label, data.data))
         connection.events.on(CLOSED, lambda closed: _say(err, f"session with {label} ended ({closed.reason})"))
         closers.append(connection.disconnect)
         _say(err, f"session from {label} ({connection.peer.id}) over {connection.transport.upper()}")
-        attach_receiver(connection, download_dir, lambda kind, _label, value: arrived(kind, label_of(peer), value),
-                        err, closers)
+        attach_receiver(connection, download_dir, arrived, err, closers)
 
     async with Backend(settings, watch_interval=0) as manager:
-        on_peers(PeersChanged(tuple(await manager.get_online_peers())))
-        manager.events.on(PEERS_CHANGED, on_peers)
         manager.events.on(INCOMING_CONNECTION, on_incoming)
         _say(err, f"receiving as {settings.label} ({settings.device_id}) of user {settings.user} on "
                   f"{settings.describe_relay()}; files go to {download_dir}")
@@ -328,7 +314,6 @@ async def receive_main(settings: Settings, args: argparse.Namespace, out: TextIO
                                    "received", EXIT_TIMEOUT) from None
         finally:
             manager.events.remove_listener(INCOMING_CONNECTION, on_incoming)
-            manager.events.remove_listener(PEERS_CHANGED, on_peers)
             for close in reversed(closers):
                 with contextlib.suppress(Exception):
                     await close()

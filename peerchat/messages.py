@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from textual.message import Message
 
-from core.peer import PeerConnectionManager, PeerInfo
+from core.peer import DeviceStatus, PeerConnectionManager, PeerInfo
 
 from .backend import SessionLink
 
@@ -36,9 +36,11 @@ class RelayStatus(Message):
 
 @dataclass
 class PeersChanged(Message):
-    """The set of this user's online devices changed."""
+    """The set of this user's online devices changed; ``devices`` lists every known one, online or not, with its
+    last-seen time (empty when the manager does not keep them)."""
 
     peers: tuple[PeerInfo, ...]
+    devices: tuple[DeviceStatus, ...] = ()
 
 
 @dataclass

@@ -21,7 +21,7 @@ from core.events import (
     Transport,
     UpgradeFailed,
 )
-from core.peer import PeerInfo
+from core.peer import DeviceStatus, PeerInfo
 
 Severity = Literal["information", "warning", "error"]
 
@@ -80,11 +80,12 @@ class DeviceRow:
 
     peer: PeerInfo
     online: bool
-    last_seen: float | None  # a time.time() value, for offline devices seen during this run
+    last_seen: float | None  # a time.time() value for offline devices (None: not known)
 
 
 class DeviceDirectory:
-    """This user's devices: the online ones from ``peers_changed``, plus those seen earlier, with when they left."""
+    """This user's devices: the online ones, the offline ones core knows of (with their last heartbeat's time),
+    and those seen during this run (with when they left, if core cannot tell)."""
 
     def __init__(self) -> None:
         self._known: dict[str, PeerInfo] = {}
@@ -100,6 +101,15 @@ class DeviceDirectory:
             self._known[peer.id] = peer
             self._last_seen.pop(peer.id, None)
         self._online = current
+
+    def update_devices(self, devices: tuple[DeviceStatus, ...] | list[DeviceStatus], now: float) -> None:
+        """Take every device core knows, online or not; an offline one shows core's last-seen time."""
+        self.update([d.info for d in devices if d.online], now)
+        for status in devices:
+            if not status.online:
+                self._known[status.info.id] = status.info
+                if status.last_seen is not None:
+                    self._last_seen[status.info.id] = status.last_seen
 
     def rows(self) -> list[DeviceRow]:
         """Online devices first, then offline ones, each by label."""

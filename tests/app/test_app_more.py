@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 
 from textual.widgets import DirectoryTree, Input, TabbedContent
 
@@ -126,3 +127,16 @@ async def test_two_sessions_in_tabs_each_with_its_own_conversation(make_manager,
         await pilot.press(*"again", "enter")
         await wait_until(lambda: received["desktop"] == ["hi desktop", "again"] and received["phone"] == ["hi phone"],
                          pilot, what="each message at its device")
+
+
+async def test_a_device_offline_before_the_app_started_shows_when_it_was_last_seen(make_manager, tmp_path):
+    tablet = await make_manager("tablet")
+    await tablet.stop()
+    laptop = await make_manager("laptop")
+    # The app's clock runs ten minutes ahead, so the tablet's last heartbeat was ten minutes ago for it.
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop, clock=lambda: time.time() + 600)
+    async with app.run_test(size=(120, 36)) as pilot:
+        row = await wait_until(lambda: rows(app).get("tablet-id"), pilot, what="the tablet in the list")
+        assert not row.online and row.last_seen is not None
+        devices = app.main.query_one(DeviceList)
+        assert devices.get_cell("tablet-id", "seen").plain == "10 min ago"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from core.events import ConnectionClosed, Latency, LinkChanged, ProtocolErrorEvent, Recovered, Slow, UpgradeFailed
-from core.peer import PeerInfo
+from core.peer import DeviceStatus, PeerInfo
 from peerchat.models import (
     CloseSession,
     DeviceDirectory,
@@ -131,3 +131,14 @@ def test_upgrade_failures_are_told_once_and_not_at_all_when_webrtc_is_off_here()
     off = LinkStatus(webrtc_off=True)
     assert off.apply(UpgradeFailed(reason="WebRTC is turned off on this device")) is None
     assert "relay only: WebRTC is off on this device" in off.render()
+
+
+def test_directory_shows_offline_devices_core_knows_with_their_last_seen_time():
+    directory = DeviceDirectory()
+    directory.update_devices([DeviceStatus(DESKTOP, True, 990.0), DeviceStatus(LAPTOP, False, 400.0)], now=1000.0)
+    rows = directory.rows()
+    assert [(r.peer.label, r.online, r.last_seen) for r in rows] == [("desktop", True, None), ("laptop", False, 400.0)]
+    # The desktop leaves: core's time of its last heartbeat, not the time the news arrived, is shown.
+    directory.update_devices([DeviceStatus(DESKTOP, False, 995.0), DeviceStatus(LAPTOP, False, 400.0)], now=1010.0)
+    assert [(r.peer.label, r.last_seen) for r in directory.rows()] == [("desktop", 995.0), ("laptop", 400.0)]
+    assert not directory.is_online(DESKTOP.id)
