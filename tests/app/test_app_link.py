@@ -12,7 +12,7 @@ from google.auth.credentials import AnonymousCredentials
 from textual.widgets import Input, ProgressBar, RichLog, Static
 
 from app_helpers import FAST, USER, in_log, settings_for, wait_until
-from core import FirebasePeerConnectionManager, ManagerOptions, PeerInfo
+from core import FirebasePeerConnectionManager, ManagerOptions, PeerInfo, webrtc_upgrader
 from core.emulator import Emulator
 from core.events import INCOMING_CONNECTION
 from peerchat.app import create_app
@@ -44,6 +44,44 @@ async def test_webrtc_link_is_shown(make_manager, tmp_path):
         view = await open_from_list(app, pilot)
         await wait_until(lambda: "WEBRTC" in status_text(view), pilot, what="the WebRTC link in the status line")
         assert view.has_class("webrtc")
+
+
+async def test_a_broken_webrtc_link_falls_back_to_the_relay_with_its_reason_then_upgrades_again(make_manager,
+                                                                                                  tmp_path):
+    options = dataclasses.replace(FAST, webrtc=True, upgrade_timeout=10.0, reupgrade_interval=1.0)
+    link_options = {"host_addresses": ("127.0.0.1",), "keepalive_interval": 0.2, "idle_timeout": 1.5}
+    laptop = await make_manager("laptop", options=options, upgrader=webrtc_upgrader(options, **link_options))
+    desktop = await make_manager("desktop", options=options, upgrader=webrtc_upgrader(options, **link_options))
+    received: list[str] = []
+    desktop.events.on(INCOMING_CONNECTION,
+                      lambda e: e.connection.events.on("data", lambda data: received.append(data.data)))
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        view = await open_from_list(app, pilot)
+        await wait_until(lambda: "WEBRTC" in status_text(view), pilot, what="the WebRTC link in the status line")
+        # Every status line the session shows, in order (the relay spell may be short: none may be missed).
+        shown: list[str] = []
+        refresh = view.refresh_status
+
+        def recording_refresh() -> None:
+            refresh()
+            shown.append(status_text(view))
+
+        view.refresh_status = recording_refresh  # type: ignore[method-assign]
+        # Tear down this side's aiortc transport, as a network failure would (reaching into core: tests only).
+        await view.connection._link.link.peer_connection.sctp.transport.transport.stop()
+        fallback = await wait_until(lambda: next((t for t in shown if "RELAY" in t), None), pilot,
+                                    what="the relay in the status line")
+        assert "fell back to the relay: " in fallback
+        reason = fallback.split("fell back to the relay: ", 1)[1].strip()
+        assert reason, fallback
+        assert in_log(f"Fell back to the relay ({reason})", view.query_one(RichLog))
+        await wait_until(lambda: "WEBRTC" in status_text(view), pilot, what="WebRTC again after the re-upgrade")
+        assert "fell back" not in status_text(view)
+        assert view.has_class("webrtc")
+        # Messages still flow over the new link.
+        await pilot.press(*"still there?", "enter")
+        await wait_until(lambda: received == ["still there?"], pilot, what="the message at the desktop")
 
 
 async def test_upgrade_declined_by_the_other_device_is_explained(make_manager, tmp_path):
