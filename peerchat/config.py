@@ -68,6 +68,8 @@ class Settings:
     webrtc: bool = True
     download_dir: Path = field(default_factory=lambda: default_download_dir())
     namespace: str = DEFAULT_NAMESPACE
+    # What the app calls the relay in its status line (None: its kind and address, see describe_relay).
+    relay_name: str | None = None
 
     @property
     def mode(self) -> Mode:
@@ -94,7 +96,9 @@ class Settings:
         return f"http://{host}:{port}?ns={self.namespace}"
 
     def describe_relay(self) -> str:
-        """Where the relay is, in words, for the status bar and error messages."""
+        """Where the relay is, in words, for the status bar and error messages (``relay_name`` if set)."""
+        if self.relay_name:
+            return self.relay_name
         if self.mode == "firebase":
             return f"Firebase {self.database_url}"
         host, port = self.emulator_address

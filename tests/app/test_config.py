@@ -138,3 +138,11 @@ def test_a_named_config_file_must_exist(tmp_path):
     add_settings_arguments(parser)
     with pytest.raises(ConfigError, match="--config: .*missing.toml is not a file"):
         settings_from_args(parser.parse_args(["--config", str(tmp_path / "missing.toml")]), env={})
+
+
+def test_the_relay_is_described_by_its_address_or_by_the_name_it_was_given():
+    from peerchat.config import Settings
+
+    assert Settings(emulator="127.0.0.1:9100").describe_relay() == "emulator 127.0.0.1:9100"
+    assert Settings().describe_relay() == "embedded emulator 127.0.0.1:9000"
+    assert Settings(emulator="127.0.0.1:9100", relay_name="home relay").describe_relay() == "home relay"

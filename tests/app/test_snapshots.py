@@ -2,15 +2,14 @@
 
 The app runs exactly as ``peerchat --emulator HOST:PORT`` does (its own backend and manager); the other devices
 are real managers on a background event loop. Everything shown is fixed: the labels, ids and user, the clock
-(``show_latency=False`` hides round-trip figures), the emulator's port, and WebRTC is off so the link is always
-the relay. Update the pictures with ``pytest tests/app/test_snapshots.py --snapshot-update`` and look at them.
+(``show_latency=False`` hides round-trip figures), the relay's name in the relay line (the emulator takes any free
+port), and WebRTC is off so the link is always the relay. Update the pictures with ``pytest tests/app/test_snapshots.py --snapshot-update`` and look at them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import socket
 import threading
 import time
 import uuid
@@ -32,7 +31,7 @@ from peerchat.config import Settings
 from peerchat.dialogs import IncomingConnectionDialog
 from peerchat.widgets import DeviceList, TransferRow
 
-SNAPSHOT_PORT = 19_871  # fixed: the relay line shows the emulator's address
+RELAY_NAME = "the test emulator"  # the relay line shows this instead of the emulator's (free, varying) port
 USER = "snap"
 SIZE = (110, 30)
 FIXED_TIME = 1_768_469_400.0  # 2026-01-15 09:30 UTC
@@ -42,8 +41,9 @@ OPTIONS = ManagerOptions(webrtc=False)
 class OtherDevices:
     """Real managers for the user's other devices, on an event loop in a background thread."""
 
-    def __init__(self, database_url: str) -> None:
-        self.database_url = database_url
+    def __init__(self, relay: Emulator) -> None:
+        self.relay = relay
+        self.database_url = relay.database_url("peerchat")
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="other-devices", daemon=True)
         self.thread.start()
@@ -87,16 +87,13 @@ class OtherDevices:
 
 @pytest.fixture
 def snapshot_relay() -> Iterator[Emulator]:
-    with socket.socket() as probe:
-        if probe.connect_ex(("127.0.0.1", SNAPSHOT_PORT)) == 0:
-            pytest.fail(f"port {SNAPSHOT_PORT} is in use; the snapshot tests need it (the relay line shows it)")
-    with Emulator.in_thread(port=SNAPSHOT_PORT) as emulator:
+    with Emulator.in_thread(port=0) as emulator:
         yield emulator
 
 
 @pytest.fixture
 def devices(snapshot_relay: Emulator) -> Iterator[OtherDevices]:
-    others = OtherDevices(f"http://127.0.0.1:{SNAPSHOT_PORT}?ns=peerchat")
+    others = OtherDevices(snapshot_relay)
     yield others
     others.close()
 
@@ -115,10 +112,10 @@ def utc() -> Iterator[None]:
     time.tzset()
 
 
-def laptop_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
+def laptop_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relay: Emulator) -> Any:
     monkeypatch.setenv("HOME", str(tmp_path))
-    settings = Settings(user=USER, label="laptop", device_id="laptop-1", emulator=f"127.0.0.1:{SNAPSHOT_PORT}",
-                        webrtc=False, download_dir=Path("/home/me/Downloads/peerchat"))
+    settings = Settings(user=USER, label="laptop", device_id="laptop-1", emulator=relay.host_port, webrtc=False,
+                        download_dir=Path("/home/me/Downloads/peerchat"), relay_name=RELAY_NAME)
     return create_app(settings, clock=lambda: FIXED_TIME, show_latency=False)
 
 
@@ -149,7 +146,7 @@ def test_devices_screen(snap_compare, devices, utc, tmp_path, monkeypatch):
         await wait_until(lambda: online_rows(pilot)() == 2, pilot, what="the tablet offline")
         await settle(pilot)
 
-    assert snap_compare(laptop_app(tmp_path, monkeypatch), terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(laptop_app(tmp_path, monkeypatch, devices.relay), terminal_size=SIZE, run_before=run_before)
 
 
 def test_incoming_connection_dialog(snap_compare, devices, utc, tmp_path, monkeypatch):
@@ -161,7 +158,7 @@ def test_incoming_connection_dialog(snap_compare, devices, utc, tmp_path, monkey
         await wait_until(lambda: isinstance(pilot.app.screen, IncomingConnectionDialog), pilot, what="the dialog")
         await settle(pilot)
 
-    assert snap_compare(laptop_app(tmp_path, monkeypatch), terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(laptop_app(tmp_path, monkeypatch, devices.relay), terminal_size=SIZE, run_before=run_before)
 
 
 def test_chat_session(snap_compare, devices, utc, tmp_path, monkeypatch):
@@ -181,7 +178,7 @@ def test_chat_session(snap_compare, devices, utc, tmp_path, monkeypatch):
         await wait_until(lambda: len(view.query_one("RichLog").lines) >= 4, pilot, what="the reply and the help")
         await settle(pilot)
 
-    assert snap_compare(laptop_app(tmp_path, monkeypatch), terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(laptop_app(tmp_path, monkeypatch, devices.relay), terminal_size=SIZE, run_before=run_before)
 
 
 def test_finished_transfer(snap_compare, devices, utc, tmp_path, monkeypatch):
@@ -207,4 +204,4 @@ def test_finished_transfer(snap_compare, devices, utc, tmp_path, monkeypatch):
                          what="the transfer to finish")
         await settle(pilot)
 
-    assert snap_compare(laptop_app(tmp_path, monkeypatch), terminal_size=SIZE, run_before=run_before)
+    assert snap_compare(laptop_app(tmp_path, monkeypatch, devices.relay), terminal_size=SIZE, run_before=run_before)
