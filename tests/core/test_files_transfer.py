@@ -1,13 +1,14 @@
 """File transfers end to end over real files: sizes, folders, decline, cancel, resume, hostile peers, full disks.
 
-Every test takes the ``link`` fixture: a factory of connected (sender, receiver) PeerConnection pairs. It runs over
-``MemoryConnectionPair`` now; the relay and WebRTC connections join as further parameters of ``link`` (the test
-bodies only use the PeerConnection ABC, ``disconnect()`` included).
+Every test takes the ``link`` fixture: a factory of connected (sender, receiver) PeerConnection pairs: in memory
+(``MemoryConnectionPair``), and the real manager's connections through the emulator, relay only and upgraded to
+WebRTC (aiortc on 127.0.0.1). The test bodies only use the PeerConnection ABC, ``disconnect()`` included.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import hashlib
 import json
@@ -60,16 +61,24 @@ LinkFactory = Callable[[], Awaitable[tuple[PeerConnection, PeerConnection]]]
 RULES = Path(__file__).resolve().parents[2] / "firebase" / "database.rules.json"
 RELAY_OPTIONS = ManagerOptions(heartbeat_interval=0.5, connect_timeout=10.0, ack_timeout=20.0, retransmit_interval=1.0,
                                ping_interval=0.5, peer_timeout=15.0, close_timeout=2.0, webrtc=False)
+WEBRTC_OPTIONS = dataclasses.replace(RELAY_OPTIONS, webrtc=True, connect_timeout=20.0, upgrade_timeout=15.0,
+                                     reupgrade_interval=60.0)
+# Loopback candidates only; keep-alives often enough that a torn-down transport is noticed within seconds.
+WEBRTC_LINK = {"host_addresses": ("127.0.0.1",), "keepalive_interval": 0.3, "idle_timeout": 3.0}
 
 
-async def relay_pairs(request: pytest.FixtureRequest) -> AsyncIterator[LinkFactory]:
-    """Connections between two devices of one user through the emulator, each call a new session."""
+async def manager_pairs(request: pytest.FixtureRequest, webrtc: bool) -> AsyncIterator[LinkFactory]:
+    """Connections between two devices of one user through the emulator (FirebasePeerConnectionManager), each call
+    a new session: relay only, or upgraded to WebRTC by the default upgrader (``webrtc_upgrader``)."""
     from core.relay import FirebasePeerConnectionManager
+    from core.upgrade import webrtc_upgrader
 
     factory = request.getfixturevalue("firebase_app_factory")
     factory.load_rules(RULES)
-    managers = [FirebasePeerConnectionManager("alice", PeerInfo(device, device), app=factory.make({"uid": "alice"}),
-                                              options=RELAY_OPTIONS) for device in ("laptop", "phone")]
+    options = WEBRTC_OPTIONS if webrtc else RELAY_OPTIONS
+    managers = [FirebasePeerConnectionManager(
+        "alice", PeerInfo(device, device), app=factory.make({"uid": "alice"}), options=options,
+        upgrader=webrtc_upgrader(options, **WEBRTC_LINK) if webrtc else None) for device in ("laptop", "phone")]
     for manager in managers:
         await manager.start()
     incoming: asyncio.Queue[PeerConnection] = asyncio.Queue()
@@ -82,7 +91,10 @@ async def relay_pairs(request: pytest.FixtureRequest) -> AsyncIterator[LinkFacto
                     break
                 await asyncio.sleep(0.05)
             a = await managers[0].connect_to_peer("phone")
-            return a, await incoming.get()
+            b = await incoming.get()
+        expected = "webrtc" if webrtc else "relay"
+        assert a.transport == b.transport == expected, (a.upgrade_failure, b.upgrade_failure)
+        return a, b
 
     try:
         yield make
@@ -91,86 +103,10 @@ async def relay_pairs(request: pytest.FixtureRequest) -> AsyncIterator[LinkFacto
             await manager.stop()
 
 
-class LinkConnection(PeerConnection):
-    """A real aiortc WebRTCLink seen as a PeerConnection (until the manager hands out upgraded connections)."""
-
-    def __init__(self, link) -> None:
-        from pyee.asyncio import AsyncIOEventEmitter
-
-        from core.framing import MAX_FRAME_BYTES
-
-        self.events = AsyncIOEventEmitter()
-        self.link = link
-        self._closed = False
-        self.max_bytes_message = MAX_FRAME_BYTES - 1  # one transfer frame per data-channel message
-        link.events.on("message", self._on_message)
-        link.events.on("closed", lambda _info: self._close("peer-requested-closed"))
-
-    def _on_message(self, message) -> None:
-        if isinstance(message.data, bytes):
-            self.events.emit(ev.BINARY, ev.BinaryData(message.data))
-        else:
-            self.events.emit(ev.DATA, ev.Data(message.data))
-
-    def _close(self, reason: ev.CloseReason) -> None:
-        if not self._closed:
-            self._closed = True
-            self.events.emit(ev.CLOSED, ev.ConnectionClosed(self, reason))
-
-    peer = property(lambda self: PeerInfo("peer", "peer"))
-    session_id = property(lambda self: "webrtc-link")
-    transport = property(lambda self: "webrtc")
-    rtt = property(lambda self: None)
-    is_slow = property(lambda self: False)
-    is_closed = property(lambda self: self._closed)
-
-    async def send(self, data: str) -> None:
-        await self.link.send(data)
-
-    async def send_bytes(self, data: bytes) -> None:
-        await self.link.send(bytes(data))
-
-    async def disconnect(self) -> None:
-        self._close("local-closed")
-        await self.link.close()
-
-
-async def webrtc_link_pairs() -> AsyncIterator[LinkFactory]:
-    """Two core.webrtc links over real UDP on 127.0.0.1, signalled in memory."""
-    from core.webrtc import LinkOptions, WebRTCLink
-
-    options = LinkOptions(host_addresses=("127.0.0.1",), open_timeout=30.0, idle_timeout=30.0)
-    connections: list[LinkConnection] = []
-    loop = asyncio.get_running_loop()
-
-    async def make() -> tuple[PeerConnection, PeerConnection]:
-        links: dict[str, WebRTCLink] = {}
-
-        def wire(to: str):
-            async def send_signal(signal: dict) -> None:
-                loop.create_task(links[to].handle_signal(signal))
-            return send_signal
-
-        links["a"] = WebRTCLink("offerer", wire("b"), options)
-        links["b"] = WebRTCLink("answerer", wire("a"), options)
-        await asyncio.wait_for(asyncio.gather(links["a"].open(), links["b"].open()), WAIT)
-        pair = LinkConnection(links["a"]), LinkConnection(links["b"])
-        connections.extend(pair)
-        return pair
-
-    try:
-        yield make
-    finally:
-        for connection in connections:
-            await connection.disconnect()
-
-
-# "webrtc-link" becomes the manager's upgraded connection once the relay manager hands those out.
-@pytest.fixture(params=["memory", "relay", "webrtc-link"])
+@pytest.fixture(params=["memory", "relay", "webrtc"])
 async def link(request: pytest.FixtureRequest) -> AsyncIterator[LinkFactory]:
     if request.param != "memory":
-        pairs = relay_pairs(request) if request.param == "relay" else webrtc_link_pairs()
-        async for make in pairs:
+        async for make in manager_pairs(request, webrtc=request.param == "webrtc"):
             yield make
         return
     pairs: list[MemoryConnectionPair] = []
@@ -572,3 +508,78 @@ async def test_a_failing_event_listener_does_not_break_the_transfer(link: LinkFa
     source = random_file(tmp_path / "out" / "x.bin", 200_000)
     await send_and_accept(sender, receiver, [source], downloads)
     assert sha(downloads / "x.bin") == sha(source)
+
+
+@pytest.mark.parametrize("cut", ["receiver", "sender"])
+async def test_a_transfer_over_webrtc_goes_on_over_the_relay_when_the_transport_is_torn_down(
+        request: pytest.FixtureRequest, tmp_path: Path, cut: str) -> None:
+    size = 6 * MB
+    source = random_file(tmp_path / "out" / "film.bin", size)
+    async for make in manager_pairs(request, webrtc=True):
+        sender, receiver, downloads = await sides(make, tmp_path)
+        connections = {"sender": sender.transfers.connection, "receiver": receiver.transfers.connection}
+        changes: list[str] = []
+        connections["sender"].events.on(ev.LINK_CHANGED, lambda change: changes.append(change.transport))
+        # Each progress event on the receiver, with the link that carried the connection at that moment.
+        seen: list[tuple[str, int]] = []
+        receiver.transfers.events.on(ev.TRANSFER_PROGRESS, lambda p: seen.append(
+            (receiver.transfers.connection.transport, p.bytes_done)))
+        stopped: list[asyncio.Future] = []
+
+        def tear_down(progress: ev.TransferProgress) -> None:
+            if progress.bytes_done >= MB and not stopped:
+                # As a network failure would: aiortc's transport stops under the WebRTC link of one side.
+                link = connections[cut]._link.link
+                stopped.append(asyncio.ensure_future(link.peer_connection.sctp.transport.transport.stop()))
+
+        receiver.transfers.events.on(ev.TRANSFER_PROGRESS, tear_down)
+        outgoing, incoming = await send_and_accept(sender, receiver, [source], downloads, wait=110)
+        await asyncio.gather(*stopped)
+        assert stopped, "the transport was torn down mid-transfer"
+        assert changes[:1] == ["relay"]
+        assert sha(downloads / "film.bin") == sha(source)
+        assert leftovers(downloads) == []
+        # Data arrived over WebRTC before the cut, and over the relay after it.
+        assert [link for link, _ in seen][:1] == ["webrtc"]
+        after_cut = [done for link, done in seen if link == "relay"]
+        assert after_cut and after_cut[-1] > min(after_cut) >= MB
+        # Each chunk was handed to the connection once: the connection, not the transfer, resent what was in flight.
+        assert outgoing.bytes_sent == size
+        assert incoming.bytes_done == size
+
+
+async def test_an_interrupted_transfer_resumes_on_a_new_session_after_the_relay_connection_dropped(
+        request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """The receiver's connection closes mid-transfer; then both apps start again (new managers) and the transfer,
+    offered again with its id, resumes in a new relay session from the last confirmed chunk."""
+    size = 3 * MB
+    source = random_file(tmp_path / "out" / "movie.bin", size)
+    downloads = tmp_path / "downloads"
+    async for make in manager_pairs(request, webrtc=False):
+        sender, receiver, _ = await sides(make, tmp_path, chunk_size=16 * 1024, window=4)
+        outgoing = await sender.transfers.send_files([source])
+        incoming = await (await receiver.next_offer()).accept(downloads)
+        dropped = asyncio.get_running_loop().create_future()
+
+        def drop(progress: ev.TransferProgress) -> None:
+            if progress.bytes_done >= MB and not dropped.done():
+                dropped.set_result(asyncio.ensure_future(receiver.transfers.connection.disconnect()))
+
+        receiver.transfers.events.on(ev.TRANSFER_PROGRESS, drop)
+        for transfer in (outgoing, incoming):
+            with pytest.raises(TransferInterruptedError):
+                await asyncio.wait_for(transfer.wait(), WAIT)
+        await asyncio.wait_for(await dropped, WAIT)
+        await asyncio.wait_for(incoming._task, WAIT)
+        kept = json.loads((downloads / f".peerchat-{outgoing.id}.transfer").read_text())["files"][0]["confirmed"]
+        assert MB <= kept < size
+    async for make in manager_pairs(request, webrtc=False):  # new managers: a new session from scratch
+        a, b = await make()
+        sender2, receiver2 = Side(a, chunk_size=16 * 1024, window=4), Side(b, downloads, chunk_size=16 * 1024)
+        again = await sender2.transfers.send_files([source], transfer_id=outgoing.id)
+        resumed = (await receiver2.next_offer()).transfer
+        assert resumed is not None  # a known transfer id resumes without asking again
+        await asyncio.wait_for(asyncio.gather(again.wait(), resumed.wait()), WAIT)
+        assert sha(downloads / "movie.bin") == sha(source)
+        assert again.resumed_bytes == kept and again.bytes_sent == size - kept
+        assert leftovers(downloads) == []
