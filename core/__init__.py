@@ -7,6 +7,9 @@ Everything a consumer needs is importable from here::
 A manager upgrades each connection to WebRTC by default (``ManagerOptions.webrtc``); ``webrtc_upgrader(options,
 **link_options)`` makes the upgrader to pass as ``upgrader=`` when the link needs other options.
 
+Files travel with ``FileTransfers(connection, download_dir=...)`` on a connection: ``send_files(paths)`` returns a
+``Transfer``; the other side's ``incoming_transfer`` event carries an ``IncomingOffer`` to accept or decline.
+
 The modules themselves (``core.relay``, ``core.session``, ...) are internal; event names are the constants in
 ``core.events`` (``"incoming_connection"``, ``"data"``, ...), their payloads the classes exported here.
 """
@@ -51,9 +54,11 @@ from .events import (
     TransferProgress,
     UpgradeFailed,
 )
+from .files import FileTransfers, IncomingOffer, Transfer, TransferState
 from .options import IceServer, ManagerOptions
 from .peer import DeviceStatus, PeerConnection, PeerConnectionManager, PeerInfo
 from .relay import FirebasePeerConnectionManager
+from .transfer import FileEntry
 from .upgrade import WebRTCUpgrader, webrtc_upgrader
 
 __all__ = [
@@ -65,6 +70,12 @@ __all__ = [
     "PeerConnection",
     "PeerConnectionManager",
     "PeerInfo",
+    # file transfers over any PeerConnection
+    "FileEntry",
+    "FileTransfers",
+    "IncomingOffer",
+    "Transfer",
+    "TransferState",
     # the WebRTC upgrade (the manager's default; make one to change link options or to observe upgrades)
     "WebRTCUpgrader",
     "webrtc_upgrader",

@@ -20,6 +20,11 @@ INTERFACES = {
     "PeerInfo",
     "WebRTCUpgrader",
     "webrtc_upgrader",
+    "FileEntry",
+    "FileTransfers",
+    "IncomingOffer",
+    "Transfer",
+    "TransferState",
 }
 
 
@@ -54,6 +59,14 @@ def test_event_payloads_are_frozen_dataclasses():
 def test_every_error_has_a_docstring_for_people():
     for name in _error_names():
         assert (getattr(errors, name).__doc__ or "").strip(), name
+
+
+def test_file_transfers_are_exported_from_their_modules():
+    from core import files, transfer
+
+    for name in ("FileTransfers", "IncomingOffer", "Transfer", "TransferState"):
+        assert getattr(core, name) is getattr(files, name)
+    assert core.FileEntry is transfer.FileEntry
 
 
 def test_import_core_loads_no_textual():
