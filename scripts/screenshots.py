@@ -71,9 +71,10 @@ async def until(predicate: Callable[[], Any], pilot: Any, timeout: float = 30.0)
         return result
 
 
-def laptop_settings(downloads: Path, emulator: Emulator) -> Settings:
+def laptop_settings(downloads: Path, emulator: Emulator, *, webrtc: bool = True) -> Settings:
+    """The laptop's settings; ``webrtc`` must match its manager's options (the app words the relay-only note by it)."""
     return Settings(user=USER, label="laptop", device_id="3f9a2c7e41b8", download_dir=downloads,
-                    emulator=emulator.host_port)
+                    emulator=emulator.host_port, webrtc=webrtc)
 
 
 async def shoot(app: Any, pilot: Any, out: Path, name: str) -> None:
@@ -145,7 +146,7 @@ async def scene_transfer(emulator: Emulator, out: Path, downloads: Path, work: P
         video = work / "holiday-2025.mp4"
         with video.open("wb") as file:
             file.write(os.urandom(48 * 1024 * 1024))
-        app = create_app(laptop_settings(downloads, emulator), manager=laptop)
+        app = create_app(laptop_settings(downloads, emulator, webrtc=False), manager=laptop)
         async with app.run_test(size=SIZE) as pilot:
             view = await open_session_with(app, pilot, "desktop")
             await until(lambda: incoming, pilot)
@@ -169,7 +170,7 @@ async def scene_warning(out: Path, downloads: Path) -> None:
         try:
             laptop = await devices.start("laptop", "3f9a2c7e41b8")
             await devices.start("desktop", "8c1d5e0b92f4")
-            app = create_app(laptop_settings(downloads, own), manager=laptop)
+            app = create_app(laptop_settings(downloads, own, webrtc=False), manager=laptop)
             async with app.run_test(size=SIZE) as pilot:
                 view = await open_session_with(app, pilot, "desktop")
                 await pilot.press(*"Still there?", "enter")
