@@ -192,12 +192,12 @@ class PeerchatApp(App[None]):
         peer = connection.peer
 
         async def answered(accept: bool | None) -> None:
-            if accept and not connection.is_closed:
+            if accept:
+                # Also when the other device left meanwhile (``peerchat send`` disconnects once its text is
+                # confirmed): the tab replays what arrived, then shows the session closed.
                 await self.main.add_session(link, label=peer.label)
             else:
                 self._close_link(link)
-                if accept:
-                    self.notify(f"{peer.label} closed the connection before it was accepted.")
 
         self.push_screen(IncomingConnectionDialog(peer), answered)
 

@@ -86,6 +86,25 @@ async def test_incoming_connection_accepted(make_manager, tmp_path):
         assert app.main.sessions() == []
 
 
+async def test_a_message_from_a_device_that_left_before_it_was_accepted_is_still_shown(make_manager, tmp_path):
+    # What `peerchat send DEVICE --text ...` does: connect, send with confirmation, disconnect at once.
+    laptop = await make_manager("laptop")
+    desktop = await make_manager("desktop")
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        connection = await desktop.connect_to_peer("laptop-id", confirm_data_receival=True)
+        await connection.send("the door code is 4711")  # confirmed: this device's core has it
+        await connection.disconnect()
+        await wait_until(lambda: isinstance(app.screen, IncomingConnectionDialog), pilot, what="the dialog")
+        await wait_until(lambda: not laptop.connections, pilot, what="the close to reach this device")
+        await pilot.press("a")
+        view = await wait_until(lambda: app.main.active_session, pilot, what="the session, closed but shown")
+        chat = view.query_one(RichLog)
+        await wait_until(lambda: "desktop  the door code is 4711" in log_text(chat), pilot, what="the message")
+        await wait_until(lambda: view.closed, pilot, what="the session shown as closed")
+        assert "the other device closed it" in str(view.query_one(".status", Static).render())
+
+
 async def test_incoming_connection_declined(make_manager, tmp_path):
     laptop = await make_manager("laptop")
     desktop = await make_manager("desktop")
