@@ -222,7 +222,8 @@ def describe_close(reason: str, error: BaseException | None) -> str:
         return "the other device closed it"
     if reason == "local-closed":
         return "you closed it"
-    return f"the connection was lost ({error})" if error else "the connection was lost"
+    detail = str(error).strip().rstrip(".") if error else ""
+    return f"the connection was lost ({detail})" if detail else "the connection was lost"
 
 
 def escape(text: str) -> str:

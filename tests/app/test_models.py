@@ -142,3 +142,14 @@ def test_directory_shows_offline_devices_core_knows_with_their_last_seen_time():
     directory.update_devices([DeviceStatus(DESKTOP, False, 995.0), DeviceStatus(LAPTOP, False, 400.0)], now=1010.0)
     assert [(r.peer.label, r.last_seen) for r in directory.rows()] == [("desktop", 995.0), ("laptop", 400.0)]
     assert not directory.is_online(DESKTOP.id)
+
+
+def test_a_lost_connection_is_described_with_its_reason_in_one_sentence():
+    status = LinkStatus()
+    error = RuntimeError("Nothing arrived from the other device for 15 s; it is offline or unreachable.")
+    notice = status.apply(ConnectionClosed(connection=None, reason="connection-error", error=error))  # type: ignore[arg-type]
+    assert status.closed == "the connection was lost (Nothing arrived from the other device for 15 s; it is offline " \
+                            "or unreachable)"
+    assert notice is not None and notice.severity == "error" and notice.text.endswith("unreachable).")
+    assert LinkStatus().apply(ConnectionClosed(None, "connection-error")).text == (  # type: ignore[arg-type, union-attr]
+        "Session closed: the connection was lost.")
