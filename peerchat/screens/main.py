@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from textual import events
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -36,6 +37,10 @@ class MainScreen(Screen[None]):
         Binding("ctrl+w", "app.close_session", "Close session", priority=True),
     ]
 
+    # Below 110 columns the sidebar drops the device ids, so that the chat keeps most of the width.
+    NARROW_BELOW = 110
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (NARROW_BELOW, "-wide")]
+
     class Ready(Message):
         """The screen is composed: the app may fill it."""
 
@@ -58,6 +63,9 @@ class MainScreen(Screen[None]):
                 yield Static(PLACEHOLDER, id="placeholder")
                 yield TabbedContent(id="sessions")
         yield Footer()
+
+    def on_resize(self, event: events.Resize) -> None:
+        self.query_one(DeviceList).compact = event.size.width < self.NARROW_BELOW
 
     def on_mount(self) -> None:
         self.query_one(DeviceList).focus()

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from rich.text import Text
 from textual.binding import Binding
 from textual.message import Message
+from textual.reactive import reactive
 from textual.widgets import DataTable
 
 from core.peer import PeerInfo
@@ -18,6 +19,9 @@ class DeviceList(DataTable[Text]):
     """A table of devices; Enter on a row asks to open a session with it (:class:`DeviceList.OpenSession`)."""
 
     BINDINGS = [Binding("enter", "select_cursor", "Open session", show=True)]
+
+    compact: reactive[bool] = reactive(False, init=False)
+    """Leave out the ID column (narrow terminals); the id is still in the command palette and the session."""
 
     class OpenSession(Message):
         def __init__(self, peer: PeerInfo, online: bool) -> None:
@@ -31,13 +35,23 @@ class DeviceList(DataTable[Text]):
         self._rows: dict[str, DeviceRow] = {}
 
     def on_mount(self) -> None:
+        self._add_columns()
+        self.show_rows([])
+
+    def _add_columns(self) -> None:
         # Fixed widths: the table looks the same however rows arrive (also under a dialog, which freezes the
         # screen behind it before an auto width is recomputed).
         self.add_column(" ", key="dot", width=1)
         self.add_column("Device", key="device", width=12)
-        self.add_column("ID", key="id", width=13)
+        if not self.compact:
+            self.add_column("ID", key="id", width=13)
         self.add_column("Seen", key="seen", width=10)
-        self.show_rows([])
+
+    def watch_compact(self) -> None:
+        rows = list(self._rows.values())
+        self.clear(columns=True)
+        self._add_columns()
+        self.show_rows(rows)
 
     def show_rows(self, rows: list[DeviceRow]) -> None:
         """Replace the rows, keeping the cursor on the same device."""
@@ -55,7 +69,8 @@ class DeviceList(DataTable[Text]):
                 seen = Text(format_ago(now - row.last_seen), style="dim")
             else:
                 seen = Text("offline", style="dim")
-            self.add_row(dot, name, ident, seen, key=row.peer.id)
+            cells = (dot, name, seen) if self.compact else (dot, name, ident, seen)
+            self.add_row(*cells, key=row.peer.id)
         if selected is not None and selected.id in self._rows:
             self.move_cursor(row=self.get_row_index(selected.id))
 

@@ -140,3 +140,19 @@ async def test_a_device_offline_before_the_app_started_shows_when_it_was_last_se
         assert not row.online and row.last_seen is not None
         devices = app.main.query_one(DeviceList)
         assert devices.get_cell("tablet-id", "seen").plain == "10 min ago"
+
+
+async def test_a_narrow_terminal_leaves_the_ids_out_of_the_device_list(make_manager, tmp_path):
+    laptop = await make_manager("laptop")
+    await make_manager("desktop")
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(80, 24)) as pilot:
+        devices = app.main.query_one(DeviceList)
+        await wait_until(lambda: rows(app), pilot, what="the desktop in the list")
+        assert [str(c.label) for c in devices.ordered_columns] == [" ", "Device", "Seen"]
+        assert devices.get_row("desktop-id")[2].plain == "online"
+        await wait_until(lambda: app.main.query_one("#sidebar").outer_size.width == 31, pilot, what="a narrow sidebar")
+        await pilot.resize_terminal(120, 30)
+        await wait_until(lambda: len(devices.ordered_columns) == 4, pilot, what="the ID column back")
+        assert devices.get_cell("desktop-id", "id").plain == "desktop-id"
+        assert devices.selected_peer is not None and devices.selected_peer.id == "desktop-id"
