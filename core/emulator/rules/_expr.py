@@ -513,7 +513,9 @@ def js_number_to_string(number: int | float) -> str:
 
 
 def _utf16_length(text: str) -> int:
-    return len(text) + sum(1 for ch in text if ord(ch) > 0xFFFF)
+    if text.isascii():  # the common case, without a look at each character (frames of 64 KiB are checked often)
+        return len(text)
+    return len(text.encode("utf-16-le", "surrogatepass")) // 2
 
 
 class Context:
