@@ -157,16 +157,20 @@ class PeerchatApp(App[None]):
     # --- sessions --------------------------------------------------------------------------------------------
 
     def on_device_list_open_session(self, message: DeviceList.OpenSession) -> None:
-        existing = self.main.open_session_for(message.peer.id)
+        self.open_session_with(message.peer, online=message.online)
+
+    def open_session_with(self, peer: PeerInfo, *, online: bool = True) -> None:
+        """Show the open session with ``peer``, or connect to it (the device list and the command palette)."""
+        existing = self.main.open_session_for(peer.id)
         if existing is not None:
             self.main.activate(existing)
         elif self.manager is None:
             self.notify("Not connected to the relay yet; wait a moment or check the relay line.", severity="warning")
-        elif not message.online:
-            self.notify(f"{message.peer.label} is offline. Start peerchat on it and it will show up here.",
+        elif not online:
+            self.notify(f"{peer.label} is offline. Start peerchat on it and it will show up here.",
                         severity="warning")
         else:
-            self.connect(message.peer)
+            self.connect(peer)
 
     def connect(self, peer: PeerInfo) -> None:
         """Open a session with ``peer`` (a worker; the result arrives as SessionOpened or ActionFailed)."""
@@ -272,7 +276,7 @@ class PeerchatApp(App[None]):
                 peer = row.peer
                 yield SystemCommand(
                     f"Connect to {peer.label}", f"Open a session with {peer.label} ({peer.id})",
-                    lambda peer=peer: self.connect(peer),
+                    lambda peer=peer: self.open_session_with(peer),
                 )
         yield SystemCommand("Send a file", "Pick a file and send it in the current session", self.action_send_file)
         yield SystemCommand("Close session", "End the current session", self.action_close_session)

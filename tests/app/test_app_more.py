@@ -34,6 +34,15 @@ async def test_connect_from_the_command_palette(make_manager, tmp_path):
         await pilot.press("enter")
         view = await wait_until(lambda: app.main.active_session, pilot, what="the session")
         assert view.connection.peer.label == "desktop"
+        # Again: the open session is shown, not a second one opened.
+        await pilot.press("ctrl+d", "ctrl+p")
+        await pilot.press(*"connect to desktop")
+        await pilot.pause(0.5)
+        await pilot.press("enter")
+        await wait_until(lambda: app.focused is view.query_one(Input), pilot, what="the session's input focused")
+        await pilot.pause(0.5)
+        assert app.main.sessions() == [view]
+        assert len(laptop.connections) == 1
 
 
 async def test_offline_device_is_explained_instead_of_connecting(make_manager, tmp_path):
