@@ -51,7 +51,7 @@ from core.peer import PeerConnection, PeerConnectionManager, PeerInfo
 
 from .backend import Backend, RelayGoneError, describe_error
 from .config import ConfigError, Settings, add_settings_arguments, settings_from_args
-from .models import find_device, format_bytes, format_duration, format_rate
+from .models import describe_close, find_device, format_bytes, format_duration, format_rate
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -296,7 +296,8 @@ async def receive_main(settings: Settings, args: argparse.Namespace, out: TextIO
         connection: PeerConnection = event.connection
         label = connection.peer.label
         connection.events.on(DATA, lambda data: arrived("text", label, data.data))
-        connection.events.on(CLOSED, lambda closed: _say(err, f"session with {label} ended ({closed.reason})"))
+        connection.events.on(CLOSED, lambda closed: _say(
+            err, f"session with {label} ended: {describe_close(closed.reason, closed.error)}"))
         closers.append(connection.disconnect)
         _say(err, f"session from {label} ({connection.peer.id}) over {connection.transport.upper()}")
         attach_receiver(connection, download_dir, arrived, err, closers)
