@@ -54,6 +54,18 @@ def rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system, every thread) of this process, or of ``pid`` (Linux: /proc; else 0)."""
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def out(**fields: Any) -> None:
     sys.stdout.write(json.dumps(fields) + "\n")
     sys.stdout.flush()
@@ -173,11 +185,11 @@ async def webrtc_side(role: str, args: argparse.Namespace, lines: asyncio.Stream
                         room.clear()
                         await room.wait()
                     chan.send(block)
-            out(result={"start": start, "rss": rss_mib()})
+            out(result={"start": start, "rss": rss_mib(), "cpu": cpu_seconds()})
             await asyncio.sleep(5)  # let the receiver count the last bytes
         else:
             end = await done
-            out(result={"end": end, "bytes": received, "rss": rss_mib()})
+            out(result={"end": end, "bytes": received, "rss": rss_mib(), "cpu": cpu_seconds()})
             await pc.close()
         return
 
@@ -219,7 +231,7 @@ async def relay_side(role: str, args: argparse.Namespace, lines: asyncio.StreamR
             return start, time.time()
 
         start, end = await asyncio.to_thread(write_all)
-        out(result={"start": start, "end": end, "rss": rss_mib(), "chunk": chunk})
+        out(result={"start": start, "end": end, "rss": rss_mib(), "cpu": cpu_seconds(), "chunk": chunk})
         return
 
     from core.options import ManagerOptions
@@ -271,7 +283,7 @@ async def connection_side(role: str, args: argparse.Namespace, connection: PeerC
                 done.set_result(time.time())
 
         connection.events.on(ev.BINARY, count)
-        out(result={"end": await done, "rss": rss_mib()})
+        out(result={"end": await done, "rss": rss_mib(), "cpu": cpu_seconds()})
         await asyncio.sleep(1)
         return
     chunk = max_chunk_payload(connection, ManagerOptions())
@@ -279,7 +291,7 @@ async def connection_side(role: str, args: argparse.Namespace, connection: PeerC
     with open(args.file, "rb") as f:
         while block := f.read(chunk):
             await connection.send_bytes(block)
-    out(result={"start": start, "rss": rss_mib()})
+    out(result={"start": start, "rss": rss_mib(), "cpu": cpu_seconds()})
     await asyncio.sleep(5)  # let the receiver count the last bytes
 
 
@@ -306,7 +318,7 @@ async def transfer_side(role: str, args: argparse.Namespace, connection: PeerCon
 
         transfers.events.on(ev.INCOMING_TRANSFER, accept)
         transfer = await finished
-        out(result={"end": time.time(), "rss": rss_mib(), "verified": True,
+        out(result={"end": time.time(), "rss": rss_mib(), "cpu": cpu_seconds(), "verified": True,
                     "saved": str(transfer.saved_to[0])})
         await asyncio.sleep(1)  # let the last acknowledgement leave
         await transfers.close()
@@ -322,7 +334,7 @@ async def transfer_side(role: str, args: argparse.Namespace, connection: PeerCon
     end = time.time()
     chat.cancel()
     trips = sorted(await chat)
-    out(result={"start": start, "offered": offered, "end": end, "rss": rss_mib(), "sent": transfer.bytes_sent,
+    out(result={"start": start, "offered": offered, "end": end, "rss": rss_mib(), "cpu": cpu_seconds(), "sent": transfer.bytes_sent,
                 "chat": [trips[len(trips) // 2], trips[-1], len(trips)] if trips else None})
     await transfers.close()
 
@@ -370,9 +382,11 @@ async def spawn(*argv: str) -> asyncio.subprocess.Process:
 
 
 async def run_round(name: str, file: Path, size: int, workdir: Path, db: str | None, window: int,
-                    concurrency: int) -> dict[str, dict]:
+                    concurrency: int | None) -> dict[str, dict]:
     common = ["--round", name, "--file", str(file), "--bytes", str(size), "--workdir", str(workdir),
-              "--window", str(window), "--concurrency", str(concurrency)]
+              "--window", str(window)]
+    if concurrency is not None:
+        common += ["--concurrency", str(concurrency)]
     if db:
         common += ["--db", db]
     roles = ["sender"] if name == "relay-raw" else ["sender", "receiver"]
@@ -431,7 +445,9 @@ async def parent(args: argparse.Namespace) -> None:
         figures: dict[str, float] = {}
         try:
             for name in args.rounds:
+                emulator_cpu = cpu_seconds(emulator.pid) if emulator is not None else 0.0
                 results = await run_round(name, file, size, workdir, db, args.window, args.concurrency)
+                emulator_cpu = (cpu_seconds(emulator.pid) - emulator_cpu) if emulator is not None else 0.0
                 sender, receiver = results["sender"], results.get("receiver", {})
                 if name.endswith(("-raw", "-conn")):
                     seconds = (receiver.get("end") or sender["end"]) - sender["start"]
@@ -449,10 +465,19 @@ async def parent(args: argparse.Namespace) -> None:
                           + (f"   chat round trip meanwhile: median {chat[0] * 1000:.0f} ms, max "
                              f"{chat[1] * 1000:.0f} ms ({chat[2]} lines)" if chat else ""))
                     os.unlink(receiver["saved"])
+                cpu = f"sender {sender['cpu']:.1f} s" + (f", receiver {receiver['cpu']:.1f} s" if receiver else "")
+                if emulator_cpu and name != "webrtc-raw":
+                    cpu += f", emulator {emulator_cpu:.1f} s"
+                print(f"  {'':11s} CPU time: {cpu}")
         finally:
-            if emulator is not None:
-                emulator.kill()
-                await emulator.wait()
+            if emulator is not None:  # closing its stdin stops it; a profile (if any) is written then
+                assert emulator.stdin is not None
+                emulator.stdin.close()
+                try:
+                    await asyncio.wait_for(emulator.wait(), 10)
+                except TimeoutError:
+                    emulator.kill()
+                    await emulator.wait()
         for link, aim in (("webrtc", 0.8), ("relay", 0.5)):
             if link in figures and f"{link}-raw" in figures:
                 ratio = figures[link] / figures[f"{link}-raw"]
@@ -467,7 +492,8 @@ def main() -> None:
                         help="relay-conn: the relay connection's own send_bytes throughput, for comparison; "
                              "webrtc-link: the transfer over a bare WebRTC link")
     parser.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="chunks in flight per transfer")
-    parser.add_argument("--concurrency", type=int, default=1, help="send_bytes calls in progress at once")
+    parser.add_argument("--concurrency", type=int, default=None,
+                        help="send_bytes calls in progress at once (default: FileTransfers' own choice)")
     parser.add_argument("--role", choices=["sender", "receiver", "emulator"])
     parser.add_argument("--round")
     parser.add_argument("--file")
@@ -475,6 +501,13 @@ def main() -> None:
     parser.add_argument("--workdir")
     parser.add_argument("--db")
     args = parser.parse_args()
+    profile_dir = os.environ.get("PEERCHAT_BENCH_PROFILE")
+    if args.role and profile_dir:  # each process's profile, for pstats: PEERCHAT_BENCH_PROFILE=<folder>
+        import cProfile
+
+        name = f"{args.round or 'all'}-{args.role}.prof" if args.role != "emulator" else "emulator.prof"
+        cProfile.runctx("asyncio.run(child(args))", globals(), {"args": args}, str(Path(profile_dir) / name))
+        return
     asyncio.run(child(args) if args.role else parent(args))
 
 

@@ -46,6 +46,7 @@ from .errors import (
 )
 from .options import ManagerOptions
 from .peer import PeerConnection
+from .relay import RelayConnection
 from .transfer import (
     CHUNK,
     CHUNK_HEADER_SIZE,
@@ -75,7 +76,10 @@ log = logging.getLogger(__name__)
 
 # aiortc's SCTP transport refuses messages over 64 KiB, so a WebRTC frame is a 64 KiB binary message.
 WEBRTC_FRAME_BYTES = 64 * 1024
-DEFAULT_WINDOW = 16
+DEFAULT_WINDOW = 32
+# send_bytes calls in progress at once on a connection that numbers each message when its call starts (core's
+# connections): the relay then writes several chunks per database update instead of one round trip per chunk.
+DEFAULT_SEND_CONCURRENCY = 8
 SIDECAR_PREFIX = ".peerchat-"
 SIDECAR_SUFFIX = ".transfer"
 PART_SUFFIX = ".part"
@@ -741,19 +745,24 @@ class FileTransfers:
         window: chunks in flight per transfer (read ahead or not yet acknowledged).
         progress_interval: at most one progress event per transfer per this many seconds (plus one at the end).
         send_concurrency: ``send_bytes`` calls in progress at once. The connection must keep the order in which
-            calls start (the relay numbers a frame when its call starts; the WebRTC link queues calls in order).
-            1 sends strictly one frame after another.
+            calls start (core's relay connection numbers a message when its call starts, on either link).
+            1 sends strictly one frame after another. Default: ``DEFAULT_SEND_CONCURRENCY`` on core's connections,
+            whose order is known, 1 on any other.
     """
 
     def __init__(self, connection: PeerConnection, *, download_dir: str | os.PathLike[str] | None = None,
                  options: ManagerOptions | None = None, chunk_size: int | None = None, window: int = DEFAULT_WINDOW,
-                 progress_interval: float = 0.25, send_concurrency: int = 1) -> None:
+                 progress_interval: float = 0.25, send_concurrency: int | None = None) -> None:
         self.connection = connection
         self.download_dir = Path(download_dir) if download_dir is not None else None
         self.options = options or ManagerOptions()
         self.chunk_size = chunk_size or WEBRTC_FRAME_BYTES - CHUNK_HEADER_SIZE
         self.window = window
         self.progress_interval = progress_interval
+        if send_concurrency is None:
+            send_concurrency = DEFAULT_SEND_CONCURRENCY if isinstance(connection, RelayConnection) else 1
+        if send_concurrency < 1:
+            raise ValueError(f"send_concurrency must be at least 1, not {send_concurrency}")
         self.send_concurrency = send_concurrency
         self.events = AsyncIOEventEmitter()
         self.transfers: dict[str, Transfer] = {}

@@ -583,3 +583,17 @@ async def test_an_interrupted_transfer_resumes_on_a_new_session_after_the_relay_
         assert sha(downloads / "movie.bin") == sha(source)
         assert again.resumed_bytes == kept and again.bytes_sent == size - kept
         assert leftovers(downloads) == []
+
+
+async def test_several_chunks_in_flight_only_on_connections_known_to_keep_call_order(link: LinkFactory) -> None:
+    from core.relay import RelayConnection
+
+    a, _ = await link()
+    transfers = FileTransfers(a)
+    try:
+        expected = files_module.DEFAULT_SEND_CONCURRENCY if isinstance(a, RelayConnection) else 1
+        assert transfers.send_concurrency == expected
+        with pytest.raises(ValueError, match="send_concurrency"):
+            FileTransfers(a, send_concurrency=0)
+    finally:
+        await transfers.close()
