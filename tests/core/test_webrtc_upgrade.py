@@ -205,12 +205,13 @@ async def test_a_mebibyte_string_and_bytes_cross_webrtc_intact(managers: Any, co
     assert changes.items == [] and conn_a.transport == "webrtc"
 
 
-async def test_a_large_message_cut_by_a_torn_down_transport_arrives_once_intact(managers: Any) -> None:
+@pytest.mark.parametrize("kind", ["text", "bytes"])
+async def test_a_large_message_cut_by_a_torn_down_transport_arrives_once_intact(managers: Any, kind: str) -> None:
     pair = await managers(webrtc_upgrader(FAST, **LINK), webrtc_upgrader(FAST, **LINK))
     conn_a, conn_b = await pair.connect(confirm=True)
     assert conn_b.transport == "webrtc"
     changes = Recorder(conn_a.events, ev.LINK_CHANGED)
-    got = Recorder(conn_b.events, ev.DATA)
+    got = Recorder(conn_b.events, ev.DATA, ev.BINARY)
     # The phone's WebRTC link passes 20 fragments on, then its transport is torn down and nothing more of the
     # link reaches the connection: the rest of the message must come over the relay.
     frame_link = conn_b._link
@@ -229,15 +230,20 @@ async def test_a_large_message_cut_by_a_torn_down_transport_arrives_once_intact(
 
     frame_link.link.events.remove_listener("message", frame_link._on_message)
     frame_link.link.events.on("message", cut)
-    text = "0123456789abcdef" * (4 * 1024 * 1024 // 16)  # 4 MiB: 64 fragments, two send windows
+    # 64 fragments, two send windows: 4 MiB of text, or 3 MiB of bytes (binary messages on WebRTC, base64 on the
+    # relay after the fallback).
+    payload: str | bytes = "0123456789abcdef" * (4 * 1024 * 1024 // 16)
+    if kind == "bytes":
+        payload = bytes(range(256)) * (3 * 1024 * 1024 // 256)
     async with asyncio.timeout(WAIT * 2):
-        await conn_a.send(text)  # confirmed: the phone's application has all of it
+        # Confirmed: the phone's application has all of it.
+        await (conn_a.send(payload) if kind == "text" else conn_a.send_bytes(payload))
     assert all(passed) and len(passed) == 20, "the transport went down in the middle of the message"
     assert [change.transport for change in changes.of(ev.LINK_CHANGED)][:1] == ["relay"]
     if conn_a.transport == "relay":
         assert conn_a._stream.timers.window == FAST.send_window
-    assert len(got.items) == 1 and got.of(ev.DATA)[0].data == text
+    assert len(got.items) == 1 and got.items[0][1].data == payload
     await conn_a.send("and after it")
     await wait_for(lambda: len(got.items) == 2, "the next message")
-    assert got.of(ev.DATA)[1].data == "and after it"
+    assert got.items[1][1].data == "and after it"
     await asyncio.gather(*stopped)
