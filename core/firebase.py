@@ -218,15 +218,18 @@ class _Stream:
 
     def events(self):
         """Yield ``(event_type, data_text)`` for every event, keep-alives included, until EOF (then return)."""
+        scanned = 0  # no event ends before this index of the buffer (a large event spans many reads)
         while not self.closed:
-            match = _END_OF_EVENT.search(self._buf)
+            match = _END_OF_EVENT.search(self._buf, scanned)
             if match is None:
                 chunk = self.resp.raw.read1(65536)
                 if not chunk:
                     return
                 self.last_activity = time.monotonic()
+                scanned = max(0, len(self._buf) - 3)  # an end of event ("\r\n\r\n") may straddle two reads
                 self._buf += self._decoder.decode(chunk)
                 continue
+            scanned = 0
             head, self._buf = self._buf[: match.start()], self._buf[match.end() :]
             self.last_activity = time.monotonic()
             event = _sseclient.Event.parse(head)
