@@ -505,8 +505,28 @@ def main() -> None:
     if args.role and profile_dir:  # each process's profile, for pstats: PEERCHAT_BENCH_PROFILE=<folder>
         import cProfile
 
-        name = f"{args.round or 'all'}-{args.role}.prof" if args.role != "emulator" else "emulator.prof"
-        cProfile.runctx("asyncio.run(child(args))", globals(), {"args": args}, str(Path(profile_dir) / name))
+        import pstats
+        import threading
+
+        name = f"{args.round or 'all'}-{args.role}" if args.role != "emulator" else "emulator"
+        # Threads too (the SDK's HTTP calls and listeners, file I/O): each under its own profiler, merged at the end.
+        profiles: list[cProfile.Profile] = []
+        run = threading.Thread.run
+
+        def profiled_run(thread: threading.Thread) -> None:
+            profile = cProfile.Profile()
+            profiles.append(profile)
+            profile.runcall(run, thread)
+
+        threading.Thread.run = profiled_run  # type: ignore[method-assign]
+        main = cProfile.Profile()
+        main.runctx("asyncio.run(child(args))", globals(), {"args": args})
+        main.dump_stats(str(Path(profile_dir) / f"{name}.prof"))
+        if profiles:
+            merged = pstats.Stats(profiles[0])
+            for profile in profiles[1:]:
+                merged.add(profile)
+            merged.dump_stats(str(Path(profile_dir) / f"{name}-threads.prof"))
         return
     asyncio.run(child(args) if args.role else parent(args))
 
