@@ -7,6 +7,12 @@ and folders and returns a :class:`Transfer`; the other side gets an ``incoming_t
 accepts or declines. Both sides get ``transfer_progress``, ``transfer_file_done``, ``transfer_finished`` and
 ``transfer_failed`` events (see ``core.events``) and can ``await transfer.wait()`` or ``await transfer.cancel()``.
 
+On the wire, each chunk is one ``send_bytes`` message of at most one relay frame (``max_frame_bytes``: 48 KiB,
+whose base64 is the 64 KiB the relay's rules allow), on either link: a frame first written over WebRTC can be
+written again over the relay after a fallback. Over WebRTC the connection sends it as one binary data-channel
+message, without base64 (``core.upgrade``). Up to ``DEFAULT_SEND_CONCURRENCY`` chunks are handed to the connection
+at once, so the relay writes several in each database update.
+
 On disk, the receiver writes ``<name>.part`` (hashing while it writes) and renames it to ``<name>`` only when the
 SHA-256 matches. Next to them a small sidecar, ``.peerchat-<id>.transfer``, records the offer id, each file's hash
 and the offset confirmed to the sender. When the same files are offered again, on this connection or a new one (same
