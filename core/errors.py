@@ -57,7 +57,17 @@ class PeerOfflineError(ConnectError):
 
 
 class ConnectionDeclinedError(ConnectError):
-    """The other device declined the connection."""
+    """The other device declined the connection.
+
+    Attributes:
+        label: the label of the device that declined ("desktop"), or None.
+        reason: the reason it gave, or None.
+    """
+
+    def __init__(self, message: str, *, label: str | None = None, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.label = label
+        self.reason = reason
 
 
 class PeerTimeoutError(PeerchatError):

@@ -71,7 +71,8 @@ class IncomingConnection:
 @dataclass(frozen=True)
 class ConnectionClosed:
     """``reason`` is "peer-requested-closed" (the peer disconnected), "connection-error" (see ``error``) or
-    "local-closed" (this side called ``disconnect()``)."""
+    "local-closed" (this side called ``disconnect()`` or ``decline()``). When the peer declined the connection,
+    ``reason`` is "peer-requested-closed" and ``error`` a :class:`~core.errors.ConnectionDeclinedError`."""
 
     connection: PeerConnection
     reason: CloseReason

@@ -33,6 +33,10 @@ class DeviceStatus:
     last_seen: float | None = None
 
 
+MAX_DECLINE_REASON = 200
+"""The longest ``reason`` :meth:`PeerConnection.decline` accepts, in characters."""
+
+
 class PeerConnection(abc.ABC):
     """A message channel to one of the user's devices. Whether the relay or WebRTC carries it is hidden.
 
@@ -77,7 +81,11 @@ class PeerConnection(abc.ABC):
 
     @abc.abstractmethod
     async def send(self, data: str) -> None:
-        """Send a string. With ``confirm_data_receival`` returns once the peer's application received it."""
+        """Send a string. With ``confirm_data_receival`` returns once the peer's application received it.
+
+        A confirmed message reached the other device's application (its ``data`` event was emitted there), not the
+        person: an app may still show it later, or the person may decline the connection after it arrived.
+        """
 
     @abc.abstractmethod
     async def send_bytes(self, data: bytes) -> None:
@@ -86,6 +94,16 @@ class PeerConnection(abc.ABC):
     @abc.abstractmethod
     async def disconnect(self) -> None:
         """Close the connection; the peer sees ``peer-requested-closed``. Safe to call twice."""
+
+    async def decline(self, reason: str | None = None) -> None:
+        """Close the connection telling the peer it was declined (a person refused the incoming connection).
+
+        The peer's connection closes with ``peer-requested-closed`` and a
+        :class:`~core.errors.ConnectionDeclinedError` as ``error`` ("laptop declined the connection"), and its
+        pending and later sends raise that error. ``reason`` (at most ``MAX_DECLINE_REASON`` characters) is shown
+        to the peer. The default only disconnects; the peer cannot tell. Safe to call twice.
+        """
+        await self.disconnect()
 
     async def __aenter__(self) -> Self:
         return self

@@ -54,6 +54,7 @@ from . import events as ev
 from .errors import (
     ClosedError,
     ConnectionClosedError,
+    ConnectionDeclinedError,
     MessageTooLargeError,
     PeerchatError,
     PeerOfflineError,
@@ -66,7 +67,7 @@ from .events import Transport
 from .firebase import Database, Listener, apply_event
 from .negotiation import NegotiationIgnored, make_request, new_session_id, read_request
 from .options import ManagerOptions
-from .peer import DeviceStatus, PeerConnection, PeerConnectionManager, PeerInfo
+from .peer import MAX_DECLINE_REASON, DeviceStatus, PeerConnection, PeerConnectionManager, PeerInfo
 from .presence import (
     SERVER_TIMESTAMP,
     Heartbeat,
@@ -77,6 +78,7 @@ from .presence import (
     valid_label,
 )
 from .session import (
+    DECLINED,
     SEQUENCED_KINDS,
     Acked,
     BadFrame,
@@ -449,6 +451,26 @@ class RelayConnection(PeerConnection):
             self._closing_task = asyncio.get_running_loop().create_task(self._disconnect())
         await asyncio.shield(self._closing_task)
 
+    async def decline(self, reason: str | None = None) -> None:
+        """Close telling the peer it was declined; see :meth:`core.peer.PeerConnection.decline`.
+
+        The close frame carries ``data`` = ``"declined"``, or ``"declined\n<reason>"``.
+
+        Raises:
+            TypeError: ``reason`` is not a string (the connection stays open).
+            ValueError: ``reason`` is over ``MAX_DECLINE_REASON`` characters (the connection stays open).
+        """
+        if reason is not None and not isinstance(reason, str):
+            raise TypeError(f"decline() takes a str reason or None, not {type(reason).__name__}")
+        if reason is not None and len(reason) > MAX_DECLINE_REASON:
+            raise ValueError(f"A decline reason is at most {MAX_DECLINE_REASON} characters, not {len(reason)}.")
+        if self._state == _State.CLOSED:
+            return
+        if self._closing_task is None:
+            data = DECLINED if not reason else f"{DECLINED}\n{reason}"
+            self._closing_task = asyncio.get_running_loop().create_task(self._disconnect(data))
+        await asyncio.shield(self._closing_task)
+
     async def wait_closed(self) -> None:
         await self._closed_event.wait()
 
@@ -629,6 +651,10 @@ class RelayConnection(PeerConnection):
             ) from None
 
     def _check_open(self) -> None:
+        if isinstance(self.close_error, ConnectionDeclinedError):
+            raise ConnectionDeclinedError(
+                str(self.close_error), label=self.close_error.label, reason=self.close_error.reason
+            )
         if self._state != _State.OPEN:
             raise ConnectionClosedError(
                 f"The connection to {self._peer.label} is closed"
@@ -718,7 +744,7 @@ class RelayConnection(PeerConnection):
                 self._early_signals.append(signal)
         elif action.kind == "close":
             if self._closing_task is None and self._state != _State.CLOSED:
-                self._closing_task = asyncio.get_running_loop().create_task(self._peer_closed())
+                self._closing_task = asyncio.get_running_loop().create_task(self._peer_closed(action.data))
 
     def _protocol_error(self, error: ProtocolError) -> None:
         log.warning("session %s: %s", self._session_id, error)
@@ -799,10 +825,10 @@ class RelayConnection(PeerConnection):
         self.receive_frame({"kind": "ack", "seq": seq})
 
     # ------------------------------------------------------------------------------------------------ closing
-    async def _disconnect(self) -> None:
+    async def _disconnect(self, data: str = "") -> None:
         if self._state == _State.OPEN:
             self._state = _State.CLOSING
-            seq, actions = self._stream.send("close", "", time.monotonic())
+            seq, actions = self._stream.send("close", data, time.monotonic())
             self._close_seq = seq
             self._run(actions)
             try:
@@ -812,8 +838,13 @@ class RelayConnection(PeerConnection):
                 log.info("session %s: the peer did not acknowledge the close", self._session_id)
         await self._finish("local-closed", None)
 
-    async def _peer_closed(self) -> None:
+    async def _peer_closed(self, data: str = "") -> None:
         self._state = _State.CLOSING
+        declined: ConnectionDeclinedError | None = None
+        if data == DECLINED or data.startswith(DECLINED + "\n"):
+            reason = data[len(DECLINED) + 1 :][:MAX_DECLINE_REASON].strip() or None
+            message = f"{self._peer.label} declined the connection" + (f": {reason}." if reason else ".")
+            declined = ConnectionDeclinedError(message, label=self._peer.label, reason=reason)
         # The acknowledgement of the close frame went out on the active link; another link (WebRTC) is closed
         # below, perhaps before its queue drained, so acknowledge over the relay too, where flush() waits for it.
         if self._link is not None:
@@ -823,7 +854,7 @@ class RelayConnection(PeerConnection):
                 await self._writer.flush()  # the acknowledgement of the close frame
         except TimeoutError:
             pass
-        await self._finish("peer-requested-closed", None)
+        await self._finish("peer-requested-closed", declined)
 
     async def _finish_quietly(self) -> None:
         """Tear down a connection that was never handed out (a failed attempt)."""
@@ -843,10 +874,14 @@ class RelayConnection(PeerConnection):
             self._ticker.cancel()
         if self._ack_timer is not None:
             self._ack_timer.cancel()
-        closed = ConnectionClosedError(
-            f"The connection to {self._peer.label} closed ({reason}) before the message got through."
-        )
-        closed.__cause__ = error
+        closed: PeerchatError
+        if isinstance(error, ConnectionDeclinedError):
+            closed = error  # what a person must hear: the other device said no
+        else:
+            closed = ConnectionClosedError(
+                f"The connection to {self._peer.label} closed ({reason}) before the message got through."
+            )
+            closed.__cause__ = error
         for waiter in [*self._written.values(), *self._ack_waiters.values()]:
             if not waiter.done():
                 waiter.set_exception(closed)

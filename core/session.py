@@ -5,8 +5,9 @@ clock ticked) and returns *actions* (write this frame, deliver this payload, the
 acknowledged, a round trip was measured, something is slow, the peer is gone). It never sleeps, reads a clock or
 touches a socket: the caller passes ``now`` (seconds, any monotonic clock) into every call.
 
-Frames are small dicts, the same on every link (the relay stores them as database values, a WebRTC data channel
-as JSON text)::
+Frames are small dicts, the same on every link. The relay stores them as database values; a WebRTC data channel
+carries each as one message, a short header line and then the data as it is, binary frames as binary messages with
+the raw bytes (see "Frames on the data channel" in :mod:`core.upgrade`)::
 
     {"kind": "data",   "seq": 7, "data": "hello"}      sequenced: delivered once, in order
     {"kind": "data",   "seq": 7, "data": "hello", "confirm": true}   ... and the sender waits for its ack
@@ -14,6 +15,7 @@ as JSON text)::
     {"kind": "signal", "seq": 9, "data": "<json>"}     sequenced: WebRTC signalling (a JSON object as text)
     {"kind": "data",   "seq": 11, "data": "<piece>", "more": true}   a fragment: more of this message follows
     {"kind": "close",  "seq": 10, "data": ""}          sequenced: the peer disconnects after everything before it
+    {"kind": "close",  "seq": 10, "data": "declined\\nbusy"}  ... and declined the connection (the reason is optional)
     {"kind": "ack",    "seq": 10}                      cumulative: every sequenced frame up to 10 was delivered
     {"kind": "ping",   "seq": 3}                       latency probe, answered at once with a pong
     {"kind": "pong",   "seq": 3}
@@ -55,6 +57,9 @@ from typing import Any
 from .errors import PeerTimeoutError, ProtocolError
 
 SEQUENCED_KINDS = frozenset({"data", "binary", "signal", "close"})
+# A close frame's ``data``: "" for a plain disconnect; DECLINED, or DECLINED + "\n" + a reason, when the sender
+# declined the connection.
+DECLINED = "declined"
 CONTROL_KINDS = frozenset({"ack", "ping", "pong"})
 FRAME_KINDS = SEQUENCED_KINDS | CONTROL_KINDS
 # Sequence numbers fit the relay's keys ("s" + 10 digits) and JSON numbers exactly.
