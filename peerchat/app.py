@@ -201,9 +201,21 @@ class PeerchatApp(App[None]):
                 # confirmed): the tab replays what arrived, then shows the session closed.
                 await self.main.add_session(link, label=peer.label)
             else:
-                self._close_link(link)
+                self._decline_link(link)
 
         self.push_screen(IncomingConnectionDialog(peer), answered)
+
+    @work(group="disconnect", exit_on_error=False)
+    async def _decline_link(self, link: SessionLink) -> None:
+        """Close a session the person declined; the other device is told so (it shows "<this> declined")."""
+        link.tap.close()
+        try:
+            try:
+                await link.transfers.close()
+            finally:
+                await link.connection.decline()
+        except Exception as exc:
+            self.post_message(ActionFailed(f"Declining the session with {link.connection.peer.label}", exc))
 
     @work(group="disconnect", exit_on_error=False)
     async def _close_link(self, link: SessionLink) -> None:

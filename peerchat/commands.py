@@ -5,7 +5,9 @@ Results go to stdout, one per line; progress and errors go to stderr (an error i
 ``peers`` prints this user's other online devices, ``ID<TAB>LABEL`` per line.
 
 ``send DEVICE [FILE ...] [--text TEXT]`` connects to DEVICE (a label or an id), sends the text and then the files,
-and waits until the other device confirmed each of them.
+and waits until the other device confirmed each of them. A confirmed text reached the other device's application,
+not necessarily its person: an app that asks whether to accept the session has the text before the person answers.
+When the other device declines the session, ``send`` prints ``peerchat: DEVICE declined the session`` and exits 6.
 
 ``receive`` stays online, accepts every session and every file, and prints what arrived::
 
@@ -41,6 +43,7 @@ from core.errors import (
     ConnectError,
     ConnectionClosedError,
     ConnectionDeclinedError,
+    PeerchatError,
     PeerOfflineError,
     PeerTimeoutError,
     RelayError,
@@ -212,14 +215,39 @@ async def send_main(settings: Settings, args: argparse.Namespace, out: TextIO, e
         peer = await find_online(manager, args.device, args.wait)
         _say(err, f"connecting to {peer.label} ({peer.id})…")
         connection = await manager.connect_to_peer(peer.id, confirm_data_receival=True)
-        async with connection:
-            _say(err, f"connected over {connection.transport.upper()}")
-            if args.text is not None:
-                await connection.send(args.text)
-                _say(err, "text delivered")
-            if files:
-                await send_files(connection, files, settings, err)
+        closed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        connection.events.on(CLOSED, lambda event: closed.done() or closed.set_result(event))
+        try:
+            async with connection:
+                _say(err, f"connected over {connection.transport.upper()}")
+                if args.text is not None:
+                    await connection.send(args.text)
+                    _say(err, "text delivered")
+                if files:
+                    await send_files(connection, files, settings, err)
+        except PeerchatError as exc:
+            declined = await _declined(connection, closed, exc)
+            if declined is None:
+                raise
+            who = declined.label or peer.label
+            raise CommandError(f"{who} declined the session" + (f" ({declined.reason})" if declined.reason else ""),
+                               EXIT_FAILED) from exc
     return EXIT_OK
+
+
+async def _declined(connection: PeerConnection, closed: asyncio.Future[Any],
+                    error: BaseException) -> ConnectionDeclinedError | None:
+    """The decline behind ``error``, if the other device declined the session (a failed transfer says only that
+    the connection closed: the connection's close event tells why)."""
+    if isinstance(error, ConnectionDeclinedError):
+        return error
+    if connection.is_closed:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                event = await asyncio.shield(closed)
+                if isinstance(event.error, ConnectionDeclinedError):
+                    return event.error
+    return None
 
 
 async def send_files(connection: PeerConnection, files: list[Path], settings: Settings, err: TextIO) -> None:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from core.errors import ConnectionDeclinedError
 from core.events import (
     ConnectionClosed,
     Latency,
@@ -218,6 +219,10 @@ class LinkStatus:
 
 
 def describe_close(reason: str, error: BaseException | None) -> str:
+    """Why a session closed, for a status line: "the other device closed it", "desktop declined the session", ..."""
+    if isinstance(error, ConnectionDeclinedError):
+        who = error.label or "the other device"
+        return f"{who} declined the session" + (f" ({error.reason})" if error.reason else "")
     if reason == "peer-requested-closed":
         return "the other device closed it"
     if reason == "local-closed":

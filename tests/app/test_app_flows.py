@@ -3,8 +3,11 @@ other."""
 
 from __future__ import annotations
 
+import asyncio
+
 from textual.widgets import Input, RichLog, Static
 
+from core.errors import ConnectionDeclinedError
 from core.events import CLOSED, DATA, INCOMING_CONNECTION
 from peerchat.app import create_app
 from peerchat.dialogs import IncomingConnectionDialog
@@ -116,8 +119,26 @@ async def test_incoming_connection_declined(make_manager, tmp_path):
         await pilot.press("d")
         await wait_until(lambda: closed, what="the desktop to see the decline")
         assert closed[0].reason == "peer-requested-closed"
+        assert isinstance(closed[0].error, ConnectionDeclinedError)
+        assert str(closed[0].error) == "laptop declined the connection."
         assert app.main.sessions() == []
         assert not isinstance(app.screen, IncomingConnectionDialog)
+
+
+async def test_the_initiators_tab_says_the_other_device_declined(make_manager, tmp_path):
+    laptop = await make_manager("laptop")
+    desktop = await make_manager("desktop")
+    desktop.events.on(INCOMING_CONNECTION, lambda event: asyncio.ensure_future(event.connection.decline()))
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        devices = app.main.query_one(DeviceList)
+        await wait_until(lambda: devices.row_count == 1, pilot, what="desktop in the device list")
+        await pilot.press("enter")
+        view: SessionView = await wait_until(lambda: app.main.active_session, pilot, what="the session tab")
+        await wait_until(lambda: view.closed, pilot, what="the session to show closed")
+        assert "desktop declined the session" in str(view.query_one(".status", Static).render())
+        assert any("desktop declined the session" in n.message for n in app._notifications)
+        assert view.query_one(Input).disabled
 
 
 async def test_typed_command_errors_are_explained(make_manager, tmp_path):

@@ -74,3 +74,10 @@ async def test_bad_decline_reasons_are_refused_and_the_connection_stays_open(rel
     got = Recorder(conn_a.events, ev.DATA)
     await conn_b.send("still here")
     await wait_for(lambda: got.items, what="the message after the refused declines")
+
+
+def test_a_declined_close_frame_crosses_a_webrtc_link_unchanged():
+    from core.upgrade import decode_frame, encode_frame
+
+    frame = {"kind": "close", "seq": 47, "data": "declined\nbusy"}
+    assert decode_frame(encode_frame(frame)) == frame
