@@ -217,7 +217,8 @@ async def send_main(settings: Settings, args: argparse.Namespace, out: TextIO, e
         connection = await manager.connect_to_peer(peer.id, confirm_data_receival=True)
         closed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         connection.events.on(CLOSED, lambda event: closed.done() or closed.set_result(event))
-        try:
+
+        async def send_all() -> None:
             async with connection:
                 _say(err, f"connected over {connection.transport.upper()}")
                 if args.text is not None:
@@ -225,13 +226,32 @@ async def send_main(settings: Settings, args: argparse.Namespace, out: TextIO, e
                     _say(err, "text delivered")
                 if files:
                     await send_files(connection, files, settings, err)
+
+        def declined_error(declined: ConnectionDeclinedError) -> CommandError:
+            who = declined.label or peer.label
+            return CommandError(f"{who} declined the session" + (f" ({declined.reason})" if declined.reason else ""),
+                                EXIT_FAILED)
+
+        sending = asyncio.ensure_future(send_all())
+        try:
+            await asyncio.wait({sending, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if not sending.done() and isinstance(closed.result().error, ConnectionDeclinedError):
+                # A file offer made as the decline arrived may wait for an answer that never comes: stop here.
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, PeerchatError):
+                    await sending
+                raise declined_error(closed.result().error)
+            await sending
         except PeerchatError as exc:
             declined = await _declined(connection, closed, exc)
             if declined is None:
                 raise
-            who = declined.label or peer.label
-            raise CommandError(f"{who} declined the session" + (f" ({declined.reason})" if declined.reason else ""),
-                               EXIT_FAILED) from exc
+            raise declined_error(declined) from exc
+        finally:
+            if not sending.done():
+                sending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, PeerchatError):
+                    await sending
     return EXIT_OK
 
 
