@@ -1,12 +1,13 @@
 """A relay peer in its own process, for tests and benchmarks: a FirebasePeerConnectionManager that echoes.
 
-Run as ``python relay_peer.py --database-url URL --user UID --device ID [--heartbeat S] [--peer-timeout S]``.
+Run as ``python relay_peer.py --database-url URL --user UID --device ID [--heartbeat S] [--peer-timeout S] [--webrtc]``
+(``--webrtc``: upgrade accepted connections to WebRTC, with host candidates on 127.0.0.1 only).
 
 It starts a manager for ``--device``, accepts every incoming connection and sends back each ``data`` message as
 ``echo:<message>`` and each ``binary`` message unchanged, in order. Lines written to stdout (JSON)::
 
     {"event": "ready"}                              the manager is started (presence written)
-    {"event": "incoming", "peer": "...", "session": "..."}
+    {"event": "incoming", "peer": "...", "session": "...", "transport": "relay"|"webrtc"}
     {"event": "closed", "reason": "..."}            a connection ended
     {"event": "failed", "error": "..."}             start failed (the process then exits with status 1)
 
@@ -29,6 +30,7 @@ from core.errors import PeerchatError
 from core.options import ManagerOptions
 from core.peer import PeerInfo
 from core.relay import FirebasePeerConnectionManager
+from core.upgrade import webrtc_upgrader
 
 
 def emit(**fields: Any) -> None:
@@ -47,15 +49,16 @@ async def main(args: argparse.Namespace) -> int:
         ping_interval=min(2.0, args.peer_timeout / 4),
         send_window=args.window,
         close_timeout=1.0,
-        webrtc=False,
+        webrtc=args.webrtc,
     )
+    upgrader = webrtc_upgrader(options, host_addresses=("127.0.0.1",)) if args.webrtc else None
     manager = FirebasePeerConnectionManager(args.user, PeerInfo(args.device, args.device.title()), app=app,
-                                            options=options)
+                                            options=options, upgrader=upgrader)
     pending: set[asyncio.Task[None]] = set()
 
     def on_incoming(event: ev.IncomingConnection) -> None:
         conn = event.connection
-        emit(event="incoming", peer=conn.peer.id, session=conn.session_id)
+        emit(event="incoming", peer=conn.peer.id, session=conn.session_id, transport=conn.transport)
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
         conn.events.on(ev.DATA, lambda e: queue.put_nowait(("data", e.data)))
         conn.events.on(ev.BINARY, lambda e: queue.put_nowait(("binary", e.data)))
@@ -99,4 +102,5 @@ if __name__ == "__main__":
     parser.add_argument("--heartbeat", type=float, default=0.5)
     parser.add_argument("--peer-timeout", type=float, default=5.0)
     parser.add_argument("--window", type=int, default=32)
+    parser.add_argument("--webrtc", action="store_true")
     sys.exit(asyncio.run(main(parser.parse_args())))

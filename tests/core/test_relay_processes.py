@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from core.errors import PeerTimeoutError
 from core.options import ManagerOptions
 from core.peer import PeerInfo
 from core.relay import FirebasePeerConnectionManager
+from core.upgrade import webrtc_upgrader
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "firebase" / "database.rules.json"
@@ -58,11 +60,11 @@ async def peer_process(firebase_app_factory):
     firebase_app_factory.load_rules(RULES)
     procs: list[asyncio.subprocess.Process] = []
 
-    async def start(device: str) -> PeerProcess:
+    async def start(device: str, *extra: str) -> PeerProcess:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         proc = await asyncio.create_subprocess_exec(
             sys.executable, str(PEER), "--database-url", firebase_app_factory.database_url, "--user", "alice",
-            "--device", device, "--heartbeat", str(HEARTBEAT), "--peer-timeout", "3",
+            "--device", device, "--heartbeat", str(HEARTBEAT), "--peer-timeout", "3", *extra,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=str(ROOT),
         )
         procs.append(proc)
@@ -131,3 +133,27 @@ async def test_killed_peer_process_is_a_connection_error_and_goes_offline(peer_p
         await wait_for(lambda: closed, timeout=OPTIONS.peer_timeout + 10, what="connection-error")
         assert closed[0].reason == "connection-error" and closed[0].connection is conn
         assert isinstance(closed[0].error, PeerTimeoutError)
+
+
+async def test_two_processes_upgrade_to_webrtc_and_echo_in_order(peer_process):
+    child = await peer_process("phone", "--webrtc")
+    app = peer_process.factory.make({"uid": "alice"})
+    options = dataclasses.replace(OPTIONS, webrtc=True)
+    upgrader = webrtc_upgrader(options, host_addresses=("127.0.0.1",))
+    async with FirebasePeerConnectionManager("alice", PeerInfo("laptop", "Laptop"), app=app, options=options,
+                                             upgrader=upgrader) as m:
+        await wait_for(lambda: m._view.get("phone") is not None, what="the other process online")
+        conn = await m.connect_to_peer("phone", confirm_data_receival=True)
+        incoming = await child.expect("incoming")
+        # Both sides were upgraded before the connection was handed out.
+        assert conn.transport == "webrtc" and incoming["transport"] == "webrtc"
+        got: list[object] = []
+        conn.events.on(ev.DATA, lambda e: got.append(e.data))
+        conn.events.on(ev.BINARY, lambda e: got.append(e.data))
+        await asyncio.gather(*(conn.send(f"m{i}") for i in range(300)), conn.send_bytes(bytes(range(256))))
+        await wait_for(lambda: len(got) == 301, what="echoes over WebRTC")
+        assert got == [f"echo:m{i}" for i in range(300)] + [bytes(range(256))]
+        assert conn.transport == "webrtc"
+        await conn.disconnect()
+        closed = await child.expect("closed")
+        assert closed["reason"] == "peer-requested-closed"
