@@ -803,6 +803,8 @@ class FileTransfers:
             sizes = [path.stat().st_size for path, _ in found]
         except OSError as exc:
             raise _disk_error("reading", exc.filename or "a file", exc) from exc
+        if self._closed or self.connection.is_closed:  # it closed while the files were read: nobody would answer
+            raise TransferInterruptedError("The connection closed before the files were offered: connect again.")
         tid = transfer_id or new_transfer_id()
         if tid in self.transfers and not self.transfers[tid]._machine.ended:
             raise ValueError(f"transfer {tid} is already running")

@@ -597,3 +597,37 @@ async def test_several_chunks_in_flight_only_on_connections_known_to_keep_call_o
             FileTransfers(a, send_concurrency=0)
     finally:
         await transfers.close()
+
+
+async def test_a_connection_closing_while_the_files_are_hashed_fails_the_send(tmp_path: Path, monkeypatch) -> None:
+    """The connection closes after send_files() began but before the offer exists: the send fails at once with
+    TransferInterruptedError instead of leaving a transfer that waits forever for a peer that is gone."""
+    import threading
+
+    import core.files
+
+    source = tmp_path / "a.txt"
+    source.write_bytes(b"hello")
+    hashing, release = threading.Event(), threading.Event()
+    real_sha = core.files._sha256_of
+
+    def slow_sha(path):
+        hashing.set()
+        release.wait(10)
+        return real_sha(path)
+
+    monkeypatch.setattr(core.files, "_sha256_of", slow_sha)
+    pair = MemoryConnectionPair()
+    transfers = FileTransfers(pair.a, download_dir=tmp_path / "in")
+    try:
+        send = asyncio.create_task(transfers.send_files([source]))
+        await asyncio.wait_for(asyncio.to_thread(hashing.wait, 10), 15)
+        await pair.a.disconnect()
+        release.set()
+        with pytest.raises(TransferInterruptedError):
+            await asyncio.wait_for(send, 15)
+        assert not transfers.transfers
+    finally:
+        release.set()
+        await transfers.close()
+        await pair.close()
