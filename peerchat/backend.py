@@ -215,10 +215,13 @@ class Backend:
                     )
                 await self._start_emulator()
         self._firebase_app = self._init_firebase()
-        from core import FirebasePeerConnectionManager
+        from core import FirebasePeerConnectionManager, webrtc_upgrader
 
+        upgrader = None  # core's default: WebRTC on every interface, as the options say
+        if settings.webrtc_addresses is not None:
+            upgrader = webrtc_upgrader(self._options, host_addresses=settings.webrtc_addresses)
         manager = FirebasePeerConnectionManager(
-            settings.user, self.device, app=self._firebase_app, options=self._options
+            settings.user, self.device, app=self._firebase_app, options=self._options, upgrader=upgrader
         )
         try:
             await manager.start()

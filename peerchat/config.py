@@ -9,6 +9,7 @@ takes the same keys as the flags, with ``_`` or ``-``::
     database_url = "https://my-project-default-rtdb.firebaseio.com"
     credentials = "~/keys/my-project.json"
     webrtc = true
+    webrtc_addresses = "192.168.1.20"      # only these local addresses for WebRTC (comma-separated)
     download_dir = "~/Downloads/peerchat"
 
 Where the relay is (:attr:`Settings.mode`):
@@ -24,6 +25,7 @@ same across runs, and two instances with different labels on one machine are two
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -48,7 +50,8 @@ Mode = Literal["embedded", "emulator", "firebase"]
 
 # Firebase keys may not contain . # $ [ ] / or control characters; ids and users become keys.
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-:@+=~]{1,64}$")
-_KEYS = ("user", "label", "device_id", "database_url", "credentials", "emulator", "webrtc", "download_dir")
+_KEYS = ("user", "label", "device_id", "database_url", "credentials", "emulator", "webrtc", "webrtc_addresses",
+         "download_dir")
 
 
 class ConfigError(ValueError):
@@ -66,6 +69,8 @@ class Settings:
     credentials: Path | None = None
     emulator: str | None = None
     webrtc: bool = True
+    # The local addresses WebRTC may use (None: every interface, plus 127.0.0.1 for devices on one machine).
+    webrtc_addresses: tuple[str, ...] | None = None
     download_dir: Path = field(default_factory=lambda: default_download_dir())
     namespace: str = DEFAULT_NAMESPACE
     # What the app calls the relay in its status line (None: its kind and address, see describe_relay).
@@ -135,6 +140,19 @@ def parse_host_port(value: str, name: str = "emulator") -> tuple[str, int]:
     if not 0 < port < 65536:
         raise ConfigError(f"{name}: the port in {value!r} must be between 1 and 65535")
     return host, port
+
+
+def parse_addresses(value: str) -> tuple[str, ...]:
+    """Split a comma-separated list of IP addresses; raise :class:`ConfigError` naming the bad one."""
+    addresses = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not addresses:
+        raise ConfigError("webrtc-addresses: expected IP addresses separated by commas, like 127.0.0.1,192.168.1.20")
+    for address in addresses:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise ConfigError(f"webrtc-addresses: {address!r} is not an IP address") from None
+    return addresses
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -247,6 +265,8 @@ def resolve_settings(
         device_id = _check_key("device-id", str(device_id))
     else:
         device_id = device_id_for(label, state_dir or default_state_dir())
+    addresses = pick("webrtc_addresses")
+    webrtc_addresses = parse_addresses(str(addresses)) if addresses else None
     download = pick("download_dir")
     download_dir = Path(download).expanduser() if download else default_download_dir()
     return Settings(
@@ -257,6 +277,7 @@ def resolve_settings(
         credentials=credentials_path,
         emulator=emulator or None,
         webrtc=bool(pick("webrtc", True)),
+        webrtc_addresses=webrtc_addresses,
         download_dir=download_dir,
     )
 
@@ -280,6 +301,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help="use the emulator at HOST:PORT (also FIREBASE_DATABASE_EMULATOR_HOST)")
     add("--no-webrtc", dest="webrtc", action="store_const", const=False, default=argparse.SUPPRESS,
         help="stay on the relay; never open a direct WebRTC link")
+    add("--webrtc-addresses", dest="webrtc_addresses", default=argparse.SUPPRESS, metavar="IP[,IP...]",
+        help="the only local addresses WebRTC may use (default: every interface, and 127.0.0.1)")
     add("--download-dir", dest="download_dir", default=argparse.SUPPRESS, metavar="DIR",
         help="where received files are saved")
     add("--config", dest="config_file", default=argparse.SUPPRESS, metavar="FILE",

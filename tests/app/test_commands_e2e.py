@@ -37,7 +37,9 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 
 def test_send_a_text_and_a_file_to_a_receiving_process(emulator, cli_env, tmp_path):
-    common = ["--emulator", emulator.host_port, "--user", f"e2e{uuid.uuid4().hex[:8]}"]
+    # WebRTC stays on (the commands upgrade as they do for a user), with candidates on loopback only.
+    common = ["--emulator", emulator.host_port, "--user", f"e2e{uuid.uuid4().hex[:8]}",
+              "--webrtc-addresses", "127.0.0.1"]
     downloads = tmp_path / "downloads"
     payload = tmp_path / "notes.bin"
     payload.write_bytes(os.urandom(200_000))

@@ -84,6 +84,8 @@ def test_firebase_mode_needs_an_https_url_and_an_existing_credentials_file(dirs,
         ({"emulator": "localhost"}, "HOST:PORT"),
         ({"emulator": "localhost:abc"}, "not a number"),
         ({"emulator": "localhost:70000"}, "between 1 and 65535"),
+        ({"webrtc_addresses": "127.0.0.1,eth0"}, "'eth0' is not an IP address"),
+        ({"webrtc_addresses": " , "}, "separated by commas"),
     ],
 )
 def test_bad_values_get_a_clear_error(dirs, cli, match):
@@ -146,3 +148,10 @@ def test_the_relay_is_described_by_its_address_or_by_the_name_it_was_given():
     assert Settings(emulator="127.0.0.1:9100").describe_relay() == "emulator 127.0.0.1:9100"
     assert Settings().describe_relay() == "embedded emulator 127.0.0.1:9000"
     assert Settings(emulator="127.0.0.1:9100", relay_name="home relay").describe_relay() == "home relay"
+
+
+def test_webrtc_addresses_from_a_flag_or_the_file(dirs):
+    assert resolve(dirs).webrtc_addresses is None
+    assert resolve(dirs, {"webrtc_addresses": "127.0.0.1, ::1"}).webrtc_addresses == ("127.0.0.1", "::1")
+    dirs[0].write_text('webrtc_addresses = "192.168.1.20"')
+    assert resolve(dirs).webrtc_addresses == ("192.168.1.20",)
