@@ -5,7 +5,8 @@ traffic on a connection; strings (``data``) are left to chat.
 
 Control frames are the type byte followed by a JSON object that always names the transfer (``id``, 32 hex digits)::
 
-    0x01 OFFER     {"v", "id", "chunk_size", "window", "part", "parts", "files": [[path, size, sha256], ...]}
+    0x01 OFFER     {"v", "id", "chunk_size", "window", "part", "parts", "files": [[path, size, sha256], ...],
+                    "folders": [path, ...]}      folders to create even when empty (optional: older peers omit it)
     0x02 ACCEPT    {"id", "offsets": [bytes the receiver already has, per file]}
     0x03 DECLINE   {"id", "reason"}
     0x04 ACK       {"id", "file", "offset"}      the receiver wrote file[0:offset]
@@ -17,7 +18,8 @@ Control frames are the type byte followed by a JSON object that always names the
 A chunk is the type byte 0x10, the transfer id as 16 raw bytes, the file index (u32, big-endian), the offset (u64)
 and the payload, so file data crosses WebRTC without any encoding.
 
-An offer too large for one frame (thousands of files) is split into ``parts`` frames that arrive in order.
+An offer too large for one frame (thousands of files) is split into ``parts`` frames that arrive in order. An offer
+holds at least one file or folder; an offer of only (empty) folders ends as soon as it is accepted.
 
 The flow: the sender offers; the receiver accepts with the offsets it already has (resume) or declines; the sender
 streams chunks with at most ``window`` chunks read or unacknowledged, file after file; the receiver acknowledges
@@ -99,10 +101,14 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class Offer:
+    """What the sender offers: ``files``, and ``folders`` (relative paths, ``/`` separators) the receiver creates so
+    that a directory arrives as it was sent, empty folders included."""
+
     id: str
     files: tuple[FileEntry, ...]
     chunk_size: int
     window: int
+    folders: tuple[str, ...] = ()
 
     @property
     def total_bytes(self) -> int:
@@ -119,6 +125,7 @@ class OfferPart:
     window: int
     part: int
     parts: int
+    folders: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -197,33 +204,39 @@ def encode_frame(message: Message) -> bytes:
             return _control(REWIND, {"id": tid, "file": file, "offset": offset})
         case OfferPart():
             return _offer_frame(message.id, message.files, message.chunk_size, message.window, message.part,
-                                message.parts)
+                                message.parts, message.folders)
     raise TypeError(f"not a transfer message: {message!r}")
 
 
 def _offer_frame(tid: str, files: tuple[FileEntry, ...], chunk_size: int, window: int, part: int,
-                 parts: int) -> bytes:
-    body = {"v": PROTOCOL_VERSION, "id": tid, "chunk_size": chunk_size, "window": window, "part": part,
-            "parts": parts, "files": [[f.path, f.size, f.sha256] for f in files]}
+                 parts: int, folders: tuple[str, ...] = ()) -> bytes:
+    body: dict = {"v": PROTOCOL_VERSION, "id": tid, "chunk_size": chunk_size, "window": window, "part": part,
+                  "parts": parts, "files": [[f.path, f.size, f.sha256] for f in files]}
+    if folders:  # omitted when empty, so an offer of files alone is the same frame an older peer sends
+        body["folders"] = list(folders)
     return _control(OFFER, body)
 
 
 def encode_offer(offer: Offer, *, max_frame: int) -> list[bytes]:
-    """The offer as one or more frames, each at most ``max_frame`` bytes."""
-    overhead = len(_offer_frame(offer.id, (), offer.chunk_size, offer.window, 999_999, 999_999))
-    groups: list[list[FileEntry]] = [[]]
+    """The offer as one or more frames, each at most ``max_frame`` bytes (files first, then folders)."""
+    overhead = len(_offer_frame(offer.id, (), offer.chunk_size, offer.window, 999_999, 999_999, ("",)))
+    groups: list[tuple[list[FileEntry], list[str]]] = [([], [])]
     used = overhead
-    for f in offer.files:
-        size = len(json.dumps([f.path, f.size, f.sha256], ensure_ascii=False).encode()) + 1
+    items = [(f.path, [f.path, f.size, f.sha256], f) for f in offer.files] + [(d, d, d) for d in offer.folders]
+    for name, encoded, item in items:
+        size = len(json.dumps(encoded, ensure_ascii=False).encode()) + 1
         if overhead + size > max_frame:
-            raise ValueError(f"the name {f.path!r} is too long to offer over this link")
-        if used + size > max_frame and groups[-1]:
-            groups.append([])
+            raise ValueError(f"the name {name!r} is too long to offer over this link")
+        if used + size > max_frame and (groups[-1][0] or groups[-1][1]):
+            groups.append(([], []))
             used = overhead
-        groups[-1].append(f)
+        if isinstance(item, FileEntry):
+            groups[-1][0].append(item)
+        else:
+            groups[-1][1].append(item)
         used += size
-    return [_offer_frame(offer.id, tuple(g), offer.chunk_size, offer.window, i, len(groups))
-            for i, g in enumerate(groups)]
+    return [_offer_frame(offer.id, tuple(g), offer.chunk_size, offer.window, i, len(groups), tuple(d))
+            for i, (g, d) in enumerate(groups)]
 
 
 def _int(body: dict, key: str, low: int, high: int) -> int:
@@ -251,6 +264,18 @@ def _decode_file(item: object) -> FileEntry:
     if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
         raise ProtocolError(f"The other device offered {path!r:.100} with a bad SHA-256: {sha256!r:.80}.")
     return FileEntry(path=path, size=size, sha256=sha256)
+
+
+def _decode_folders(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or len(value) > MAX_FILES:
+        raise ProtocolError(f"The other device sent an offer whose folder list is not a list of at most {MAX_FILES} "
+                            f"paths: {value!r:.100}.")
+    for path in value:
+        if not isinstance(path, str) or not 0 < len(path) <= MAX_PATH_CHARS:
+            raise ProtocolError(f"The other device offered a folder with a bad path: {path!r:.100}.")
+    return tuple(value)
 
 
 def decode_frame(frame: bytes) -> Message:
@@ -286,7 +311,7 @@ def decode_frame(frame: bytes) -> Message:
         return OfferPart(id=tid, files=tuple(_decode_file(f) for f in files),
                          chunk_size=_int(body, "chunk_size", 1, MAX_CHUNK_SIZE),
                          window=_int(body, "window", 1, MAX_WINDOW), part=_int(body, "part", 0, parts - 1),
-                         parts=parts)
+                         parts=parts, folders=_decode_folders(body.get("folders")))
     if kind == ACCEPT:
         offsets = body.get("offsets")
         if not isinstance(offsets, list) or not all(type(o) is int and 0 <= o <= MAX_FILE_SIZE for o in offsets):
@@ -321,14 +346,17 @@ class OfferAssembler:
             self._pending.pop(part.id, None)
             raise ProtocolError(f"The other device sent part {part.part} of an offer out of order.")
         got.append(part)
+        if sum(len(p.files) for p in got) > MAX_FILES or sum(len(p.folders) for p in got) > MAX_FILES:
+            self._pending.pop(part.id, None)
+            raise ProtocolError(f"The other device offered too many files or folders (at most {MAX_FILES} of each).")
         if len(got) < part.parts:
             self._pending[part.id] = got
             return None
         self._pending.pop(part.id, None)
-        if not any(p.files for p in got):
-            raise ProtocolError("The other device sent an offer with no files in it.")
+        if not any(p.files or p.folders for p in got):
+            raise ProtocolError("The other device sent an offer with no files or folders in it.")
         return Offer(id=part.id, files=tuple(f for p in got for f in p.files), chunk_size=part.chunk_size,
-                     window=part.window)
+                     window=part.window, folders=tuple(d for p in got for d in p.folders))
 
     def discard(self, transfer_id: str) -> None:
         self._pending.pop(transfer_id, None)
@@ -532,6 +560,9 @@ class SendMachine(_Machine):
                 self.acked = list(offsets)
                 self._next = list(offsets)
                 self._sent = list(offsets)
+                if not files:  # only folders: the receiver created them before accepting
+                    self.finished = True
+                    return [Finished()]
                 return []
             case Decline(reason=reason):
                 return self._end(TransferDeclinedError(f"The other device declined the files: {reason}"),
@@ -616,6 +647,9 @@ class ReceiveMachine(_Machine):
         self._confirmed = list(offsets)
         actions: list[Action] = [SendFrame(encode_frame(Accept(id=self.id, offsets=tuple(offsets))))]
         actions += [VerifyFile(i) for i, f in enumerate(files) if offsets[i] == f.size]
+        if not files:  # only folders, already created
+            self.finished = True
+            actions.append(Finished())
         return actions
 
     def decline(self, reason: str = "") -> list[Action]:

@@ -144,6 +144,71 @@ def test_an_offer_without_files_is_a_protocol_error() -> None:
         OfferAssembler().feed(decode_frame(part))
 
 
+def test_offer_with_folders_round_trips_across_parts() -> None:
+    files = tuple(entry(f"tree/sub-{i:03d}/file.bin", i) for i in range(100))
+    folders = tuple(f"tree/sub-{i:03d}/empty-{j}" for i in range(100) for j in range(2)) + ("tree",)
+    offer = Offer(id=TID, files=files, chunk_size=1000, window=8, folders=folders)
+    parts = encode_offer(offer, max_frame=3000)
+    assert len(parts) > 2 and all(len(p) <= 3000 for p in parts)
+    assembler = OfferAssembler()
+    assert [assembler.feed(decode_frame(p)) for p in parts][-1] == offer
+    assert offer.total_bytes == sum(range(100))  # folders add no bytes
+
+
+def test_an_offer_from_an_older_peer_without_folders_is_read() -> None:
+    body = {"v": 1, "id": TID, "chunk_size": 10, "window": 2, "part": 0, "parts": 1,
+            "files": [["a.txt", 3, "0" * 64]]}
+    offer = OfferAssembler().feed(decode_frame(b"\x01" + json.dumps(body).encode()))
+    assert offer is not None and offer.folders == () and offer.files == (FileEntry("a.txt", 3, "0" * 64),)
+
+
+def test_an_offer_of_only_empty_folders_is_valid() -> None:
+    (part,) = encode_offer(Offer(id=TID, files=(), chunk_size=10, window=2, folders=("empty",)), max_frame=1000)
+    offer = OfferAssembler().feed(decode_frame(part))
+    assert offer is not None and offer.folders == ("empty",) and offer.files == ()
+
+
+def _offer_body(folders) -> bytes:
+    return b"\x01" + json.dumps({"v": 1, "id": TID, "chunk_size": 10, "window": 1, "part": 0, "parts": 1,
+                                  "files": [["a", 1, "0" * 64]], "folders": folders}).encode()
+
+
+@pytest.mark.parametrize("folders", ["tree", {"a": 1}, [1], [["a"]], [None], [""], ["x" * 5000]],
+                         ids=["string", "object", "number", "list", "null", "empty", "too-long"])
+def test_malformed_folder_entries_raise_protocol_error(folders) -> None:
+    with pytest.raises(ProtocolError, match="folder"):
+        decode_frame(_offer_body(folders))
+
+
+def test_too_many_folders_in_an_offer_is_a_protocol_error(monkeypatch) -> None:
+    import core.transfer as transfer_module
+
+    monkeypatch.setattr(transfer_module, "MAX_FILES", 5)
+    with pytest.raises(ProtocolError, match="folder"):
+        decode_frame(_offer_body([f"d{i}" for i in range(6)]))
+    # The bound holds for the whole offer, not only one part.
+    folders = tuple(f"a-rather-long-folder-name-{i:02d}" for i in range(8))
+    offer = Offer(id=TID, files=(entry("a", 1),), chunk_size=10, window=2, folders=folders)
+    budget = len(encode_offer(Offer(id=TID, files=(), chunk_size=10, window=2, folders=folders[:1]),
+                              max_frame=10_000)[0]) + 100
+    parts = [decode_frame(p) for p in encode_offer(offer, max_frame=budget)]
+    assert len(parts) > 2 and all(len(p.folders) <= 5 for p in parts)
+    assembler = OfferAssembler()
+    with pytest.raises(ProtocolError, match="too many"):
+        for part in parts:
+            assembler.feed(part)
+
+
+def test_folders_only_offer_finishes_on_both_sides_at_accept() -> None:
+    offer = Offer(id=TID, files=(), chunk_size=10, window=2, folders=("a", "a/b"))
+    receiver = ReceiveMachine(offer)
+    actions = receiver.accept(())
+    assert isinstance(actions[0], SendFrame) and isinstance(actions[-1], Finished) and receiver.finished
+    sender = SendMachine(offer)
+    assert sender.handle(decode_frame(actions[0].data)) == [Finished()]
+    assert sender.finished and sender.next_reads(10) == []
+
+
 def test_transfer_ids_are_unique_hex() -> None:
     a, b = new_transfer_id(), new_transfer_id()
     assert a != b and len(a) == 32 and int(a, 16) >= 0
