@@ -5,6 +5,8 @@ Managers (``PeerConnectionManager.events``):
 - ``incoming_connection``  -> :class:`IncomingConnection`  another device opened a connection to this one
 - ``connection_closed``    -> :class:`ConnectionClosed`    a connection of this manager ended
 - ``peers_changed``        -> :class:`PeersChanged`        the set of this user's online (or known) devices changed
+- ``relay_unavailable``    -> :class:`RelayUnavailable`    the relay (the database) stopped answering; retrying
+- ``relay_restored``       -> :class:`RelayRestored`       the relay answers again after an outage
 
 Connections (``PeerConnection.events``):
 
@@ -43,6 +45,8 @@ CloseReason = Literal["peer-requested-closed", "connection-error", "local-closed
 INCOMING_CONNECTION = "incoming_connection"
 CONNECTION_CLOSED = "connection_closed"
 PEERS_CHANGED = "peers_changed"
+RELAY_UNAVAILABLE = "relay_unavailable"
+RELAY_RESTORED = "relay_restored"
 
 DATA = "data"
 BINARY = "binary"
@@ -86,6 +90,25 @@ class PeersChanged:
 
     peers: tuple[PeerInfo, ...]
     devices: tuple[DeviceStatus, ...] = ()
+
+
+@dataclass(frozen=True)
+class RelayUnavailable:
+    """The relay stopped answering ``since`` (wall-clock seconds since the epoch, when the first failure of this
+    outage happened); ``reason`` says why in words a person can read, ``error`` is the failure itself. The manager
+    keeps retrying; emitted once per outage."""
+
+    reason: str
+    since: float
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True)
+class RelayRestored:
+    """The relay answers again; the outage began ``since`` (wall-clock seconds) and lasted ``duration`` seconds."""
+
+    since: float
+    duration: float
 
 
 @dataclass(frozen=True)

@@ -163,15 +163,18 @@ class Database:
         handler: EventHandler,
         *,
         on_error: Callable[[PeerchatError], None] | None = None,
+        on_subscribed: Callable[[], None] | None = None,
         silence_timeout: float | None = None,
     ) -> Listener:
         """Listen at ``path``; returns once subscribed (the first event, the whole value, follows).
+
+        ``on_error`` is called with each failed resubscription, ``on_subscribed`` after each successful one.
 
         Raises:
             PermissionDeniedError, RelayUnavailableError: the first subscription failed.
         """
         listener = Listener(
-            self, path, handler, on_error=on_error,
+            self, path, handler, on_error=on_error, on_subscribed=on_subscribed,
             silence_timeout=self.silence_timeout if silence_timeout is None else silence_timeout,
         )
         await listener.start()
@@ -265,11 +268,13 @@ class Listener:
         *,
         on_error: Callable[[PeerchatError], None] | None,
         silence_timeout: float,
+        on_subscribed: Callable[[], None] | None = None,
     ) -> None:
         self.path = path
         self._db = database
         self._handler = handler
         self._on_error = on_error
+        self._on_subscribed = on_subscribed
         self.silence_timeout = silence_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stream: _Stream | None = None
@@ -359,13 +364,16 @@ class Listener:
             while not self._closed:
                 try:
                     await self._subscribe()
-                    break
                 except PeerchatError as exc:
                     self.failures += 1
                     if self._on_error is not None:
                         self._on_error(exc)
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 2.0)
+                else:
+                    if self._on_subscribed is not None and not self._closed:
+                        self._on_subscribed()
+                    break
 
     def kill_for_test(self) -> None:
         """Drop the current stream as a network failure would (the watchdog resubscribes)."""

@@ -11,8 +11,10 @@ may differ. :class:`PresenceView` estimates the offset from this device's own he
 through the listener, ``lastSeen - local_time_of_arrival`` is the offset minus the (non-negative) delay, so the
 largest recent sample is the best estimate.
 
-This module holds :class:`PresenceView` (no I/O: it takes the listened value and the local time) and
-:class:`Heartbeat`, the small task that writes the heartbeat through a function it is given.
+This module holds :class:`PresenceView` (no I/O: it takes the listened value and the local time),
+:class:`Heartbeat`, the small task that writes the heartbeat through a function it is given, and
+:class:`RelayHealth` (no I/O), which turns the heartbeat's and the listeners' successes and failures into one
+``relay_unavailable`` / ``relay_restored`` transition per outage.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .events import RelayRestored, RelayUnavailable
 from .peer import DeviceStatus, PeerInfo
 
 log = logging.getLogger(__name__)
@@ -164,6 +167,7 @@ class Heartbeat:
     Args:
         write: an async function writing one heartbeat record (it raises on failure).
         on_error: called with each write failure (the task keeps going).
+        on_success: called after each periodic write that succeeded.
     """
 
     def __init__(
@@ -172,13 +176,16 @@ class Heartbeat:
         label: str,
         interval: float,
         on_error: Callable[[BaseException], None] | None = None,
+        on_success: Callable[[], None] | None = None,
     ) -> None:
         self._write = write
         self._label = label
         self._interval = interval
         self._on_error = on_error
+        self._on_success = on_success
         self._task: asyncio.Task[None] | None = None
         self.beats = 0
+        self.failures = 0
 
     async def beat(self) -> None:
         await self._write(heartbeat_record(self._label))
@@ -193,9 +200,12 @@ class Heartbeat:
             await asyncio.sleep(self._interval)
             try:
                 await self.beat()
+                if self._on_success is not None:
+                    self._on_success()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - reported, and the next beat retries
+                self.failures += 1
                 log.warning("heartbeat failed: %s", exc)
                 if self._on_error is not None:
                     self._on_error(exc)
@@ -209,3 +219,60 @@ class Heartbeat:
                 await task
             except asyncio.CancelledError:
                 pass
+
+
+class RelayHealth:
+    """Whether the relay answers, judged from the outcomes of this device's own requests; no I/O.
+
+    Each *source* (the heartbeat, a listener, ...) reports :meth:`success` and :meth:`failure`. The relay counts as
+    unavailable once one source failed ``failures`` times in a row, and available again once every source that was
+    failing has succeeded. Each call returns the transition it causes, if any: a
+    :class:`~core.events.RelayUnavailable` (once per outage, ``since`` the first failure of that outage) or a
+    :class:`~core.events.RelayRestored`; otherwise None.
+
+    Args:
+        failures: consecutive failures of one source that make an outage (1 or more).
+    """
+
+    def __init__(self, failures: int = 2) -> None:
+        if not isinstance(failures, int) or isinstance(failures, bool) or failures < 1:
+            raise ValueError(f"failures must be a whole number of at least 1, not {failures!r}")
+        self._threshold = failures
+        self._failing: dict[str, int] = {}
+        self._first_failure: float | None = None
+        self._outage: RelayUnavailable | None = None
+
+    @property
+    def available(self) -> bool:
+        return self._outage is None
+
+    @property
+    def outage(self) -> RelayUnavailable | None:
+        """The current outage (as it was reported), or None while the relay is available."""
+        return self._outage
+
+    def failure(self, source: str, error: BaseException, now: float) -> RelayUnavailable | None:
+        """``source`` failed with ``error`` at wall-clock time ``now``."""
+        if not self._failing:
+            self._first_failure = now
+        count = self._failing[source] = self._failing.get(source, 0) + 1
+        if self._outage is not None or count < self._threshold:
+            return None
+        reason = str(error).strip()
+        if not reason:
+            doc = (type(error).__doc__ or "").strip()
+            reason = doc.splitlines()[0] if doc else f"{source} failed ({type(error).__name__})"
+        assert self._first_failure is not None
+        self._outage = RelayUnavailable(reason=reason, since=self._first_failure, error=error)
+        return self._outage
+
+    def success(self, source: str, now: float) -> RelayRestored | None:
+        """``source`` succeeded at wall-clock time ``now``."""
+        self._failing.pop(source, None)
+        if self._failing:
+            return None
+        outage, self._outage = self._outage, None
+        self._first_failure = None
+        if outage is None:
+            return None
+        return RelayRestored(since=outage.since, duration=max(0.0, now - outage.since))

@@ -72,6 +72,7 @@ from .presence import (
     SERVER_TIMESTAMP,
     Heartbeat,
     PresenceView,
+    RelayHealth,
     heartbeat_record,
     peer_from_record,
     valid_id,
@@ -959,6 +960,7 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         self._view = PresenceView(device.id, self.options.heartbeat_interval * self.options.presence_misses)
         self._presence_tree: Any = None
         self._heartbeat: Heartbeat | None = None
+        self._health = RelayHealth(failures=2)
         self._listeners: list[Listener] = []
         self._tasks: list[asyncio.Task[Any]] = []
         self._connections: dict[str, RelayConnection] = {}
@@ -972,6 +974,12 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
     @property
     def connections(self) -> tuple[RelayConnection, ...]:
         return tuple(self._connections.values())
+
+    @property
+    def relay_available(self) -> bool:
+        """False from a ``relay_unavailable`` event until the following ``relay_restored``: this device's heartbeat
+        writes or presence and negotiation subscriptions keep failing (the manager keeps retrying)."""
+        return self._health.available
 
     @property
     def clock_offset(self) -> float | None:
@@ -994,12 +1002,21 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         opts = self.options
         self._db = Database(self._app, silence_timeout=opts.listener_silence_timeout)
         try:
-            self._heartbeat = Heartbeat(self._write_heartbeat, self._device.label, opts.heartbeat_interval)
-            await self._heartbeat.beat()
-            self._listeners.append(await self._db.listen(presence_path(self.user_id), self._on_presence))
-            self._listeners.append(
-                await self._db.listen(negotiation_path(self.user_id, self._device.id), self._on_negotiation)
+            self._heartbeat = Heartbeat(
+                self._write_heartbeat, self._device.label, opts.heartbeat_interval,
+                on_error=lambda exc: self._relay_failed("heartbeat", exc),
+                on_success=lambda: self._relay_succeeded("heartbeat"),
             )
+            await self._heartbeat.beat()
+            for source, path, handler in (
+                ("presence listener", presence_path(self.user_id), self._on_presence),
+                ("negotiation listener", negotiation_path(self.user_id, self._device.id), self._on_negotiation),
+            ):
+                self._listeners.append(await self._db.listen(
+                    path, handler,
+                    on_error=lambda exc, source=source: self._relay_failed(source, exc),
+                    on_subscribed=lambda source=source: self._relay_succeeded(source),
+                ))
         except BaseException:
             await self._db.close()
             raise
@@ -1042,6 +1059,23 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
                 if self._state == _MState.NEW
                 else "The connection manager was stopped; create a new one."
             )
+
+    # ----------------------------------------------------------------------------------------- relay health
+    def _relay_failed(self, source: str, error: BaseException) -> None:
+        if self._state != _MState.STARTED:
+            return
+        down = self._health.failure(source, error, time.time())
+        if down is not None:
+            log.warning("relay unavailable: %s", down.reason)
+            _emit(self.events, ev.RELAY_UNAVAILABLE, down)
+
+    def _relay_succeeded(self, source: str) -> None:
+        if self._state != _MState.STARTED:
+            return
+        up = self._health.success(source, time.time())
+        if up is not None:
+            log.info("relay restored after %.1f s", up.duration)
+            _emit(self.events, ev.RELAY_RESTORED, up)
 
     # ------------------------------------------------------------------------------------------------ presence
     async def _write_heartbeat(self, record: dict[str, Any]) -> None:
