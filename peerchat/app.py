@@ -12,12 +12,15 @@ from pathlib import Path
 from textual import work
 from textual.app import App, SystemCommand
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from core.errors import PeerchatError
-from core.events import INCOMING_CONNECTION, PEERS_CHANGED
+from core.events import INCOMING_CONNECTION, PEERS_CHANGED, RELAY_RESTORED, RELAY_UNAVAILABLE
 from core.events import IncomingConnection as IncomingConnectionEvent
 from core.events import PeersChanged as PeersChangedEvent
+from core.events import RelayRestored as RelayRestoredEvent
+from core.events import RelayUnavailable as RelayUnavailableEvent
 from core.peer import PeerConnectionManager, PeerInfo
 
 from .backend import Backend, SessionLink, describe_error, open_session
@@ -29,10 +32,11 @@ from .messages import (
     BackendReady,
     IncomingConnection,
     PeersChanged,
+    RelayHealthChanged,
     RelayStatus,
     SessionOpened,
 )
-from .models import DeviceDirectory
+from .models import DeviceDirectory, format_duration, relay_outage_line
 from .screens import MainScreen
 from .widgets import DeviceList, SessionView
 
@@ -63,6 +67,9 @@ class PeerchatApp(App[None]):
         self._show_latency = show_latency
         self._directory = DeviceDirectory()
         self._subscriptions: list[tuple[str, Callable[..., None]]] = []
+        self._relay_description = ""
+        self._relay_outage: RelayUnavailableEvent | None = None
+        self._relay_timer: Timer | None = None
         self.sub_title = f"{settings.label} · {settings.device_id} · user {settings.user}"
 
     def get_default_screen(self) -> Screen[None]:
@@ -100,6 +107,10 @@ class PeerchatApp(App[None]):
         manager = self.manager = message.manager
         self._subscribe(manager, PEERS_CHANGED, self._core_peers_changed)
         self._subscribe(manager, INCOMING_CONNECTION, self._core_incoming_connection)
+        # Managers that watch their relay (core's Firebase manager does) say when it stops and starts answering.
+        self._subscribe(manager, RELAY_UNAVAILABLE, self._core_relay_health)
+        self._subscribe(manager, RELAY_RESTORED, self._core_relay_health)
+        self._relay_description = message.relay
         self.main.show_relay(f"● online via {message.relay}", ok=True)
         self._load_peers()
 
@@ -112,6 +123,32 @@ class PeerchatApp(App[None]):
         self.main.show_relay(("● " if message.ok else "✗ ") + message.text, ok=message.ok)
         self.notify(message.text, title="Relay", severity="information" if message.ok else "error",
                     timeout=6 if message.ok else 30)
+
+    def _core_relay_health(self, event: RelayUnavailableEvent | RelayRestoredEvent) -> None:
+        self.post_message(RelayHealthChanged(event))
+
+    def on_relay_health_changed(self, message: RelayHealthChanged) -> None:
+        event = message.event
+        if isinstance(event, RelayUnavailableEvent):
+            self._relay_outage = event
+            self._show_relay_outage()
+            if self._relay_timer is None:  # the line counts the seconds of the outage
+                self._relay_timer = self.set_interval(1.0, self._show_relay_outage)
+            self.notify(f"{event.reason.rstrip('.')}. Retrying; sessions carry on once it answers again.",
+                        title="Relay unreachable", severity="error", timeout=30)
+        elif isinstance(event, RelayRestoredEvent):
+            self._relay_outage = None
+            if self._relay_timer is not None:
+                self._relay_timer.stop()
+                self._relay_timer = None
+            self.main.show_relay(f"● online via {self._relay_description}", ok=True)
+            self.notify(f"The relay is back after {format_duration(event.duration)} unreachable.", title="Relay",
+                        severity="information", timeout=6)
+
+    def _show_relay_outage(self) -> None:
+        outage = self._relay_outage
+        if outage is not None:
+            self.main.show_relay(relay_outage_line(outage.reason, outage.since, self._clock()), ok=False)
 
     def _subscribe(self, manager: PeerConnectionManager, name: str, handler: Callable[..., None]) -> None:
         manager.events.on(name, handler)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from textual.message import Message
 
@@ -32,6 +33,13 @@ class RelayStatus(Message):
 
     text: str
     ok: bool
+
+
+@dataclass
+class RelayHealthChanged(Message):
+    """The manager says the relay stopped or started answering: core's ``RelayUnavailable`` or ``RelayRestored``."""
+
+    event: Any
 
 
 @dataclass

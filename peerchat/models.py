@@ -57,6 +57,15 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours} h {minutes:02d} min"
 
 
+def relay_outage_line(reason: str, since: float, now: float, *, width: int = 90) -> str:
+    """The relay line during an outage: ``"● relay unreachable for 12 s: <reason> — retrying"``, the reason cut to
+    ``width`` characters (the notification carries it whole)."""
+    reason = " ".join(reason.split()).rstrip(".") or "no answer"
+    if len(reason) > width:
+        reason = reason[: width - 1].rstrip() + "…"
+    return f"● relay unreachable for {format_duration(max(0.0, now - since))}: {reason} — retrying"
+
+
 def format_ago(seconds: float) -> str:
     """How long ago, for last-seen times: ``"just now"``, ``"5 min ago"``, ``"3 h ago"``, ``"2 d ago"``."""
     if seconds < 60:

@@ -153,3 +153,14 @@ def test_a_lost_connection_is_described_with_its_reason_in_one_sentence():
     assert notice is not None and notice.severity == "error" and notice.text.endswith("unreachable).")
     assert LinkStatus().apply(ConnectionClosed(None, "connection-error")).text == (  # type: ignore[arg-type, union-attr]
         "Session closed: the connection was lost.")
+
+
+def test_relay_outage_line_says_how_long_why_and_that_it_retries():
+    from peerchat.models import relay_outage_line
+
+    line = relay_outage_line("The database could not be reached to write presence/a/b.", since=100.0, now=112.4)
+    assert line == "● relay unreachable for 12 s: The database could not be reached to write presence/a/b — retrying"
+    long = relay_outage_line("x" * 500, since=0.0, now=0.0, width=40)
+    assert "x" * 39 + "…" in long and "x" * 40 not in long
+    assert "no answer" in relay_outage_line("  ", since=5.0, now=1.0)  # clock skew never shows a negative time
+    assert "for 0 s" in relay_outage_line("  ", since=5.0, now=1.0)
