@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .errors import RelayUnavailableError
 from .events import RelayRestored, RelayUnavailable
 from .peer import DeviceStatus, PeerInfo
 
@@ -162,7 +163,8 @@ def _parse(device_id: object, raw: object) -> _Record | None:
 
 
 class Heartbeat:
-    """Writes this device's heartbeat every ``interval`` seconds until stopped; write errors are retried.
+    """Writes this device's heartbeat every ``interval`` seconds until stopped; write errors are retried, and a
+    write still unanswered after each ``interval`` is reported as a failure too.
 
     Args:
         write: an async function writing one heartbeat record (it raises on failure).
@@ -198,17 +200,34 @@ class Heartbeat:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
+            write = asyncio.ensure_future(self.beat())
             try:
-                await self.beat()
-                if self._on_success is not None:
-                    self._on_success()
+                # A write the network does not answer (a black-holed connection waits for the HTTP time-out)
+                # counts as one failure per interval it stays unanswered.
+                waited = 0.0
+                while not (await asyncio.wait({write}, timeout=self._interval))[0]:
+                    waited += self._interval
+                    self._failed(RelayUnavailableError(
+                        f"The database has not answered this device's heartbeat for {waited:.1f} s. "
+                        "Check the network connection."
+                    ))
+                write.result()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - reported, and the next beat retries
-                self.failures += 1
-                log.warning("heartbeat failed: %s", exc)
-                if self._on_error is not None:
-                    self._on_error(exc)
+                self._failed(exc)
+            else:
+                if self._on_success is not None:
+                    self._on_success()
+            finally:
+                if not write.done():
+                    write.cancel()
+
+    def _failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        log.warning("heartbeat failed: %s", exc)
+        if self._on_error is not None:
+            self._on_error(exc)
 
     async def stop(self) -> None:
         """Stop beating (does not write the offline record: the owner does that)."""

@@ -18,7 +18,7 @@ from core.emulator import Emulator
 from core.errors import PermissionDeniedError, RelayUnavailableError
 from core.options import ManagerOptions
 from core.peer import PeerInfo
-from core.presence import RelayHealth
+from core.presence import Heartbeat, RelayHealth
 from core.relay import FirebasePeerConnectionManager
 
 RULES = Path(__file__).resolve().parents[2] / "firebase" / "database.rules.json"
@@ -76,6 +76,54 @@ def test_the_reason_is_the_errors_message_or_a_default():
 def test_bad_thresholds_are_refused():
     with pytest.raises(ValueError, match="failures"):
         RelayHealth(failures=0)
+
+
+# ------------------------------------------------------------------------------- the heartbeat's reporting
+async def test_a_heartbeat_write_left_unanswered_counts_as_a_failure_each_interval():
+    answer = asyncio.Event()
+    errors: list[BaseException] = []
+    successes: list[None] = []
+
+    async def write(record):  # a write the network never answers until the test says so
+        await answer.wait()
+
+    beat = Heartbeat(write, "Laptop", 0.05, on_error=errors.append, on_success=lambda: successes.append(None))
+    beat.start()
+    try:
+        async with asyncio.timeout(10):
+            while len(errors) < 3:
+                await asyncio.sleep(0.01)
+        assert all(isinstance(e, RelayUnavailableError) and "not answered" in str(e) for e in errors), errors
+        assert not successes and beat.beats == 0
+        answer.set()
+        async with asyncio.timeout(10):
+            while not successes:
+                await asyncio.sleep(0.01)
+        assert beat.beats >= 1
+    finally:
+        await beat.stop()
+
+
+async def test_a_failing_heartbeat_write_is_reported_and_retried():
+    calls = 0
+    errors: list[BaseException] = []
+    successes: list[None] = []
+
+    async def write(record):
+        nonlocal calls
+        calls += 1
+        if calls <= 2:
+            raise RelayUnavailableError("The database could not be reached.")
+
+    beat = Heartbeat(write, "Laptop", 0.02, on_error=errors.append, on_success=lambda: successes.append(None))
+    beat.start()
+    try:
+        async with asyncio.timeout(10):
+            while not successes:
+                await asyncio.sleep(0.01)
+        assert len(errors) == 2 and beat.failures == 2
+    finally:
+        await beat.stop()
 
 
 # --------------------------------------------------------------------------------------- on a real emulator
