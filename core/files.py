@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import time
 import unicodedata
 from collections import deque
@@ -165,26 +166,93 @@ def unique_target(download_dir: Path, parts: tuple[str, ...], taken: set[Path]) 
     raise DiskError(f"There are too many files named like {name!r} in {folder}.")
 
 
-def walk_paths(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, str]]:
-    """The files to send for ``paths`` (files and folders, walked in name order, folder symlinks not followed),
-    each with its relative name (``folder/sub/file``) as offered. Raises :class:`DiskError` for a missing path."""
-    found: list[tuple[Path, str]] = []
+def folder_target(download_dir: Path, offered: str) -> Path:
+    """Where a folder offered by the peer is created: its name made safe like a file's (:func:`safe_relative_path`),
+    under ``download_dir``. An existing folder of that name is used as it is, as it is for files sent inside a
+    folder (their own names get the " (n)" suffix). Raises :class:`ProtocolError` if a symlinked folder would lead
+    outside ``download_dir``."""
+    base = download_dir.resolve()
+    folder = base.joinpath(*safe_relative_path(offered))
+    if not folder.resolve().is_relative_to(base):
+        raise ProtocolError(f"The offered folder {offered!r:.200} would be created outside the download folder.")
+    return folder
+
+
+def _what_is(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+@dataclass
+class SendTree:
+    """What :func:`walk_tree` found: ``files`` (path, offered name), every ``folders`` name (empty ones included,
+    parents before children) and ``skipped``, one note per entry left out and why."""
+
+    files: list[tuple[Path, str]]
+    folders: list[str]
+    skipped: list[str]
+
+
+def walk_tree(paths: Iterable[str | os.PathLike[str]]) -> SendTree:
+    """The files and folders to send for ``paths``, walked in name order, each with its relative name
+    (``folder/sub/file``) as offered.
+
+    A path given directly may be a symbolic link to a file or folder (the user chose it). Inside a folder, symbolic
+    links (to files or folders) and special files (named pipes, sockets, devices) are skipped with a note in
+    ``skipped``: a link may lead outside what was chosen, and reading a named pipe would wait forever. Raises
+    :class:`DiskError` for a missing path or one that is neither a regular file nor a folder.
+    """
+    tree = SendTree([], [], [])
     for raw in paths:
         path = Path(raw)
         if path.is_file():
-            found.append((path, path.name))
+            tree.files.append((path, path.name))
         elif path.is_dir():
             root_name = path.resolve().name or "folder"
-            for folder, dirs, names in os.walk(path):
-                dirs.sort()
+
+            def unreadable(exc: OSError) -> None:
+                tree.skipped.append(f"{exc.filename}: could not be read ({exc.strerror or exc}), not sent.")
+
+            for folder, dirs, names in os.walk(path, onerror=unreadable):
                 rel = Path(folder).relative_to(path)
+                tree.folders.append("/".join((root_name, *rel.parts)))
+                for name in sorted(dirs):
+                    if os.path.islink(os.path.join(folder, name)):
+                        dirs.remove(name)
+                        names.append(name)  # reported below, with the files
+                dirs.sort()
                 for name in sorted(names):
                     file = Path(folder) / name
-                    if file.is_file():
-                        found.append((file, "/".join((root_name, *rel.parts, name))))
+                    try:
+                        mode = file.lstat().st_mode
+                    except OSError as exc:
+                        tree.skipped.append(f"{file}: could not be read ({exc.strerror or exc}), not sent.")
+                        continue
+                    if stat.S_ISREG(mode):
+                        tree.files.append((file, "/".join((root_name, *rel.parts, name))))
+                    else:
+                        tree.skipped.append(f"{file}: {_what_is(mode)}, not sent.")
+        elif path.exists():
+            raise DiskError(f"{path} is {_what_is(path.stat().st_mode)}, not a regular file or folder: only files "
+                            f"and folders can be sent.")
         else:
             raise DiskError(f"{path} is missing or is not a regular file or folder.")
-    return found
+    for note in tree.skipped:
+        log.info("skipped while sending: %s", note)
+    return tree
+
+
+def walk_paths(paths: Iterable[str | os.PathLike[str]]) -> list[tuple[Path, str]]:
+    """The files to send for ``paths``, each with its relative name as offered (:func:`walk_tree` without the
+    folders and notes). Raises :class:`DiskError` for a missing path."""
+    return walk_tree(paths).files
 
 
 def free_space(path: Path) -> int:
@@ -192,10 +260,26 @@ def free_space(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
+def _open_regular(path: Path) -> int:
+    """A file descriptor for reading ``path``, opened without waiting (a named pipe put in place of a file would
+    block ``open`` forever); raises OSError unless it is a regular file."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, f"it is {_what_is(mode)}, not a regular file", str(path))
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def _sha256_of(path: Path, limit: int | None = None) -> Any:
     digest = hashlib.sha256()
     left = limit
-    with open(path, "rb") as f:
+    with open(_open_regular(path), "rb") as f:
         while left is None or left > 0:
             block = f.read(1 << 20 if left is None else min(1 << 20, left))
             if not block:
@@ -209,7 +293,8 @@ def _sha256_of(path: Path, limit: int | None = None) -> Any:
 def _disk_error(action: str, path: Path | str, exc: OSError) -> DiskError:
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return DiskError(f"The disk is full while {action} {path}. Free some space and send the files again.")
-    return DiskError(f"Could not {action.removesuffix('ing')} {path}: {exc.strerror or exc}.")
+    verb = {"reading": "read", "writing": "write", "preparing": "prepare", "saving": "save"}.get(action, action)
+    return DiskError(f"Could not {verb} {path}: {exc.strerror or exc}.")
 
 
 def max_frame_bytes(connection: PeerConnection, options: ManagerOptions) -> int:
@@ -316,6 +401,8 @@ class Transfer:
         self.state = TransferState.OFFERED
         self.error: PeerchatError | None = None
         self.saved_to: list[Path | None] = [None] * len(self.offer.files)
+        self.folders_created: list[Path] = []  # the receiver's folders for ``offer.folders``, once accepted
+        self.skipped: tuple[str, ...] = ()  # the sender's notes on what it left out (symbolic links, named pipes)
         self.bytes_sent = 0  # file bytes handed to the connection in chunks by this side (0 when receiving)
         self._sources = sources or []
         self._inbox: asyncio.Queue[Any] = asyncio.Queue()
@@ -329,6 +416,11 @@ class Transfer:
     @property
     def files(self) -> tuple[FileEntry, ...]:
         return self.offer.files
+
+    @property
+    def folders(self) -> tuple[str, ...]:
+        """The folders offered (relative names), empty ones included."""
+        return self.offer.folders
 
     @property
     def bytes_total(self) -> int:
@@ -435,7 +527,8 @@ class _Sending(Transfer):
         try:
             handle = handles.get(read.file)
             if handle is None:
-                handle = handles[read.file] = await aiofiles.open(path, "rb")
+                fd = await asyncio.to_thread(_open_regular, path)
+                handle = handles[read.file] = await aiofiles.open(fd, "rb")
             await handle.seek(read.offset)
             data = await handle.read(read.size)
             if read.offset + read.size >= self.offer.files[read.file].size:
@@ -466,11 +559,12 @@ class _Receiving(Transfer):
             error = _disk_error("preparing", download_dir, exc)
             self._apply_sync(self._machine.fail(error))
             raise error from exc
-        except (ProtocolError, InsufficientSpaceError) as exc:
+        except (ProtocolError, InsufficientSpaceError, DiskError) as exc:
             self._apply_sync(self._machine.fail(exc))
             raise
-        files, offsets, digests = plan
+        files, offsets, digests, folders = plan
         self.download_dir = download_dir
+        self.folders_created = folders
         self._files = [_Incoming(target, part, digest) for (target, part), digest in zip(files, digests)]
         self._sidecar = download_dir / f"{SIDECAR_PREFIX}{self.id}{SIDECAR_SUFFIX}"
         self.state = TransferState.ACTIVE
@@ -638,8 +732,10 @@ def _load_sidecars(download_dir: Path) -> list[tuple[Path, dict]]:
     return found
 
 
-def _plan_receive(download_dir: Path, offer: Offer) -> tuple[list[tuple[Path, Path]], list[int], list[Any]]:
-    """Where each offered file goes, how much of it is already here (resume) and its hash so far.
+def _plan_receive(download_dir: Path,
+                  offer: Offer) -> tuple[list[tuple[Path, Path]], list[int], list[Any], list[Path]]:
+    """Where each offered file goes, how much of it is already here (resume) and its hash so far; the offered
+    folders, created.
 
     Partial files are found through sidecars: the same transfer id first, then any with the same SHA-256 and size.
     Raises InsufficientSpaceError (before touching anything) if the rest of the files does not fit. A reused
@@ -677,12 +773,22 @@ def _plan_receive(download_dir: Path, offer: Offer) -> tuple[list[tuple[Path, Pa
             target = unique_target(download_dir, safe_relative_path(entry.path), taken)
             found = (target, target.with_name(target.name + PART_SUFFIX), 0)
         plan.append(found)
+    folders = list(dict.fromkeys(folder_target(download_dir, name) for name in offer.folders))
+    for folder in folders:
+        for step in (folder, *folder.parents):
+            if step == base:
+                break
+            if os.path.lexists(step) and not step.is_dir():
+                raise DiskError(f"The folder {folder} cannot be created: a file named {step.name!r} is already "
+                                f"there. Move it or choose another download folder.")
     needed = sum(e.size - offset for e, (_, _, offset) in zip(offer.files, plan))
     free = free_space(download_dir)
     if needed > free:
         raise InsufficientSpaceError(
             f"The files need {_size(needed)} but {download_dir} has only {_size(free)} free. Free some space or "
             f"choose another folder.")
+    for folder in folders:
+        folder.mkdir(parents=True, exist_ok=True)
     digests = []
     for target, part, offset in plan:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -701,11 +807,12 @@ def _plan_receive(download_dir: Path, offer: Offer) -> tuple[list[tuple[Path, Pa
             _write_json(sidecar, {**state, "files": rest})
         else:
             sidecar.unlink(missing_ok=True)
-    return [(t, p) for t, p, _ in plan], [o for _, _, o in plan], digests
+    return [(t, p) for t, p, _ in plan], [o for _, _, o in plan], digests, folders
 
 
 class IncomingOffer:
-    """Files the peer offers: ``files`` (relative names, sizes, SHA-256), ``total_bytes``.
+    """Files the peer offers: ``files`` (relative names, sizes, SHA-256), ``folders`` (to create, even empty),
+    ``total_bytes``.
 
     ``await accept(download_dir)`` returns the running :class:`Transfer` (resuming whatever part of these files is
     already in that folder), or raises InsufficientSpaceError / DiskError; ``await decline(reason)`` refuses them.
@@ -715,6 +822,7 @@ class IncomingOffer:
         self._transfer = transfer
         self.id = transfer.id
         self.files = transfer.offer.files
+        self.folders = transfer.offer.folders
         self.total_bytes = transfer.offer.total_bytes
         self._accepting = asyncio.Lock()
 
@@ -790,14 +898,19 @@ class FileTransfers:
                          transfer_id: str | None = None) -> Transfer:
         """Hash and offer ``paths`` (files and folders). Returns once offered; ``await transfer.wait()`` for the end.
 
+        Every folder is offered too, so empty ones arrive. Symbolic links and special files inside a folder are not
+        sent; ``transfer.skipped`` has a note for each.
+
         Pass the ``id`` of an interrupted transfer as ``transfer_id`` to continue it (the receiver also recognises
         the same files by their SHA-256). Raises DiskError if a path cannot be read.
         """
         if self._closed or self.connection.is_closed:
             raise TransferInterruptedError("The connection is closed: connect again before sending files.")
-        found = await asyncio.to_thread(walk_paths, paths)
-        if not found:
-            raise DiskError("There are no files to send in the chosen paths.")
+        tree = await asyncio.to_thread(walk_tree, paths)
+        found = tree.files
+        if not found and not tree.folders:
+            skipped = f" (skipped: {' '.join(tree.skipped[:5])})" if tree.skipped else ""
+            raise DiskError(f"There are no files to send in the chosen paths{skipped}.")
         try:
             digests = await asyncio.gather(*(asyncio.to_thread(_sha256_of, path) for path, _ in found))
             sizes = [path.stat().st_size for path, _ in found]
@@ -810,9 +923,11 @@ class FileTransfers:
             raise ValueError(f"transfer {tid} is already running")
         files = tuple(FileEntry(path=rel, size=size, sha256=digest.hexdigest())
                       for (_, rel), size, digest in zip(found, sizes, digests))
-        offer = Offer(id=tid, files=files, chunk_size=self.chunk_size, window=self.window)
+        offer = Offer(id=tid, files=files, chunk_size=self.chunk_size, window=self.window,
+                      folders=tuple(tree.folders))
         frames = encode_offer(offer, max_frame=max_frame_bytes(self.connection, self.options))
         transfer = _Sending(self, SendMachine(offer), [path for path, _ in found])
+        transfer.skipped = tuple(tree.skipped)
         self.transfers[tid] = transfer
         for frame in frames:
             self._outbox.control(tid, frame)
@@ -958,6 +1073,6 @@ class FileTransfers:
 
 
 __all__ = [
-    "FileTransfers", "IncomingOffer", "Transfer", "TransferState", "free_space", "max_chunk_payload", "max_frame_bytes",
-    "safe_relative_path", "unique_target", "walk_paths",
+    "FileTransfers", "IncomingOffer", "SendTree", "Transfer", "TransferState", "folder_target", "free_space",
+    "max_chunk_payload", "max_frame_bytes", "safe_relative_path", "unique_target", "walk_paths", "walk_tree",
 ]

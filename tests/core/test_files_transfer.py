@@ -220,6 +220,100 @@ async def test_folders_with_nested_subfolders_and_several_files(link: LinkFactor
     assert len(receiver.of(ev.TRANSFER_FILE_DONE)) == 5 and leftovers(downloads) == []
 
 
+def tree_of(root: Path) -> dict[str, str]:
+    """Every entry under ``root``: a folder as "folder", a file as its SHA-256."""
+    return {p.relative_to(root).as_posix(): "folder" if p.is_dir() else sha(p) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("link", ["memory", "relay"], indirect=True)
+async def test_a_tree_with_nested_empty_folders_arrives_as_sent(link: LinkFactory, tmp_path: Path) -> None:
+    sender, receiver, downloads = await sides(link, tmp_path)
+    root = tmp_path / "out" / "project"
+    for rel in ("empty", "src/pkg/empty-too", "docs/a/b/c", "src/pkg"):
+        (root / rel).mkdir(parents=True, exist_ok=True)
+    for seed, (rel, size) in enumerate([("README", 300), ("src/pkg/mod.py", 70_000), ("src/zero", 0)]):
+        random_file(root / rel, size, seed)
+    outgoing, incoming = await send_and_accept(sender, receiver, [root], downloads)
+    assert tree_of(downloads / "project") == tree_of(root)
+    assert "project/docs/a/b/c" in incoming.folders and outgoing.folders == incoming.folders
+    assert (downloads.resolve() / "project" / "docs" / "a" / "b" / "c") in incoming.folders_created
+    assert outgoing.bytes_total == incoming.bytes_total == 70_300
+    last = receiver.of(ev.TRANSFER_PROGRESS)[-1]
+    assert (last.bytes_done, last.files_done, last.files_total) == (70_300, 3, 3)
+    assert outgoing.skipped == () and leftovers(downloads) == []
+
+
+async def test_an_empty_folder_alone_arrives(tmp_path: Path) -> None:
+    pair = MemoryConnectionPair()
+    try:
+        sender, receiver, downloads = Side(pair.a), Side(pair.b), tmp_path / "downloads"
+        (tmp_path / "out" / "nothing" / "inside").mkdir(parents=True)
+        outgoing, incoming = await send_and_accept(sender, receiver, [tmp_path / "out" / "nothing"], downloads)
+        assert tree_of(downloads) == {"nothing": "folder", "nothing/inside": "folder"}
+        assert outgoing.files == () and incoming.state is files_module.TransferState.FINISHED
+        assert len(sender.of(ev.TRANSFER_FINISHED)) == len(receiver.of(ev.TRANSFER_FINISHED)) == 1
+    finally:
+        await pair.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")
+async def test_symlinks_and_named_pipes_in_a_sent_folder_are_skipped_with_a_note(tmp_path: Path) -> None:
+    pair = MemoryConnectionPair()
+    try:
+        sender, receiver, downloads = Side(pair.a), Side(pair.b), tmp_path / "downloads"
+        root = tmp_path / "out" / "mixed"
+        random_file(root / "keep.bin", 1000)
+        (tmp_path / "secret").write_text("not to be sent")
+        (root / "link").symlink_to(tmp_path / "secret")
+        os.mkfifo(root / "pipe")
+        outgoing, incoming = await send_and_accept(sender, receiver, [root], downloads)
+        assert tree_of(downloads) == {"mixed": "folder", "mixed/keep.bin": sha(root / "keep.bin")}
+        assert len(outgoing.skipped) == 2
+        assert any("link" in n and "symbolic link" in n for n in outgoing.skipped)
+        assert any("pipe" in n and "named pipe" in n for n in outgoing.skipped)
+    finally:
+        await pair.close()
+
+
+async def test_hostile_folder_names_stay_inside_the_download_folder(tmp_path: Path) -> None:
+    pair = MemoryConnectionPair()
+    try:
+        receiver, downloads = Side(pair.b), tmp_path / "downloads"
+        peer = ScriptedPeer(pair.a)
+        payload = b"x"
+        await peer.offer((FileEntry("f", 1, hashlib.sha256(payload).hexdigest()),),
+                         ("../../up", "/abs/olute", "a\\..\\..\\CON", "..", "ok/\x07bell"))
+        incoming = await (await receiver.next_offer()).accept(downloads)
+        await peer.expect(Accept)
+        await peer.send(Chunk(id=peer.id, file=0, offset=0, data=payload))
+        await asyncio.wait_for(incoming.wait(), WAIT)
+        assert sorted(k for k, v in tree_of(downloads).items() if v == "folder") == [
+            "a", "a/_CON", "abs", "abs/olute", "ok", "ok/bell", "unnamed", "up"]
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["downloads"]
+    finally:
+        await pair.close()
+
+
+async def test_a_folder_whose_name_is_taken_by_a_file_is_refused_clearly(tmp_path: Path) -> None:
+    pair = MemoryConnectionPair()
+    try:
+        sender, receiver, downloads = Side(pair.a), Side(pair.b), tmp_path / "downloads"
+        (tmp_path / "out" / "box" / "inner" / "deeper").mkdir(parents=True)
+        random_file(tmp_path / "out" / "box" / "f.bin", 10)
+        (downloads / "box").mkdir(parents=True)
+        (downloads / "box" / "inner").write_bytes(b"mine")
+        outgoing = await sender.transfers.send_files([tmp_path / "out" / "box"])
+        offer = await receiver.next_offer()
+        with pytest.raises(DiskError, match="already there"):
+            await offer.accept(downloads)
+        with pytest.raises(DiskError):
+            await asyncio.wait_for(outgoing.wait(), WAIT)
+        assert (downloads / "box" / "inner").read_bytes() == b"mine"
+        assert sorted(p.name for p in (downloads / "box").iterdir()) == ["inner"]
+    finally:
+        await pair.close()
+
+
 async def test_several_transfers_at_once_alongside_chat(link: LinkFactory, tmp_path: Path) -> None:
     sender, receiver, downloads = await sides(link, tmp_path)
     chat: asyncio.Queue[str] = asyncio.Queue()
@@ -458,8 +552,9 @@ class ScriptedPeer:
         self.received: asyncio.Queue = asyncio.Queue()
         connection.events.on(ev.BINARY, lambda b: self.received.put_nowait(decode_frame(b.data)))
 
-    async def offer(self, files: tuple[FileEntry, ...]) -> None:
-        for frame in encode_offer(Offer(id=self.id, files=files, chunk_size=1024, window=4), max_frame=60_000):
+    async def offer(self, files: tuple[FileEntry, ...], folders: tuple[str, ...] = ()) -> None:
+        offer = Offer(id=self.id, files=files, chunk_size=1024, window=4, folders=folders)
+        for frame in encode_offer(offer, max_frame=60_000):
             await self.connection.send_bytes(frame)
 
     async def send(self, message) -> None:
