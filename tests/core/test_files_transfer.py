@@ -275,6 +275,28 @@ async def test_symlinks_and_named_pipes_in_a_sent_folder_are_skipped_with_a_note
         await pair.close()
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes need a POSIX system")
+async def test_a_file_replaced_by_a_named_pipe_after_the_walk_fails_the_send_instead_of_hanging(
+        tmp_path: Path, monkeypatch) -> None:
+    pair = MemoryConnectionPair()
+    try:
+        sender = Side(pair.a)
+        source = random_file(tmp_path / "out" / "dir" / "data.bin", 10)
+        real_walk = files_module.walk_tree
+
+        def walk_then_swap(paths):
+            tree = real_walk(paths)
+            source.unlink()
+            os.mkfifo(source)
+            return tree
+
+        monkeypatch.setattr(files_module, "walk_tree", walk_then_swap)
+        with pytest.raises(DiskError, match="named pipe"):
+            await asyncio.wait_for(sender.transfers.send_files([source.parent]), WAIT)
+    finally:
+        await pair.close()
+
+
 async def test_hostile_folder_names_stay_inside_the_download_folder(tmp_path: Path) -> None:
     pair = MemoryConnectionPair()
     try:
