@@ -12,13 +12,18 @@ our Realtime Database emulator, upgraded by :func:`core.upgrade.webrtc_upgrader`
 from relay-connected (the upgrader starts) to WebRTC-open (the link is attached).
 
 Run: ``uv run python benchmarks/webrtc.py [--sizes 1024 16384] [--mib 4] [--rounds 5] [--opens 15] [--no-connection]``
+
+Profile: set ``PEERCHAT_BENCH_PROFILE=PREFIX`` to write cProfile statistics of each process to ``PREFIX.parent`` and
+``PREFIX.child`` (read them with ``python -m pstats``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import json
+import os
 import statistics
 import sys
 import time
@@ -362,6 +367,18 @@ async def parent(args: argparse.Namespace, emulator: Emulator | None) -> None:
 
 
 def main(args: argparse.Namespace) -> None:
+    prefix = os.environ.get("PEERCHAT_BENCH_PROFILE")
+    if not prefix:
+        run(args)
+        return
+    profiler = cProfile.Profile()
+    try:
+        profiler.runcall(run, args)
+    finally:
+        profiler.dump_stats(f"{prefix}.{'child' if args.child else 'parent'}")
+
+
+def run(args: argparse.Namespace) -> None:
     if args.child:
         asyncio.run(child(args.database_url))
     elif args.no_connection:
