@@ -330,9 +330,12 @@ def encode_frame(frame: dict[str, Any]) -> str | bytes:
     Raises:
         ValueError: a binary frame's data is not valid base64 (the stream only holds what ``send_bytes`` encoded).
     """
+    kind = frame["kind"]
+    if kind == "data" and "more" not in frame and "confirm" not in frame:  # most frames: no flags to write
+        return f"d{frame['seq']}\n{frame['data']}"
     if "data" not in frame:
-        return f"{_KIND_CODES[frame['kind']]}{frame['seq']}"
-    if frame["kind"] == "binary":
+        return f"{_KIND_CODES[kind]}{frame['seq']}"
+    if kind == "binary":
         raw = base64.b64decode(frame["data"], validate=True)
         return f"{_header(frame)}\n".encode("ascii") + raw
     return f"{_header(frame)}\n{frame['data']}"
@@ -347,6 +350,12 @@ def decode_frame(message: str | bytes) -> dict[str, Any]:
     if isinstance(message, (bytes, bytearray)):
         return _decode_binary(bytes(message))
     text = message
+    if text[:1] == "d":
+        # Most frames: a data frame without flags, read without the general header parser.
+        head, newline, data = text.partition("\n")
+        digits = head[1:]
+        if newline and len(head) <= _MAX_HEADER and digits.isdigit() and digits.isascii():
+            return {"kind": "data", "seq": int(digits), "data": data}
     if text.startswith("{"):
         try:
             frame = json.loads(text)
