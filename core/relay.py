@@ -324,7 +324,8 @@ class RelayConnection(PeerConnection):
         self._link: Link | None = None
         self._state = _State.OPENING
         self._accepted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._written: dict[int, asyncio.Future[None]] = {}
+        # The futures of messages not yet written, by the seq of their last frame (None while _send runs actions).
+        self._written: dict[int, asyncio.Future[None] | None] = {}
         self._ack_waiters: dict[int, asyncio.Future[None]] = {}
         self._close_seq: int | None = None
         self._close_acked = asyncio.Event()
@@ -631,14 +632,18 @@ class RelayConnection(PeerConnection):
             seq, actions = self._stream.send(kind, data, time.monotonic(), confirm=confirm)
         # ``seq`` is the message's last frame: written means all of it was, acknowledged means the peer's
         # application has all of it.
-        written: asyncio.Future[None] = loop.create_future()
-        self._written[seq] = written
+        # A placeholder while the actions run: a frame written at once (most, over WebRTC) needs no future.
+        written = self._written
+        written[seq] = None
         acked: asyncio.Future[None] | None = None
         if confirm:
             acked = self._ack_waiters[seq] = loop.create_future()
         self._run(actions)
-        # The window holds a long message back while the peer reads slowly; the peer time-out bounds this wait.
-        await written
+        if seq in written:
+            # Not written yet. The window holds a long message back while the peer reads slowly; the peer
+            # time-out bounds this wait.
+            waiter = written[seq] = loop.create_future()
+            await waiter
         if acked is None:
             return
         try:
@@ -884,7 +889,7 @@ class RelayConnection(PeerConnection):
             )
             closed.__cause__ = error
         for waiter in [*self._written.values(), *self._ack_waiters.values()]:
-            if not waiter.done():
+            if waiter is not None and not waiter.done():
                 waiter.set_exception(closed)
                 waiter.exception()  # mark retrieved: nobody may be waiting any more
         self._written.clear()
