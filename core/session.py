@@ -268,7 +268,9 @@ class ReliableStream:
             raise ValueError(f"only data and binary messages are split into fragments, not {kind!r}")
         if not isinstance(data, str):
             raise TypeError("frame data must be a string")
-        pieces = split_utf8(data, self.timers.max_frame_bytes)
+        max_bytes = self.timers.max_frame_bytes
+        # A short message fits one frame whatever its characters: no need to look at them.
+        pieces = [data] if len(data) * 4 <= max_bytes and max_bytes >= 4 else split_utf8(data, max_bytes)
         last = len(pieces) - 1
         for index, piece in enumerate(pieces):
             frame: dict[str, Any] = {"kind": kind, "seq": self._next_seq, "data": piece}
@@ -387,7 +389,7 @@ class ReliableStream:
             actions.append(WriteFrame(frame))
         if self._queued:
             self._slow.setdefault(WAIT_WINDOW, _Slow(now))
-        else:
+        elif WAIT_WINDOW in self._slow:
             actions += self._end_slow(WAIT_WINDOW)
         return actions
 
@@ -413,27 +415,32 @@ class ReliableStream:
         # MAX_WINDOW frames ahead, never an unbounded reorder buffer.
         if seq > self._delivered + max(4 * self.timers.window, MAX_WINDOW):
             return [BadFrame(ProtocolError(f"Message {seq} is far beyond the receive window; it was dropped."))]
-        self._reorder[seq] = frame
         actions: list[Action] = []
+        reorder = self._reorder
+        delivered = self._delivered
+        if seq == delivered + 1 and not reorder:
+            nxt: dict[str, Any] | None = frame  # the next one, nothing held back: no trip through the buffer
+        else:
+            reorder[seq] = frame
+            nxt = reorder.pop(delivered + 1, None)
+            if nxt is None:
+                return actions
         urgent = False
-        progressed = False
-        while self._delivered + 1 in self._reorder:
-            nxt = self._reorder.pop(self._delivered + 1)
-            self._delivered += 1
+        while nxt is not None:
+            delivered += 1
+            self._delivered = delivered
             self._unacked_deliveries += 1
             self._unacked_bytes += len(nxt["data"])
-            progressed = True
             urgent = urgent or nxt.get("confirm") is True or nxt["kind"] not in ("data", "binary")
             joined = self._join(nxt)
             if isinstance(joined, Broken):
                 self._broken = True
-                self._reorder.clear()
+                reorder.clear()
                 actions.append(joined)
                 return actions
             if joined is not None:
                 actions.append(joined)
-        if not progressed:
-            return actions
+            nxt = reorder.pop(delivered + 1, None) if reorder else None
         t = self.timers
         if (urgent or t.ack_delay <= 0 or self._unacked_deliveries >= max(1, t.window // 4)
                 or self._unacked_bytes >= t.window_bytes // 4):
