@@ -304,6 +304,12 @@ class ReliableStream:
         actions: list[Action] = []
         if self._broken:
             return actions
+        if type(frame) is dict and len(frame) == 3 and frame.get("kind") == "data":
+            # Most frames: a data frame without flags, checked here without the general checks (same outcome).
+            seq = frame.get("seq")
+            if type(seq) is int and 1 <= seq <= MAX_SEQ and type(frame.get("data")) is str:
+                self._last_heard = now
+                return self._on_sequenced(frame, seq, now)
         try:
             kind, seq = _check_frame(frame)
         except ProtocolError as exc:
@@ -432,7 +438,10 @@ class ReliableStream:
             self._unacked_deliveries += 1
             self._unacked_bytes += len(nxt["data"])
             urgent = urgent or nxt.get("confirm") is True or nxt["kind"] not in ("data", "binary")
-            joined = self._join(nxt)
+            if self._partial_kind is None and nxt.get("more") is not True:  # a whole message (as _join does)
+                joined: Deliver | Broken | None = Deliver(nxt["kind"], nxt["seq"], nxt["data"])
+            else:
+                joined = self._join(nxt)
             if isinstance(joined, Broken):
                 self._broken = True
                 reorder.clear()
