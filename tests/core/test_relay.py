@@ -27,6 +27,11 @@ from core.options import ManagerOptions
 from core.peer import PeerInfo
 from core.relay import FirebasePeerConnectionManager, Link, RelayConnection
 
+try:
+    from .relay_support import wait_for
+except ImportError:  # tests/ is not a package
+    from relay_support import wait_for
+
 RULES = Path(__file__).resolve().parents[2] / "firebase" / "database.rules.json"
 USER = "alice"
 
@@ -43,15 +48,6 @@ FAST = ManagerOptions(
     close_timeout=2.0,
     webrtc=False,
 )
-
-
-async def wait_for(predicate, timeout=15.0, what="condition"):
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 class Recorder:

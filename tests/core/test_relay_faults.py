@@ -5,21 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import uuid
-from pathlib import Path
 
-import firebase_admin
 import pytest
-from google.auth.credentials import AnonymousCredentials
 
 from core import events as ev
-from core.emulator import Emulator
 from core.errors import PeerTimeoutError
 from core.options import ManagerOptions
-from core.peer import PeerInfo
-from core.relay import FirebasePeerConnectionManager
 
-RULES = Path(__file__).resolve().parents[2] / "firebase" / "database.rules.json"
+try:
+    from .relay_support import manager_pairs, wait_for
+except ImportError:  # tests/ is not a package
+    from relay_support import manager_pairs, wait_for
+
 
 OPTIONS = ManagerOptions(
     heartbeat_interval=0.5,
@@ -35,45 +32,10 @@ OPTIONS = ManagerOptions(
 )
 
 
-async def wait_for(predicate, timeout=15.0, what="condition"):
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
-
-
 @pytest.fixture
 async def own_emulator():
-    emu = Emulator(rules=RULES)
-    await emu.start()
-    apps: list[firebase_admin.App] = []
-    managers: list[FirebasePeerConnectionManager] = []
-    namespace = f"faults-{uuid.uuid4().hex[:8]}"
-
-    def make(device_id, options):
-        app = firebase_admin.initialize_app(
-            AnonymousCredentials(),
-            {"databaseURL": emu.database_url(namespace), "databaseAuthVariableOverride": {"uid": "alice"}},
-            name=f"faults-{uuid.uuid4().hex}",
-        )
-        apps.append(app)
-        m = FirebasePeerConnectionManager("alice", PeerInfo(device_id, device_id.title()), app=app, options=options)
-        managers.append(m)
-        return m
-
-    make.emulator = emu
-    try:
+    async with manager_pairs("faults") as make:
         yield make
-    finally:
-        if not emu.running:
-            await emu.start()
-        for m in managers:
-            await m.stop()
-        for app in apps:
-            firebase_admin.delete_app(app)
-        await emu.stop()
 
 
 async def open_pair(make, options):

@@ -20,6 +20,11 @@ from core.peer import PeerInfo
 from core.relay import FirebasePeerConnectionManager
 from core.upgrade import webrtc_upgrader
 
+try:
+    from .relay_support import wait_for
+except ImportError:  # tests/ is not a package
+    from relay_support import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "firebase" / "database.rules.json"
 PEER = Path(__file__).with_name("relay_peer.py")
@@ -81,15 +86,6 @@ async def peer_process(firebase_app_factory):
             await asyncio.wait_for(proc.wait(), 10)
         except TimeoutError:
             pass
-
-
-async def wait_for(predicate, timeout=15.0, what="condition"):
-    try:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        raise AssertionError(f"timed out waiting for {what}") from None
 
 
 async def test_two_processes_echo_in_order_then_stop_cleanly(peer_process):
