@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._tasks import cancel_and_wait
 from .errors import RelayUnavailableError
 from .events import RelayRestored, RelayUnavailable
 from .peer import DeviceStatus, PeerInfo
@@ -232,12 +233,7 @@ class Heartbeat:
     async def stop(self) -> None:
         """Stop beating (does not write the offline record: the owner does that)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
 
 
 class RelayHealth:

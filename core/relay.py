@@ -51,6 +51,7 @@ import firebase_admin
 from pyee.asyncio import AsyncIOEventEmitter
 
 from . import events as ev
+from ._tasks import cancel_and_wait
 from .errors import (
     ClosedError,
     ConnectionClosedError,
@@ -264,12 +265,7 @@ class _RelayWriter:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            try:
-                await task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(task)
         self._idle.set()
 
 
