@@ -145,7 +145,7 @@ def main() -> None:
     parser.add_argument("--writes", type=int, default=40, help="writes for the fan-out figure (default: %(default)s)")
     args = parser.parse_args()
 
-    emulator, emulator_url = start_process(["-m", "core.emulator", "--port", "0", "--keepalive", "1"])
+    emulator, emulator_url = start_process(["-m", "emulator", "--port", "0", "--keepalive", "1"])
     bare, bare_url = start_process(["-c", BARE_SERVER])
     try:
         print(f"emulator at {emulator_url}, bare server at {bare_url}; {os.cpu_count()} CPUs")

@@ -49,7 +49,7 @@ MIB1 = "y" * (1024 * 1024)
 
 
 def emulator_child() -> None:
-    from core.emulator import Emulator
+    from emulator import Emulator
 
     async def run() -> None:
         async with Emulator(rules=RULES) as emu:

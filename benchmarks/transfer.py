@@ -356,7 +356,7 @@ async def chat_round_trips(connection: PeerConnection, echoes: asyncio.Queue[str
 
 
 async def emulator_side() -> None:
-    from core.emulator import Emulator
+    from emulator import Emulator
 
     lines = await stdin_lines()
     async with Emulator(rules=RULES) as emulator:

@@ -38,7 +38,7 @@ from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from google.auth.credentials import AnonymousCredentials
 
 from core import events as ev
-from core.emulator import Emulator
+from emulator import Emulator
 from core.options import ManagerOptions
 from core.peer import PeerInfo
 from core.relay import FirebasePeerConnectionManager, RelayConnection

@@ -38,10 +38,10 @@ from core.options import ManagerOptions
 from core.peer import PeerConnection, PeerConnectionManager, PeerInfo
 
 from .config import Settings
+from .rules import RulesMissingError, rules_file
 
 log = logging.getLogger(__name__)
 
-RULES_FILE = Path(__file__).resolve().parent.parent / "firebase" / "database.rules.json"
 CONNECTION_EVENTS = (DATA, LATENCY, SLOW, RECOVERED, LINK_CHANGED, UPGRADE_FAILED, PROTOCOL_ERROR, CLOSED)
 TRANSFER_EVENTS = ("incoming_transfer", "transfer_progress", "transfer_file_done", "transfer_finished",
                    "transfer_failed", PROTOCOL_ERROR)
@@ -183,7 +183,7 @@ class Backend:
 
     @property
     def emulator(self) -> Any:
-        """The emulator this backend started in this process (core.emulator.Emulator), or None."""
+        """The emulator this backend started in this process (emulator.Emulator), or None."""
         return self._emulator
 
     @property
@@ -278,10 +278,13 @@ class Backend:
         return firebase_admin.initialize_app(credential, options, name=name)
 
     async def _start_emulator(self) -> None:
-        from core.emulator import Emulator
+        from emulator import Emulator
 
         host, port = self._address
-        rules = RULES_FILE if RULES_FILE.is_file() else None
+        try:
+            rules = rules_file()
+        except RulesMissingError as exc:
+            raise RelayGoneError(f"cannot start the embedded emulator: {exc}") from None
         emulator = Emulator(host=host, port=port, rules=rules)
         try:
             await emulator.start()

@@ -6,8 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from core.emulator.__main__ import add_arguments as add_emulator_arguments
-from core.emulator.server import run_emulator
+from emulator.__main__ import add_arguments as add_emulator_arguments
 from peerchat.commands import register as register_commands
 from peerchat.config import add_settings_arguments
 
@@ -21,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     emulator = commands.add_parser(
         "emulator", help="run a local Realtime Database emulator",
         description="Run a local Firebase Realtime Database emulator until Ctrl-C.")
-    add_emulator_arguments(emulator)
+    add_emulator_arguments(emulator, rules_help="security rules file applied to every namespace "
+                           "(default: peerchat's own rules)")
     emulator.set_defaults(handler=_emulator)
     register_commands(commands)
     add_settings_arguments(parser)
@@ -36,7 +36,18 @@ def _app(args: argparse.Namespace) -> int:
 
 
 def _emulator(args: argparse.Namespace) -> int:
-    return run_emulator(args.host, args.port, rules=args.rules, keepalive_interval=args.keepalive,
+    from emulator.server import run_emulator  # aiohttp loads for this command only
+
+    from peerchat.rules import RulesMissingError, rules_file
+
+    rules = args.rules
+    if rules is None:  # peerchat's own rules unless told otherwise, as in the embedded emulator
+        try:
+            rules = str(rules_file())
+        except RulesMissingError as exc:
+            print(f"{PROG}: {exc}", file=sys.stderr, flush=True)
+            return 2
+    return run_emulator(args.host, args.port, rules=rules, keepalive_interval=args.keepalive,
                         print_line=lambda line: print(line, flush=True),
                         print_error=lambda line: print(f"{PROG}: {line}", file=sys.stderr, flush=True))
 

@@ -27,7 +27,7 @@ import firebase_admin
 from google.auth.credentials import AnonymousCredentials
 
 from core import FirebasePeerConnectionManager, ManagerOptions, PeerInfo
-from core.emulator import Emulator
+from emulator import Emulator
 from peerchat.app import create_app
 from peerchat.backend import open_session
 from peerchat.config import Settings

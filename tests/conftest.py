@@ -25,7 +25,7 @@ import pytest
 import requests
 from google.auth.credentials import AnonymousCredentials
 
-from core.emulator import Emulator
+from emulator import Emulator
 
 EMULATOR_HOST_ENV = "FIREBASE_DATABASE_EMULATOR_HOST"
 

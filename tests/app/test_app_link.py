@@ -13,7 +13,7 @@ from textual.widgets import Input, ProgressBar, RichLog, Static
 
 from app_helpers import FAST, USER, in_log, settings_for, wait_until
 from core import FirebasePeerConnectionManager, ManagerOptions, PeerInfo, webrtc_upgrader
-from core.emulator import Emulator
+from emulator import Emulator
 from core.events import INCOMING_CONNECTION
 from peerchat.app import create_app
 from peerchat.backend import open_session

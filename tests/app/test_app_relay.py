@@ -12,7 +12,7 @@ from textual.widgets import Static
 
 from app_helpers import FAST, USER, settings_for, wait_until
 from core import FirebasePeerConnectionManager, PeerInfo
-from core.emulator import Emulator
+from emulator import Emulator
 from peerchat.app import create_app
 
 

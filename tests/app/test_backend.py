@@ -9,7 +9,7 @@ import uuid
 
 from app_helpers import wait_until
 from core import ManagerOptions, PeerInfo
-from core.emulator import Emulator
+from emulator import Emulator
 from peerchat.backend import Backend, relay_answers
 from peerchat.config import Settings
 

@@ -24,7 +24,7 @@ from textual.widgets import Input
 
 from app_helpers import wait_until
 from core import FirebasePeerConnectionManager, ManagerOptions, PeerInfo
-from core.emulator import Emulator
+from emulator import Emulator
 from peerchat.app import create_app
 from peerchat.backend import open_session
 from peerchat.config import Settings

@@ -12,7 +12,7 @@ from pathlib import Path
 import firebase_admin
 from google.auth.credentials import AnonymousCredentials
 
-from core.emulator import Emulator
+from emulator import Emulator
 from core.peer import PeerInfo
 from core.relay import FirebasePeerConnectionManager
 

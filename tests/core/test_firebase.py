@@ -10,7 +10,7 @@ import firebase_admin
 import pytest
 from google.auth.credentials import AnonymousCredentials
 
-from core.emulator import Emulator
+from emulator import Emulator
 from core.errors import PermissionDeniedError, RelayUnavailableError
 from core.firebase import Database, apply_event, map_error
 

@@ -1,4 +1,4 @@
-"""Tests for core.emulator.pushid: 20-character push ids that sort by creation, even within one millisecond."""
+"""Tests for emulator.pushid: 20-character push ids that sort by creation, even within one millisecond."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from core.emulator.pushid import PUSH_CHARS, PushIdGenerator, push_id_time
+from emulator.pushid import PUSH_CHARS, PushIdGenerator, push_id_time
 
 
 def test_alphabet_is_in_ascii_order_so_string_order_is_time_order():

@@ -1,4 +1,4 @@
-"""Tests for core.emulator.query: parsing REST query parameters, Firebase ordering, range filters and limits."""
+"""Tests for emulator.query: parsing REST query parameters, Firebase ordering, range filters and limits."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from core.emulator.query import (
+from emulator.query import (
     UNSET,
     Query,
     apply_query,
@@ -18,7 +18,7 @@ from core.emulator.query import (
     rules_query_vars,
     value_order,
 )
-from core.emulator.tree import DataError
+from emulator.tree import DataError
 
 
 def q(**params: object) -> Query:
@@ -261,7 +261,7 @@ def test_key_range_uses_key_order():
 
 
 def test_push_ids_ordered_by_key_come_in_time_order():
-    from core.emulator.pushid import PushIdGenerator
+    from emulator.pushid import PushIdGenerator
 
     generate = PushIdGenerator(random.Random(3))
     ids = [generate(1_000 + i // 3) for i in range(30)]

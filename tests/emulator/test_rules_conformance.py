@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from core.emulator.rules import RuleSet, RulesParseError
+from emulator.rules import RuleSet, RulesParseError
 
 FIXTURE = Path(__file__).resolve().parents[2] / "../shared/conformance/rules-live-firebase.json"
 

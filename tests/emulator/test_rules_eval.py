@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-import core.emulator.rules._expr as expr_module
-from core.emulator.rules import RuleSet
+import emulator.rules._expr as expr_module
+from emulator.rules import RuleSet
 
 NOW = 1_700_000_000_000
 
@@ -538,7 +538,7 @@ FUZZ_AUTHS = [None, {"uid": "u1", "n": 3, "obj": {"a": [1, "x"]}}, {"uid": 7, "n
 def test_any_expression_loads_or_is_refused_and_evaluation_never_raises():
     import random
 
-    from core.emulator.rules import RulesParseError
+    from emulator.rules import RulesParseError
 
     rng = random.Random(20240611)
 

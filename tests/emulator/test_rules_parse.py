@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from core.emulator.rules import RuleSet, RulesParseError
+from emulator.rules import RuleSet, RulesParseError
 
 
 def load(rule: str, key: str = ".read", *, under: tuple[str, ...] = ()) -> RuleSet:
@@ -307,7 +307,7 @@ def test_rules_nested_too_deeply_are_refused():
 
 
 def test_the_public_surface():
-    import core.emulator.rules as package
+    import emulator.rules as package
 
     assert package.__all__ == ["RuleSet", "RulesParseError"]
     assert issubclass(RulesParseError, ValueError)

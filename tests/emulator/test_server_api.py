@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from core.emulator import Emulator, RulesParseError
+from emulator import Emulator, RulesParseError
 
 WAIT = 20.0
 OWNER = {"Authorization": "Bearer owner"}
@@ -46,9 +46,9 @@ async def _read_events(response: aiohttp.ClientResponse, count: int) -> list[tup
 
 
 def test_public_names():
-    import core.emulator
+    import emulator
 
-    assert sorted(core.emulator.__all__) == ["DEFAULT_PORT", "DataError", "Emulator", "RuleSet", "RulesParseError",
+    assert sorted(emulator.__all__) == ["DEFAULT_PORT", "DataError", "Emulator", "RuleSet", "RulesParseError",
                                              "load_ruleset"]
 
 

@@ -1,4 +1,4 @@
-"""Tests for core.emulator.tree: keys, limits, normalization, server values, copy-on-write writes, output form."""
+"""Tests for emulator.tree: keys, limits, normalization, server values, copy-on-write writes, output form."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from core.emulator.tree import (
+from emulator.tree import (
     MAX_DEPTH,
     MAX_KEY_BYTES,
     MAX_STRING_BYTES,
@@ -24,7 +24,7 @@ from core.emulator.tree import (
     update_paths,
     validate_write,
 )
-from core.emulator.tree import normalize
+from emulator.tree import normalize
 
 FORBIDDEN = [".", "$", "#", "[", "]"] + [chr(c) for c in range(0x20)] + ["\x7f"]
 

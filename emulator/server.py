@@ -41,14 +41,13 @@ from urllib.parse import unquote, unquote_plus
 
 from aiohttp import web
 
-from . import pushid, query, tree
+from . import DEFAULT_PORT, pushid, query, tree
 from .rules import RuleSet, RulesParseError
 from .tree import DataError, Path
 
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PORT = 9000
 DEFAULT_KEEPALIVE_INTERVAL = 30.0
 # The service's REST limit for one request body.
 DEFAULT_MAX_BODY_BYTES = 256 * 1024 * 1024
