@@ -37,10 +37,10 @@ import firebase_admin  # noqa: E402
 from google.auth.credentials import AnonymousCredentials  # noqa: E402
 
 from core import events as ev  # noqa: E402
-from core.firebase import Database  # noqa: E402
+from core.relay.firebase import Database  # noqa: E402
 from core.options import ManagerOptions  # noqa: E402
 from core.peer import PeerInfo  # noqa: E402
-from core.relay import FirebasePeerConnectionManager  # noqa: E402
+from core.manager import FirebasePeerConnectionManager  # noqa: E402
 
 RULES = ROOT / "firebase" / "database.rules.json"
 TS = {".sv": "timestamp"}

@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 from pyee.asyncio import AsyncIOEventEmitter  # noqa: E402
 
 from core import events as ev  # noqa: E402
-from core.files import DEFAULT_WINDOW  # noqa: E402
+from core.files.transfers import DEFAULT_WINDOW  # noqa: E402
 from core.peer import PeerConnection, PeerInfo  # noqa: E402
 
 RULES = ROOT / "firebase" / "database.rules.json"
@@ -83,13 +83,13 @@ class LinkConnection(PeerConnection):
     """The least PeerConnection around a WebRTCLink: what FileTransfers uses (bytes, strings, closed)."""
 
     def __init__(self, link: Any) -> None:
-        from core.framing import MAX_FRAME_BYTES
+        from core.protocol.packets import MAX_PACKET_BYTES
 
         self.events = AsyncIOEventEmitter()
         self._link = link
         self._closed = False
         # The link adds a one-byte header per data-channel message: one transfer frame fills one message.
-        self.max_bytes_message = MAX_FRAME_BYTES - 1
+        self.max_bytes_message = MAX_PACKET_BYTES - 1
         link.events.on("message", self._on_message)
         link.events.on("closed", lambda info: self._close())
 
@@ -126,7 +126,7 @@ class LinkConnection(PeerConnection):
 
 # ------------------------------------------------------------------------------------------------ the two sides
 async def webrtc_side(role: str, args: argparse.Namespace, lines: asyncio.StreamReader) -> None:
-    from core.webrtc import LinkOptions, WebRTCLink, _gather_on, rtc_configuration
+    from core.webrtc.link import LinkOptions, WebRTCLink, _gather_on, rtc_configuration
 
     options = LinkOptions(host_addresses=("127.0.0.1",), open_timeout=30.0, idle_timeout=60.0)
     raw = args.round == "webrtc-raw"  # else "webrtc-link"
@@ -215,7 +215,7 @@ async def relay_side(role: str, args: argparse.Namespace, lines: asyncio.StreamR
     if args.round == "relay-raw":
         from firebase_admin import db
 
-        from core.files import max_chunk_payload
+        from core.files.transfers import max_chunk_payload
         from core.options import ManagerOptions
 
         app = firebase_admin.initialize_app(AnonymousCredentials(), {"databaseURL": args.db}, name="raw")
@@ -235,8 +235,8 @@ async def relay_side(role: str, args: argparse.Namespace, lines: asyncio.StreamR
         return
 
     from core.options import ManagerOptions
-    from core.relay import FirebasePeerConnectionManager
-    from core.upgrade import webrtc_upgrader
+    from core.manager import FirebasePeerConnectionManager
+    from core.webrtc.upgrade import webrtc_upgrader
 
     webrtc = args.round == "webrtc"
     options = ManagerOptions(webrtc=webrtc, upgrade_timeout=20.0, connect_timeout=40.0)
@@ -269,7 +269,7 @@ async def relay_side(role: str, args: argparse.Namespace, lines: asyncio.StreamR
 
 async def connection_side(role: str, args: argparse.Namespace, connection: PeerConnection) -> None:
     """The connection alone: ``send_bytes`` of the file in transfer-sized chunks, one after the other."""
-    from core.files import max_chunk_payload
+    from core.files.transfers import max_chunk_payload
     from core.options import ManagerOptions
 
     if role == "receiver":

@@ -41,9 +41,10 @@ from core import events as ev
 from emulator import Emulator
 from core.options import ManagerOptions
 from core.peer import PeerInfo
-from core.relay import FirebasePeerConnectionManager, RelayConnection
-from core.upgrade import webrtc_upgrader
-from core.webrtc import LinkOptions, WebRTCLink, _gather_on, rtc_configuration
+from core.manager import FirebasePeerConnectionManager
+from core.relay.connection import RelayConnection
+from core.webrtc.upgrade import webrtc_upgrader
+from core.webrtc.link import LinkOptions, WebRTCLink, _gather_on, rtc_configuration
 
 OPTIONS = LinkOptions(host_addresses=("127.0.0.1",), open_timeout=20.0)
 RULES = Path(__file__).resolve().parents[1] / "firebase" / "database.rules.json"

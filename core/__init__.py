@@ -10,9 +10,19 @@ A manager upgrades each connection to WebRTC by default (``ManagerOptions.webrtc
 Files travel with ``FileTransfers(connection, download_dir=...)`` on a connection: ``send_files(paths)`` returns a
 ``Transfer``; the other side's ``incoming_transfer`` event carries an ``IncomingOffer`` to accept or decline.
 
-The modules themselves (``core.relay``, ``core.session``, ...) are internal; event names are the constants in
-``core.events`` (``"incoming_connection"``, ``"data"``, ...), their payloads the classes exported here.
+The modules themselves are internal (``docs/architecture.md`` draws their layers); event names are the constants
+in ``core.events`` (``"incoming_connection"``, ``"data"``, ...), their payloads the classes exported here.
+
+Importing ``core`` is cheap: the vocabulary (errors, options, peers, events) loads at once, and the parts that need
+firebase-admin, aiortc or the disk load on first use of a name that needs them (``FirebasePeerConnectionManager``,
+``webrtc_upgrader``, ``FileTransfers``, ...).
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 
 from .errors import (
     ClosedError,
@@ -41,7 +51,6 @@ from .events import (
     ConnectionClosed,
     Data,
     IncomingConnection,
-    IncomingTransfer,
     Latency,
     LinkChanged,
     PeersChanged,
@@ -50,18 +59,51 @@ from .events import (
     RelayRestored,
     RelayUnavailable,
     Slow,
-    TransferFailed,
-    TransferFileDone,
-    TransferFinished,
-    TransferProgress,
     UpgradeFailed,
 )
-from .files import FileTransfers, IncomingOffer, Transfer, TransferState
 from .options import IceServer, ManagerOptions
-from .peer import DeviceStatus, PeerConnection, PeerConnectionManager, PeerInfo
-from .relay import FirebasePeerConnectionManager
-from .transfer import FileEntry
-from .upgrade import WebRTCUpgrader, webrtc_upgrader
+from .peer import DeviceStatus, PeerConnection, PeerConnectionManager, PeerInfo, Transport
+
+if TYPE_CHECKING:
+    from .files import (
+        FileEntry,
+        FileTransfers,
+        IncomingOffer,
+        IncomingTransfer,
+        Transfer,
+        TransferFailed,
+        TransferFileDone,
+        TransferFinished,
+        TransferProgress,
+        TransferState,
+    )
+    from .manager import FirebasePeerConnectionManager
+    from .webrtc.upgrade import WebRTCUpgrader, webrtc_upgrader
+
+# Names whose modules load on first use: module -> names.
+_LAZY_MODULES = {
+    ".manager": ("FirebasePeerConnectionManager",),
+    ".webrtc.upgrade": ("WebRTCUpgrader", "webrtc_upgrader"),
+    ".files": (
+        "FileEntry", "FileTransfers", "IncomingOffer", "IncomingTransfer", "Transfer", "TransferFailed",
+        "TransferFileDone", "TransferFinished", "TransferProgress", "TransferState",
+    ),
+}
+_LAZY = {name: module for module, names in _LAZY_MODULES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
 
 __all__ = [
     # interfaces and the Firebase implementation
@@ -72,6 +114,7 @@ __all__ = [
     "PeerConnection",
     "PeerConnectionManager",
     "PeerInfo",
+    "Transport",
     # file transfers over any PeerConnection
     "FileEntry",
     "FileTransfers",

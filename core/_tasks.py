@@ -1,8 +1,13 @@
-"""Task utilities shared inside ``core``: :func:`cancel_and_wait`."""
+"""Utilities shared inside ``core``: :func:`cancel_and_wait` and :func:`emit_safely`."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+
+from pyee.asyncio import AsyncIOEventEmitter
+
+log = logging.getLogger("core")
 
 
 async def cancel_and_wait(task: asyncio.Task | None) -> None:
@@ -14,3 +19,11 @@ async def cancel_and_wait(task: asyncio.Task | None) -> None:
         await task
     except asyncio.CancelledError:
         pass
+
+
+def emit_safely(emitter: AsyncIOEventEmitter, name: str, payload: object) -> None:
+    """Emit ``name``; a consumer's handler that raises is logged, never allowed to break the protocol or a link."""
+    try:
+        emitter.emit(name, payload)
+    except Exception:  # noqa: BLE001 - the boundary to consumer code
+        log.exception("a %r event handler failed", name)

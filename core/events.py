@@ -20,7 +20,8 @@ Connections (``PeerConnection.events``):
 - ``protocol_error``  -> :class:`ProtocolErrorEvent` malformed data arrived and was ignored
 - ``closed``          -> :class:`ConnectionClosed` the connection ended (same payload as the manager's)
 
-File transfers (``core.files.FileTransfers.events``, one object per connection):
+File transfers (``core.files.FileTransfers.events``, one object per connection; payloads in
+:mod:`core.files.events`):
 
 - ``incoming_transfer``   -> :class:`IncomingTransfer`   the peer offers files: ``accept()`` or ``decline()`` them
 - ``transfer_progress``   -> :class:`TransferProgress`   bytes done, total, rate and time left (a few per second)
@@ -33,13 +34,10 @@ File transfers (``core.files.FileTransfers.events``, one object per connection):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
-if TYPE_CHECKING:
-    from .files import IncomingOffer, Transfer
-    from .peer import DeviceStatus, PeerConnection, PeerInfo
+from .peer import DeviceStatus, PeerConnection, PeerInfo, Transport, UpgradeFailed
 
-Transport = Literal["relay", "webrtc"]
 CloseReason = Literal["peer-requested-closed", "connection-error", "local-closed"]
 
 INCOMING_CONNECTION = "incoming_connection"
@@ -63,9 +61,6 @@ TRANSFER_PROGRESS = "transfer_progress"
 TRANSFER_FILE_DONE = "transfer_file_done"
 TRANSFER_FINISHED = "transfer_finished"
 TRANSFER_FAILED = "transfer_failed"
-
-TransferDirection = Literal["send", "receive"]
-
 
 @dataclass(frozen=True)
 class IncomingConnection:
@@ -151,60 +146,15 @@ class LinkChanged:
 
 
 @dataclass(frozen=True)
-class UpgradeFailed:
-    reason: str
-    error: BaseException | None = None
-
-
-@dataclass(frozen=True)
 class ProtocolErrorEvent:
     error: BaseException
 
 
-@dataclass(frozen=True)
-class IncomingTransfer:
-    """The peer offers files. ``offer.accept(download_dir)`` or ``offer.decline(reason)``; if this side already has
-    part of them from an interrupted transfer and resumes by itself, ``offer.transfer`` is already running."""
-
-    offer: IncomingOffer
-
-
-@dataclass(frozen=True)
-class TransferProgress:
-    """``bytes_done`` of ``bytes_total`` (confirmed by the receiver when sending); ``rate`` in bytes per second over
-    the last seconds; ``eta`` in seconds, or None while the rate is unknown."""
-
-    transfer: Transfer
-    direction: TransferDirection
-    bytes_done: int
-    bytes_total: int
-    rate: float
-    eta: float | None
-    files_done: int
-    files_total: int
-
-
-@dataclass(frozen=True)
-class TransferFileDone:
-    """File ``path`` (as offered, relative) arrived intact; ``saved_to`` is where the receiver stored it."""
-
-    transfer: Transfer
-    direction: TransferDirection
-    path: str
-    saved_to: str | None
-
-
-@dataclass(frozen=True)
-class TransferFinished:
-    transfer: Transfer
-    direction: TransferDirection
-    bytes_total: int
-
-
-@dataclass(frozen=True)
-class TransferFailed:
-    """``error`` is a TransferError (declined, cancelled, integrity, space, disk, interrupted) or a ProtocolError."""
-
-    transfer: Transfer
-    direction: TransferDirection
-    error: BaseException
+__all__ = [
+    "BINARY", "CLOSED", "CONNECTION_CLOSED", "DATA", "INCOMING_CONNECTION", "INCOMING_TRANSFER", "LATENCY",
+    "LINK_CHANGED", "PEERS_CHANGED", "PROTOCOL_ERROR", "RECOVERED", "RELAY_RESTORED", "RELAY_UNAVAILABLE", "SLOW",
+    "TRANSFER_FAILED", "TRANSFER_FILE_DONE", "TRANSFER_FINISHED", "TRANSFER_PROGRESS", "UPGRADE_FAILED",
+    "BinaryData", "CloseReason", "ConnectionClosed", "Data", "IncomingConnection", "Latency", "LinkChanged",
+    "PeersChanged", "ProtocolErrorEvent", "Recovered", "RelayRestored", "RelayUnavailable", "Slow", "Transport",
+    "UpgradeFailed",
+]

@@ -1,15 +1,26 @@
 """The consumer-facing interfaces: :class:`PeerInfo`, :class:`DeviceStatus`, :class:`PeerConnection` and
-:class:`PeerConnectionManager`."""
+:class:`PeerConnectionManager`, with what they need: :data:`Transport` and :class:`UpgradeFailed`.
+
+The bottom of ``core`` with ``errors``, ``options`` and ``events``: it imports nothing else from ``core``."""
 
 from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Self
+from typing import Literal, Self
 
 from pyee.asyncio import AsyncIOEventEmitter
 
-from .events import Transport, UpgradeFailed
+Transport = Literal["relay", "webrtc"]
+"""The link that carries a connection's data now."""
+
+
+@dataclass(frozen=True)
+class UpgradeFailed:
+    """A WebRTC upgrade attempt failed (``reason`` in words, ``error`` the failure); the relay keeps working."""
+
+    reason: str
+    error: BaseException | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +82,19 @@ class PeerConnection(abc.ABC):
     @property
     @abc.abstractmethod
     def is_closed(self) -> bool: ...
+
+    @property
+    def max_bytes_message(self) -> int | None:
+        """The largest ``send_bytes()`` message that travels as ONE frame on every link this connection may use, or
+        None when the connection does not say (features such as file transfers then assume a conservative size)."""
+        return None
+
+    @property
+    def keeps_call_order(self) -> bool:
+        """True when messages from ``send()`` / ``send_bytes()`` calls started one after the other without awaiting
+        are delivered in the order of the calls, so a caller may keep several sends in flight at once. False (the
+        default) tells such callers to await each send before the next."""
+        return False
 
     @property
     def upgrade_failure(self) -> UpgradeFailed | None:

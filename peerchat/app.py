@@ -15,13 +15,12 @@ from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
-from core.errors import PeerchatError
+from core import IncomingConnection as IncomingConnectionEvent
+from core import PeerchatError, PeerConnectionManager, PeerInfo
+from core import PeersChanged as PeersChangedEvent
+from core import RelayRestored as RelayRestoredEvent
+from core import RelayUnavailable as RelayUnavailableEvent
 from core.events import INCOMING_CONNECTION, PEERS_CHANGED, RELAY_RESTORED, RELAY_UNAVAILABLE
-from core.events import IncomingConnection as IncomingConnectionEvent
-from core.events import PeersChanged as PeersChangedEvent
-from core.events import RelayRestored as RelayRestoredEvent
-from core.events import RelayUnavailable as RelayUnavailableEvent
-from core.peer import PeerConnectionManager, PeerInfo
 
 from .backend import Backend, SessionLink, describe_error, open_session
 from .config import ConfigError, Settings, settings_from_args

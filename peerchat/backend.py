@@ -20,22 +20,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from pyee.asyncio import AsyncIOEventEmitter
 
-from core.errors import PeerchatError
+from core import ManagerOptions, PeerchatError, PeerConnection, PeerConnectionManager, PeerInfo
 from core.events import (
     CLOSED,
     DATA,
+    INCOMING_TRANSFER,
     LATENCY,
     LINK_CHANGED,
     PROTOCOL_ERROR,
     RECOVERED,
     SLOW,
+    TRANSFER_FAILED,
+    TRANSFER_FILE_DONE,
+    TRANSFER_FINISHED,
+    TRANSFER_PROGRESS,
     UPGRADE_FAILED,
 )
-from core.options import ManagerOptions
-from core.peer import PeerConnection, PeerConnectionManager, PeerInfo
 
 from .config import Settings
 from .rules import RulesMissingError, rules_file
@@ -43,8 +45,8 @@ from .rules import RulesMissingError, rules_file
 log = logging.getLogger(__name__)
 
 CONNECTION_EVENTS = (DATA, LATENCY, SLOW, RECOVERED, LINK_CHANGED, UPGRADE_FAILED, PROTOCOL_ERROR, CLOSED)
-TRANSFER_EVENTS = ("incoming_transfer", "transfer_progress", "transfer_file_done", "transfer_finished",
-                   "transfer_failed", PROTOCOL_ERROR)
+TRANSFER_EVENTS = (INCOMING_TRANSFER, TRANSFER_PROGRESS, TRANSFER_FILE_DONE, TRANSFER_FINISHED, TRANSFER_FAILED,
+                   PROTOCOL_ERROR)
 
 
 class RelayGoneError(PeerchatError):
@@ -127,7 +129,7 @@ class SessionLink:
 def open_session(connection: PeerConnection, download_dir: Path) -> SessionLink:
     """Attach file transfers and a tap to a new connection. Call it as soon as the connection exists (no await
     between), so that no message or file offer can arrive unheard."""
-    from core.files import FileTransfers
+    from core import FileTransfers
 
     transfers = FileTransfers(connection, download_dir=download_dir)
     tap = EventTap(connection.events, CONNECTION_EVENTS)
@@ -137,6 +139,8 @@ def open_session(connection: PeerConnection, download_dir: Path) -> SessionLink:
 
 async def relay_answers(host: str, port: int, *, timeout: float = 2.0) -> bool:
     """True when something at host:port answers like a Realtime Database (an HTTP reply to a shallow read)."""
+    import aiohttp  # loads with the relay, not for `peerchat --help`
+
     url = f"http://{host}:{port}/.json?ns=peerchat&shallow=true"
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:

@@ -39,8 +39,11 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from core.errors import (
+from core import (
     ConnectError,
+    PeerConnection,
+    PeerConnectionManager,
+    PeerInfo,
     ConnectionClosedError,
     ConnectionDeclinedError,
     PeerchatError,
@@ -49,8 +52,15 @@ from core.errors import (
     RelayError,
     TransferError,
 )
-from core.events import CLOSED, DATA, INCOMING_CONNECTION
-from core.peer import PeerConnection, PeerConnectionManager, PeerInfo
+from core.events import (
+    CLOSED,
+    DATA,
+    INCOMING_CONNECTION,
+    INCOMING_TRANSFER,
+    TRANSFER_FAILED,
+    TRANSFER_FILE_DONE,
+    TRANSFER_PROGRESS,
+)
 
 from .backend import Backend, RelayGoneError, describe_error
 from .config import ConfigError, Settings, add_settings_arguments, settings_from_args
@@ -272,11 +282,11 @@ async def _declined(connection: PeerConnection, closed: asyncio.Future[Any],
 
 async def send_files(connection: PeerConnection, files: list[Path], settings: Settings, err: TextIO) -> None:
     """Send ``files`` and wait until the other device verified every one (progress on ``err``)."""
-    from core.files import FileTransfers
+    from core import FileTransfers
 
     transfers = FileTransfers(connection, download_dir=settings.download_dir)
     progress = ProgressPrinter(err)
-    transfers.events.on("transfer_progress", progress.update)
+    transfers.events.on(TRANSFER_PROGRESS, progress.update)
     try:
         transfer = await transfers.send_files(files)
         _say(err, f"offered {len(transfer.files)} file(s), {format_bytes(transfer.bytes_total)}")
@@ -372,7 +382,7 @@ async def receive_main(settings: Settings, args: argparse.Namespace, out: TextIO
 def attach_receiver(connection: PeerConnection, download_dir: Path, arrived: Any, err: TextIO,
                     closers: list[Any]) -> None:
     """Accept every file offer on ``connection`` into ``download_dir``; report each saved file."""
-    from core.files import FileTransfers
+    from core import FileTransfers
 
     label = connection.peer.label
     transfers = FileTransfers(connection, download_dir=download_dir)
@@ -391,9 +401,9 @@ def attach_receiver(connection: PeerConnection, download_dir: Path, arrived: Any
         except Exception as exc:  # refused for want of space or a disk error: say so, keep receiving
             _say(err, describe_error(f"accepting files from {label}", exc))
 
-    transfers.events.on("incoming_transfer", on_offer)
-    transfers.events.on("transfer_progress", progress.update)
-    transfers.events.on("transfer_file_done",
+    transfers.events.on(INCOMING_TRANSFER, on_offer)
+    transfers.events.on(TRANSFER_PROGRESS, progress.update)
+    transfers.events.on(TRANSFER_FILE_DONE,
                         lambda done: done.direction == "receive" and arrived("file", label, str(done.saved_to)))
-    transfers.events.on("transfer_failed",
+    transfers.events.on(TRANSFER_FAILED,
                         lambda failed: _say(err, describe_error(f"a transfer from {label}", failed.error)))

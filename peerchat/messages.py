@@ -7,7 +7,7 @@ from typing import Any
 
 from textual.message import Message
 
-from core.peer import DeviceStatus, PeerConnectionManager, PeerInfo
+from core import DeviceStatus, PeerConnectionManager, PeerInfo
 
 from .backend import SessionLink
 

@@ -11,18 +11,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from core.errors import ConnectionDeclinedError
-from core.events import (
+from core import (
     ConnectionClosed,
+    ConnectionDeclinedError,
+    DeviceStatus,
     Latency,
     LinkChanged,
     ProtocolErrorEvent,
     Recovered,
     Slow,
     Transport,
+    PeerInfo,
     UpgradeFailed,
 )
-from core.peer import DeviceStatus, PeerInfo
 
 Severity = Literal["information", "warning", "error"]
 

@@ -6,7 +6,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import Label
 
-from core.peer import PeerInfo
+from core import PeerInfo
 
 from .answer import AnswerDialog
 

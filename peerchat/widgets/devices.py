@@ -10,7 +10,7 @@ from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import DataTable
 
-from core.peer import PeerInfo
+from core import PeerInfo
 
 from ..models import DeviceRow, format_ago
 

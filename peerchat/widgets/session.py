@@ -16,7 +16,15 @@ from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Input, RichLog, Static
 
-from core.events import CLOSED, DATA
+from core.events import (
+    CLOSED,
+    DATA,
+    INCOMING_TRANSFER,
+    TRANSFER_FAILED,
+    TRANSFER_FILE_DONE,
+    TRANSFER_FINISHED,
+    TRANSFER_PROGRESS,
+)
 
 from ..backend import SessionLink, describe_error
 from ..messages import ActionFailed
@@ -32,13 +40,6 @@ from ..models import (
     parse_chat_input,
 )
 from .transfers import TransferList
-
-INCOMING_TRANSFER = "incoming_transfer"
-TRANSFER_PROGRESS = "transfer_progress"
-TRANSFER_FILE_DONE = "transfer_file_done"
-TRANSFER_FINISHED = "transfer_finished"
-TRANSFER_FAILED = "transfer_failed"
-
 
 class SessionView(Vertical):
     """Everything about one connection. Core's events arrive through the link's tap as messages."""

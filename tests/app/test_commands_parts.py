@@ -16,7 +16,7 @@ from core.errors import (
     RelayUnavailableError,
     TransferDeclinedError,
 )
-from core.events import TransferProgress
+from core.files import TransferProgress
 from peerchat.backend import RelayGoneError
 from peerchat.commands import CommandError, ProgressPrinter, escape_line, exit_code_for, register, run_command
 from peerchat.config import ConfigError

@@ -29,8 +29,8 @@ from core import events as ev
 from core.errors import PeerchatError
 from core.options import ManagerOptions
 from core.peer import PeerInfo
-from core.relay import FirebasePeerConnectionManager
-from core.upgrade import webrtc_upgrader
+from core.manager import FirebasePeerConnectionManager
+from core.webrtc.upgrade import webrtc_upgrader
 
 
 def emit(**fields: Any) -> None:

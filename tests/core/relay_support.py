@@ -14,7 +14,7 @@ from google.auth.credentials import AnonymousCredentials
 
 from emulator import Emulator
 from core.peer import PeerInfo
-from core.relay import FirebasePeerConnectionManager
+from core.manager import FirebasePeerConnectionManager
 
 RULES = Path(__file__).resolve().parents[2] / "firebase" / "database.rules.json"
 

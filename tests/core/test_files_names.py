@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from core.errors import DiskError, ProtocolError
-from core.files import folder_target, safe_relative_path, unique_target, walk_paths, walk_tree
+from core.files.transfers import folder_target, safe_relative_path, unique_target, walk_paths, walk_tree
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from core import events as ev
-from core import files as files_module
+from core.files import transfers as files_module
 from core.errors import (
     DiskError,
     InsufficientSpaceError,
@@ -29,10 +29,10 @@ from core.errors import (
     TransferDeclinedError,
     TransferInterruptedError,
 )
-from core.files import FileTransfers, max_chunk_payload
+from core.files.transfers import FileTransfers, max_chunk_payload
 from core.options import ManagerOptions
 from core.peer import PeerConnection, PeerInfo
-from core.transfer import (
+from core.files.protocol import (
     Accept,
     Cancel,
     Chunk,
@@ -70,8 +70,8 @@ WEBRTC_LINK = {"host_addresses": ("127.0.0.1",), "keepalive_interval": 0.3, "idl
 async def manager_pairs(request: pytest.FixtureRequest, webrtc: bool) -> AsyncIterator[LinkFactory]:
     """Connections between two devices of one user through the emulator (FirebasePeerConnectionManager), each call
     a new session: relay only, or upgraded to WebRTC by the default upgrader (``webrtc_upgrader``)."""
-    from core.relay import FirebasePeerConnectionManager
-    from core.upgrade import webrtc_upgrader
+    from core.manager import FirebasePeerConnectionManager
+    from core.webrtc.upgrade import webrtc_upgrader
 
     factory = request.getfixturevalue("firebase_app_factory")
     factory.load_rules(RULES)
@@ -381,7 +381,7 @@ async def test_cancel_by_either_side_mid_transfer(link: LinkFactory, tmp_path: P
     cancelling = outgoing if who == "sender" else incoming
     side = sender if who == "sender" else receiver
 
-    def on_progress(progress: ev.TransferProgress) -> None:
+    def on_progress(progress: TransferProgress) -> None:
         if progress.bytes_done > 0:
             asyncio.ensure_future(cancelling.cancel())
 
@@ -395,7 +395,7 @@ async def test_cancel_by_either_side_mid_transfer(link: LinkFactory, tmp_path: P
 
 
 async def cut_after(side: Side, connection: PeerConnection, bytes_done: int) -> None:
-    def on_progress(progress: ev.TransferProgress) -> None:
+    def on_progress(progress: TransferProgress) -> None:
         if progress.bytes_done >= bytes_done and not connection.is_closed:
             asyncio.ensure_future(connection.disconnect())
 
@@ -643,7 +643,7 @@ async def test_a_transfer_over_webrtc_goes_on_over_the_relay_when_the_transport_
             (receiver.transfers.connection.transport, p.bytes_done)))
         stopped: list[asyncio.Future] = []
 
-        def tear_down(progress: ev.TransferProgress) -> None:
+        def tear_down(progress: TransferProgress) -> None:
             if progress.bytes_done >= MB and not stopped:
                 # As a network failure would: aiortc's transport stops under the WebRTC link of one side.
                 link = connections[cut]._link.link
@@ -678,7 +678,7 @@ async def test_an_interrupted_transfer_resumes_on_a_new_session_after_the_relay_
         incoming = await (await receiver.next_offer()).accept(downloads)
         dropped = asyncio.get_running_loop().create_future()
 
-        def drop(progress: ev.TransferProgress) -> None:
+        def drop(progress: TransferProgress) -> None:
             if progress.bytes_done >= MB and not dropped.done():
                 dropped.set_result(asyncio.ensure_future(receiver.transfers.connection.disconnect()))
 
@@ -703,7 +703,7 @@ async def test_an_interrupted_transfer_resumes_on_a_new_session_after_the_relay_
 
 
 async def test_several_chunks_in_flight_only_on_connections_known_to_keep_call_order(link: LinkFactory) -> None:
-    from core.relay import RelayConnection
+    from core.relay.connection import RelayConnection
 
     a, _ = await link()
     transfers = FileTransfers(a)
@@ -721,19 +721,19 @@ async def test_a_connection_closing_while_the_files_are_hashed_fails_the_send(tm
     TransferInterruptedError instead of leaving a transfer that waits forever for a peer that is gone."""
     import threading
 
-    import core.files
+    import core.files.transfers
 
     source = tmp_path / "a.txt"
     source.write_bytes(b"hello")
     hashing, release = threading.Event(), threading.Event()
-    real_sha = core.files._sha256_of
+    real_sha = core.files.transfers._sha256_of
 
     def slow_sha(path):
         hashing.set()
         release.wait(10)
         return real_sha(path)
 
-    monkeypatch.setattr(core.files, "_sha256_of", slow_sha)
+    monkeypatch.setattr(core.files.transfers, "_sha256_of", slow_sha)
     pair = MemoryConnectionPair()
     transfers = FileTransfers(pair.a, download_dir=tmp_path / "in")
     try:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
-from core.files import _Outbox, max_chunk_payload, max_frame_bytes
+from core.files.transfers import _Outbox, max_chunk_payload, max_frame_bytes
 from core.options import ManagerOptions
-from core.transfer import CHUNK_HEADER_SIZE
+from core.files.protocol import CHUNK_HEADER_SIZE
 
 
 async def test_outbox_sends_control_frames_first_then_one_chunk_per_transfer_in_turn() -> None:

@@ -12,7 +12,7 @@ from google.auth.credentials import AnonymousCredentials
 
 from emulator import Emulator
 from core.errors import PermissionDeniedError, RelayUnavailableError
-from core.firebase import Database, apply_event, map_error
+from core.relay.firebase import Database, apply_event, map_error
 
 
 # ------------------------------------------------------------------------------------------------- mirror (no I/O)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.negotiation import NegotiationIgnored, Offer, make_request, new_session_id, read_request, valid_session_id
+from core.protocol.negotiation import NegotiationIgnored, Offer, make_request, new_session_id, read_request, valid_session_id
 
 SID = "abcdefghijklmnopqrstuv"
 

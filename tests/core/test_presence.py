@@ -7,7 +7,9 @@ import asyncio
 import pytest
 
 from core.peer import DeviceStatus, PeerInfo
-from core.presence import Heartbeat, PresenceView, heartbeat_record, peer_from_record, valid_id
+from core.protocol.presence import PresenceView, peer_from_record
+from core.protocol.records import heartbeat_record, valid_id
+from core.relay.heartbeat import Heartbeat
 
 
 def rec(label, last_seen_s, online=True):

@@ -22,10 +22,12 @@ from core.errors import (
     PermissionDeniedError,
     ProtocolError,
 )
-from core.firebase import Database
+from core.relay.firebase import Database
 from core.options import ManagerOptions
 from core.peer import PeerInfo
-from core.relay import FirebasePeerConnectionManager, Link, RelayConnection
+from core.link import Link
+from core.manager import FirebasePeerConnectionManager
+from core.relay.connection import RelayConnection
 
 try:
     from .relay_support import wait_for

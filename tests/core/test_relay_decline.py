@@ -9,7 +9,7 @@ import pytest
 
 from core import events as ev
 from core.errors import ConnectionDeclinedError
-from core.firebase import Database
+from core.relay.firebase import Database
 from core.peer import MAX_DECLINE_REASON
 
 from test_relay import FAST, USER, Recorder, cleanup, pair, relay, wait_for  # noqa: F401 - fixtures
@@ -77,7 +77,7 @@ async def test_bad_decline_reasons_are_refused_and_the_connection_stays_open(rel
 
 
 def test_a_declined_close_frame_crosses_a_webrtc_link_unchanged():
-    from core.upgrade import decode_frame, encode_frame
+    from core.protocol.linkframes import decode_frame, encode_frame
 
     frame = {"kind": "close", "seq": 47, "data": "declined\nbusy"}
     assert decode_frame(encode_frame(frame)) == frame

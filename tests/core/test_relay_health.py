@@ -12,7 +12,8 @@ import pytest
 from core import events as ev
 from core.errors import PermissionDeniedError, RelayUnavailableError
 from core.options import ManagerOptions
-from core.presence import Heartbeat, RelayHealth
+from core.protocol.presence import RelayHealth
+from core.relay.heartbeat import Heartbeat
 
 try:
     from .relay_support import manager_pairs, wait_for

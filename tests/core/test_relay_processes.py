@@ -17,8 +17,8 @@ from core import events as ev
 from core.errors import PeerTimeoutError
 from core.options import ManagerOptions
 from core.peer import PeerInfo
-from core.relay import FirebasePeerConnectionManager
-from core.upgrade import webrtc_upgrader
+from core.manager import FirebasePeerConnectionManager
+from core.webrtc.upgrade import webrtc_upgrader
 
 try:
     from .relay_support import wait_for

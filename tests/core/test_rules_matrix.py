@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from core.errors import PermissionDeniedError
-from core.firebase import Database
-from core.negotiation import make_request
-from core.presence import heartbeat_record
+from core.relay.firebase import Database
+from core.protocol.negotiation import make_request
+from core.protocol.records import heartbeat_record
 
 RULES = Path(__file__).resolve().parents[2] / "firebase" / "database.rules.json"
 TS = {".sv": "timestamp"}

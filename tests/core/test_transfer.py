@@ -16,7 +16,7 @@ from core.errors import (
     TransferDeclinedError,
     TransferInterruptedError,
 )
-from core.transfer import (
+from core.files.protocol import (
     CHUNK_HEADER_SIZE,
     Accept,
     Ack,
@@ -181,7 +181,7 @@ def test_malformed_folder_entries_raise_protocol_error(folders) -> None:
 
 
 def test_too_many_folders_in_an_offer_is_a_protocol_error(monkeypatch) -> None:
-    import core.transfer as transfer_module
+    import core.files.protocol as transfer_module
 
     monkeypatch.setattr(transfer_module, "MAX_FILES", 5)
     with pytest.raises(ProtocolError, match="folder"):

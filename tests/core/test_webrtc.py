@@ -15,9 +15,9 @@ from aiortc import RTCConfiguration, RTCIceServer
 
 from core.errors import ClosedError, ConnectionClosedError, MessageTooLargeError, ProtocolError, UpgradeError
 from core.events import ProtocolErrorEvent
-from core.framing import MAX_FRAME_BYTES, Message
+from core.protocol.packets import MAX_PACKET_BYTES, ChannelMessage
 from core.options import IceServer
-from core.webrtc import LinkClosed, LinkOptions, LinkState, WebRTCLink, rtc_configuration
+from core.webrtc.link import LinkClosed, LinkOptions, LinkState, WebRTCLink, rtc_configuration
 
 # Tests gather host candidates on 127.0.0.1 only: no traffic ever leaves loopback.
 LOOPBACK = LinkOptions(host_addresses=("127.0.0.1",))
@@ -55,7 +55,7 @@ class Recorder:
         link.events.on("closed", self._on_closed)
         link.events.on("protocol_error", self.protocol_errors.append)
 
-    def _on_message(self, message: Message) -> None:
+    def _on_message(self, message: ChannelMessage) -> None:
         self.messages.append(message.data)
         self.arrived.set()
 
@@ -163,10 +163,10 @@ async def test_a_thousand_messages_arrive_in_order() -> None:
 
 async def test_concurrent_large_sends_do_not_interleave_their_fragments() -> None:
     # A small high-water mark makes each send wait between its fragments, giving the other a chance to cut in.
-    options = replace(LOOPBACK, high_water=MAX_FRAME_BYTES, low_water=MAX_FRAME_BYTES // 4)
+    options = replace(LOOPBACK, high_water=MAX_PACKET_BYTES, low_water=MAX_PACKET_BYTES // 4)
     async with link_pair(options, options) as pair:
         await pair.open()
-        first, second = "a" * (5 * MAX_FRAME_BYTES), b"b" * (5 * MAX_FRAME_BYTES)
+        first, second = "a" * (5 * MAX_PACKET_BYTES), b"b" * (5 * MAX_PACKET_BYTES)
         await asyncio.gather(pair.a.send(first), pair.a.send(second))
         received = await pair.rb.wait_for(2)
         assert sorted(received, key=lambda item: isinstance(item, bytes)) == [first, second]
@@ -268,7 +268,7 @@ async def test_a_failing_event_handler_does_not_break_the_link() -> None:
     async with link_pair() as pair:
         await pair.open()
 
-        def broken(message: Message) -> None:
+        def broken(message: ChannelMessage) -> None:
             raise RuntimeError("consumer bug")
 
         pair.b.events.on("message", broken)
@@ -304,7 +304,7 @@ async def test_a_message_over_the_limit_is_refused_before_sending() -> None:
 
 async def test_flow_control_keeps_the_buffer_under_the_high_water_mark() -> None:
     options = replace(LOOPBACK, high_water=256 * 1024, low_water=64 * 1024)
-    message = b"f" * (MAX_FRAME_BYTES - 1)  # exactly one frame
+    message = b"f" * (MAX_PACKET_BYTES - 1)  # exactly one frame
     count = 128  # 8 MiB: far above the high-water mark if nothing held the sender back
     async with link_pair(options, options) as pair:
         await pair.open()
@@ -312,7 +312,7 @@ async def test_flow_control_keeps_the_buffer_under_the_high_water_mark() -> None
         for _ in range(count):
             await pair.a.send(message)
             highest = max(highest, pair.a.buffered_amount)
-        assert highest <= options.high_water + MAX_FRAME_BYTES
+        assert highest <= options.high_water + MAX_PACKET_BYTES
         assert highest > options.low_water, "the test must actually fill the buffer"
         received = await pair.rb.wait_for(count)
         assert all(item == message for item in received)
@@ -406,10 +406,10 @@ def test_role_is_checked() -> None:
 
 
 async def test_small_messages_sent_while_a_large_one_waits_for_room_keep_their_order() -> None:
-    options = replace(LOOPBACK, high_water=MAX_FRAME_BYTES, low_water=MAX_FRAME_BYTES // 4)
+    options = replace(LOOPBACK, high_water=MAX_PACKET_BYTES, low_water=MAX_PACKET_BYTES // 4)
     async with link_pair(options, options) as pair:
         await pair.open()
-        big = "B" * (6 * MAX_FRAME_BYTES)
+        big = "B" * (6 * MAX_PACKET_BYTES)
         sends = [asyncio.ensure_future(pair.a.send(big))]
         await asyncio.sleep(0)  # the big send is now waiting for room between its fragments
         sends += [asyncio.ensure_future(pair.a.send(f"small {i}")) for i in range(20)]
@@ -419,17 +419,17 @@ async def test_small_messages_sent_while_a_large_one_waits_for_room_keep_their_o
 
 
 async def test_send_now_sends_one_frame_at_once_or_declines_without_sending() -> None:
-    options = replace(LOOPBACK, high_water=MAX_FRAME_BYTES, low_water=MAX_FRAME_BYTES // 4)
+    options = replace(LOOPBACK, high_water=MAX_PACKET_BYTES, low_water=MAX_PACKET_BYTES // 4)
     async with link_pair(options, options) as pair:
         assert pair.a.send_now("too early") is False  # not open
         await pair.open()
         assert pair.a.send_now("first") is True
         assert pair.a.send_now(b"\x00second") is True
-        assert pair.a.send_now("x" * MAX_FRAME_BYTES) is False  # needs two frames: send() must take it
-        big = asyncio.ensure_future(pair.a.send("B" * (6 * MAX_FRAME_BYTES)))
+        assert pair.a.send_now("x" * MAX_PACKET_BYTES) is False  # needs two frames: send() must take it
+        big = asyncio.ensure_future(pair.a.send("B" * (6 * MAX_PACKET_BYTES)))
         await asyncio.sleep(0)  # the big send waits for room between its fragments
         assert pair.a.send_now("behind the big one") is False  # would overtake it
         await big
-        assert await pair.rb.wait_for(3) == ["first", b"\x00second", "B" * (6 * MAX_FRAME_BYTES)]
+        assert await pair.rb.wait_for(3) == ["first", b"\x00second", "B" * (6 * MAX_PACKET_BYTES)]
         await pair.a.close()
         assert pair.a.send_now("after close") is False

@@ -13,8 +13,9 @@ import pytest
 from core import events as ev
 from core.options import ManagerOptions
 from core.peer import PeerConnection, PeerInfo
-from core.relay import FirebasePeerConnectionManager
-from core.upgrade import ConnectionUpgrade, WebRTCUpgrader, decode_frame, webrtc_upgrader
+from core.manager import FirebasePeerConnectionManager
+from core.protocol.linkframes import decode_frame
+from core.webrtc.upgrade import ConnectionUpgrade, WebRTCUpgrader, webrtc_upgrader
 
 RULES = Path(__file__).resolve().parents[2] / "firebase" / "database.rules.json"
 USER = "alice"

@@ -26,8 +26,8 @@ import sys
 import time
 from typing import Any
 
-from core.framing import MAX_FRAME_BYTES
-from core.webrtc import LinkClosed, LinkOptions, WebRTCLink
+from core.protocol.packets import MAX_PACKET_BYTES
+from core.webrtc.link import LinkClosed, LinkOptions, WebRTCLink
 
 BIG = "".join(chr(0x41 + i % 26) for i in range(1024 * 1024))
 
@@ -67,7 +67,7 @@ async def echo_until_closed(link: WebRTCLink, received: asyncio.Queue[str | byte
 
 async def flood(link: WebRTCLink, received: asyncio.Queue[str | bytes], count: int) -> dict[str, int]:
     """Send ``count`` one-frame binary messages as fast as send() allows; return the largest buffered amount seen."""
-    message = b"f" * (MAX_FRAME_BYTES - 1)
+    message = b"f" * (MAX_PACKET_BYTES - 1)
     highest = 0
     for _ in range(count):
         await link.send(message)
@@ -76,7 +76,7 @@ async def flood(link: WebRTCLink, received: asyncio.Queue[str | bytes], count: i
     reply = await received.get()
     if reply != f"got {count}":
         raise AssertionError(f"the receiver answered {reply!r}, expected 'got {count}'")
-    return {"max_buffered": highest, "frame": MAX_FRAME_BYTES}
+    return {"max_buffered": highest, "frame": MAX_PACKET_BYTES}
 
 
 async def main(args: argparse.Namespace) -> int:

@@ -1,17 +1,17 @@
-"""The transparent WebRTC upgrade: an upgrader for relay connections that opens, attaches and re-opens WebRTC links.
+"""The transparent WebRTC upgrade: an upgrader for connections that opens, attaches and re-opens WebRTC links.
 
-:class:`~core.relay.FirebasePeerConnectionManager` uses ``webrtc_upgrader(options)`` by default; pass one
+:class:`~core.manager.FirebasePeerConnectionManager` uses ``webrtc_upgrader(options)`` by default; pass one
 explicitly to change the link options (``host_addresses``, ``idle_timeout``, ...)::
 
     manager = FirebasePeerConnectionManager(uid, device, options=options,
                                             upgrader=webrtc_upgrader(options, host_addresses=("127.0.0.1",)))
 
 On every new connection, on both sides and before the connection is handed out, the upgrader opens a
-:class:`core.webrtc.WebRTCLink` signalled over the connection itself (``send_signal`` / ``set_signal_handler``):
-the initiator offers, the target answers. Once the data channel is open the link is attached to the connection
-(``attach_link``): the connection's frames (:mod:`core.session` dicts: :func:`encode_frame`, text for strings and
-binary messages with raw bytes for ``send_bytes`` data, see "Frames on the data channel" below) travel over the
-data channel from then on, acknowledgements included. A failed or timed-out attempt raises
+:class:`core.webrtc.link.WebRTCLink` signalled over the connection itself (``send_signal`` /
+``set_signal_handler``), which it sees only as a :class:`core.link.LinkHost`: the initiator offers, the target
+answers. Once the data channel is open the link is attached to the connection (``attach_link``): the connection's
+frames (:mod:`core.protocol.stream` dicts, one data-channel message each as :mod:`core.protocol.linkframes` says:
+text for strings, binary messages with raw bytes for ``send_bytes`` data) travel over the data channel from then on, acknowledgements included. A failed or timed-out attempt raises
 :class:`~core.errors.UpgradeError`, which the manager keeps as the connection's ``upgrade_failure`` and emits as an
 ``upgrade_failed`` event once the connection is handed out; the relay keeps working.
 
@@ -38,24 +38,21 @@ candidates reveal the devices' local and public addresses to whoever can read th
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from . import events as ev
-from .errors import ClosedError, ConnectionClosedError, PeerchatError, ProtocolError, UpgradeError
-from .framing import Message
-from .options import ManagerOptions
-from .relay import Link
-from .webrtc import LinkClosed, LinkOptions, LinkState, Role, WebRTCLink, emit_safely
+from .. import events as ev
+from .._tasks import emit_safely
+from ..errors import ClosedError, ConnectionClosedError, PeerchatError, ProtocolError, UpgradeError
+from ..link import Link, LinkHost
+from ..options import ManagerOptions
+from ..protocol.linkframes import decode_frame, encode_frame
+from ..protocol.packets import ChannelMessage
+from .link import LinkClosed, LinkOptions, LinkState, Role, WebRTCLink
 
-if TYPE_CHECKING:
-    from .relay import RelayConnection
-
-__all__ = ["ConnectionUpgrade", "WebRTCUpgrader", "decode_frame", "encode_frame", "webrtc_upgrader"]
+__all__ = ["ConnectionUpgrade", "WebRTCUpgrader", "webrtc_upgrader"]
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +93,7 @@ class WebRTCUpgrader:
         # Called with each new ConnectionUpgrade before it starts (diagnostics and tests).
         self.on_upgrade: Callable[[ConnectionUpgrade], None] | None = None
 
-    async def __call__(self, connection: RelayConnection) -> None:
+    async def __call__(self, connection: LinkHost) -> None:
         upgrade = ConnectionUpgrade(
             connection, self.link_options, enabled=self.enabled, reupgrade_interval=self.reupgrade_interval
         )
@@ -113,7 +110,7 @@ class ConnectionUpgrade:
 
     def __init__(
         self,
-        connection: RelayConnection,
+        connection: LinkHost,
         options: LinkOptions,
         *,
         enabled: bool = True,
@@ -292,122 +289,12 @@ def _keep(future: asyncio.Future[Any]) -> None:
     future.add_done_callback(_background.discard)
 
 
-# Frames on the data channel: one message each, a short ASCII header line, then the data as it is (no escaping).
-# Text frames are text messages:
-#
-#     d42\nhello          {"kind": "data", "seq": 42, "data": "hello"}
-#     d43!\nhi            ... "confirm": true          d44+\n<piece>   ... "more": true (a fragment)
-#     s46\n<json>         signal                       c47\n   close
-#     a47                 {"kind": "ack", "seq": 47}   p3 / q3   ping / pong (no data line)
-#
-# Binary frames (the stream's ``binary`` kind, base64 in the stream and on the relay) are binary messages: the same
-# header line in ASCII, then the raw bytes, so WebRTC carries no base64:
-#
-#     b"b45\n" + raw      {"kind": "binary", "seq": 45, "data": base64(raw)}     b"b46!+\n" + raw   flags as above
-#
-# A relay-sized frame (64 KiB of base64: 48 KiB of bytes) is then one data-channel message of 48 KiB and a few
-# bytes, under the 64 KiB of one link frame. Frames keep their sequence numbers, so a binary frame sent here and
-# resent on the relay after a fallback is the same frame (base64 there). JSON would escape every non-ASCII character
-# of a text (six bytes for one) and costs a parse per frame; this header costs a split. A text starting with "{" is
-# read as a JSON frame.
-_KIND_CODES = {"data": "d", "binary": "b", "signal": "s", "close": "c", "ack": "a", "ping": "p", "pong": "q"}
-_CODE_KINDS = {code: kind for kind, code in _KIND_CODES.items()}
-_MAX_HEADER = 16
-
-
-def _header(frame: dict[str, Any]) -> str:
-    head = f"{_KIND_CODES[frame['kind']]}{frame['seq']}"
-    if frame.get("confirm"):
-        head += "!"
-    if frame.get("more"):
-        head += "+"
-    return head
-
-
-def encode_frame(frame: dict[str, Any]) -> str | bytes:
-    """The data-channel message of a :mod:`core.session` frame: text, or bytes for a binary frame (see above).
-
-    Raises:
-        ValueError: a binary frame's data is not valid base64 (the stream only holds what ``send_bytes`` encoded).
-    """
-    kind = frame["kind"]
-    if kind == "data" and "more" not in frame and "confirm" not in frame:  # most frames: no flags to write
-        return f"d{frame['seq']}\n{frame['data']}"
-    if "data" not in frame:
-        return f"{_KIND_CODES[kind]}{frame['seq']}"
-    if kind == "binary":
-        raw = base64.b64decode(frame["data"], validate=True)
-        return f"{_header(frame)}\n".encode("ascii") + raw
-    return f"{_header(frame)}\n{frame['data']}"
-
-
-def decode_frame(message: str | bytes) -> dict[str, Any]:
-    """The frame a data-channel message carries; the stream checks the rest (kinds that need data, ranges).
-
-    Raises:
-        ProtocolError: the header is malformed, or a binary message is not a binary frame.
-    """
-    if isinstance(message, (bytes, bytearray)):
-        return _decode_binary(bytes(message))
-    text = message
-    if text[:1] == "d":
-        # Most frames: a data frame without flags, read without the general header parser.
-        head, newline, data = text.partition("\n")
-        digits = head[1:]
-        if newline and len(head) <= _MAX_HEADER and digits.isdigit() and digits.isascii():
-            return {"kind": "data", "seq": int(digits), "data": data}
-    if text.startswith("{"):
-        try:
-            frame = json.loads(text)
-        except ValueError as exc:
-            raise ProtocolError(f"a WebRTC frame is not valid JSON: {exc}") from None
-        if not isinstance(frame, dict):
-            raise ProtocolError("a WebRTC frame in JSON must be an object")
-        return frame
-    head, newline, data = text.partition("\n")
-    frame = _decode_header(head)
-    if frame["kind"] == "binary":
-        raise ProtocolError("a binary frame arrived as text; binary frames are binary messages")
-    if newline:
-        frame["data"] = data
-    return frame
-
-
-def _decode_binary(message: bytes) -> dict[str, Any]:
-    end = message.find(b"\n", 0, _MAX_HEADER + 1)
-    if end < 0:
-        raise ProtocolError(f"a binary WebRTC frame has no header line: {message[:_MAX_HEADER + 1]!r}")
-    try:
-        head = message[:end].decode("ascii")
-    except UnicodeDecodeError:
-        raise ProtocolError(f"a binary WebRTC frame has a malformed header {message[:end]!r}") from None
-    frame = _decode_header(head)
-    if frame["kind"] != "binary":
-        raise ProtocolError(f"a {frame['kind']} frame arrived as a binary message; only binary frames are binary")
-    frame["data"] = base64.b64encode(memoryview(message)[end + 1:]).decode("ascii")
-    return frame
-
-
-def _decode_header(head: str) -> dict[str, Any]:
-    kind = _CODE_KINDS.get(head[:1])
-    digits = head[1:].rstrip("!+")
-    if kind is None or not digits.isascii() or not digits.isdigit() or len(head) > _MAX_HEADER:
-        raise ProtocolError(f"a WebRTC frame has a malformed header {head[:_MAX_HEADER + 1]!r}")
-    frame: dict[str, Any] = {"kind": kind, "seq": int(digits)}
-    flags = head[1 + len(digits):]
-    if "!" in flags:
-        frame["confirm"] = True
-    if "+" in flags:
-        frame["more"] = True
-    return frame
-
-
 class _FrameLink(Link):
     """Carries a relay connection's frames over a WebRTC link: each frame as one message (:func:`encode_frame`)."""
 
     transport = "webrtc"
 
-    def __init__(self, link: WebRTCLink, connection: RelayConnection) -> None:
+    def __init__(self, link: WebRTCLink, connection: LinkHost) -> None:
         self.link = link
         self._connection = connection
         self._queue: asyncio.Queue[str | bytes] = asyncio.Queue()
@@ -435,7 +322,7 @@ class _FrameLink(Link):
                 log.info("WebRTC send failed: %s", exc)
                 return
 
-    def _on_message(self, message: Message) -> None:
+    def _on_message(self, message: ChannelMessage) -> None:
         try:
             frame = decode_frame(message.data)
         except ProtocolError as error:

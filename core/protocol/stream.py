@@ -7,7 +7,7 @@ touches a socket: the caller passes ``now`` (seconds, any monotonic clock) into 
 
 Frames are small dicts, the same on every link. The relay stores them as database values; a WebRTC data channel
 carries each as one message, a short header line and then the data as it is, binary frames as binary messages with
-the raw bytes (see "Frames on the data channel" in :mod:`core.upgrade`)::
+the raw bytes (see :mod:`core.protocol.linkframes`)::
 
     {"kind": "data",   "seq": 7, "data": "hello"}      sequenced: delivered once, in order
     {"kind": "data",   "seq": 7, "data": "hello", "confirm": true}   ... and the sender waits for its ack
@@ -54,7 +54,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .errors import PeerTimeoutError, ProtocolError
+from ..errors import PeerTimeoutError, ProtocolError
 
 SEQUENCED_KINDS = frozenset({"data", "binary", "signal", "close"})
 # A close frame's ``data``: "" for a plain disconnect; DECLINED, or DECLINED + "\n" + a reason, when the sender

@@ -29,7 +29,7 @@ REWIND; duplicates are ignored.
 
 The machines take messages (and the results of the I/O they asked for) and return actions: :class:`SendFrame`,
 :class:`ReadChunk`, :class:`WriteChunk`, :class:`VerifyFile`, :class:`FileDone`, :class:`Finished`,
-:class:`Failed`. ``core.files`` performs them.
+:class:`Failed`. ``core.files.transfers`` performs them.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
-from .errors import (
+from ..errors import (
     DiskError,
     InsufficientSpaceError,
     IntegrityError,

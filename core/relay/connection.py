@@ -1,9 +1,10 @@
-"""Relay connections over the Realtime Database: :class:`FirebasePeerConnectionManager` and :class:`RelayConnection`.
+"""The relay connection: a reliable stream over the Realtime Database (:class:`RelayConnection`), made by
+:class:`core.manager.FirebasePeerConnectionManager`.
 
 Data layout (``{uid}`` is ``auth.uid``; every path is scoped by it so the security rules can check it)::
 
-    presence/{uid}/{deviceId}                          {label, lastSeen: <server ms>, online}      core.presence
-    relay/negotiation/{uid}/{targetDeviceId}           {initiator, sessionId, updatedWhen}         core.negotiation
+    presence/{uid}/{deviceId}                          {label, lastSeen: <server ms>, online}      core.protocol.presence
+    relay/negotiation/{uid}/{targetDeviceId}           {initiator, sessionId, updatedWhen}         core.protocol.negotiation
     relay/sessions/{uid}/{sessionId}/{deviceId}/       the INBOX of deviceId in that session:
         messages/{key}                                   {kind, seq, data?, confirm?, updatedWhen}  frames FOR it
         acknowledgement                                  {peerId, seq, updatedWhen}       the peer's cumulative ack
@@ -13,7 +14,7 @@ The request's ``relay/session/messages/{sessionId}`` and ``relay/session/acknowl
 inbox per device and session, so that each side listens to exactly one path and never receives its own writes
 back. A message key is ``s`` + the sequence number in 10 digits for sequenced frames (``s0000000042``),
 ``ping``/``pong`` + the probe number for latency probes: a retransmission rewrites the same key, so it costs no
-space. The frame format and the reliable stream are in :mod:`core.session`; binary data travels base64-encoded in
+space. The frame format and the reliable stream are in :mod:`core.protocol.stream`; binary data travels base64-encoded in
 ``data`` (``kind: "binary"``), WebRTC signalling as JSON text in ``data`` (``kind: "signal"``).
 
 Efficiency: a connection's writer sends ONE multi-path ``update()`` at the session root per round: all frames
@@ -35,7 +36,6 @@ Links: the relay is always there. Another link (a WebRTC data channel) can be at
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import base64
 import binascii
@@ -44,42 +44,27 @@ import inspect
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-import firebase_admin
 from pyee.asyncio import AsyncIOEventEmitter
 
-from . import events as ev
-from ._tasks import cancel_and_wait
-from .errors import (
-    ClosedError,
+from .. import events as ev
+from .._tasks import cancel_and_wait, emit_safely
+from ..errors import (
     ConnectionClosedError,
     ConnectionDeclinedError,
     MessageTooLargeError,
     PeerchatError,
-    PeerOfflineError,
     PeerTimeoutError,
     ProtocolError,
-    RelayError,
     RelayUnavailableError,
 )
-from .events import Transport
-from .firebase import Database, Listener, apply_event
-from .negotiation import NegotiationIgnored, make_request, new_session_id, read_request
-from .options import ManagerOptions
-from .peer import MAX_DECLINE_REASON, DeviceStatus, PeerConnection, PeerConnectionManager, PeerInfo
-from .presence import (
-    SERVER_TIMESTAMP,
-    Heartbeat,
-    PresenceView,
-    RelayHealth,
-    heartbeat_record,
-    peer_from_record,
-    valid_id,
-    valid_label,
-)
-from .session import (
+from ..link import Link
+from ..options import ManagerOptions
+from ..peer import MAX_DECLINE_REASON, PeerConnection, PeerInfo, Transport
+from ..protocol.records import SERVER_TIMESTAMP, message_key
+from ..protocol.stream import (
     DECLINED,
     SEQUENCED_KINDS,
     Acked,
@@ -94,62 +79,12 @@ from .session import (
     StreamTimers,
     WriteFrame,
 )
+from .firebase import Database, Listener
 
 log = logging.getLogger(__name__)
 
-Upgrader = Callable[["RelayConnection"], Awaitable[None]]
-"""``await upgrader(connection)`` runs once per new connection, on both sides, before it is handed out.
-``connection.is_initiator`` says which side this is. An exception becomes the connection's ``upgrade_failure`` and
-an ``upgrade_failed`` event (emitted right after the connection is handed out); the connection keeps working over
-the relay."""
-
 # A relay update carries at most this many bytes of frames; larger batches are split.
 MAX_BATCH_BYTES = 2 * 1024 * 1024
-
-
-def presence_path(uid: str, device_id: str | None = None) -> str:
-    return f"presence/{uid}" + (f"/{device_id}" if device_id else "")
-
-
-def negotiation_path(uid: str, device_id: str) -> str:
-    return f"relay/negotiation/{uid}/{device_id}"
-
-
-def session_path(uid: str, session_id: str) -> str:
-    return f"relay/sessions/{uid}/{session_id}"
-
-
-def message_key(frame: dict[str, Any]) -> str:
-    """The key a frame is stored under in the receiver's inbox."""
-    kind, seq = frame["kind"], frame["seq"]
-    prefix = "s" if kind in SEQUENCED_KINDS else kind
-    return f"{prefix}{seq:010d}"
-
-
-def _emit(emitter: AsyncIOEventEmitter, name: str, payload: object) -> None:
-    """Emit without letting a consumer's failing handler break the protocol."""
-    try:
-        emitter.emit(name, payload)
-    except Exception:  # noqa: BLE001
-        log.exception("a %r event handler failed", name)
-
-
-# ---------------------------------------------------------------------------------------------------------- links
-class Link(abc.ABC):
-    """A link other than the relay that carries this connection's frames (a WebRTC data channel).
-
-    The link calls :meth:`RelayConnection.receive_frame` for every frame that arrives, and
-    :meth:`RelayConnection.detach_link` when it fails. Frames are the small dicts of :mod:`core.session`.
-    """
-
-    transport: Transport
-
-    @abc.abstractmethod
-    def send_frame(self, frame: dict[str, Any]) -> None:
-        """Queue a frame for the peer without blocking; raise (any exception) if the link is broken."""
-
-    def close(self) -> None:  # noqa: B027 - optional
-        """Release the link (the connection calls it when it detaches the link or closes)."""
 
 
 class _RelayWriter:
@@ -278,27 +213,42 @@ class _State(enum.Enum):
 
 # ----------------------------------------------------------------------------------------------------- connection
 class RelayConnection(PeerConnection):
-    """A connection to one peer through the relay (and, once attached, another link). Made by the manager."""
+    """A connection to one peer: a reliable stream carried by the relay and, once attached, by another link.
+
+    The manager makes it and hands it what it needs; it never sees the manager. It is a
+    :class:`~core.link.LinkHost`: the upgrade attaches and detaches links through that interface.
+
+    Args:
+        db: the database the relay runs on.
+        options: time-outs and limits.
+        own_id: this device's id (its inbox is ``{session_path}/{own_id}``).
+        session_path: where this session's data lives (``relay/sessions/{uid}/{sessionId}``).
+        on_closed: called once, when the connection has closed, with its ``closed`` payload (before the event).
+    """
 
     def __init__(
         self,
-        manager: FirebasePeerConnectionManager,
+        db: Database,
+        options: ManagerOptions,
+        own_id: str,
         peer: PeerInfo,
         session_id: str,
+        session_path: str,
         *,
         initiator: bool,
         confirm_data_receival: bool,
+        on_closed: Callable[[RelayConnection, ev.ConnectionClosed], None] | None = None,
     ) -> None:
         self.events = AsyncIOEventEmitter()
-        self._manager = manager
-        self._db = manager._db
-        self._options = manager.options
+        self._db = db
+        self._options = options
+        self._on_closed = on_closed
         self._peer = peer
         self._session_id = session_id
-        self.own_id = manager.device.id
+        self.own_id = own_id
         self.is_initiator = initiator
         self.confirm_data_receival = confirm_data_receival
-        self._session_path = session_path(manager.user_id, session_id)
+        self._session_path = session_path
         opts = self._options
         self._stream = ReliableStream(
             StreamTimers(
@@ -369,6 +319,12 @@ class RelayConnection(PeerConnection):
         a WebRTC link is attached now). Set before the connection is handed out when the first attempt fails; the
         ``upgrade_failed`` event for it is emitted right after hand-out."""
         return self._upgrade_failure if self._link is None else None
+
+    @property
+    def keeps_call_order(self) -> bool:
+        """True: a message is numbered when its ``send()`` call starts, on whichever link, so calls started one
+        after the other arrive in that order even when several are in flight."""
+        return True
 
     @property
     def max_bytes_message(self) -> int:
@@ -469,6 +425,11 @@ class RelayConnection(PeerConnection):
             self._closing_task = asyncio.get_running_loop().create_task(self._disconnect(data))
         await asyncio.shield(self._closing_task)
 
+    @property
+    def accepted(self) -> asyncio.Future[None]:
+        """Done when the peer answered the connection request (initiator side); fails if it closed first."""
+        return self._accepted
+
     async def wait_closed(self) -> None:
         await self._closed_event.wait()
 
@@ -484,7 +445,7 @@ class RelayConnection(PeerConnection):
         self._run(self._stream.resend_unacked(now))
         self._run(self._stream.set_window(self._options.webrtc_send_window, now))
         if link.transport != previous:
-            _emit(self.events, ev.LINK_CHANGED, ev.LinkChanged(link.transport, previous, reason))
+            emit_safely(self.events, ev.LINK_CHANGED, ev.LinkChanged(link.transport, previous, reason))
 
     def detach_link(self, link: Link, reason: str = "link failed") -> None:
         """Stop using ``link`` (it failed or closed); the relay carries frames again, unacknowledged ones first."""
@@ -496,7 +457,7 @@ class RelayConnection(PeerConnection):
         if self._state in (_State.OPEN, _State.CLOSING):
             self._run(self._stream.resend_unacked(time.monotonic()))
             if link.transport != "relay":
-                _emit(self.events, ev.LINK_CHANGED, ev.LinkChanged("relay", link.transport, reason))
+                emit_safely(self.events, ev.LINK_CHANGED, ev.LinkChanged("relay", link.transport, reason))
 
     def receive_frame(self, frame: object) -> None:
         """A frame arrived on any link (the relay calls this too)."""
@@ -563,14 +524,14 @@ class RelayConnection(PeerConnection):
 
             self._signal_chain = asyncio.ensure_future(run_in_order())
 
-    def _hand_out(self) -> None:
+    def hand_out(self) -> None:
         """The consumer has the connection now: emit what was held, on the next loop turn (after it subscribed)."""
 
         def release() -> None:
             held, self._held = self._held, None
             events, self._held_events = self._held_events, []
             for name, payload in events:
-                _emit(self.events, name, payload)
+                emit_safely(self.events, name, payload)
             for action in held or ():
                 if self._state != _State.CLOSED or action.kind != "close":
                     self._deliver(action)
@@ -587,7 +548,7 @@ class RelayConnection(PeerConnection):
         if self._held is not None:
             self._held_events.append((ev.UPGRADE_FAILED, payload))
         else:
-            _emit(self.events, ev.UPGRADE_FAILED, payload)
+            emit_safely(self.events, ev.UPGRADE_FAILED, payload)
 
     # ---------------------------------------------------------------------------------------------- lifecycle
     async def open(self) -> None:
@@ -604,7 +565,7 @@ class RelayConnection(PeerConnection):
         """Target side: answer the negotiation (an acknowledgement of nothing yet)."""
         self._writer.send_frame({"kind": "ack", "seq": 0})
 
-    def _start_running(self) -> None:
+    def start_running(self) -> None:
         self._state = _State.OPEN
         # The peer time-out counts from now: an empty acknowledgement counts as hearing from the peer.
         self._stream.receive({"kind": "ack", "seq": 0}, time.monotonic())
@@ -678,11 +639,11 @@ class RelayConnection(PeerConnection):
                 self._on_acked(action.seq)
             elif isinstance(action, RttMeasured):
                 self._rtt = action.rtt
-                _emit(self.events, ev.LATENCY, ev.Latency(action.rtt, self.transport))
+                emit_safely(self.events, ev.LATENCY, ev.Latency(action.rtt, self.transport))
             elif isinstance(action, SlowStarted):
-                _emit(self.events, ev.SLOW, ev.Slow(action.what, action.waited, action.timeout))
+                emit_safely(self.events, ev.SLOW, ev.Slow(action.what, action.waited, action.timeout))
             elif isinstance(action, SlowEnded):
-                _emit(self.events, ev.RECOVERED, ev.Recovered(action.what))
+                emit_safely(self.events, ev.RECOVERED, ev.Recovered(action.what))
             elif isinstance(action, PeerGone):
                 self._fail(action.error)
             elif isinstance(action, BadFrame):
@@ -724,14 +685,14 @@ class RelayConnection(PeerConnection):
 
     def _deliver(self, action: Deliver) -> None:
         if action.kind == "data":
-            _emit(self.events, ev.DATA, ev.Data(action.data))
+            emit_safely(self.events, ev.DATA, ev.Data(action.data))
         elif action.kind == "binary":
             try:
                 raw = base64.b64decode(action.data, validate=True)
             except (binascii.Error, ValueError) as exc:
                 self._protocol_error(ProtocolError(f"Binary message {action.seq} is not valid base64: {exc}"))
                 return
-            _emit(self.events, ev.BINARY, ev.BinaryData(raw))
+            emit_safely(self.events, ev.BINARY, ev.BinaryData(raw))
         elif action.kind == "signal":
             try:
                 signal = json.loads(action.data)
@@ -750,7 +711,7 @@ class RelayConnection(PeerConnection):
 
     def _protocol_error(self, error: ProtocolError) -> None:
         log.warning("session %s: %s", self._session_id, error)
-        _emit(self.events, ev.PROTOCOL_ERROR, ev.ProtocolErrorEvent(error))
+        emit_safely(self.events, ev.PROTOCOL_ERROR, ev.ProtocolErrorEvent(error))
 
     def _relay_trouble(self, error: PeerchatError) -> None:
         if self._relay_down_since is None:
@@ -858,7 +819,7 @@ class RelayConnection(PeerConnection):
             pass
         await self._finish("peer-requested-closed", declined)
 
-    async def _finish_quietly(self) -> None:
+    async def abandon(self) -> None:
         """Tear down a connection that was never handed out (a failed attempt)."""
         await self._finish("local-closed", None)
 
@@ -905,366 +866,7 @@ class RelayConnection(PeerConnection):
         except (PeerchatError, TimeoutError) as exc:
             log.info("session %s: could not delete its data: %s", self._session_id, exc)
         payload = ev.ConnectionClosed(self, reason, error)
-        self._manager._connection_closed(self, payload)
-        _emit(self.events, ev.CLOSED, payload)
+        if self._on_closed is not None:
+            self._on_closed(self, payload)
+        emit_safely(self.events, ev.CLOSED, payload)
         self._closed_event.set()
-
-
-# --------------------------------------------------------------------------------------------------------- manager
-class _MState(enum.Enum):
-    NEW = "new"
-    STARTED = "started"
-    STOPPED = "stopped"
-
-
-class FirebasePeerConnectionManager(PeerConnectionManager):
-    """Presence and relay connections for one device of ``user_id``, through the Realtime Database.
-
-    Args:
-        user_id: the user (``auth.uid`` of the app; the rules only allow that user's data).
-        device: this device (its id is the key under ``presence/{user_id}``).
-        app: a firebase_admin App initialised with ``databaseAuthVariableOverride={'uid': user_id}``
-            (None: the default app).
-        options: time-outs and limits.
-        upgrader: run on every new connection before it is handed out. None (the default): the WebRTC upgrade of
-            :func:`core.upgrade.webrtc_upgrader` for ``options`` (which, with ``options.webrtc`` off, tells the other
-            side at once that this device does not use WebRTC). Pass another upgrader to override it.
-    """
-
-    def __init__(
-        self,
-        user_id: str,
-        device: PeerInfo,
-        *,
-        app: firebase_admin.App | None = None,
-        options: ManagerOptions | None = None,
-        upgrader: Upgrader | None = None,
-    ) -> None:
-        if not valid_id(user_id):
-            raise ValueError(f"invalid user id {user_id!r}: use 1-64 letters, digits or _ : @ + = ~ -")
-        if not isinstance(device, PeerInfo) or not valid_id(device.id):
-            raise ValueError(f"invalid device id {getattr(device, 'id', device)!r}")
-        if not valid_label(device.label):
-            raise ValueError(f"invalid device label {device.label!r}: 1 to 100 characters")
-        self.events = AsyncIOEventEmitter()
-        self.user_id = user_id
-        self._device = device
-        self._app = app
-        self.options = options or ManagerOptions()
-        if upgrader is None:
-            from .upgrade import webrtc_upgrader  # here: core.upgrade imports this module
-
-            upgrader = webrtc_upgrader(self.options)
-        self.upgrader: Upgrader = upgrader
-        self._db: Database = None  # type: ignore[assignment]  # set by start()
-        self._state = _MState.NEW
-        self._view = PresenceView(device.id, self.options.heartbeat_interval * self.options.presence_misses)
-        self._presence_tree: Any = None
-        self._heartbeat: Heartbeat | None = None
-        self._health = RelayHealth(failures=2)
-        self._listeners: list[Listener] = []
-        self._tasks: list[asyncio.Task[Any]] = []
-        self._connections: dict[str, RelayConnection] = {}
-        self._seen_sessions: set[str] = set()
-        self._offline_waiters: dict[str, list[asyncio.Future[None]]] = {}
-
-    @property
-    def device(self) -> PeerInfo:
-        return self._device
-
-    @property
-    def connections(self) -> tuple[RelayConnection, ...]:
-        return tuple(self._connections.values())
-
-    @property
-    def relay_available(self) -> bool:
-        """False from a ``relay_unavailable`` event until the following ``relay_restored``: this device's heartbeat
-        writes or presence and negotiation subscriptions keep failing (the manager keeps retrying)."""
-        return self._health.available
-
-    @property
-    def clock_offset(self) -> float | None:
-        """Estimated server clock minus local clock, in seconds."""
-        return self._view.offset
-
-    # ---------------------------------------------------------------------------------------------- lifecycle
-    async def start(self) -> None:
-        """Announce this device and start listening.
-
-        Raises:
-            PermissionDeniedError: the rules refused (wrong user id or rules).
-            RelayUnavailableError: the database cannot be reached.
-            ClosedError: the manager was stopped (make a new one).
-        """
-        if self._state == _MState.STARTED:
-            return
-        if self._state == _MState.STOPPED:
-            raise ClosedError("This manager was stopped; create a new one.")
-        opts = self.options
-        self._db = Database(self._app, silence_timeout=opts.listener_silence_timeout)
-        try:
-            self._heartbeat = Heartbeat(
-                self._write_heartbeat, self._device.label, opts.heartbeat_interval,
-                on_error=lambda exc: self._relay_failed("heartbeat", exc),
-                on_success=lambda: self._relay_succeeded("heartbeat"),
-            )
-            await self._heartbeat.beat()
-            for source, path, handler in (
-                ("presence listener", presence_path(self.user_id), self._on_presence),
-                ("negotiation listener", negotiation_path(self.user_id, self._device.id), self._on_negotiation),
-            ):
-                self._listeners.append(await self._db.listen(
-                    path, handler,
-                    on_error=lambda exc, source=source: self._relay_failed(source, exc),
-                    on_subscribed=lambda source=source: self._relay_succeeded(source),
-                ))
-        except BaseException:
-            await self._db.close()
-            raise
-        self._heartbeat.start()
-        loop = asyncio.get_running_loop()
-        self._tasks.append(loop.create_task(self._refresh_presence(), name="presence-refresh"))
-        self._state = _MState.STARTED
-
-    async def stop(self) -> None:
-        """Disconnect every connection, show this device offline at once, stop listening. Safe to call twice."""
-        if self._state != _MState.STARTED:
-            self._state = _MState.STOPPED
-            return
-        self._state = _MState.STOPPED
-        await asyncio.gather(*(c.disconnect() for c in list(self._connections.values())), return_exceptions=True)
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
-        if self._heartbeat is not None:
-            await self._heartbeat.stop()
-        for listener in self._listeners:
-            await listener.close()
-        try:
-            await self._db.set(
-                presence_path(self.user_id, self._device.id), heartbeat_record(self._device.label, online=False)
-            )
-        except PeerchatError as exc:
-            log.warning("could not mark this device offline: %s", exc)
-        await self._db.close()
-
-    def _check_started(self) -> None:
-        if self._state != _MState.STARTED:
-            raise ClosedError(
-                "The connection manager is not running: call start() (or use `async with`) first."
-                if self._state == _MState.NEW
-                else "The connection manager was stopped; create a new one."
-            )
-
-    # ----------------------------------------------------------------------------------------- relay health
-    def _relay_failed(self, source: str, error: BaseException) -> None:
-        if self._state != _MState.STARTED:
-            return
-        down = self._health.failure(source, error, time.time())
-        if down is not None:
-            log.warning("relay unavailable: %s", down.reason)
-            _emit(self.events, ev.RELAY_UNAVAILABLE, down)
-
-    def _relay_succeeded(self, source: str) -> None:
-        if self._state != _MState.STARTED:
-            return
-        up = self._health.success(source, time.time())
-        if up is not None:
-            log.info("relay restored after %.1f s", up.duration)
-            _emit(self.events, ev.RELAY_RESTORED, up)
-
-    # ------------------------------------------------------------------------------------------------ presence
-    async def _write_heartbeat(self, record: dict[str, Any]) -> None:
-        await self._db.set(presence_path(self.user_id, self._device.id), record)
-
-    def _on_presence(self, kind: str, path: str, data: Any) -> None:
-        self._presence_tree = apply_event(self._presence_tree, kind, path, data)
-        if self._view.update(self._presence_tree, time.time()):
-            self._peers_changed()
-
-    async def _refresh_presence(self) -> None:
-        interval = min(max(self.options.heartbeat_interval / 4, 0.05), 1.0)
-        while True:
-            await asyncio.sleep(interval)
-            if self._view.refresh(time.time()):
-                self._peers_changed()
-
-    def _peers_changed(self) -> None:
-        online = {p.id for p in self._view.online}
-        for peer_id in [p for p in self._offline_waiters if p not in online]:
-            for fut in self._offline_waiters.pop(peer_id):
-                if not fut.done():
-                    fut.set_result(None)
-        _emit(self.events, ev.PEERS_CHANGED, ev.PeersChanged(self._view.online, self._view.known))
-
-    async def get_online_peers(self) -> list[PeerInfo]:
-        self._check_started()
-        self._view.refresh(time.time())
-        return list(self._view.online)
-
-    async def get_known_peers(self) -> list[DeviceStatus]:
-        """Every other device of this user with a presence record, online or not, sorted by id; ``last_seen`` is
-        its last heartbeat on this machine's clock. Cheap: read from the live local view.
-
-        Raises:
-            ClosedError: the manager is not running.
-        """
-        self._check_started()
-        self._view.refresh(time.time())
-        return list(self._view.known)
-
-    async def _peer_for(self, device_id: str) -> PeerInfo:
-        """The device ``device_id`` as presence names it. A device that connects right after coming online can
-        be faster than its presence reaching this device's listener, so when the live view does not have it,
-        its record is read once; its id stands in for the label only if that fails too."""
-        peer = self._view.get(device_id)
-        if peer is not None:
-            return peer
-        try:
-            peer = peer_from_record(device_id, await self._db.get(presence_path(self.user_id, device_id)))
-        except PeerchatError as exc:
-            log.info("could not read the presence of %s: %s", device_id, exc)
-        if peer is None:
-            peer = next((s.info for s in self._view.known if s.info.id == device_id), None)
-        return peer or PeerInfo(device_id, device_id)
-
-    # ------------------------------------------------------------------------------------------------ connecting
-    async def connect_to_peer(self, peer_id: str, *, confirm_data_receival: bool = False) -> RelayConnection:
-        """Open a connection to one of this user's online devices.
-
-        Raises:
-            PeerOfflineError: the device is unknown or offline (at once), or went offline while connecting.
-            PeerTimeoutError: it did not answer within ``options.connect_timeout``.
-            PermissionDeniedError, RelayUnavailableError: the relay refused or cannot be reached.
-        """
-        self._check_started()
-        if not isinstance(peer_id, str):
-            raise TypeError(f"peer_id must be a device id string, not {type(peer_id).__name__}")
-        if peer_id == self._device.id:
-            raise ValueError("A device cannot connect to itself.")
-        self._view.refresh(time.time())
-        peer = self._view.get(peer_id) if valid_id(peer_id) else None
-        if peer is None:
-            raise PeerOfflineError(
-                f"The device {peer_id!r} is not online (or not known to this user). Start peerchat on it and try again."
-            )
-        session_id = new_session_id()
-        conn = RelayConnection(self, peer, session_id, initiator=True, confirm_data_receival=confirm_data_receival)
-        offline: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._offline_waiters.setdefault(peer_id, []).append(offline)
-        self._seen_sessions.add(session_id)
-        try:
-            async with asyncio.timeout(self.options.connect_timeout):
-                await conn.open()
-                await self._db.set(negotiation_path(self.user_id, peer_id), make_request(self._device.id, session_id))
-                done, _ = await asyncio.wait({conn._accepted, offline}, return_when=asyncio.FIRST_COMPLETED)
-                if conn._accepted not in done:
-                    raise PeerOfflineError(f"{peer.label} went offline while connecting. Try again when it is back.")
-                conn._accepted.result()
-                conn._start_running()
-                self._connections[session_id] = conn
-        except BaseException as exc:
-            await self._abandon(conn, peer_id)
-            if isinstance(exc, TimeoutError):
-                raise PeerTimeoutError(
-                    f"{peer.label} did not answer within {self.options.connect_timeout:g} s. "
-                    "Check that peerchat runs there and can reach the database.",
-                    what="answer to the connection request",
-                    seconds=self.options.connect_timeout,
-                ) from None
-            raise
-        finally:
-            waiters = self._offline_waiters.get(peer_id, [])
-            if offline in waiters:
-                waiters.remove(offline)
-            if not waiters:
-                self._offline_waiters.pop(peer_id, None)
-        await self._upgrade(conn)
-        conn._hand_out()
-        return conn
-
-    async def _abandon(self, conn: RelayConnection, peer_id: str) -> None:
-        """A connection attempt failed: stop its tasks and remove what it wrote."""
-        await conn._finish_quietly()
-        try:
-            current = await self._db.get(negotiation_path(self.user_id, peer_id))
-            if isinstance(current, dict) and current.get("sessionId") == conn.session_id:
-                await self._db.delete(negotiation_path(self.user_id, peer_id))
-        except PeerchatError:
-            pass
-
-    async def _upgrade(self, conn: RelayConnection) -> None:
-        try:
-            await self.upgrader(conn)
-        except Exception as exc:  # noqa: BLE001 - the relay keeps working
-            log.info("upgrade of %s failed: %s", conn.session_id, exc)
-            conn.report_upgrade_failure(exc)
-
-    def _on_negotiation(self, kind: str, path: str, data: Any) -> None:
-        if self._state != _MState.STARTED or path != "/":
-            # Partial writes never come from core (it writes whole values); the next whole value is used.
-            return
-        if data is None:
-            return
-        try:
-            offer = read_request(
-                data,
-                own_id=self._device.id,
-                server_now=self._view.server_now(time.time()),
-                max_age=self.options.negotiation_max_age,
-            )
-        except NegotiationIgnored as exc:
-            log.info("negotiation ignored: %s", exc)
-            self._spawn(self._clear_negotiation(data))
-            return
-        if offer.session_id in self._seen_sessions:
-            return
-        self._seen_sessions.add(offer.session_id)
-        self._spawn(self._accept(offer.initiator, offer.session_id, data))
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        """Run a background step of this manager (cancelled by stop())."""
-        task = asyncio.ensure_future(coro)
-        self._tasks.append(task)
-        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
-
-    async def _clear_negotiation(self, value: Any) -> None:
-        """Delete a negotiation value we handled, unless a newer one replaced it meanwhile."""
-        path = negotiation_path(self.user_id, self._device.id)
-        try:
-            if await self._db.get(path) == value:
-                await self._db.delete(path)
-        except PeerchatError as exc:
-            log.info("could not clear the negotiation: %s", exc)
-
-    async def _accept(self, initiator: str, session_id: str, value: Any) -> None:
-        conn: RelayConnection | None = None
-        try:
-            async with asyncio.timeout(self.options.connect_timeout):
-                peer = await self._peer_for(initiator)
-                conn = RelayConnection(self, peer, session_id, initiator=False, confirm_data_receival=False)
-                await conn.open()
-                conn.accept()
-                conn._start_running()
-                self._connections[session_id] = conn
-        except (PeerchatError, TimeoutError) as exc:
-            log.warning("could not accept a connection from %s: %s", initiator, exc)
-            self._connections.pop(session_id, None)
-            if conn is not None:
-                await conn._finish_quietly()
-            return
-        self._spawn(self._clear_negotiation(value))
-        await self._upgrade(conn)
-        if conn.is_closed:
-            return
-        _emit(self.events, ev.INCOMING_CONNECTION, ev.IncomingConnection(conn))
-        conn._hand_out()
-
-    def _connection_closed(self, conn: RelayConnection, payload: ev.ConnectionClosed) -> None:
-        if self._connections.pop(conn.session_id, None) is not None:
-            _emit(self.events, ev.CONNECTION_CLOSED, payload)

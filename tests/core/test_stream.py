@@ -7,7 +7,7 @@ import random
 import pytest
 
 from core.errors import PeerTimeoutError, ProtocolError
-from core.session import (
+from core.protocol.stream import (
     WAIT_ACK,
     WAIT_PONG,
     WAIT_WINDOW,

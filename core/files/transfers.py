@@ -1,8 +1,8 @@
 """File transfers over a :class:`~core.peer.PeerConnection`: :class:`FileTransfers`, :class:`Transfer`,
 :class:`IncomingOffer`, and the file-system side (safe names, .part files, resume state, free space).
 
-``FileTransfers(connection, download_dir=...)`` owns every ``binary`` frame of the connection (``core.transfer``
-describes the protocol); strings stay free for chat. ``await transfers.send_files(paths)`` hashes and offers files
+``FileTransfers(connection, download_dir=...)`` owns every ``binary`` message of the connection
+(``core.files.protocol`` describes the protocol); strings stay free for chat. ``await transfers.send_files(paths)`` hashes and offers files
 and folders and returns a :class:`Transfer`; the other side gets an ``incoming_transfer`` event whose offer it
 accepts or declines. Both sides get ``transfer_progress``, ``transfer_file_done``, ``transfer_finished`` and
 ``transfer_failed`` events (see ``core.events``) and can ``await transfer.wait()`` or ``await transfer.cancel()``.
@@ -10,8 +10,8 @@ accepts or declines. Both sides get ``transfer_progress``, ``transfer_file_done`
 On the wire, each chunk is one ``send_bytes`` message of at most one relay frame (``max_frame_bytes``: 48 KiB,
 whose base64 is the 64 KiB the relay's rules allow), on either link: a frame first written over WebRTC can be
 written again over the relay after a fallback. Over WebRTC the connection sends it as one binary data-channel
-message, without base64 (``core.upgrade``). Up to ``DEFAULT_SEND_CONCURRENCY`` chunks are handed to the connection
-at once, so the relay writes several in each database update.
+message, without base64 (``core.protocol.linkframes``). On a connection that keeps call order, up to
+``DEFAULT_SEND_CONCURRENCY`` chunks are handed to it at once, so the relay writes several in each database update.
 
 On disk, the receiver writes ``<name>.part`` (hashing while it writes) and renames it to ``<name>`` only when the
 SHA-256 matches. Next to them a small sidecar, ``.peerchat-<id>.transfer``, records the offer id, each file's hash
@@ -36,13 +36,14 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiofiles
 from pyee.asyncio import AsyncIOEventEmitter
 
-from . import events as ev
-from .errors import (
+from .. import events as ev
+from .._tasks import emit_safely
+from ..errors import (
     DiskError,
     InsufficientSpaceError,
     IntegrityError,
@@ -51,10 +52,9 @@ from .errors import (
     TransferCancelledError,
     TransferInterruptedError,
 )
-from .options import ManagerOptions
-from .peer import PeerConnection
-from .relay import RelayConnection
-from .transfer import (
+from ..options import ManagerOptions
+from ..peer import PeerConnection
+from .protocol import (
     CHUNK,
     CHUNK_HEADER_SIZE,
     Action,
@@ -300,13 +300,12 @@ def _disk_error(action: str, path: Path | str, exc: OSError) -> DiskError:
 def max_frame_bytes(connection: PeerConnection, options: ManagerOptions) -> int:
     """The largest ``send_bytes`` message the connection accepts now.
 
-    A connection may state it as an int attribute ``max_bytes_message`` (for example 64 KiB while a direct WebRTC
-    channel carries the data, less over the relay). Without it, one relay frame's worth applies whatever the
-    transport: ``options.relay_frame_bytes`` characters of base64, so three quarters of that in bytes (never more
+    A connection states it as :attr:`~core.peer.PeerConnection.max_bytes_message`. When it does not (None), one
+    relay frame's worth applies whatever the transport: ``options.relay_frame_bytes`` characters of base64, so three quarters of that in bytes (never more
     than a whole message may hold, ``options.max_message_bytes``).
     """
-    limit = getattr(connection, "max_bytes_message", None)
-    if isinstance(limit, int) and limit > CHUNK_HEADER_SIZE:
+    limit = connection.max_bytes_message
+    if limit is not None and limit > CHUNK_HEADER_SIZE:
         return limit
     return min(WEBRTC_FRAME_BYTES, options.relay_frame_bytes // 4 * 3, options.max_message_bytes)
 
@@ -314,6 +313,60 @@ def max_frame_bytes(connection: PeerConnection, options: ManagerOptions) -> int:
 def max_chunk_payload(connection: PeerConnection, options: ManagerOptions) -> int:
     """The largest chunk of file data that fits one frame on the connection now."""
     return max_frame_bytes(connection, options) - CHUNK_HEADER_SIZE
+
+
+# --- event payloads (names in core.events) -----------------------------------------------------------------------
+
+TransferDirection = Literal["send", "receive"]
+
+
+@dataclass(frozen=True)
+class IncomingTransfer:
+    """The peer offers files. ``offer.accept(download_dir)`` or ``offer.decline(reason)``; if this side already has
+    part of them from an interrupted transfer and resumes by itself, ``offer.transfer`` is already running."""
+
+    offer: IncomingOffer
+
+
+@dataclass(frozen=True)
+class TransferProgress:
+    """``bytes_done`` of ``bytes_total`` (confirmed by the receiver when sending); ``rate`` in bytes per second over
+    the last seconds; ``eta`` in seconds, or None while the rate is unknown."""
+
+    transfer: Transfer
+    direction: TransferDirection
+    bytes_done: int
+    bytes_total: int
+    rate: float
+    eta: float | None
+    files_done: int
+    files_total: int
+
+
+@dataclass(frozen=True)
+class TransferFileDone:
+    """File ``path`` (as offered, relative) arrived intact; ``saved_to`` is where the receiver stored it."""
+
+    transfer: Transfer
+    direction: TransferDirection
+    path: str
+    saved_to: str | None
+
+
+@dataclass(frozen=True)
+class TransferFinished:
+    transfer: Transfer
+    direction: TransferDirection
+    bytes_total: int
+
+
+@dataclass(frozen=True)
+class TransferFailed:
+    """``error`` is a TransferError (declined, cancelled, integrity, space, disk, interrupted) or a ProtocolError."""
+
+    transfer: Transfer
+    direction: TransferDirection
+    error: BaseException
 
 
 # --- sending queue ----------------------------------------------------------------------------------------------
@@ -397,7 +450,7 @@ class Transfer:
         self._machine = machine
         self.id = machine.id
         self.offer = machine.offer
-        self.direction: ev.TransferDirection = "send" if isinstance(machine, SendMachine) else "receive"
+        self.direction: TransferDirection = "send" if isinstance(machine, SendMachine) else "receive"
         self.state = TransferState.OFFERED
         self.error: PeerchatError | None = None
         self.saved_to: list[Path | None] = [None] * len(self.offer.files)
@@ -460,7 +513,7 @@ class Transfer:
                     self._owner._outbox.control(self.id, data)
             case FileDone(file=file):
                 saved = self.saved_to[file]
-                self._owner._emit(ev.TRANSFER_FILE_DONE, ev.TransferFileDone(
+                self._owner._emit(ev.TRANSFER_FILE_DONE, TransferFileDone(
                     self, self.direction, self.offer.files[file].path, str(saved) if saved else None))
                 self._progress(force=True)
             case Finished():
@@ -470,7 +523,7 @@ class Transfer:
                 if not self._done.done():
                     self._done.set_result(None)
                 self._inbox.put_nowait(_WAKE)
-                self._owner._emit(ev.TRANSFER_FINISHED, ev.TransferFinished(self, self.direction, self.bytes_total))
+                self._owner._emit(ev.TRANSFER_FINISHED, TransferFinished(self, self.direction, self.bytes_total))
             case Failed(error=error):
                 self.state = TransferState.FAILED
                 self.error = error
@@ -479,7 +532,7 @@ class Transfer:
                 if not self._done.done():
                     self._done.set_exception(error)
                 self._inbox.put_nowait(_WAKE)
-                self._owner._emit(ev.TRANSFER_FAILED, ev.TransferFailed(self, self.direction, error))
+                self._owner._emit(ev.TRANSFER_FAILED, TransferFailed(self, self.direction, error))
             case _:
                 raise AssertionError(f"{action!r} needs I/O")
 
@@ -492,7 +545,7 @@ class Transfer:
             return
         rate, eta = self._meter.update(now, done)
         self._last_progress, self._last_bytes = now, done
-        self._owner._emit(ev.TRANSFER_PROGRESS, ev.TransferProgress(
+        self._owner._emit(ev.TRANSFER_PROGRESS, TransferProgress(
             self, self.direction, done, self.bytes_total, rate, eta, self._machine.files_done,
             len(self.offer.files)))
 
@@ -860,8 +913,8 @@ class FileTransfers:
         progress_interval: at most one progress event per transfer per this many seconds (plus one at the end).
         send_concurrency: ``send_bytes`` calls in progress at once. The connection must keep the order in which
             calls start (core's relay connection numbers a message when its call starts, on either link).
-            1 sends strictly one frame after another. Default: ``DEFAULT_SEND_CONCURRENCY`` on core's connections,
-            whose order is known, 1 on any other.
+            1 sends strictly one frame after another. Default: ``DEFAULT_SEND_CONCURRENCY`` on a connection that
+            declares :attr:`~core.peer.PeerConnection.keeps_call_order`, 1 on any other.
     """
 
     def __init__(self, connection: PeerConnection, *, download_dir: str | os.PathLike[str] | None = None,
@@ -874,7 +927,7 @@ class FileTransfers:
         self.window = window
         self.progress_interval = progress_interval
         if send_concurrency is None:
-            send_concurrency = DEFAULT_SEND_CONCURRENCY if isinstance(connection, RelayConnection) else 1
+            send_concurrency = DEFAULT_SEND_CONCURRENCY if connection.keeps_call_order else 1
         if send_concurrency < 1:
             raise ValueError(f"send_concurrency must be at least 1, not {send_concurrency}")
         self.send_concurrency = send_concurrency
@@ -963,10 +1016,7 @@ class FileTransfers:
         return max_chunk_payload(self.connection, self.options)
 
     def _emit(self, event: str, payload: object) -> None:
-        try:
-            self.events.emit(event, payload)
-        except Exception:  # noqa: BLE001 - a failing listener must not break the transfer that informed it
-            log.exception("a listener of %s failed", event)
+        emit_safely(self.events, event, payload)
 
     def _ended(self, transfer: Transfer) -> None:
         self._finished_ids.append(transfer.id)
@@ -1024,14 +1074,14 @@ class FileTransfers:
         if sidecar is not None and sidecar.exists():
             asyncio.get_running_loop().create_task(self._auto_resume(incoming))
         else:
-            self._emit(ev.INCOMING_TRANSFER, ev.IncomingTransfer(incoming))
+            self._emit(ev.INCOMING_TRANSFER, IncomingTransfer(incoming))
 
     async def _auto_resume(self, incoming: IncomingOffer) -> None:
         try:
             await incoming.accept(self.download_dir)
         except PeerchatError:
             pass  # the transfer_failed event says why
-        self._emit(ev.INCOMING_TRANSFER, ev.IncomingTransfer(incoming))
+        self._emit(ev.INCOMING_TRANSFER, IncomingTransfer(incoming))
 
     async def _send_loop(self) -> None:
         # Up to send_concurrency send_bytes calls run at once, started in queue order: connections number a frame

@@ -1,21 +1,21 @@
-"""Tests for core.framing: the WebRTC link's frame format, without I/O."""
+"""Tests for core.protocol.packets: the WebRTC link's frame format, without I/O."""
 
 from __future__ import annotations
 
 import pytest
 
 from core.errors import ProtocolError
-from core.framing import (
+from core.protocol.packets import (
     BINARY,
     CLOSE,
     KEEPALIVE,
-    MAX_FRAME_BYTES,
+    MAX_PACKET_BYTES,
     MORE,
     TEXT,
     Close,
-    FrameDecoder,
+    PacketDecoder,
     Keepalive,
-    Message,
+    ChannelMessage,
     encode_close,
     encode_keepalive,
     encode_message,
@@ -23,9 +23,9 @@ from core.framing import (
 )
 
 
-def roundtrip(data: str | bytes, *, max_frame: int = MAX_FRAME_BYTES) -> list[object]:
-    decoder = FrameDecoder()
-    return [decoder.feed(frame) for frame in encode_message(data, max_frame=max_frame)]
+def roundtrip(data: str | bytes, *, max_packet: int = MAX_PACKET_BYTES) -> list[object]:
+    decoder = PacketDecoder()
+    return [decoder.feed(frame) for frame in encode_message(data, max_packet=max_packet)]
 
 
 def test_a_short_text_is_one_frame_with_a_one_byte_header() -> None:
@@ -38,37 +38,37 @@ def test_a_short_binary_is_one_frame_with_a_one_byte_header() -> None:
 
 @pytest.mark.parametrize("data", ["", b"", "x", b"y", "ü" * 10, bytes(range(256))])
 def test_small_messages_round_trip(data: str | bytes) -> None:
-    assert roundtrip(data) == [Message(data)]
+    assert roundtrip(data) == [ChannelMessage(data)]
 
 
 def test_a_large_text_is_split_and_joined_even_inside_a_multibyte_character() -> None:
     text = "aé€😀" * 1000  # 10 bytes per repetition: fragment edges fall inside characters
-    frames = encode_message(text, max_frame=101)
+    frames = encode_message(text, max_packet=101)
     assert len(frames) > 1
     assert all(len(frame) <= 101 for frame in frames)
     assert all(frame[0] == TEXT | MORE for frame in frames[:-1])
     assert frames[-1][0] == TEXT
-    decoder = FrameDecoder()
+    decoder = PacketDecoder()
     results = [decoder.feed(frame) for frame in frames]
     assert results[:-1] == [None] * (len(frames) - 1)
-    assert results[-1] == Message(text)
+    assert results[-1] == ChannelMessage(text)
 
 
 def test_a_large_binary_is_split_at_the_frame_limit() -> None:
     data = bytes(range(256)) * 1024  # 256 KiB
     frames = encode_message(data)
-    assert len(frames) == -(-len(data) // (MAX_FRAME_BYTES - 1))
-    assert all(len(frame) <= MAX_FRAME_BYTES for frame in frames)
-    assert roundtrip(data)[-1] == Message(data)
+    assert len(frames) == -(-len(data) // (MAX_PACKET_BYTES - 1))
+    assert all(len(frame) <= MAX_PACKET_BYTES for frame in frames)
+    assert roundtrip(data)[-1] == ChannelMessage(data)
 
 
 def test_a_message_exactly_filling_one_frame_is_not_split() -> None:
-    assert len(encode_message(b"z" * (MAX_FRAME_BYTES - 1))) == 1
-    assert len(encode_message(b"z" * MAX_FRAME_BYTES)) == 2
+    assert len(encode_message(b"z" * (MAX_PACKET_BYTES - 1))) == 1
+    assert len(encode_message(b"z" * MAX_PACKET_BYTES)) == 2
 
 
 def test_control_frames_decode() -> None:
-    decoder = FrameDecoder()
+    decoder = PacketDecoder()
     assert decoder.feed(encode_keepalive()) == Keepalive()
     assert decoder.feed(encode_close("bye now")) == Close("bye now")
     assert encode_keepalive() == bytes([KEEPALIVE])
@@ -76,16 +76,16 @@ def test_control_frames_decode() -> None:
 
 
 def test_control_frames_may_arrive_between_fragments() -> None:
-    decoder = FrameDecoder()
-    first, second = encode_message(b"ab" * 10, max_frame=11)
+    decoder = PacketDecoder()
+    first, second = encode_message(b"ab" * 10, max_packet=11)
     assert decoder.feed(first) is None
     assert decoder.feed(encode_keepalive()) == Keepalive()
-    assert decoder.feed(second) == Message(b"ab" * 10)
+    assert decoder.feed(second) == ChannelMessage(b"ab" * 10)
 
 
 def test_too_small_a_frame_limit_is_refused() -> None:
-    with pytest.raises(ValueError, match="max_frame"):
-        encode_message("x", max_frame=1)
+    with pytest.raises(ValueError, match="max_packet"):
+        encode_message("x", max_packet=1)
 
 
 def test_encode_refuses_other_types() -> None:
@@ -108,34 +108,34 @@ def test_encode_refuses_other_types() -> None:
 )
 def test_malformed_frames_raise_a_protocol_error(frame: bytes, match: str) -> None:
     with pytest.raises(ProtocolError, match=match):
-        FrameDecoder().feed(frame)
+        PacketDecoder().feed(frame)
 
 
 def test_a_text_frame_instead_of_bytes_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError, match="text data channel message"):
-        FrameDecoder().feed("hello")  # type: ignore[arg-type]
+        PacketDecoder().feed("hello")  # type: ignore[arg-type]
 
 
 def test_a_fragment_of_another_type_in_the_middle_is_refused_and_the_decoder_recovers() -> None:
-    decoder = FrameDecoder()
+    decoder = PacketDecoder()
     assert decoder.feed(bytes([TEXT | MORE]) + b"abc") is None
     with pytest.raises(ProtocolError, match="binary fragment inside a text message"):
         decoder.feed(bytes([BINARY]) + b"def")
     # The partial message is dropped; the next message decodes normally.
-    assert decoder.feed(bytes([BINARY]) + b"ok") == Message(b"ok")
+    assert decoder.feed(bytes([BINARY]) + b"ok") == ChannelMessage(b"ok")
 
 
 def test_invalid_utf8_across_fragments_is_refused_and_the_decoder_recovers() -> None:
-    decoder = FrameDecoder()
+    decoder = PacketDecoder()
     assert decoder.feed(bytes([TEXT | MORE]) + b"ab\xe2") is None
     with pytest.raises(ProtocolError, match="not valid UTF-8"):
         decoder.feed(bytes([TEXT]) + b"zz")
-    assert decoder.feed(bytes([TEXT]) + b"next") == Message("next")
+    assert decoder.feed(bytes([TEXT]) + b"next") == ChannelMessage("next")
 
 
 def test_a_message_over_the_limit_is_refused_once_and_its_remaining_fragments_are_skipped() -> None:
-    decoder = FrameDecoder(max_message_bytes=10)
-    frames = encode_message(b"x" * 30, max_frame=5)  # 4 payload bytes per frame: 8 frames
+    decoder = PacketDecoder(max_message_bytes=10)
+    frames = encode_message(b"x" * 30, max_packet=5)  # 4 payload bytes per frame: 8 frames
     raised = 0
     for frame in frames:
         try:
@@ -144,17 +144,17 @@ def test_a_message_over_the_limit_is_refused_once_and_its_remaining_fragments_ar
             raised += 1
             assert "over the limit of 10 bytes" in str(exc)
     assert raised == 1
-    assert decoder.feed(encode_message(b"fine")[0]) == Message(b"fine")
+    assert decoder.feed(encode_message(b"fine")[0]) == ChannelMessage(b"fine")
 
 
 def test_a_message_at_the_limit_is_accepted() -> None:
-    decoder = FrameDecoder(max_message_bytes=10)
-    frames = encode_message(b"y" * 10, max_frame=4)
-    assert [decoder.feed(frame) for frame in frames][-1] == Message(b"y" * 10)
+    decoder = PacketDecoder(max_message_bytes=10)
+    frames = encode_message(b"y" * 10, max_packet=4)
+    assert [decoder.feed(frame) for frame in frames][-1] == ChannelMessage(b"y" * 10)
 
 
 def test_pending_reports_a_partial_message() -> None:
-    decoder = FrameDecoder()
+    decoder = PacketDecoder()
     assert decoder.pending == 0
     decoder.feed(bytes([BINARY | MORE]) + b"abc")
     assert decoder.pending == 3
@@ -163,14 +163,14 @@ def test_pending_reports_a_partial_message() -> None:
 
 
 def test_a_single_frame_over_the_limit_is_refused_and_the_next_one_decodes() -> None:
-    decoder = FrameDecoder(max_message_bytes=4)
+    decoder = PacketDecoder(max_message_bytes=4)
     with pytest.raises(ProtocolError, match="over the limit of 4 bytes"):
         decoder.feed(bytes([TEXT]) + b"12345")
-    assert decoder.feed(bytes([TEXT]) + b"1234") == Message("1234")
+    assert decoder.feed(bytes([TEXT]) + b"1234") == ChannelMessage("1234")
 
 
 def test_only_messages_are_split_into_frames() -> None:
     with pytest.raises(ValueError, match="only TEXT and BINARY"):
         encode_payload(KEEPALIVE, b"")
-    assert encode_payload(BINARY, b"abc", max_frame=2) == [bytes([BINARY | MORE]) + b"a", bytes([BINARY | MORE]) + b"b",
+    assert encode_payload(BINARY, b"abc", max_packet=2) == [bytes([BINARY | MORE]) + b"a", bytes([BINARY | MORE]) + b"b",
                                                            bytes([BINARY]) + b"c"]

@@ -9,9 +9,9 @@ import random
 import pytest
 
 from core.errors import ProtocolError
-from core.framing import MAX_FRAME_BYTES
-from core.session import ReliableStream, WriteFrame
-from core.upgrade import decode_frame, encode_frame
+from core.protocol.packets import MAX_PACKET_BYTES
+from core.protocol.stream import ReliableStream, WriteFrame
+from core.protocol.linkframes import decode_frame, encode_frame
 
 FRAMES = [
     {"kind": "data", "seq": 1, "data": "hello"},
@@ -41,7 +41,7 @@ def test_binary_frames_carry_raw_bytes_not_base64():
     frame = {"kind": "binary", "seq": 77, "data": base64.b64encode(raw).decode(), "more": True, "confirm": True}
     message = encode_frame(frame)
     assert message == b"b77!+\n" + raw
-    assert len(message) < MAX_FRAME_BYTES - 1  # one data-channel message, one link frame
+    assert len(message) < MAX_PACKET_BYTES - 1  # one data-channel message, one link frame
     assert decode_frame(message) == frame
     assert decode_frame(bytearray(message)) == frame
     assert decode_frame(b"b1\n") == {"kind": "binary", "seq": 1, "data": ""}

@@ -43,7 +43,7 @@ import requests
 from firebase_admin import _sseclient, db
 from firebase_admin import exceptions as fb_exc
 
-from .errors import PeerchatError, PermissionDeniedError, RelayError, RelayUnavailableError
+from ..errors import PeerchatError, PermissionDeniedError, RelayError, RelayUnavailableError
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from core.session import Broken, Deliver, ReliableStream, StreamTimers, WriteFrame, split_utf8
+from core.protocol.stream import Broken, Deliver, ReliableStream, StreamTimers, WriteFrame, split_utf8
 
 SMALL = StreamTimers(ack_delay=0, max_frame_bytes=16, max_message_bytes=100, window=4)
 

@@ -11,47 +11,20 @@ may differ. :class:`PresenceView` estimates the offset from this device's own he
 through the listener, ``lastSeen - local_time_of_arrival`` is the offset minus the (non-negative) delay, so the
 largest recent sample is the best estimate.
 
-This module holds :class:`PresenceView` (no I/O: it takes the listened value and the local time),
-:class:`Heartbeat`, the small task that writes the heartbeat through a function it is given, and
+The heartbeat task that writes the records is :class:`core.relay.heartbeat.Heartbeat`. This module holds :class:`PresenceView` (no I/O: it takes the listened value and the local time) and
 :class:`RelayHealth` (no I/O), which turns the heartbeat's and the listeners' successes and failures into one
 ``relay_unavailable`` / ``relay_restored`` transition per outage.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import re
 from collections import deque
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._tasks import cancel_and_wait
-from .errors import RelayUnavailableError
-from .events import RelayRestored, RelayUnavailable
-from .peer import DeviceStatus, PeerInfo
-
-log = logging.getLogger(__name__)
-
-SERVER_TIMESTAMP = {".sv": "timestamp"}
-ID_RE = re.compile(r"^[A-Za-z0-9_:@+=~-]{1,64}$")
-MAX_LABEL = 100
-
-
-def valid_id(value: object) -> bool:
-    """True for a user, device or session id the security rules accept (1-64 of ``A-Z a-z 0-9 _ : @ + = ~ -``)."""
-    return isinstance(value, str) and ID_RE.match(value) is not None
-
-
-def valid_label(value: object) -> bool:
-    return isinstance(value, str) and 1 <= len(value) <= MAX_LABEL
-
-
-def heartbeat_record(label: str, *, online: bool = True) -> dict[str, Any]:
-    """The value a device writes at ``presence/{userId}/{deviceId}``."""
-    return {"label": label, "lastSeen": SERVER_TIMESTAMP, "online": online}
-
+from ..events import RelayRestored, RelayUnavailable
+from ..peer import DeviceStatus, PeerInfo
+from .records import valid_id, valid_label
 
 @dataclass(frozen=True)
 class _Record:
@@ -161,79 +134,6 @@ def _parse(device_id: object, raw: object) -> _Record | None:
     if isinstance(last_seen, bool) or not isinstance(last_seen, int | float):
         return None
     return _Record(label, float(last_seen), online)
-
-
-class Heartbeat:
-    """Writes this device's heartbeat every ``interval`` seconds until stopped; write errors are retried, and a
-    write still unanswered after each ``interval`` is reported as a failure too.
-
-    Args:
-        write: an async function writing one heartbeat record (it raises on failure).
-        on_error: called with each write failure (the task keeps going).
-        on_success: called after each periodic write that succeeded.
-    """
-
-    def __init__(
-        self,
-        write: Callable[[dict[str, Any]], Awaitable[None]],
-        label: str,
-        interval: float,
-        on_error: Callable[[BaseException], None] | None = None,
-        on_success: Callable[[], None] | None = None,
-    ) -> None:
-        self._write = write
-        self._label = label
-        self._interval = interval
-        self._on_error = on_error
-        self._on_success = on_success
-        self._task: asyncio.Task[None] | None = None
-        self.beats = 0
-        self.failures = 0
-
-    async def beat(self) -> None:
-        await self._write(heartbeat_record(self._label))
-        self.beats += 1
-
-    def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._run(), name="presence-heartbeat")
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self._interval)
-            write = asyncio.ensure_future(self.beat())
-            try:
-                # A write the network does not answer (a black-holed connection waits for the HTTP time-out)
-                # counts as one failure per interval it stays unanswered.
-                waited = 0.0
-                while not (await asyncio.wait({write}, timeout=self._interval))[0]:
-                    waited += self._interval
-                    self._failed(RelayUnavailableError(
-                        f"The database has not answered this device's heartbeat for {waited:.1f} s. "
-                        "Check the network connection."
-                    ))
-                write.result()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - reported, and the next beat retries
-                self._failed(exc)
-            else:
-                if self._on_success is not None:
-                    self._on_success()
-            finally:
-                if not write.done():
-                    write.cancel()
-
-    def _failed(self, exc: BaseException) -> None:
-        self.failures += 1
-        log.warning("heartbeat failed: %s", exc)
-        if self._on_error is not None:
-            self._on_error(exc)
-
-    async def stop(self) -> None:
-        """Stop beating (does not write the offline record: the owner does that)."""
-        task, self._task = self._task, None
-        await cancel_and_wait(task)
 
 
 class RelayHealth:

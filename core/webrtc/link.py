@@ -13,7 +13,7 @@ fingerprint) and no candidate messages are needed. The offerer creates the data 
 Usage::
 
     link = WebRTCLink("offerer", send_signal, LinkOptions())
-    link.events.on("message", on_message)      # core.framing.Message: .data is str or bytes
+    link.events.on("message", on_message)      # core.protocol.packets.ChannelMessage: .data is str or bytes
     link.events.on("closed", on_closed)        # LinkClosed: why, and who ended it
     await link.open(timeout)                   # raises UpgradeError with a reason a person can read
     await link.send("text") ; await link.send(b"bytes")   # waits while the channel's buffer is full
@@ -21,12 +21,12 @@ Usage::
 
 Events (``link.events``, a pyee ``AsyncIOEventEmitter``):
 
-- ``message``         -> :class:`core.framing.Message`     a whole message from the peer
-- ``protocol_error``  -> :class:`core.events.ProtocolErrorEvent`  a malformed frame arrived and was dropped
+- ``message``         -> :class:`core.protocol.packets.ChannelMessage`     a whole message from the peer
+- ``protocol_error``  -> :class:`core.events.ProtocolErrorEvent`  a malformed packet arrived and was dropped
 - ``closed``          -> :class:`LinkClosed`     emitted exactly once, however the link ends (also a failed open)
 
-Frames on the data channel are described in :mod:`core.framing` (1-byte header, fragments of at most 64 KiB,
-keep-alive and close frames). The link sends a keep-alive when it sent nothing for ``keepalive_interval`` and
+Packets on the data channel are described in :mod:`core.protocol.packets` (1-byte header, fragments of at most
+64 KiB, keep-alive and close packets). The link sends a keep-alive when it sent nothing for ``keepalive_interval`` and
 declares the link dead when nothing arrived for ``idle_timeout``: a transport torn down without a goodbye (a
 network change, a killed process) is noticed in seconds rather than after ICE consent expiry (about 30 s).
 
@@ -54,23 +54,24 @@ from aiortc.rtcicetransport import parse_stun_turn_uri
 from aiortc.sdp import SessionDescription
 from pyee.asyncio import AsyncIOEventEmitter
 
-from .errors import ClosedError, ConnectionClosedError, MessageTooLargeError, PeerchatError, ProtocolError, UpgradeError
-from .events import ProtocolErrorEvent
-from .framing import (
+from .._tasks import emit_safely
+from ..errors import ClosedError, ConnectionClosedError, MessageTooLargeError, PeerchatError, ProtocolError, UpgradeError
+from ..events import ProtocolErrorEvent
+from ..protocol.packets import (
     BINARY,
     DEFAULT_MAX_MESSAGE_BYTES,
-    MAX_FRAME_BYTES,
+    MAX_PACKET_BYTES,
     TEXT,
     Close,
-    FrameDecoder,
-    Message,
+    PacketDecoder,
+    ChannelMessage,
     encode_close,
     encode_keepalive,
     encode_payload,
 )
-from .options import IceServer, ManagerOptions
+from ..options import IceServer, ManagerOptions
 
-__all__ = ["LinkClosed", "LinkOptions", "LinkState", "Role", "WebRTCLink", "emit_safely", "rtc_configuration"]
+__all__ = ["LinkClosed", "LinkOptions", "LinkState", "Role", "WebRTCLink", "rtc_configuration"]
 
 log = logging.getLogger(__name__)
 
@@ -145,14 +146,6 @@ class LinkClosed:
     reason: str
     initiator: Initiator
     error: PeerchatError = field(compare=False)
-
-
-def emit_safely(emitter: AsyncIOEventEmitter, name: str, payload: object) -> None:
-    """Emit ``name``; a consumer's handler that raises is logged, never allowed to break aiortc or the link."""
-    try:
-        emitter.emit(name, payload)
-    except Exception:
-        log.exception("a %r event handler failed", name)
 
 
 def rtc_configuration(options: LinkOptions) -> RTCConfiguration:
@@ -233,7 +226,7 @@ class WebRTCLink:
         self._state = LinkState.NEW
         self._pc: RTCPeerConnection | None = None
         self._channel: RTCDataChannel | None = None
-        self._decoder = FrameDecoder(max_message_bytes=self._options.max_message_bytes)
+        self._decoder = PacketDecoder(max_message_bytes=self._options.max_message_bytes)
         self._opened: asyncio.Future[None] | None = None
         self._offer_sent = False
         self._remote_set = False
@@ -475,7 +468,7 @@ class WebRTCLink:
             )
         channel = self._channel
         assert channel is not None
-        if (self._slow_senders == 0 and len(payload) < MAX_FRAME_BYTES
+        if (self._slow_senders == 0 and len(payload) < MAX_PACKET_BYTES
                 and channel.bufferedAmount <= self._options.high_water):
             # One frame, room in the buffer and nobody queued before us: send at once (no lock, no await), which
             # keeps the order of calls. Most messages take this path.
@@ -509,7 +502,7 @@ class WebRTCLink:
             frame = bytes((BINARY,)) + bytes(data)
         channel = self._channel
         assert channel is not None
-        if len(frame) > MAX_FRAME_BYTES or channel.bufferedAmount > self._options.high_water:
+        if len(frame) > MAX_PACKET_BYTES or channel.bufferedAmount > self._options.high_water:
             return False
         self._channel_send(frame)
         self._frames_sent += 1
@@ -555,7 +548,7 @@ class WebRTCLink:
             log.warning("dropped a malformed frame from the other device: %s", exc)
             emit_safely(self.events, "protocol_error", ProtocolErrorEvent(exc))
             return
-        if isinstance(decoded, Message):
+        if isinstance(decoded, ChannelMessage):
             emit_safely(self.events, "message", decoded)
         elif isinstance(decoded, Close):
             self._peer_close_reason = decoded.reason

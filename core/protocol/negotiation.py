@@ -8,7 +8,7 @@ The target listens at its own negotiation path. For every value that arrives it 
 returns an :class:`Offer` or raises :class:`NegotiationIgnored` (malformed, from itself, or older than
 ``negotiation_max_age`` on the server's clock: a leftover of a crashed initiator). The target deletes the value,
 starts listening to its inbox in the session, and answers by writing its first acknowledgement (``seq`` 0) into the
-initiator's inbox: that is the "accepted" the initiator waits for (see :mod:`core.relay` for the session layout).
+initiator's inbox: that is the "accepted" the initiator waits for (see :mod:`core.relay.connection` for the session layout).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 from typing import Any
 
-from .presence import SERVER_TIMESTAMP, valid_id
+from .records import SERVER_TIMESTAMP, valid_id
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 

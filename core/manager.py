@@ -1,0 +1,413 @@
+"""The top of ``core``: :class:`FirebasePeerConnectionManager`, which wires presence, the relay and the upgrade
+together. It is the one module that knows both :mod:`core.relay` and :mod:`core.webrtc`; everything below it is
+handed what it needs (a connection gets the database, the options, its own id and a close callback).
+
+How the data is laid out in the database is in :mod:`core.relay.connection` and ``docs/relay-layout.md``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+from pyee.asyncio import AsyncIOEventEmitter
+
+from . import events as ev
+from ._tasks import emit_safely
+from .errors import ClosedError, PeerchatError, PeerOfflineError, PeerTimeoutError
+from .link import Upgrader
+from .options import ManagerOptions
+from .peer import DeviceStatus, PeerConnectionManager, PeerInfo
+from .protocol.negotiation import NegotiationIgnored, make_request, new_session_id, read_request
+from .protocol.presence import PresenceView, RelayHealth, peer_from_record
+from .protocol.records import (
+    heartbeat_record,
+    negotiation_path,
+    presence_path,
+    session_path,
+    valid_id,
+    valid_label,
+)
+from .relay.connection import RelayConnection
+from .relay.firebase import Database, Listener, apply_event
+from .relay.heartbeat import Heartbeat
+from .webrtc.upgrade import webrtc_upgrader
+
+if TYPE_CHECKING:
+    import firebase_admin
+
+log = logging.getLogger(__name__)
+
+
+class _MState(enum.Enum):
+    NEW = "new"
+    STARTED = "started"
+    STOPPED = "stopped"
+
+
+class FirebasePeerConnectionManager(PeerConnectionManager):
+    """Presence and relay connections for one device of ``user_id``, through the Realtime Database.
+
+    Args:
+        user_id: the user (``auth.uid`` of the app; the rules only allow that user's data).
+        device: this device (its id is the key under ``presence/{user_id}``).
+        app: a firebase_admin App initialised with ``databaseAuthVariableOverride={'uid': user_id}``
+            (None: the default app).
+        options: time-outs and limits.
+        upgrader: run on every new connection before it is handed out. None (the default): the WebRTC upgrade of
+            :func:`core.webrtc.upgrade.webrtc_upgrader` for ``options`` (which, with ``options.webrtc`` off, tells the other
+            side at once that this device does not use WebRTC). Pass another upgrader to override it.
+    """
+
+    def __init__(
+        self,
+        user_id: str,
+        device: PeerInfo,
+        *,
+        app: firebase_admin.App | None = None,
+        options: ManagerOptions | None = None,
+        upgrader: Upgrader | None = None,
+    ) -> None:
+        if not valid_id(user_id):
+            raise ValueError(f"invalid user id {user_id!r}: use 1-64 letters, digits or _ : @ + = ~ -")
+        if not isinstance(device, PeerInfo) or not valid_id(device.id):
+            raise ValueError(f"invalid device id {getattr(device, 'id', device)!r}")
+        if not valid_label(device.label):
+            raise ValueError(f"invalid device label {device.label!r}: 1 to 100 characters")
+        self.events = AsyncIOEventEmitter()
+        self.user_id = user_id
+        self._device = device
+        self._app = app
+        self.options = options or ManagerOptions()
+        if upgrader is None:
+            upgrader = webrtc_upgrader(self.options)
+        self.upgrader: Upgrader = upgrader
+        self._db: Database | None = None  # set by start()
+        self._state = _MState.NEW
+        self._view = PresenceView(device.id, self.options.heartbeat_interval * self.options.presence_misses)
+        self._presence_tree: Any = None
+        self._heartbeat: Heartbeat | None = None
+        self._health = RelayHealth(failures=2)
+        self._listeners: list[Listener] = []
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._connections: dict[str, RelayConnection] = {}
+        self._seen_sessions: set[str] = set()
+        self._offline_waiters: dict[str, list[asyncio.Future[None]]] = {}
+
+    @property
+    def device(self) -> PeerInfo:
+        return self._device
+
+    @property
+    def connections(self) -> tuple[RelayConnection, ...]:
+        return tuple(self._connections.values())
+
+    @property
+    def relay_available(self) -> bool:
+        """False from a ``relay_unavailable`` event until the following ``relay_restored``: this device's heartbeat
+        writes or presence and negotiation subscriptions keep failing (the manager keeps retrying)."""
+        return self._health.available
+
+    @property
+    def clock_offset(self) -> float | None:
+        """Estimated server clock minus local clock, in seconds."""
+        return self._view.offset
+
+    # ---------------------------------------------------------------------------------------------- lifecycle
+    async def start(self) -> None:
+        """Announce this device and start listening.
+
+        Raises:
+            PermissionDeniedError: the rules refused (wrong user id or rules).
+            RelayUnavailableError: the database cannot be reached.
+            ClosedError: the manager was stopped (make a new one).
+        """
+        if self._state == _MState.STARTED:
+            return
+        if self._state == _MState.STOPPED:
+            raise ClosedError("This manager was stopped; create a new one.")
+        opts = self.options
+        self._db = Database(self._app, silence_timeout=opts.listener_silence_timeout)
+        try:
+            self._heartbeat = Heartbeat(
+                self._write_heartbeat, self._device.label, opts.heartbeat_interval,
+                on_error=lambda exc: self._relay_failed("heartbeat", exc),
+                on_success=lambda: self._relay_succeeded("heartbeat"),
+            )
+            await self._heartbeat.beat()
+            for source, path, handler in (
+                ("presence listener", presence_path(self.user_id), self._on_presence),
+                ("negotiation listener", negotiation_path(self.user_id, self._device.id), self._on_negotiation),
+            ):
+                self._listeners.append(await self._database().listen(
+                    path, handler,
+                    on_error=lambda exc, source=source: self._relay_failed(source, exc),
+                    on_subscribed=lambda source=source: self._relay_succeeded(source),
+                ))
+        except BaseException:
+            await self._database().close()
+            raise
+        self._heartbeat.start()
+        loop = asyncio.get_running_loop()
+        self._tasks.append(loop.create_task(self._refresh_presence(), name="presence-refresh"))
+        self._state = _MState.STARTED
+
+    async def stop(self) -> None:
+        """Disconnect every connection, show this device offline at once, stop listening. Safe to call twice."""
+        if self._state != _MState.STARTED:
+            self._state = _MState.STOPPED
+            return
+        self._state = _MState.STOPPED
+        await asyncio.gather(*(c.disconnect() for c in list(self._connections.values())), return_exceptions=True)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        if self._heartbeat is not None:
+            await self._heartbeat.stop()
+        for listener in self._listeners:
+            await listener.close()
+        try:
+            await self._database().set(
+                presence_path(self.user_id, self._device.id), heartbeat_record(self._device.label, online=False)
+            )
+        except PeerchatError as exc:
+            log.warning("could not mark this device offline: %s", exc)
+        await self._database().close()
+
+    def _check_started(self) -> None:
+        if self._state != _MState.STARTED:
+            raise ClosedError(
+                "The connection manager is not running: call start() (or use `async with`) first."
+                if self._state == _MState.NEW
+                else "The connection manager was stopped; create a new one."
+            )
+
+    # ----------------------------------------------------------------------------------------- relay health
+    def _relay_failed(self, source: str, error: BaseException) -> None:
+        if self._state != _MState.STARTED:
+            return
+        down = self._health.failure(source, error, time.time())
+        if down is not None:
+            log.warning("relay unavailable: %s", down.reason)
+            emit_safely(self.events, ev.RELAY_UNAVAILABLE, down)
+
+    def _relay_succeeded(self, source: str) -> None:
+        if self._state != _MState.STARTED:
+            return
+        up = self._health.success(source, time.time())
+        if up is not None:
+            log.info("relay restored after %.1f s", up.duration)
+            emit_safely(self.events, ev.RELAY_RESTORED, up)
+
+    # ------------------------------------------------------------------------------------------------ presence
+    async def _write_heartbeat(self, record: dict[str, Any]) -> None:
+        await self._database().set(presence_path(self.user_id, self._device.id), record)
+
+    def _on_presence(self, kind: str, path: str, data: Any) -> None:
+        self._presence_tree = apply_event(self._presence_tree, kind, path, data)
+        if self._view.update(self._presence_tree, time.time()):
+            self._peers_changed()
+
+    async def _refresh_presence(self) -> None:
+        interval = min(max(self.options.heartbeat_interval / 4, 0.05), 1.0)
+        while True:
+            await asyncio.sleep(interval)
+            if self._view.refresh(time.time()):
+                self._peers_changed()
+
+    def _peers_changed(self) -> None:
+        online = {p.id for p in self._view.online}
+        for peer_id in [p for p in self._offline_waiters if p not in online]:
+            for fut in self._offline_waiters.pop(peer_id):
+                if not fut.done():
+                    fut.set_result(None)
+        emit_safely(self.events, ev.PEERS_CHANGED, ev.PeersChanged(self._view.online, self._view.known))
+
+    async def get_online_peers(self) -> list[PeerInfo]:
+        self._check_started()
+        self._view.refresh(time.time())
+        return list(self._view.online)
+
+    async def get_known_peers(self) -> list[DeviceStatus]:
+        """Every other device of this user with a presence record, online or not, sorted by id; ``last_seen`` is
+        its last heartbeat on this machine's clock. Cheap: read from the live local view.
+
+        Raises:
+            ClosedError: the manager is not running.
+        """
+        self._check_started()
+        self._view.refresh(time.time())
+        return list(self._view.known)
+
+    async def _peer_for(self, device_id: str) -> PeerInfo:
+        """The device ``device_id`` as presence names it. A device that connects right after coming online can
+        be faster than its presence reaching this device's listener, so when the live view does not have it,
+        its record is read once; its id stands in for the label only if that fails too."""
+        peer = self._view.get(device_id)
+        if peer is not None:
+            return peer
+        try:
+            peer = peer_from_record(device_id, await self._database().get(presence_path(self.user_id, device_id)))
+        except PeerchatError as exc:
+            log.info("could not read the presence of %s: %s", device_id, exc)
+        if peer is None:
+            peer = next((s.info for s in self._view.known if s.info.id == device_id), None)
+        return peer or PeerInfo(device_id, device_id)
+
+    # ------------------------------------------------------------------------------------------------ connecting
+    async def connect_to_peer(self, peer_id: str, *, confirm_data_receival: bool = False) -> RelayConnection:
+        """Open a connection to one of this user's online devices.
+
+        Raises:
+            PeerOfflineError: the device is unknown or offline (at once), or went offline while connecting.
+            PeerTimeoutError: it did not answer within ``options.connect_timeout``.
+            PermissionDeniedError, RelayUnavailableError: the relay refused or cannot be reached.
+        """
+        self._check_started()
+        if not isinstance(peer_id, str):
+            raise TypeError(f"peer_id must be a device id string, not {type(peer_id).__name__}")
+        if peer_id == self._device.id:
+            raise ValueError("A device cannot connect to itself.")
+        self._view.refresh(time.time())
+        peer = self._view.get(peer_id) if valid_id(peer_id) else None
+        if peer is None:
+            raise PeerOfflineError(
+                f"The device {peer_id!r} is not online (or not known to this user). Start peerchat on it and try again."
+            )
+        session_id = new_session_id()
+        conn = self._new_connection(peer, session_id, initiator=True, confirm_data_receival=confirm_data_receival)
+        offline: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._offline_waiters.setdefault(peer_id, []).append(offline)
+        self._seen_sessions.add(session_id)
+        try:
+            async with asyncio.timeout(self.options.connect_timeout):
+                await conn.open()
+                await self._database().set(negotiation_path(self.user_id, peer_id), make_request(self._device.id, session_id))
+                done, _ = await asyncio.wait({conn.accepted, offline}, return_when=asyncio.FIRST_COMPLETED)
+                if conn.accepted not in done:
+                    raise PeerOfflineError(f"{peer.label} went offline while connecting. Try again when it is back.")
+                conn.accepted.result()
+                conn.start_running()
+                self._connections[session_id] = conn
+        except BaseException as exc:
+            await self._abandon(conn, peer_id)
+            if isinstance(exc, TimeoutError):
+                raise PeerTimeoutError(
+                    f"{peer.label} did not answer within {self.options.connect_timeout:g} s. "
+                    "Check that peerchat runs there and can reach the database.",
+                    what="answer to the connection request",
+                    seconds=self.options.connect_timeout,
+                ) from None
+            raise
+        finally:
+            waiters = self._offline_waiters.get(peer_id, [])
+            if offline in waiters:
+                waiters.remove(offline)
+            if not waiters:
+                self._offline_waiters.pop(peer_id, None)
+        await self._upgrade(conn)
+        conn.hand_out()
+        return conn
+
+    async def _abandon(self, conn: RelayConnection, peer_id: str) -> None:
+        """A connection attempt failed: stop its tasks and remove what it wrote."""
+        await conn.abandon()
+        try:
+            current = await self._database().get(negotiation_path(self.user_id, peer_id))
+            if isinstance(current, dict) and current.get("sessionId") == conn.session_id:
+                await self._database().delete(negotiation_path(self.user_id, peer_id))
+        except PeerchatError:
+            pass
+
+    async def _upgrade(self, conn: RelayConnection) -> None:
+        try:
+            await self.upgrader(conn)
+        except Exception as exc:  # noqa: BLE001 - the relay keeps working
+            log.info("upgrade of %s failed: %s", conn.session_id, exc)
+            conn.report_upgrade_failure(exc)
+
+    def _on_negotiation(self, kind: str, path: str, data: Any) -> None:
+        if self._state != _MState.STARTED or path != "/":
+            # Partial writes never come from core (it writes whole values); the next whole value is used.
+            return
+        if data is None:
+            return
+        try:
+            offer = read_request(
+                data,
+                own_id=self._device.id,
+                server_now=self._view.server_now(time.time()),
+                max_age=self.options.negotiation_max_age,
+            )
+        except NegotiationIgnored as exc:
+            log.info("negotiation ignored: %s", exc)
+            self._spawn(self._clear_negotiation(data))
+            return
+        if offer.session_id in self._seen_sessions:
+            return
+        self._seen_sessions.add(offer.session_id)
+        self._spawn(self._accept(offer.initiator, offer.session_id, data))
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        """Run a background step of this manager (cancelled by stop())."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.append(task)
+        task.add_done_callback(lambda t: self._tasks.remove(t) if t in self._tasks else None)
+
+    async def _clear_negotiation(self, value: Any) -> None:
+        """Delete a negotiation value we handled, unless a newer one replaced it meanwhile."""
+        path = negotiation_path(self.user_id, self._device.id)
+        try:
+            if await self._database().get(path) == value:
+                await self._database().delete(path)
+        except PeerchatError as exc:
+            log.info("could not clear the negotiation: %s", exc)
+
+    async def _accept(self, initiator: str, session_id: str, value: Any) -> None:
+        conn: RelayConnection | None = None
+        try:
+            async with asyncio.timeout(self.options.connect_timeout):
+                peer = await self._peer_for(initiator)
+                conn = self._new_connection(peer, session_id, initiator=False, confirm_data_receival=False)
+                await conn.open()
+                conn.accept()
+                conn.start_running()
+                self._connections[session_id] = conn
+        except (PeerchatError, TimeoutError) as exc:
+            log.warning("could not accept a connection from %s: %s", initiator, exc)
+            self._connections.pop(session_id, None)
+            if conn is not None:
+                await conn.abandon()
+            return
+        self._spawn(self._clear_negotiation(value))
+        await self._upgrade(conn)
+        if conn.is_closed:
+            return
+        emit_safely(self.events, ev.INCOMING_CONNECTION, ev.IncomingConnection(conn))
+        conn.hand_out()
+
+    def _new_connection(
+        self, peer: PeerInfo, session_id: str, *, initiator: bool, confirm_data_receival: bool
+    ) -> RelayConnection:
+        return RelayConnection(
+            self._database(), self.options, self._device.id, peer, session_id, session_path(self.user_id, session_id),
+            initiator=initiator, confirm_data_receival=confirm_data_receival, on_closed=self._connection_closed,
+        )
+
+    def _database(self) -> Database:
+        if self._db is None:
+            raise ClosedError("The connection manager is not running: call start() (or use `async with`) first.")
+        return self._db
+
+    def _connection_closed(self, conn: RelayConnection, payload: ev.ConnectionClosed) -> None:
+        if self._connections.pop(conn.session_id, None) is not None:
+            emit_safely(self.events, ev.CONNECTION_CLOSED, payload)

@@ -1,0 +1,47 @@
+"""What the relay stores, as plain values: ids and labels the security rules accept, the presence record, the
+paths of the data layout (see :mod:`core.relay.connection` and ``docs/relay-layout.md``) and message keys. No I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from .stream import SEQUENCED_KINDS
+
+SERVER_TIMESTAMP = {".sv": "timestamp"}
+ID_RE = re.compile(r"^[A-Za-z0-9_:@+=~-]{1,64}$")
+MAX_LABEL = 100
+
+
+def valid_id(value: object) -> bool:
+    """True for a user, device or session id the security rules accept (1-64 of ``A-Z a-z 0-9 _ : @ + = ~ -``)."""
+    return isinstance(value, str) and ID_RE.match(value) is not None
+
+
+def valid_label(value: object) -> bool:
+    return isinstance(value, str) and 1 <= len(value) <= MAX_LABEL
+
+
+def heartbeat_record(label: str, *, online: bool = True) -> dict[str, Any]:
+    """The value a device writes at ``presence/{userId}/{deviceId}``."""
+    return {"label": label, "lastSeen": SERVER_TIMESTAMP, "online": online}
+
+
+def presence_path(uid: str, device_id: str | None = None) -> str:
+    return f"presence/{uid}" + (f"/{device_id}" if device_id else "")
+
+
+def negotiation_path(uid: str, device_id: str) -> str:
+    return f"relay/negotiation/{uid}/{device_id}"
+
+
+def session_path(uid: str, session_id: str) -> str:
+    return f"relay/sessions/{uid}/{session_id}"
+
+
+def message_key(frame: dict[str, Any]) -> str:
+    """The key a frame is stored under in the receiver's inbox."""
+    kind, seq = frame["kind"], frame["seq"]
+    prefix = "s" if kind in SEQUENCED_KINDS else kind
+    return f"{prefix}{seq:010d}"
