@@ -301,8 +301,8 @@ def max_frame_bytes(connection: PeerConnection, options: ManagerOptions) -> int:
     """The largest ``send_bytes`` message the connection accepts now.
 
     A connection states it as :attr:`~core.peer.PeerConnection.max_bytes_message`. When it does not (None), one
-    relay frame's worth applies whatever the transport: ``options.relay_frame_bytes`` characters of base64, so three quarters of that in bytes (never more
-    than a whole message may hold, ``options.max_message_bytes``).
+    relay frame's worth applies whatever the transport: ``options.relay_frame_bytes`` characters of base64, so
+    three quarters of that in bytes (never more than a whole message may hold, ``options.max_message_bytes``).
     """
     limit = connection.max_bytes_message
     if limit is not None and limit > CHUNK_HEADER_SIZE:

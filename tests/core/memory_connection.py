@@ -24,7 +24,6 @@ class MemoryConnection(PeerConnection):
         self._peer = peer
         self._transport: Transport = transport
         self.max_frame = max_frame
-        self.max_bytes_message = max_frame  # the optional hook core.files reads for its chunk size
         self._outgoing: asyncio.Queue[tuple[str, object]] = asyncio.Queue(maxsize=depth)
         self.other: MemoryConnection | None = None
         self._closed = False
@@ -42,6 +41,10 @@ class MemoryConnection(PeerConnection):
     @property
     def transport(self) -> Transport:
         return self._transport
+
+    @property
+    def max_bytes_message(self) -> int:
+        return self.max_frame  # declared, so core.files sizes its chunks by it
 
     @property
     def rtt(self) -> float | None:

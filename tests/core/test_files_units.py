@@ -31,10 +31,11 @@ async def test_outbox_waits_for_frames_and_drops_a_finished_transfer() -> None:
 
 
 class Link:
+    """Just what max_frame_bytes reads of a connection: the declared capability (None: not declared)."""
+
     def __init__(self, transport: str, declared: int | None = None) -> None:
         self.transport = transport
-        if declared is not None:
-            self.max_bytes_message = declared
+        self.max_bytes_message = declared
 
 
 def test_frame_size_is_one_relay_frame_unless_the_connection_declares_its_own() -> None:

@@ -1,4 +1,4 @@
-"""Tests for core.protocol.packets: the WebRTC link's frame format, without I/O."""
+"""Tests for core.protocol.packets: the WebRTC link's packet format, without I/O."""
 
 from __future__ import annotations
 
@@ -25,14 +25,14 @@ from core.protocol.packets import (
 
 def roundtrip(data: str | bytes, *, max_packet: int = MAX_PACKET_BYTES) -> list[object]:
     decoder = PacketDecoder()
-    return [decoder.feed(frame) for frame in encode_message(data, max_packet=max_packet)]
+    return [decoder.feed(packet) for packet in encode_message(data, max_packet=max_packet)]
 
 
-def test_a_short_text_is_one_frame_with_a_one_byte_header() -> None:
+def test_a_short_text_is_one_packet_with_a_one_byte_header() -> None:
     assert encode_message("héllo") == [bytes([TEXT]) + "héllo".encode()]
 
 
-def test_a_short_binary_is_one_frame_with_a_one_byte_header() -> None:
+def test_a_short_binary_is_one_packet_with_a_one_byte_header() -> None:
     assert encode_message(b"\x00\x01") == [bytes([BINARY]) + b"\x00\x01"]
 
 
@@ -43,31 +43,31 @@ def test_small_messages_round_trip(data: str | bytes) -> None:
 
 def test_a_large_text_is_split_and_joined_even_inside_a_multibyte_character() -> None:
     text = "aé€😀" * 1000  # 10 bytes per repetition: fragment edges fall inside characters
-    frames = encode_message(text, max_packet=101)
-    assert len(frames) > 1
-    assert all(len(frame) <= 101 for frame in frames)
-    assert all(frame[0] == TEXT | MORE for frame in frames[:-1])
-    assert frames[-1][0] == TEXT
+    packets = encode_message(text, max_packet=101)
+    assert len(packets) > 1
+    assert all(len(packet) <= 101 for packet in packets)
+    assert all(packet[0] == TEXT | MORE for packet in packets[:-1])
+    assert packets[-1][0] == TEXT
     decoder = PacketDecoder()
-    results = [decoder.feed(frame) for frame in frames]
-    assert results[:-1] == [None] * (len(frames) - 1)
+    results = [decoder.feed(packet) for packet in packets]
+    assert results[:-1] == [None] * (len(packets) - 1)
     assert results[-1] == ChannelMessage(text)
 
 
-def test_a_large_binary_is_split_at_the_frame_limit() -> None:
+def test_a_large_binary_is_split_at_the_packet_limit() -> None:
     data = bytes(range(256)) * 1024  # 256 KiB
-    frames = encode_message(data)
-    assert len(frames) == -(-len(data) // (MAX_PACKET_BYTES - 1))
-    assert all(len(frame) <= MAX_PACKET_BYTES for frame in frames)
+    packets = encode_message(data)
+    assert len(packets) == -(-len(data) // (MAX_PACKET_BYTES - 1))
+    assert all(len(packet) <= MAX_PACKET_BYTES for packet in packets)
     assert roundtrip(data)[-1] == ChannelMessage(data)
 
 
-def test_a_message_exactly_filling_one_frame_is_not_split() -> None:
+def test_a_message_exactly_filling_one_packet_is_not_split() -> None:
     assert len(encode_message(b"z" * (MAX_PACKET_BYTES - 1))) == 1
     assert len(encode_message(b"z" * MAX_PACKET_BYTES)) == 2
 
 
-def test_control_frames_decode() -> None:
+def test_control_packets_decode() -> None:
     decoder = PacketDecoder()
     assert decoder.feed(encode_keepalive()) == Keepalive()
     assert decoder.feed(encode_close("bye now")) == Close("bye now")
@@ -75,7 +75,7 @@ def test_control_frames_decode() -> None:
     assert encode_close("")[0] == CLOSE
 
 
-def test_control_frames_may_arrive_between_fragments() -> None:
+def test_control_packets_may_arrive_between_fragments() -> None:
     decoder = PacketDecoder()
     first, second = encode_message(b"ab" * 10, max_packet=11)
     assert decoder.feed(first) is None
@@ -83,7 +83,7 @@ def test_control_frames_may_arrive_between_fragments() -> None:
     assert decoder.feed(second) == ChannelMessage(b"ab" * 10)
 
 
-def test_too_small_a_frame_limit_is_refused() -> None:
+def test_too_small_a_packet_limit_is_refused() -> None:
     with pytest.raises(ValueError, match="max_packet"):
         encode_message("x", max_packet=1)
 
@@ -94,24 +94,24 @@ def test_encode_refuses_other_types() -> None:
 
 
 @pytest.mark.parametrize(
-    ("frame", "match"),
+    ("packet", "match"),
     [
-        (b"", "empty frame"),
-        (bytes([0x40]) + b"x", "unknown frame type"),
-        (bytes([0x07]), "unknown frame type"),
+        (b"", "empty packet"),
+        (bytes([0x40]) + b"x", "unknown packet type"),
+        (bytes([0x07]), "unknown packet type"),
         (bytes([KEEPALIVE | MORE]), "cannot be fragmented"),
-        (bytes([KEEPALIVE]) + b"x", "keep-alive frame carries"),
+        (bytes([KEEPALIVE]) + b"x", "keep-alive packet carries"),
         (bytes([CLOSE | MORE]) + b"x", "cannot be fragmented"),
         (bytes([CLOSE]) + b"\xff", "not valid UTF-8"),
         (bytes([TEXT]) + b"\xc3", "not valid UTF-8"),
     ],
 )
-def test_malformed_frames_raise_a_protocol_error(frame: bytes, match: str) -> None:
+def test_malformed_packets_raise_a_protocol_error(packet: bytes, match: str) -> None:
     with pytest.raises(ProtocolError, match=match):
-        PacketDecoder().feed(frame)
+        PacketDecoder().feed(packet)
 
 
-def test_a_text_frame_instead_of_bytes_is_a_protocol_error() -> None:
+def test_a_text_packet_instead_of_bytes_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError, match="text data channel message"):
         PacketDecoder().feed("hello")  # type: ignore[arg-type]
 
@@ -135,11 +135,11 @@ def test_invalid_utf8_across_fragments_is_refused_and_the_decoder_recovers() -> 
 
 def test_a_message_over_the_limit_is_refused_once_and_its_remaining_fragments_are_skipped() -> None:
     decoder = PacketDecoder(max_message_bytes=10)
-    frames = encode_message(b"x" * 30, max_packet=5)  # 4 payload bytes per frame: 8 frames
+    packets = encode_message(b"x" * 30, max_packet=5)  # 4 payload bytes per packet: 8 packets
     raised = 0
-    for frame in frames:
+    for packet in packets:
         try:
-            assert decoder.feed(frame) is None
+            assert decoder.feed(packet) is None
         except ProtocolError as exc:
             raised += 1
             assert "over the limit of 10 bytes" in str(exc)
@@ -149,8 +149,8 @@ def test_a_message_over_the_limit_is_refused_once_and_its_remaining_fragments_ar
 
 def test_a_message_at_the_limit_is_accepted() -> None:
     decoder = PacketDecoder(max_message_bytes=10)
-    frames = encode_message(b"y" * 10, max_packet=4)
-    assert [decoder.feed(frame) for frame in frames][-1] == ChannelMessage(b"y" * 10)
+    packets = encode_message(b"y" * 10, max_packet=4)
+    assert [decoder.feed(packet) for packet in packets][-1] == ChannelMessage(b"y" * 10)
 
 
 def test_pending_reports_a_partial_message() -> None:
@@ -162,7 +162,7 @@ def test_pending_reports_a_partial_message() -> None:
     assert decoder.pending == 0
 
 
-def test_a_single_frame_over_the_limit_is_refused_and_the_next_one_decodes() -> None:
+def test_a_single_packet_over_the_limit_is_refused_and_the_next_one_decodes() -> None:
     decoder = PacketDecoder(max_message_bytes=4)
     with pytest.raises(ProtocolError, match="over the limit of 4 bytes"):
         decoder.feed(bytes([TEXT]) + b"12345")
