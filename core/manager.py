@@ -1,5 +1,6 @@
 """The top of ``core``: :class:`FirebasePeerConnectionManager`, which wires presence, the relay and the upgrade
-together. It is the one module that knows both :mod:`core.relay` and :mod:`core.webrtc`; everything below it is
+together. With :mod:`core.links` it is the one place that knows :mod:`core.relay`, :mod:`core.webrtc` and
+:mod:`core.direct`; everything below it is
 handed what it needs (a connection gets the database, the options, its own id and a close callback).
 
 How the data is laid out in the database is in :mod:`core.relay.connection` and ``docs/relay-layout.md``.
@@ -35,7 +36,7 @@ from .protocol.records import (
 from .relay.connection import RelayConnection
 from .relay.firebase import Database, Listener, apply_event
 from .relay.heartbeat import Heartbeat
-from .webrtc.upgrade import webrtc_upgrader
+from .links import link_upgrader
 
 if TYPE_CHECKING:
     import firebase_admin
@@ -58,9 +59,9 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         app: a firebase_admin App initialised with ``databaseAuthVariableOverride={'uid': user_id}``
             (None: the default app).
         options: time-outs and limits.
-        upgrader: run on every new connection before it is handed out. None (the default): the WebRTC upgrade of
-            :func:`core.webrtc.upgrade.webrtc_upgrader` for ``options`` (which, with ``options.webrtc`` off, tells the other
-            side at once that this device does not use WebRTC). Pass another upgrader to override it.
+        upgrader: run on every new connection before it is handed out. None (the default): the direct link and
+            WebRTC tried together, :func:`core.links.link_upgrader` for ``options`` (a side with either turned off
+            tells the other at once). Pass another upgrader to override it.
     """
 
     def __init__(
@@ -84,7 +85,7 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         self._app = app
         self.options = options or ManagerOptions()
         if upgrader is None:
-            upgrader = webrtc_upgrader(self.options)
+            upgrader = link_upgrader(self.options)
         self.upgrader: Upgrader = upgrader
         self._db: Database | None = None  # set by start()
         self._state = _MState.NEW

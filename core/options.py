@@ -19,7 +19,8 @@ class ManagerOptions:
     """Time-outs are in seconds. Change a copy with ``dataclasses.replace(options, ...)``.
 
     Connecting takes two steps with their own bounds: negotiation (the peer answers) within ``connect_timeout``,
-    then the WebRTC upgrade attempt within ``upgrade_timeout``. The answering side hands a connection out
+    then the upgrade attempts: the direct link within ``direct_timeout`` and WebRTC within ``upgrade_timeout``, tried
+together. The answering side hands a connection out
     (``incoming_connection``) only after its upgrade attempt, so when the initiator has no WebRTC at all it waits up
     to ``upgrade_timeout`` for an offer first. Keep ``connect_timeout`` above ``upgrade_timeout`` plus a margin for
     the relay's round trips (the defaults: 15 s > 5 s + 10 s), so a slow answer is never mistaken for a dead peer
@@ -65,6 +66,11 @@ class ManagerOptions:
     ice_servers: tuple[IceServer, ...] = field(default_factory=tuple)
     upgrade_timeout: float = 5.0
     reupgrade_interval: float = 15.0
+    # The local addresses the direct link and WebRTC may use (None: every interface, and 127.0.0.1).
+    addresses: tuple[str, ...] | None = None
+    # The direct link (TCP with mutual TLS 1.3), tried together with WebRTC; how long one attempt may take.
+    direct: bool = True
+    direct_timeout: float = 3.0
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 1:
@@ -76,5 +82,9 @@ class ManagerOptions:
                 f"send_window and webrtc_send_window must be 1 to 4096 frames, not {self.send_window}, "
                 f"{self.webrtc_send_window}"
             )
+        if self.direct_timeout <= 0:
+            raise ValueError(f"direct_timeout must be above 0 seconds, not {self.direct_timeout}")
+        if self.addresses is not None and not (isinstance(self.addresses, tuple) and self.addresses):
+            raise ValueError(f"addresses must be a non-empty tuple of IP addresses or None, not {self.addresses!r}")
         if self.send_window_bytes < 1:
             raise ValueError(f"send_window_bytes must be at least 1, not {self.send_window_bytes}")

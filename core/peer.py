@@ -11,13 +11,13 @@ from typing import Literal, Self
 
 from pyee.asyncio import AsyncIOEventEmitter
 
-Transport = Literal["relay", "webrtc"]
+Transport = Literal["relay", "webrtc", "direct"]
 """The link that carries a connection's data now."""
 
 
 @dataclass(frozen=True)
 class UpgradeFailed:
-    """A WebRTC upgrade attempt failed (``reason`` in words, ``error`` the failure); the relay keeps working."""
+    """An upgrade attempt (direct link or WebRTC) failed (``reason`` in words, ``error`` the failure); the relay keeps working."""
 
     reason: str
     error: BaseException | None = None
@@ -67,7 +67,7 @@ class PeerConnection(abc.ABC):
     @property
     @abc.abstractmethod
     def transport(self) -> Transport:
-        """``"relay"`` or ``"webrtc"``: the link that carries data now."""
+        """``"relay"``, ``"webrtc"`` or ``"direct"``: the link that carries data now."""
 
     @property
     @abc.abstractmethod

@@ -125,6 +125,8 @@ class LinkOptions:
     @classmethod
     def from_manager_options(cls, options: ManagerOptions, **overrides: Any) -> Self:
         """The link options a manager with ``options`` uses (ICE servers, upgrade time-out), plus ``overrides``."""
+        if options.addresses is not None:
+            overrides.setdefault("host_addresses", options.addresses)
         return cls(ice_servers=options.ice_servers, open_timeout=options.upgrade_timeout, **overrides)
 
 

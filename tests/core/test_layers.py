@@ -5,9 +5,9 @@ The floors, bottom up (``docs/architecture.md`` explains them):
 
     vocabulary   core.errors, core.options, core._tasks, core.peer, core.events, core.link
     protocol     core.protocol.*          sans-I/O; imports only the vocabulary
-    I/O          core.relay.*, core.webrtc.*   never each other
+    I/O          core.relay.*, core.webrtc.*, core.direct.*   never each other
     feature      core.files.*             over ANY PeerConnection: errors, options, peer, events, _tasks only
-    top          core.manager             the one module that wires relay and WebRTC together
+    top          core.manager, core.links the one place that wires relay, WebRTC and direct together
     face         core (``__init__``)      re-exports; nothing inside core imports it
 """
 
@@ -34,10 +34,12 @@ FLOOR_MAY_IMPORT = {
     "protocol": {"vocabulary", "protocol"},
     "relay": {"vocabulary", "protocol", "relay"},
     "webrtc": {"vocabulary", "protocol", "webrtc"},
+    "direct": {"vocabulary", "protocol", "direct"},
     "files": {"files"},  # and the vocabulary modules in FILES_VOCABULARY
-    "manager": {"vocabulary", "protocol", "relay", "webrtc"},
-    "face": {"vocabulary", "protocol", "relay", "webrtc", "files", "manager"},
+    "manager": {"vocabulary", "protocol", "relay", "webrtc", "direct", "manager"},
+    "face": {"vocabulary", "protocol", "relay", "webrtc", "direct", "files", "manager"},
 }
+TOP = {"core.manager", "core.links"}
 FILES_VOCABULARY = {"core.errors", "core.options", "core.peer", "core.events", "core._tasks"}
 
 
@@ -77,7 +79,7 @@ def floor_of(module: str) -> str:
         return "face"
     if module in VOCABULARY:
         return "vocabulary"
-    if module == "core.manager":
+    if module in TOP:
         return "manager"
     return module.split(".")[1]
 
