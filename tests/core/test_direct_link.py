@@ -104,3 +104,131 @@ async def test_a_session_opens_a_direct_link_and_carries_messages_both_ways(mana
     assert got_a == [ev.Data("and back")]
     link = links_a[0].direct.link
     assert link is not None and not link.is_closed
+
+
+class Rewriting:
+    """An upgrader whose outgoing direct-link signals are rewritten on the way, as by someone who can write the
+    signalling (``rewrite`` takes and returns a signal)."""
+
+    def __init__(self, inner: LinkUpgrader, rewrite: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.inner, self.rewrite = inner, rewrite
+
+    async def __call__(self, host: Any) -> None:
+        await self.inner(_RewritingHost(host, self.rewrite))
+
+
+class _RewritingHost:
+    def __init__(self, host: Any, rewrite: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self._host, self._rewrite = host, rewrite
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._host, name)
+
+    async def send_signal(self, signal: dict[str, Any]) -> None:
+        if "direct" in signal and signal.get("type") in ("offer", "answer"):
+            signal = self._rewrite(signal)
+        await self._host.send_signal(signal)
+
+
+def another_certificate(signal: dict[str, Any]) -> dict[str, Any]:
+    import base64
+    return {**signal, "cert": base64.b64encode(session_certificate().der).decode()}
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_a_certificate_that_does_not_match_is_refused_and_the_session_stays_on_the_relay(
+        managers: Any) -> None:
+    upgrader_a, upgrader_b = link_upgrader(FAST), link_upgrader(FAST)
+    links_a, links_b = spy(upgrader_a), spy(upgrader_b)
+    pair = await managers(Rewriting(upgrader_a, another_certificate), upgrader_b)
+    conn_a, conn_b = await pair.connect()
+    assert (conn_a.transport, conn_b.transport) == ("relay", "relay")
+    # Each side refused the other: the phone's handshake saw a certificate other than the signalled one, and the
+    # laptop's handshake was refused by the phone (which pinned the false certificate).
+    assert "certificate is not the one it signalled" in links_b[0].direct.failures[0]
+    assert "refused our certificate" in links_a[0].direct.failures[0]
+    assert conn_b.upgrade_failure is not None and "direct" in conn_b.upgrade_failure.reason
+    assert links_a[0].direct.link is None and links_b[0].direct.link is None
+    got: list[Any] = []
+    conn_b.events.on(ev.DATA, got.append)
+    await conn_a.send("still here, over the relay")
+    await wait_for(lambda: got == [ev.Data("still here, over the relay")], "the message over the relay")
+
+
+async def test_no_reachable_candidate_leads_to_webrtc(managers: Any) -> None:
+    options = dataclasses.replace(FAST, webrtc=True, direct_timeout=1.5)
+    port = closed_port()
+
+    def unreachable(signal: dict[str, Any]) -> dict[str, Any]:
+        return {**signal, "candidates": [["127.0.0.1", port]]}
+
+    upgrader_a, upgrader_b = link_upgrader(options, **WEBRTC_LINK), link_upgrader(options, **WEBRTC_LINK)
+    links_a = spy(upgrader_a)
+    pair = await managers(Rewriting(upgrader_a, unreachable), Rewriting(upgrader_b, unreachable), options)
+    conn_a, conn_b = await pair.connect()
+    await wait_for(lambda: conn_a.transport == conn_b.transport == "webrtc", "both sides on WebRTC")
+    assert "refused" in links_a[0].direct.failures[0]
+    assert conn_a.upgrade_failure is None  # WebRTC carries the data: nothing to warn about
+
+
+async def test_no_direct_on_one_side_keeps_both_off_it(managers: Any) -> None:
+    off = dataclasses.replace(FAST, direct=False)
+    upgrader_a, upgrader_b = link_upgrader(FAST), link_upgrader(off)
+    links_a = spy(upgrader_a)
+    pair = await managers(upgrader_a, upgrader_b, FAST, off)
+    conn_a, conn_b = await pair.connect()
+    assert (conn_a.transport, conn_b.transport) == ("relay", "relay")
+    assert links_a[0].direct.peer_declined
+    assert links_a[0].direct.listeners == [] or all(listener.closed for listener in links_a[0].direct.listeners)
+    assert "turned off on the other device" in (conn_a.upgrade_failure.reason if conn_a.upgrade_failure else "")
+    # The laptop does not try again.
+    attempts = links_a[0].direct.attempt_number
+    await asyncio.sleep(FAST.reupgrade_interval * 3)
+    assert links_a[0].direct.attempt_number == attempts
+
+
+async def test_a_listener_accepts_nothing_after_the_attempt(managers: Any) -> None:
+    upgrader_a, upgrader_b = link_upgrader(FAST), link_upgrader(FAST)
+    links_a, links_b = spy(upgrader_a), spy(upgrader_b)
+    pair = await managers(upgrader_a, upgrader_b)
+    conn_a, conn_b = await pair.connect()
+    assert conn_a.transport == "direct"
+    candidates = [c for links in (links_a, links_b) for lst in links[0].direct.listeners for c in lst.candidates]
+    assert candidates
+    for host, port in candidates:
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(host, port)
+
+
+async def test_the_direct_link_torn_down_mid_transfer_falls_back_without_loss_and_comes_back(
+        managers: Any, tmp_path: Path) -> None:
+    upgrader_a, upgrader_b = link_upgrader(FAST), link_upgrader(FAST)
+    links_a = spy(upgrader_a)
+    pair = await managers(upgrader_a, upgrader_b)
+    conn_a, conn_b = await pair.connect()
+    changes: list[ev.LinkChanged] = []
+    conn_a.events.on(ev.LINK_CHANGED, changes.append)
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(24 * 1024 * 1024))
+    sender, receiver = FileTransfers(conn_a), FileTransfers(conn_b)
+    offers: asyncio.Queue[Any] = asyncio.Queue()
+    receiver.events.on(ev.INCOMING_TRANSFER, lambda e: offers.put_nowait(e.offer))
+    outgoing = await sender.send_files([source])
+    incoming = await (await asyncio.wait_for(offers.get(), WAIT)).accept(tmp_path / "in")
+    await wait_for(lambda: incoming.bytes_done > 2 * 1024 * 1024, "the transfer to be under way")
+    first = links_a[0].direct.link
+    assert first is not None and incoming.bytes_done < source.stat().st_size
+    first.abort()  # the TCP connection breaks, as when a network goes away
+    await asyncio.wait_for(asyncio.gather(outgoing.wait(), incoming.wait()), WAIT * 2)
+    await wait_for(lambda: conn_a.transport == "direct", "the direct link to come back")
+    assert [c.transport for c in changes][:2] == ["relay", "direct"], changes
+    assert links_a[0].direct.link is not first
+    saved = tmp_path / "in" / "big.bin"
+    assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(source.read_bytes()).digest()
+    await sender.close()
+    await receiver.close()

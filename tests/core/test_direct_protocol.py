@@ -1,0 +1,127 @@
+"""The direct link's sans-I/O parts: its frames on a byte stream, its signals, and the order of links."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from core.errors import ProtocolError
+from core.protocol.direct import (
+    HEADER,
+    MAX_BODY,
+    SIGNAL_KEY,
+    DirectSignal,
+    FrameReader,
+    encode_stream_frame,
+    fingerprint,
+    parse_header,
+    parse_signal,
+)
+from core.protocol.linkorder import Attach, Detach, LinkOrder, Report, Retry
+
+FRAMES = [
+    {"kind": "data", "seq": 1, "data": "héllo\nworld"},
+    {"kind": "binary", "seq": 2, "data": base64.b64encode(bytes(range(256)) * 10).decode()},
+    {"kind": "binary", "seq": 3, "data": base64.b64encode(b"x").decode(), "more": True, "confirm": True},
+    {"kind": "ack", "seq": 3},
+    {"kind": "ping", "seq": 7},
+    {"kind": "signal", "seq": 4, "data": '{"webrtc":1}'},
+]
+
+
+def test_frames_survive_the_byte_stream_cut_anywhere() -> None:
+    stream = b"".join(encode_stream_frame(frame) for frame in FRAMES)
+    for cut in (1, 3, 5, 7, 100, 1000):
+        reader = FrameReader()
+        got = []
+        for start in range(0, len(stream), cut):
+            got += reader.feed(stream[start:start + cut])
+        assert got == FRAMES
+        assert reader.pending == 0
+
+
+def test_binary_frames_carry_raw_bytes_not_base64() -> None:
+    raw = bytes(range(256)) * 100
+    encoded = encode_stream_frame({"kind": "binary", "seq": 9, "data": base64.b64encode(raw).decode()})
+    assert raw in encoded and len(encoded) < len(raw) + 16
+
+
+def test_a_header_of_an_unknown_kind_or_over_the_limit_is_refused() -> None:
+    with pytest.raises(ProtocolError, match="unknown kind"):
+        parse_header(HEADER.pack(5, 7))
+    with pytest.raises(ProtocolError, match="over the limit"):
+        parse_header(HEADER.pack(MAX_BODY + 1, 1))
+    with pytest.raises(ProtocolError, match="UTF-8"):
+        FrameReader().feed(HEADER.pack(2, 0) + b"\xff\xfe")
+
+
+def test_signals_round_trip_and_bad_ones_say_what_is_wrong() -> None:
+    offer = DirectSignal(2, "offer", (("127.0.0.1", 5000), ("::1", 6000)), b"\x30\x82cert")
+    assert parse_signal(offer.to_json()) == offer
+    assert offer.fingerprint == fingerprint(b"\x30\x82cert")
+    decline = parse_signal({SIGNAL_KEY: 0, "type": "decline"})
+    assert decline.type == "decline" and "turned off" in decline.reason
+    good = offer.to_json()
+    bad = [
+        ({**good, SIGNAL_KEY: -1}, "attempt"),
+        ({**good, SIGNAL_KEY: True}, "attempt"),
+        ({**good, "type": "hello"}, "unknown"),
+        ({**good, "candidates": [["example.com", 80]]}, "not an IP address"),
+        ({**good, "candidates": [["127.0.0.1", 0]]}, "malformed"),
+        ({**good, "candidates": [["127.0.0.1", 1]] * 17}, "at most"),
+        ({**good, "cert": "***"}, "base64"),
+        ({key: value for key, value in good.items() if key != "cert"}, "certificate"),
+    ]
+    for signal, message in bad:
+        with pytest.raises(ProtocolError, match=message):
+            parse_signal(signal)
+
+
+def test_direct_wins_whenever_it_opens() -> None:
+    order = LinkOrder(initiator=True)
+    assert order.opened("webrtc") == [Attach("webrtc", "upgraded (no direct link yet)")]
+    assert order.opened("direct") == [Attach("direct", "direct opened, faster than webrtc")]
+    assert order.attached == "direct"
+    # A WebRTC link that opens later is kept in reserve.
+    assert order.opened("webrtc") == []
+    assert order.attached == "direct"
+
+
+def test_webrtc_carries_the_data_when_only_it_opens() -> None:
+    order = LinkOrder(initiator=True, retry_interval=15.0)
+    assert order.failed("direct", "refused") == [Retry("direct", 15.0), Report("direct", "refused")]
+    assert order.opened("webrtc") == [Attach("webrtc", "upgraded (no direct link yet)")]
+    # Once WebRTC is open a failed direct try is not reported (the data still goes fast), only tried again.
+    assert order.failed("direct", "refused") == [Retry("direct", 15.0)]
+
+
+def test_after_a_break_the_relay_then_direct_again_then_webrtc() -> None:
+    order = LinkOrder(initiator=True, retry_interval=15.0)
+    order.opened("direct")
+    order.opened("webrtc")  # in reserve
+    assert order.lost("direct", "reset") == [Detach("direct", "reset"), Retry("direct", 0.0)]
+    assert order.attached is None
+    # The direct try fails: the WebRTC link in reserve takes over, and direct is tried again later.
+    assert order.failed("direct", "refused") == [
+        Attach("webrtc", "the direct link failed (refused); WebRTC is open"), Retry("direct", 15.0)]
+    assert order.opened("direct") == [Attach("direct", "direct opened, faster than webrtc")]
+
+
+def test_the_answering_side_never_retries_and_a_declined_link_is_not_retried() -> None:
+    answering = LinkOrder(initiator=False)
+    answering.opened("direct")
+    assert answering.lost("direct", "reset") == [Detach("direct", "reset")]
+    assert answering.failed("direct", "x") == [Report("direct", "x")]
+    order = LinkOrder(initiator=True)
+    order.declined("direct")
+    assert order.failed("direct", "turned off") == [Report("direct", "turned off")]
+    off = LinkOrder(initiator=True, direct=False)
+    off.opened("direct")
+    assert off.lost("direct", "reset") == [Detach("direct", "reset")]
+
+
+def test_a_closed_connection_decides_nothing() -> None:
+    order = LinkOrder(initiator=True)
+    order.close()
+    assert order.opened("direct") == [] and order.failed("direct", "x") == [] and order.lost("webrtc", "x") == []
