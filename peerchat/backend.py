@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -157,7 +158,8 @@ class Backend:
         settings: who and where (see :mod:`peerchat.config`).
         on_relay_status: called with ``(text, ok)`` when the relay goes away, comes back or is restarted.
         watch_interval: seconds between relay health checks (emulator modes only; 0 turns them off).
-        options: the manager's options (default: core's, with ``webrtc`` from the settings).
+        options: the manager's options (default: core's, with ``webrtc`` from the settings); the settings'
+            ``addresses``, ``direct`` and ``direct_timeout`` apply to them.
         embedded_at: where the embedded emulator lives (default 127.0.0.1:9000; tests use a free port).
     """
 
@@ -175,7 +177,14 @@ class Backend:
             else embedded_at
         self._on_relay_status = on_relay_status or (lambda text, ok: None)
         self._watch_interval = watch_interval
-        self._options = options or ManagerOptions(webrtc=settings.webrtc)
+        options = options or ManagerOptions(webrtc=settings.webrtc)
+        # The settings' link choices apply to given options too (addresses, the direct link and its time-out).
+        self._options = dataclasses.replace(
+            options,
+            addresses=settings.addresses or options.addresses,
+            direct=options.direct and settings.direct,
+            direct_timeout=settings.direct_timeout or options.direct_timeout,
+        )
         self._emulator: Any = None
         self._firebase_app: Any = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -219,14 +228,10 @@ class Backend:
                     )
                 await self._start_emulator()
         self._firebase_app = self._init_firebase()
-        from core import FirebasePeerConnectionManager, webrtc_upgrader
+        from core import FirebasePeerConnectionManager
 
-        upgrader = None  # core's default: WebRTC on every interface, as the options say
-        if settings.webrtc_addresses is not None:
-            upgrader = webrtc_upgrader(self._options, host_addresses=settings.webrtc_addresses)
-        manager = FirebasePeerConnectionManager(
-            settings.user, self.device, app=self._firebase_app, options=self._options, upgrader=upgrader
-        )
+        # core's default upgrade: the direct link and WebRTC together, on the addresses the options name.
+        manager = FirebasePeerConnectionManager(settings.user, self.device, app=self._firebase_app, options=self._options)
         try:
             await manager.start()
         except BaseException:

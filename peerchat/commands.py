@@ -57,6 +57,7 @@ from core.events import (
     DATA,
     INCOMING_CONNECTION,
     INCOMING_TRANSFER,
+    LINK_CHANGED,
     TRANSFER_FAILED,
     TRANSFER_FILE_DONE,
     TRANSFER_PROGRESS,
@@ -182,6 +183,16 @@ def _say(stream: TextIO, text: str) -> None:
     stream.flush()
 
 
+def say_link_changes(connection: PeerConnection, err: TextIO) -> None:
+    """Print every change of the link that carries ``connection`` (``link: DIRECT -> RELAY (why)``) on ``err``."""
+
+    def changed(event: Any) -> None:
+        clear = "\r\033[K" if err.isatty() else ""  # over a progress line being rewritten in place
+        _say(err, f"{clear}link: {event.previous.upper()} -> {event.transport.upper()} ({event.reason})")
+
+    connection.events.on(LINK_CHANGED, changed)
+
+
 # --- peers -----------------------------------------------------------------------------------------------------
 
 
@@ -227,6 +238,7 @@ async def send_main(settings: Settings, args: argparse.Namespace, out: TextIO, e
         connection = await manager.connect_to_peer(peer.id, confirm_data_receival=True)
         closed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         connection.events.on(CLOSED, lambda event: closed.done() or closed.set_result(event))
+        say_link_changes(connection, err)
 
         async def send_all() -> None:
             async with connection:
@@ -358,6 +370,7 @@ async def receive_main(settings: Settings, args: argparse.Namespace, out: TextIO
             err, f"session with {label} ended: {describe_close(closed.reason, closed.error)}"))
         closers.append(connection.disconnect)
         _say(err, f"session from {label} ({connection.peer.id}) over {connection.transport.upper()}")
+        say_link_changes(connection, err)
         attach_receiver(connection, download_dir, arrived, err, closers)
 
     async with Backend(settings, watch_interval=0) as manager:

@@ -9,7 +9,9 @@ takes the same keys as the flags, with ``_`` or ``-``::
     database_url = "https://my-project-default-rtdb.firebaseio.com"
     credentials = "~/keys/my-project.json"
     webrtc = true
-    webrtc_addresses = "192.168.1.20"      # only these local addresses for WebRTC (comma-separated)
+    addresses = "192.168.1.20"             # only these local addresses for direct and WebRTC (comma-separated)
+    direct = true                          # the direct link (TCP + TLS 1.3) when the devices reach each other
+    direct_timeout = 3.0                   # seconds one direct-link attempt may take
     download_dir = "~/Downloads/peerchat"
 
 Where the relay is (:attr:`Settings.mode`):
@@ -50,8 +52,9 @@ Mode = Literal["embedded", "emulator", "firebase"]
 
 # Firebase keys may not contain . # $ [ ] / or control characters; ids and users become keys.
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-:@+=~]{1,64}$")
-_KEYS = ("user", "label", "device_id", "database_url", "credentials", "emulator", "webrtc", "webrtc_addresses",
-         "download_dir")
+_KEYS = ("user", "label", "device_id", "database_url", "credentials", "emulator", "webrtc", "addresses",
+         "webrtc_addresses", "direct", "direct_timeout", "download_dir")
+_BOOL_KEYS = ("webrtc", "direct")
 
 
 class ConfigError(ValueError):
@@ -69,12 +72,21 @@ class Settings:
     credentials: Path | None = None
     emulator: str | None = None
     webrtc: bool = True
-    # The local addresses WebRTC may use (None: every interface, plus 127.0.0.1 for devices on one machine).
-    webrtc_addresses: tuple[str, ...] | None = None
+    # The local addresses the direct link and WebRTC may use (None: every interface, plus 127.0.0.1 for devices
+    # on one machine).
+    addresses: tuple[str, ...] | None = None
+    # The direct link (TCP + TLS 1.3), and how long one attempt may take (None: core's default).
+    direct: bool = True
+    direct_timeout: float | None = None
     download_dir: Path = field(default_factory=lambda: default_download_dir())
     namespace: str = DEFAULT_NAMESPACE
     # What the app calls the relay in its status line (None: its kind and address, see describe_relay).
     relay_name: str | None = None
+
+    @property
+    def webrtc_addresses(self) -> tuple[str, ...] | None:
+        """The former name of :attr:`addresses` (``--webrtc-addresses`` stays an alias of ``--addresses``)."""
+        return self.addresses
 
     @property
     def mode(self) -> Mode:
@@ -146,13 +158,24 @@ def parse_addresses(value: str) -> tuple[str, ...]:
     """Split a comma-separated list of IP addresses; raise :class:`ConfigError` naming the bad one."""
     addresses = tuple(part.strip() for part in value.split(",") if part.strip())
     if not addresses:
-        raise ConfigError("webrtc-addresses: expected IP addresses separated by commas, like 127.0.0.1,192.168.1.20")
+        raise ConfigError("addresses: expected IP addresses separated by commas, like 127.0.0.1,192.168.1.20")
     for address in addresses:
         try:
             ipaddress.ip_address(address)
         except ValueError:
-            raise ConfigError(f"webrtc-addresses: {address!r} is not an IP address") from None
+            raise ConfigError(f"addresses: {address!r} is not an IP address") from None
     return addresses
+
+
+def parse_seconds(value: Any, name: str) -> float:
+    """A positive number of seconds (at most an hour); raise :class:`ConfigError` naming the setting."""
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name}: expected a number of seconds, like 3 or 0.5, not {value!r}") from None
+    if not 0 < seconds <= 3600:
+        raise ConfigError(f"{name}: {value!r} must be above 0 and at most 3600 seconds")
+    return seconds
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -173,9 +196,12 @@ def read_config_file(path: Path) -> dict[str, Any]:
         if name not in _KEYS:
             known = ", ".join(_KEYS)
             raise ConfigError(f"the config file {path} has an unknown key {key!r} (known keys: {known})")
-        expected = bool if name == "webrtc" else str
-        if not isinstance(value, expected):
-            raise ConfigError(f"the config file {path}: {key} must be a {expected.__name__}, got {value!r}")
+        expected: type | tuple[type, ...] = bool if name in _BOOL_KEYS else str
+        if name == "direct_timeout":
+            expected = (int, float)
+        if not isinstance(value, expected) or (name == "direct_timeout" and isinstance(value, bool)):
+            kind = "number" if name == "direct_timeout" else expected.__name__  # type: ignore[union-attr]
+            raise ConfigError(f"the config file {path}: {key} must be a {kind}, got {value!r}")
         values[name] = value
     return values
 
@@ -265,8 +291,10 @@ def resolve_settings(
         device_id = _check_key("device-id", str(device_id))
     else:
         device_id = device_id_for(label, state_dir or default_state_dir())
-    addresses = pick("webrtc_addresses")
-    webrtc_addresses = parse_addresses(str(addresses)) if addresses else None
+    addresses = pick("addresses") or pick("webrtc_addresses")
+    direct_timeout = pick("direct_timeout")
+    if direct_timeout is not None:
+        direct_timeout = parse_seconds(direct_timeout, "direct-timeout")
     download = pick("download_dir")
     download_dir = Path(download).expanduser() if download else default_download_dir()
     return Settings(
@@ -277,7 +305,9 @@ def resolve_settings(
         credentials=credentials_path,
         emulator=emulator or None,
         webrtc=bool(pick("webrtc", True)),
-        webrtc_addresses=webrtc_addresses,
+        addresses=parse_addresses(str(addresses)) if addresses else None,
+        direct=bool(pick("direct", True)),
+        direct_timeout=direct_timeout,
         download_dir=download_dir,
     )
 
@@ -301,8 +331,12 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help="use the emulator at HOST:PORT (also FIREBASE_DATABASE_EMULATOR_HOST)")
     add("--no-webrtc", dest="webrtc", action="store_const", const=False, default=argparse.SUPPRESS,
         help="stay on the relay; never open a direct WebRTC link")
-    add("--webrtc-addresses", dest="webrtc_addresses", default=argparse.SUPPRESS, metavar="IP[,IP...]",
-        help="the only local addresses WebRTC may use (default: every interface, and 127.0.0.1)")
+    add("--addresses", "--webrtc-addresses", dest="addresses", default=argparse.SUPPRESS, metavar="IP[,IP...]",
+        help="the only local addresses the direct link and WebRTC may use (default: every interface, and 127.0.0.1)")
+    add("--no-direct", dest="direct", action="store_const", const=False, default=argparse.SUPPRESS,
+        help="never open a direct TCP link (WebRTC and the relay only)")
+    add("--direct-timeout", dest="direct_timeout", default=argparse.SUPPRESS, metavar="S",
+        help="seconds one direct-link attempt may take (default: 3)")
     add("--download-dir", dest="download_dir", default=argparse.SUPPRESS, metavar="DIR",
         help="where received files are saved")
     add("--config", dest="config_file", default=argparse.SUPPRESS, metavar="FILE",

@@ -180,6 +180,7 @@ class LinkStatus:
     note: str | None = None
     closed: str | None = None
     webrtc_off: bool = False  # this device turned WebRTC off: that is no news
+    direct_on: bool = True  # this device tries the direct link (what a fallback retries first)
 
     def apply(self, event: object) -> Notice | None:
         match event:
@@ -189,16 +190,29 @@ class LinkStatus:
                 self.warnings[what] = f"slow: {what} ({waited:.0f} s, gives up after {timeout:.0f} s)"
             case Recovered(what=what):
                 self.warnings.pop(what, None)
+            case LinkChanged(transport="direct"):
+                self.transport, self.note = "direct", None
+                return Notice("Direct link open (TCP, TLS 1.3): the fastest way between your devices.")
+            case LinkChanged(transport="webrtc", previous="direct", reason=reason):
+                self.transport, self.note = "webrtc", f"on WebRTC: {reason}"
+                return Notice(f"Now on WebRTC ({reason}).", "warning")
             case LinkChanged(transport="webrtc"):
                 self.transport, self.note = "webrtc", None
                 return Notice("Direct WebRTC link open.")
             case LinkChanged(transport=transport, reason=reason):
                 self.transport = transport
                 self.note = f"fell back to the relay: {reason}"
-                return Notice(f"Fell back to the relay ({reason}). Messages keep flowing; retrying WebRTC later.",
+                retrying = "the direct link" if self.direct_on else "WebRTC"
+                return Notice(f"Fell back to the relay ({reason}). Messages keep flowing; retrying {retrying}.",
                               "warning")
-            case UpgradeFailed() if self.webrtc_off:
+            case UpgradeFailed(reason=reason) if self.webrtc_off and not reason.startswith("direct"):
                 self.note = "relay only: WebRTC is off on this device"
+            case UpgradeFailed(reason=reason) if reason.startswith("direct"):
+                note = f"relay: {reason}"
+                if note == self.note:
+                    return None
+                self.note = note
+                return Notice(f"No faster link ({reason}); using the relay.", "warning")
             case UpgradeFailed(reason=reason):
                 note = f"no WebRTC: {reason}"
                 if note == self.note:
@@ -218,7 +232,8 @@ class LinkStatus:
         """The status line as Rich markup, e.g. ``● WEBRTC  12 ms  ⚠ slow: ...``."""
         if self.closed:
             return f"[b red]● CLOSED[/]  {escape(self.closed)}"
-        link = "[b green]● WEBRTC[/]" if self.transport == "webrtc" else "[b yellow]● RELAY[/]"
+        link = {"direct": "[b green]● DIRECT[/]", "webrtc": "[b green]● WEBRTC[/]"}.get(self.transport,
+                                                                                        "[b yellow]● RELAY[/]")
         parts = [link]
         if latency:
             parts.append(format_rtt(self.rtt))

@@ -128,6 +128,7 @@ class SessionView(Vertical):
     def refresh_status(self) -> None:
         self.query_one(".status", Static).update(self.status.render(latency=self._show_latency))
         self.set_class(self.status.transport == "webrtc", "webrtc")
+        self.set_class(self.status.transport == "direct", "direct")
         self.set_class(bool(self.status.warnings), "warning")
 
     def _tell(self, notice: Notice) -> None:

@@ -155,3 +155,31 @@ def test_webrtc_addresses_from_a_flag_or_the_file(dirs):
     assert resolve(dirs, {"webrtc_addresses": "127.0.0.1, ::1"}).webrtc_addresses == ("127.0.0.1", "::1")
     dirs[0].write_text('webrtc_addresses = "192.168.1.20"')
     assert resolve(dirs).webrtc_addresses == ("192.168.1.20",)
+
+
+def test_addresses_and_the_direct_link_from_flags_or_the_file(dirs, tmp_path):
+    import argparse
+
+    from peerchat.backend import Backend
+    from peerchat.config import add_settings_arguments, settings_from_args
+
+    settings = resolve(dirs)
+    assert (settings.addresses, settings.direct, settings.direct_timeout) == (None, True, None)
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    for flag in ("--addresses", "--webrtc-addresses"):  # the old name stays an alias
+        args = parser.parse_args([flag, "127.0.0.1", "--no-direct", "--direct-timeout", "1.5",
+                                  "--config", str(tmp_path / "none.toml"), "--device-id", "d1"])
+        (tmp_path / "none.toml").write_text("")
+        settings = settings_from_args(args, env={})
+        assert (settings.addresses, settings.direct, settings.direct_timeout) == (("127.0.0.1",), False, 1.5)
+        options = Backend(settings)._options
+        assert (options.addresses, options.direct, options.direct_timeout) == (("127.0.0.1",), False, 1.5)
+    dirs[0].write_text('addresses = "10.0.0.2"\ndirect = false\ndirect_timeout = 2')
+    settings = resolve(dirs)
+    assert (settings.addresses, settings.direct, settings.direct_timeout) == (("10.0.0.2",), False, 2.0)
+    for text, message in (('direct = "no"', "direct must be a bool"), ("direct_timeout = true", "must be a number"),
+                          ("direct_timeout = 0", "above 0")):
+        dirs[0].write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            resolve(dirs)

@@ -87,6 +87,22 @@ def test_link_status_follows_events():
     assert status.apply(ProtocolErrorEvent(error=ValueError("bad seq"))).severity == "warning"
 
 
+def test_link_status_says_direct_and_what_a_fallback_retries():
+    status = LinkStatus()
+    notice = status.apply(LinkChanged(transport="direct", previous="relay", reason="direct link opened (127.0.0.1)"))
+    assert notice is not None and notice.severity == "information" and "Direct link open" in notice.text
+    assert "● DIRECT" in status.render()
+    notice = status.apply(LinkChanged(transport="relay", previous="direct", reason="the other device closed it"))
+    assert notice is not None and "retrying the direct link" in notice.text
+    assert "● RELAY" in status.render()
+    notice = status.apply(LinkChanged(transport="webrtc", previous="direct", reason="the direct link failed"))
+    assert notice is not None and notice.severity == "warning" and "● WEBRTC" in status.render()
+    off = LinkStatus(webrtc_off=True)
+    notice = off.apply(UpgradeFailed(reason="direct: no direct connection within 3 s (refused)"))
+    assert notice is not None and "No faster link" in notice.text
+    assert "relay: direct: no direct connection" in off.render()
+
+
 @pytest.mark.parametrize(
     ("reason", "error", "text", "severity"),
     [
