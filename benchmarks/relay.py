@@ -66,7 +66,7 @@ def peer_child(url: str) -> None:
         app = firebase_admin.initialize_app(
             AnonymousCredentials(), {"databaseURL": url, "databaseAuthVariableOverride": {"uid": "alice"}}
         )
-        options = ManagerOptions(webrtc=False, send_window=64, ack_timeout=60, peer_timeout=60)
+        options = ManagerOptions(webrtc=False, direct=False, send_window=64, ack_timeout=60, peer_timeout=60)
         manager = FirebasePeerConnectionManager("alice", PeerInfo("phone", "Phone"), app=app, options=options)
 
         def on_incoming(event: ev.IncomingConnection) -> None:
@@ -114,7 +114,7 @@ async def main(args: argparse.Namespace) -> None:
                 name=uuid.uuid4().hex,
             )
 
-        options = ManagerOptions(webrtc=False, send_window=64, ack_timeout=60, peer_timeout=60)
+        options = ManagerOptions(webrtc=False, direct=False, send_window=64, ack_timeout=60, peer_timeout=60)
         peer = subprocess.Popen([sys.executable, __file__, "--peer", url], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, text=True, cwd=str(ROOT))
         a = FirebasePeerConnectionManager("alice", PeerInfo("laptop", "Laptop"), app=app(), options=options)

@@ -10,16 +10,20 @@ Rounds:
   host candidates on 127.0.0.1; signalled through the emulator), against ``webrtc-raw``: a bare aiortc data channel
   sending the same bytes as 64 KiB binary messages with the usual back-pressure. ``webrtc-link`` (optional) runs
   the transfer over a bare ``core.webrtc.WebRTCLink`` in a minimal PeerConnection, without the reliable stream.
+- ``direct``: ``FileTransfers`` over the manager's connection on the direct link (TCP + TLS 1.3 on 127.0.0.1,
+  signalled through the emulator), against ``direct-raw``: bare asyncio TLS 1.3 with pinned certificates, the file
+  read in 1 MiB blocks on one side and written to a file on the other, ``await drain()`` between blocks.
 - ``relay``: ``FileTransfers`` over the relay connection (``core.relay``) through the emulator (its own process),
   against ``relay-raw``: sequential firebase-admin ``set()`` calls writing the same bytes, base64, in chunks of the
   size the transfer uses (nobody reads them). ``relay-conn`` (optional) sends the same chunks with the relay
   connection's own ``send_bytes``, without the transfer layer, to tell the layer's cost from the connection's.
 
 Throughput counts from the moment ``send_files`` was called (hashing included) or from when the offer went out
-(hashing excluded), until the sender heard the last file was verified. Aims: WebRTC at least 0.8x raw, relay at
-least 0.5x raw.
+(hashing excluded), until the sender heard the last file was verified. Aims: direct at least 0.8x raw, WebRTC at
+least 0.8x raw, relay at least 0.5x raw. CPU time is summed over both sides (and the emulator, shown apart) and
+given per GiB moved.
 
-Run: ``uv run python benchmarks/transfer.py [--mib 256] [--rounds webrtc webrtc-raw relay relay-raw]``
+Run: ``uv run python benchmarks/transfer.py [--mib 256] [--rounds direct direct-raw webrtc webrtc-raw relay relay-raw]``
 """
 
 from __future__ import annotations
@@ -207,6 +211,53 @@ async def webrtc_side(role: str, args: argparse.Namespace, lines: asyncio.Stream
     await transfer_side(role, args, LinkConnection(link))
 
 
+async def tls_side(role: str, args: argparse.Namespace, lines: asyncio.StreamReader) -> None:
+    """Bare asyncio TLS 1.3 with pinned certificates, file to file: the direct link's baseline."""
+    import base64 as b64
+
+    from core.direct.certs import client_context, server_context, session_certificate
+
+    own = session_certificate()
+    out(peer={"cert": b64.b64encode(own.der).decode()})
+    peer = json.loads(await lines.readline())
+    peer_der = b64.b64decode(peer["cert"])
+    block = MIB
+    if role == "receiver":
+        done = asyncio.get_running_loop().create_future()
+        target = Path(tempfile.mkdtemp(prefix="peerchat-bench-", dir=args.workdir)) / "raw.bin"
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            received = 0
+            with open(target, "wb") as f:
+                while received < args.bytes:
+                    data = await reader.read(block)
+                    if not data:
+                        break
+                    f.write(data)
+                    received += len(data)
+            writer.write(b"k")
+            await writer.drain()
+            done.set_result(time.time())
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0, ssl=server_context(own, peer_der))
+        out(peer={"port": server.sockets[0].getsockname()[1]})
+        end = await done
+        server.close()
+        out(result={"end": end, "rss": rss_mib(), "cpu": cpu_seconds(), "saved": str(target)})
+        return
+    port = json.loads(await lines.readline())["port"]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(own, peer_der),
+                                                   server_hostname="peerchat")
+    start = time.time()
+    with open(args.file, "rb") as f:
+        while data := f.read(block):
+            writer.write(data)
+            await writer.drain()
+    await reader.readexactly(1)  # the receiver wrote everything
+    out(result={"start": start, "rss": rss_mib(), "cpu": cpu_seconds()})
+    writer.close()
+
+
 async def relay_side(role: str, args: argparse.Namespace, lines: asyncio.StreamReader) -> None:
     import firebase_admin
     from google.auth.credentials import AnonymousCredentials
@@ -239,8 +290,11 @@ async def relay_side(role: str, args: argparse.Namespace, lines: asyncio.StreamR
     from core.webrtc.upgrade import webrtc_upgrader
 
     webrtc = args.round == "webrtc"
-    options = ManagerOptions(webrtc=webrtc, upgrade_timeout=20.0, connect_timeout=40.0)
-    upgrader = webrtc_upgrader(options, host_addresses=("127.0.0.1",)) if webrtc else None
+    direct = args.round == "direct"
+    options = ManagerOptions(webrtc=webrtc, direct=direct, addresses=("127.0.0.1",), upgrade_timeout=20.0,
+                             connect_timeout=40.0)
+    # WebRTC alone for its round; the default upgrader (direct on, WebRTC off) for the direct round.
+    upgrader = webrtc_upgrader(options) if webrtc else None
     app = firebase_admin.initialize_app(AnonymousCredentials(), options_for_app, name=role)
     device = "laptop" if role == "sender" else "phone"
     manager = FirebasePeerConnectionManager("alice", PeerInfo(device, device), app=app, options=options,
@@ -258,6 +312,8 @@ async def relay_side(role: str, args: argparse.Namespace, lines: asyncio.StreamR
         connection = await manager.connect_to_peer("phone")
     if webrtc and connection.transport != "webrtc":
         raise SystemExit(f"the connection did not upgrade to WebRTC: {connection.upgrade_failure}")
+    if direct and connection.transport != "direct":
+        raise SystemExit(f"the connection did not open a direct link: {connection.upgrade_failure}")
     try:
         if args.round == "relay-conn":
             await connection_side(role, args, connection)
@@ -371,6 +427,8 @@ async def child(args: argparse.Namespace) -> None:
     lines = await stdin_lines()
     if args.round in ("webrtc-raw", "webrtc-link"):
         await webrtc_side(args.role, args, lines)
+    elif args.round == "direct-raw":
+        await tls_side(args.role, args, lines)
     else:
         await relay_side(args.role, args, lines)
 
@@ -437,7 +495,7 @@ async def parent(args: argparse.Namespace) -> None:
                 f.write(os.urandom(MIB))
         emulator = None
         db = None
-        if any(r.startswith("relay") or r == "webrtc" for r in args.rounds):
+        if any(r.startswith("relay") or r in ("webrtc", "direct") for r in args.rounds):
             emulator = await spawn("--role", "emulator")
             assert emulator.stdout is not None
             db = json.loads(await emulator.stdout.readline())["ready"]
@@ -454,6 +512,8 @@ async def parent(args: argparse.Namespace) -> None:
                     figures[name] = rate(size, seconds)
                     print(f"  {name:11s} {figures[name]:8.1f} MiB/s   {seconds:7.2f} s   peak RSS sender "
                           f"{sender['rss']:.0f} MiB" + (f", receiver {receiver['rss']:.0f} MiB" if receiver else ""))
+                    if receiver.get("saved"):
+                        os.unlink(receiver["saved"])
                 else:
                     total = sender["end"] - sender["start"]
                     moving = sender["end"] - sender["offered"]
@@ -466,9 +526,10 @@ async def parent(args: argparse.Namespace) -> None:
                              f"{chat[1] * 1000:.0f} ms ({chat[2]} lines)" if chat else ""))
                     os.unlink(receiver["saved"])
                 cpu = f"sender {sender['cpu']:.1f} s" + (f", receiver {receiver['cpu']:.1f} s" if receiver else "")
-                if emulator_cpu and name != "webrtc-raw":
+                if emulator_cpu and name not in ("webrtc-raw", "direct-raw"):
                     cpu += f", emulator {emulator_cpu:.1f} s"
-                print(f"  {'':11s} CPU time: {cpu}")
+                per_gib = (sender["cpu"] + receiver.get("cpu", 0.0)) / (size / (1024 * MIB))
+                print(f"  {'':11s} CPU time: {cpu}; both sides {per_gib:.1f} CPU-s per GiB")
         finally:
             if emulator is not None:  # closing its stdin stops it; a profile (if any) is written then
                 assert emulator.stdin is not None
@@ -478,7 +539,7 @@ async def parent(args: argparse.Namespace) -> None:
                 except TimeoutError:
                     emulator.kill()
                     await emulator.wait()
-        for link, aim in (("webrtc", 0.8), ("relay", 0.5)):
+        for link, aim in (("direct", 0.8), ("webrtc", 0.8), ("relay", 0.5)):
             if link in figures and f"{link}-raw" in figures:
                 ratio = figures[link] / figures[f"{link}-raw"]
                 print(f"  {link}: transfer / raw = {ratio:.2f}x (aim {aim}x)")
@@ -486,9 +547,10 @@ async def parent(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mib", type=int, default=256)
+    parser.add_argument("--mib", type=int, default=256, help="the size of the file, in MiB (the issue's figures: 1024)")
     parser.add_argument("--rounds", nargs="+", default=["webrtc", "webrtc-raw", "relay", "relay-raw"],
-                        choices=["webrtc", "webrtc-raw", "webrtc-link", "relay", "relay-raw", "relay-conn"],
+                        choices=["direct", "direct-raw", "webrtc", "webrtc-raw", "webrtc-link", "relay", "relay-raw",
+                                 "relay-conn"],
                         help="relay-conn: the relay connection's own send_bytes throughput, for comparison; "
                              "webrtc-link: the transfer over a bare WebRTC link")
     parser.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="chunks in flight per transfer")

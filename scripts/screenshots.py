@@ -129,7 +129,7 @@ async def scene_devices_and_chat(emulator: Emulator, out: Path, downloads: Path)
 
 async def scene_transfer(emulator: Emulator, out: Path, downloads: Path, work: Path) -> None:
     # Over the relay (WebRTC off), so that the transfer takes long enough to be seen in progress.
-    devices = Devices(emulator, dataclasses.replace(OPTIONS, webrtc=False))
+    devices = Devices(emulator, dataclasses.replace(OPTIONS, webrtc=False, direct=False))
     try:
         laptop = await devices.start("laptop", "3f9a2c7e41b8")
         desktop = await devices.start("desktop", "8c1d5e0b92f4")
@@ -163,7 +163,7 @@ async def scene_transfer(emulator: Emulator, out: Path, downloads: Path, work: P
 
 
 async def scene_warning(out: Path, downloads: Path) -> None:
-    options = dataclasses.replace(OPTIONS, webrtc=False, ping_interval=0.5, slow_after=1.0, peer_timeout=120.0,
+    options = dataclasses.replace(OPTIONS, webrtc=False, direct=False, ping_interval=0.5, slow_after=1.0, peer_timeout=120.0,
                                   ack_timeout=120.0)
     async with Emulator() as own:
         devices = Devices(own, options)

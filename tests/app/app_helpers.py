@@ -13,7 +13,7 @@ from peerchat.config import Settings
 
 USER = "alice"
 # Managers in tests: relay only unless a test asks for WebRTC, and time-outs that fail a broken test quickly.
-FAST = ManagerOptions(webrtc=False, connect_timeout=10.0, close_timeout=2.0)
+FAST = ManagerOptions(webrtc=False, direct=False, connect_timeout=10.0, close_timeout=2.0)
 
 
 def settings_for(label: str, tmp_path: Path, **changes: Any) -> Settings:

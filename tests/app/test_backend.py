@@ -21,7 +21,7 @@ def free_port() -> int:
 
 
 def embedded(label: str, tmp_path) -> Settings:
-    return Settings(user=f"u{uuid.uuid4().hex[:8]}", label=label, device_id=f"{label}-1", webrtc=False,
+    return Settings(user=f"u{uuid.uuid4().hex[:8]}", label=label, device_id=f"{label}-1", webrtc=False, direct=False,
                     download_dir=tmp_path)
 
 
@@ -42,13 +42,13 @@ async def test_embedded_relay_already_running_is_shared_and_restarted_when_it_go
     external = Emulator(port=port)
     await external.start()
     news: list[tuple[str, bool]] = []
-    options = ManagerOptions(webrtc=False, heartbeat_interval=0.5)
+    options = ManagerOptions(webrtc=False, direct=False, heartbeat_interval=0.5)
     laptop = Backend(embedded("laptop", tmp_path), embedded_at=("127.0.0.1", port), watch_interval=0.2,
                      on_relay_status=lambda text, ok: news.append((text, ok)), options=options)
     try:
         manager = await laptop.start()
         assert laptop.emulator is None  # it used the one that answered
-        desktop = Backend(Settings(user=laptop.settings.user, label="desktop", device_id="desktop-1", webrtc=False,
+        desktop = Backend(Settings(user=laptop.settings.user, label="desktop", device_id="desktop-1", webrtc=False, direct=False,
                                    download_dir=tmp_path), embedded_at=("127.0.0.1", port), watch_interval=0,
                           options=options)
         async with desktop:
@@ -69,7 +69,7 @@ async def test_a_named_emulator_that_goes_away_is_reported_not_replaced(tmp_path
     external = Emulator(port=free_port())
     await external.start()
     news: list[tuple[str, bool]] = []
-    settings = Settings(user="u1", label="laptop", device_id="laptop-1", emulator=external.host_port, webrtc=False,
+    settings = Settings(user="u1", label="laptop", device_id="laptop-1", emulator=external.host_port, webrtc=False, direct=False,
                         download_dir=tmp_path)
     backend = Backend(settings, watch_interval=0.2, on_relay_status=lambda text, ok: news.append((text, ok)))
     try:

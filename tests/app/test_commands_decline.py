@@ -30,7 +30,7 @@ async def test_send_to_a_device_that_declines_fails_with_code_6(make_manager, em
     desktop.events.on(INCOMING_CONNECTION, decline)
     payload = tmp_path / "notes.txt"
     payload.write_text("hello")
-    settings = settings_for("laptop", tmp_path, emulator=emulator.host_port, namespace=namespace, webrtc=False)
+    settings = settings_for("laptop", tmp_path, emulator=emulator.host_port, namespace=namespace, webrtc=False, direct=False)
     args = parser().parse_args(["send", "desktop", str(payload), "--wait", "20"])
     with pytest.raises(CommandError) as info:
         async with asyncio.timeout(60):

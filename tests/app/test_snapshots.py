@@ -35,7 +35,7 @@ RELAY_NAME = "the test emulator"  # the relay line shows this instead of the emu
 USER = "snap"
 SIZE = (110, 30)
 FIXED_TIME = 1_768_469_400.0  # 2026-01-15 09:30 UTC
-OPTIONS = ManagerOptions(webrtc=False)
+OPTIONS = ManagerOptions(webrtc=False, direct=False)
 
 
 class OtherDevices:
@@ -114,7 +114,7 @@ def utc() -> Iterator[None]:
 
 def laptop_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relay: Emulator) -> Any:
     monkeypatch.setenv("HOME", str(tmp_path))
-    settings = Settings(user=USER, label="laptop", device_id="laptop-1", emulator=relay.host_port, webrtc=False,
+    settings = Settings(user=USER, label="laptop", device_id="laptop-1", emulator=relay.host_port, webrtc=False, direct=False,
                         download_dir=Path("/home/me/Downloads/peerchat"), relay_name=RELAY_NAME)
     return create_app(settings, clock=lambda: FIXED_TIME, show_latency=False)
 

@@ -50,6 +50,7 @@ async def main(args: argparse.Namespace) -> int:
         send_window=args.window,
         close_timeout=1.0,
         webrtc=args.webrtc,
+        direct=False,
     )
     upgrader = webrtc_upgrader(options, host_addresses=("127.0.0.1",)) if args.webrtc else None
     manager = FirebasePeerConnectionManager(args.user, PeerInfo(args.device, args.device.title()), app=app,

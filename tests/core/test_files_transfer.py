@@ -60,7 +60,7 @@ LinkFactory = Callable[[], Awaitable[tuple[PeerConnection, PeerConnection]]]
 
 RULES = Path(__file__).resolve().parents[2] / "firebase" / "database.rules.json"
 RELAY_OPTIONS = ManagerOptions(heartbeat_interval=0.5, connect_timeout=10.0, ack_timeout=20.0, retransmit_interval=1.0,
-                               ping_interval=0.5, peer_timeout=15.0, close_timeout=2.0, webrtc=False)
+                               ping_interval=0.5, peer_timeout=15.0, close_timeout=2.0, webrtc=False, direct=False)
 WEBRTC_OPTIONS = dataclasses.replace(RELAY_OPTIONS, webrtc=True, connect_timeout=20.0, upgrade_timeout=15.0,
                                      reupgrade_interval=60.0)
 # Loopback candidates only; keep-alives often enough that a torn-down transport is noticed within seconds.

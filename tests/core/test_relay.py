@@ -48,7 +48,7 @@ FAST = ManagerOptions(
     peer_timeout=5.0,
     listener_silence_timeout=10.0,
     close_timeout=2.0,
-    webrtc=False,
+    webrtc=False, direct=False,
 )
 
 

@@ -28,7 +28,7 @@ OPTIONS = ManagerOptions(
     peer_timeout=8.0,
     listener_silence_timeout=10.0,
     close_timeout=0.5,
-    webrtc=False,
+    webrtc=False, direct=False,
 )
 
 

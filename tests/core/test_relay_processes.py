@@ -36,7 +36,7 @@ OPTIONS = ManagerOptions(
     ping_interval=0.5,
     peer_timeout=3.0,
     close_timeout=1.0,
-    webrtc=False,
+    webrtc=False, direct=False,
 )
 
 

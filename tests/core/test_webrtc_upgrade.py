@@ -130,7 +130,7 @@ async def test_both_sides_upgrade_before_the_connection_is_handed_out(managers: 
 
 @pytest.mark.parametrize("disabled", ["initiator", "target"])
 async def test_one_side_with_webrtc_off_gives_a_relay_connection_with_the_reason(managers: Any, disabled: str) -> None:
-    off = dataclasses.replace(FAST, webrtc=False)
+    off = dataclasses.replace(FAST, webrtc=False, direct=False)
     upgrader_a = webrtc_upgrader(off if disabled == "initiator" else FAST, **LINK)
     upgrader_b = webrtc_upgrader(off if disabled == "target" else FAST, **LINK)
     seen_a, seen_b = spy_upgrades(upgrader_a), spy_upgrades(upgrader_b)
@@ -179,7 +179,7 @@ async def test_a_thousand_confirmed_messages_survive_a_torn_down_transport_and_c
 
 
 async def test_the_manager_upgrades_by_default_and_declines_with_webrtc_off(managers: Any) -> None:
-    pair = await managers(None, None, dataclasses.replace(FAST, webrtc=False))
+    pair = await managers(None, None, dataclasses.replace(FAST, webrtc=False, direct=False))
     assert isinstance(pair.a.upgrader, WebRTCUpgrader) and not pair.a.upgrader.enabled
     conn_a, conn_b = await pair.connect()
     assert conn_a.transport == "relay" and conn_a.upgrade_failure is not None
