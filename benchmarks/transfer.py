@@ -46,7 +46,6 @@ sys.path.insert(0, str(ROOT))
 from pyee.asyncio import AsyncIOEventEmitter  # noqa: E402
 
 from core import events as ev  # noqa: E402
-from core.files.transfers import DEFAULT_WINDOW  # noqa: E402
 from core.peer import PeerConnection, PeerInfo  # noqa: E402
 
 RULES = ROOT / "firebase" / "database.rules.json"
@@ -439,10 +438,10 @@ async def spawn(*argv: str) -> asyncio.subprocess.Process:
                                                 stdout=asyncio.subprocess.PIPE, limit=1 << 22)
 
 
-async def run_round(name: str, file: Path, size: int, workdir: Path, db: str | None, window: int,
+async def run_round(name: str, file: Path, size: int, workdir: Path, db: str | None, window: int | None,
                     concurrency: int | None) -> dict[str, dict]:
     common = ["--round", name, "--file", str(file), "--bytes", str(size), "--workdir", str(workdir),
-              "--window", str(window)]
+              *(["--window", str(window)] if window is not None else [])]
     if concurrency is not None:
         common += ["--concurrency", str(concurrency)]
     if db:
@@ -553,7 +552,8 @@ def main() -> None:
                                  "relay-conn"],
                         help="relay-conn: the relay connection's own send_bytes throughput, for comparison; "
                              "webrtc-link: the transfer over a bare WebRTC link")
-    parser.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="chunks in flight per transfer")
+    parser.add_argument("--window", type=int, default=None,
+                        help="chunks in flight per transfer (default: as many as FileTransfers' window in bytes holds)")
     parser.add_argument("--concurrency", type=int, default=None,
                         help="send_bytes calls in progress at once (default: FileTransfers' own choice)")
     parser.add_argument("--role", choices=["sender", "receiver", "emulator"])

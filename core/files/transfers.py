@@ -38,7 +38,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import aiofiles
 from pyee.asyncio import AsyncIOEventEmitter
 
 from .. import events as ev
@@ -61,6 +60,7 @@ from .protocol import (
     Cancel,
     Failed,
     FileDone,
+    MAX_WINDOW,
     FileEntry,
     Finished,
     Message,
@@ -84,6 +84,9 @@ log = logging.getLogger(__name__)
 # aiortc's SCTP transport refuses messages over 64 KiB, so a WebRTC frame is a 64 KiB binary message.
 WEBRTC_FRAME_BYTES = 64 * 1024
 DEFAULT_WINDOW = 32
+# The data a transfer keeps in flight (read ahead or not yet acknowledged), whatever the chunk size: at 48 KiB
+# chunks 32 of them (1.5 MiB) left a fast link idle between acknowledgements; 8 MiB keeps it busy and bounds memory.
+DEFAULT_WINDOW_BYTES = 8 * 1024 * 1024
 # send_bytes calls in progress at once on a connection that numbers each message when its call starts (core's
 # connections): the relay then writes several chunks per database update instead of one round trip per chunk.
 DEFAULT_SEND_CONCURRENCY = 8
@@ -427,6 +430,53 @@ class TransferState(enum.Enum):
 _WAKE = object()
 
 
+class _PartFile:
+    """A file being received, written and hashed off the event loop: ONE thread hop per chunk (``write`` and the
+    SHA-256 update together; hashlib releases the GIL for large data, so the loop keeps running). ``flush`` and
+    ``close`` are awaited like aiofiles'."""
+
+    def __init__(self, file: Any) -> None:
+        self._file = file
+
+    @classmethod
+    async def open(cls, path: Path, mode: str) -> _PartFile:
+        return cls(await asyncio.to_thread(open, path, mode))
+
+    async def write_and_hash(self, data: bytes, digest: Any) -> None:
+        await asyncio.to_thread(_write_and_hash, self._file, data, digest)
+
+    async def flush(self) -> None:
+        await asyncio.to_thread(self._file.flush)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._file.close)
+
+
+def _write_and_hash(file: Any, data: bytes, digest: Any) -> None:
+    file.write(data)
+    digest.update(data)
+
+
+def _read_at(fd: int, offset: int, size: int) -> bytes:
+    if hasattr(os, "pread"):
+        return os.pread(fd, size, offset)
+    os.lseek(fd, offset, os.SEEK_SET)  # Windows: no pread
+    return os.read(fd, size)
+
+
+class _SourceFile:
+    """A file being sent: each chunk read at its offset with ONE thread hop (``os.pread``, no seek)."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    async def read(self, offset: int, size: int) -> bytes:
+        return await asyncio.to_thread(_read_at, self._fd, offset, size)
+
+    async def close(self) -> None:
+        os.close(self._fd)
+
+
 @dataclass
 class _Incoming:
     """The receiver's side of one file: where it goes and how far it is."""
@@ -580,10 +630,8 @@ class _Sending(Transfer):
         try:
             handle = handles.get(read.file)
             if handle is None:
-                fd = await asyncio.to_thread(_open_regular, path)
-                handle = handles[read.file] = await aiofiles.open(fd, "rb")
-            await handle.seek(read.offset)
-            data = await handle.read(read.size)
+                handle = handles[read.file] = _SourceFile(await asyncio.to_thread(_open_regular, path))
+            data = await handle.read(read.offset, read.size)
             if read.offset + read.size >= self.offer.files[read.file].size:
                 await handles.pop(read.file).close()
             return data
@@ -656,12 +704,11 @@ class _Receiving(Transfer):
         incoming = self._files[write.file]
         try:
             if incoming.handle is None:
-                incoming.handle = await aiofiles.open(incoming.part, "ab" if write.offset else "wb")
-            await incoming.handle.write(write.data)
+                incoming.handle = await _PartFile.open(incoming.part, "ab" if write.offset else "wb")
+            await incoming.handle.write_and_hash(write.data, incoming.digest)
         except OSError as exc:
             self._pending.extend(self._machine.fail(_disk_error("writing", incoming.part, exc)))
             return
-        incoming.digest.update(write.data)
         actions = self._machine.chunk_written(write)
         self._pending.extend(actions)
         if any(isinstance(a, SendFrame) for a in actions):
@@ -909,7 +956,9 @@ class FileTransfers:
         options: for the relay's message size limit.
         chunk_size: the largest chunk offered (default: what a WebRTC frame carries); each chunk sent is also
             limited by the link that carries it at that moment.
-        window: chunks in flight per transfer (read ahead or not yet acknowledged).
+        window: chunks in flight per transfer (read ahead or not yet acknowledged); None: as many chunks as fit
+            ``window_bytes`` (at least ``DEFAULT_WINDOW``).
+        window_bytes: the bytes in flight per transfer when ``window`` is None.
         progress_interval: at most one progress event per transfer per this many seconds (plus one at the end).
         send_concurrency: ``send_bytes`` calls in progress at once. The connection must keep the order in which
             calls start (core's relay connection numbers a message when its call starts, on either link).
@@ -918,13 +967,19 @@ class FileTransfers:
     """
 
     def __init__(self, connection: PeerConnection, *, download_dir: str | os.PathLike[str] | None = None,
-                 options: ManagerOptions | None = None, chunk_size: int | None = None, window: int = DEFAULT_WINDOW,
-                 progress_interval: float = 0.25, send_concurrency: int | None = None) -> None:
+                 options: ManagerOptions | None = None, chunk_size: int | None = None, window: int | None = None,
+                 window_bytes: int = DEFAULT_WINDOW_BYTES, progress_interval: float = 0.25,
+                 send_concurrency: int | None = None) -> None:
         self.connection = connection
         self.download_dir = Path(download_dir) if download_dir is not None else None
         self.options = options or ManagerOptions()
         self.chunk_size = chunk_size or WEBRTC_FRAME_BYTES - CHUNK_HEADER_SIZE
+        if window is not None and not 1 <= window <= MAX_WINDOW:
+            raise ValueError(f"window must be 1 to {MAX_WINDOW} chunks, not {window}")
+        if window_bytes < 1:
+            raise ValueError(f"window_bytes must be at least 1, not {window_bytes}")
         self.window = window
+        self.window_bytes = window_bytes
         self.progress_interval = progress_interval
         if send_concurrency is None:
             send_concurrency = DEFAULT_SEND_CONCURRENCY if connection.keeps_call_order else 1
@@ -976,7 +1031,7 @@ class FileTransfers:
             raise ValueError(f"transfer {tid} is already running")
         files = tuple(FileEntry(path=rel, size=size, sha256=digest.hexdigest())
                       for (_, rel), size, digest in zip(found, sizes, digests))
-        offer = Offer(id=tid, files=files, chunk_size=self.chunk_size, window=self.window,
+        offer = Offer(id=tid, files=files, chunk_size=self.chunk_size, window=self._window(),
                       folders=tuple(tree.folders))
         frames = encode_offer(offer, max_frame=max_frame_bytes(self.connection, self.options))
         transfer = _Sending(self, SendMachine(offer), [path for path, _ in found])
@@ -1014,6 +1069,13 @@ class FileTransfers:
 
     def _max_chunk(self) -> int:
         return max_chunk_payload(self.connection, self.options)
+
+    def _window(self) -> int:
+        """Chunks in flight for a new transfer: ``window``, or as many chunks as ``window_bytes`` holds."""
+        if self.window is not None:
+            return self.window
+        chunk = min(self.chunk_size, self._max_chunk())
+        return max(DEFAULT_WINDOW, min(MAX_WINDOW, self.window_bytes // max(1, chunk)))
 
     def _emit(self, event: str, payload: object) -> None:
         emit_safely(self.events, event, payload)

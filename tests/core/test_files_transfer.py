@@ -516,26 +516,17 @@ async def test_an_offer_larger_than_the_free_space_is_refused(link: LinkFactory,
 
 async def test_a_full_disk_during_the_transfer_ends_it_cleanly_on_both_sides(
         link: LinkFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_open = files_module.aiofiles.open
+    real_write = files_module._write_and_hash
+    written = 0
 
-    class FullDisk:
-        def __init__(self, handle) -> None:
-            self.handle, self.written = handle, 0
+    def write_on_a_small_disk(file, data: bytes, digest) -> None:  # runs in a worker thread, as the real one
+        nonlocal written
+        if written + len(data) > 100_000:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written += len(data)
+        real_write(file, data, digest)
 
-        async def write(self, data: bytes) -> int:
-            if self.written + len(data) > 100_000:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-            self.written += len(data)
-            return await self.handle.write(data)
-
-        def __getattr__(self, name: str):
-            return getattr(self.handle, name)
-
-    async def open_on_a_small_disk(path, mode="r", *args, **kwargs):
-        handle = await real_open(path, mode, *args, **kwargs)
-        return FullDisk(handle) if "b" in mode and mode[0] in "wa" else handle
-
-    monkeypatch.setattr(files_module.aiofiles, "open", open_on_a_small_disk)
+    monkeypatch.setattr(files_module, "_write_and_hash", write_on_a_small_disk)
     sender, receiver, downloads = await sides(link, tmp_path)
     outgoing = await sender.transfers.send_files([random_file(tmp_path / "out" / "x.bin", MB)])
     incoming = await (await receiver.next_offer()).accept(downloads)

@@ -1,0 +1,60 @@
+"""The file transfer's data path: a window counted in bytes, and reads and writes off the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import threading
+from pathlib import Path
+
+import pytest
+
+import core.files.transfers as files_module
+from core import events as ev
+from core.files import FileTransfers
+from core.files.protocol import MAX_WINDOW
+from core.files.transfers import DEFAULT_WINDOW, max_chunk_payload
+from core.options import ManagerOptions
+
+from memory_connection import MemoryConnectionPair
+
+
+async def test_the_window_holds_a_number_of_bytes_whatever_the_chunk_size() -> None:
+    pair = MemoryConnectionPair()
+    try:
+        chunk = max_chunk_payload(pair.a, ManagerOptions())
+        assert FileTransfers(pair.a)._window() == max(DEFAULT_WINDOW, 8 * 1024 * 1024 // chunk)
+        assert FileTransfers(pair.a, window_bytes=chunk * 100)._window() == 100
+        assert FileTransfers(pair.a, window_bytes=1)._window() == DEFAULT_WINDOW  # never below the old default
+        assert FileTransfers(pair.a, window=7)._window() == 7
+        with pytest.raises(ValueError, match="window must be 1 to"):
+            FileTransfers(pair.a, window=MAX_WINDOW + 1)
+    finally:
+        await pair.close()
+
+
+async def test_chunks_are_written_and_hashed_off_the_event_loop(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: set[int] = set()
+    real = files_module._write_and_hash
+
+    def spy(file, data, digest) -> None:
+        threads.add(threading.get_ident())
+        real(file, data, digest)
+
+    monkeypatch.setattr(files_module, "_write_and_hash", spy)
+    pair = MemoryConnectionPair()
+    try:
+        source = tmp_path / "out.bin"
+        source.write_bytes(bytes(range(256)) * 4000)
+        sender, receiver = FileTransfers(pair.a), FileTransfers(pair.b)
+        offers: asyncio.Queue = asyncio.Queue()
+        receiver.events.on(ev.INCOMING_TRANSFER, lambda e: offers.put_nowait(e.offer))
+        outgoing = await sender.send_files([source])
+        incoming = await (await asyncio.wait_for(offers.get(), 30)).accept(tmp_path / "in")
+        await asyncio.wait_for(asyncio.gather(outgoing.wait(), incoming.wait()), 30)
+        saved = (tmp_path / "in" / "out.bin").read_bytes()
+        assert hashlib.sha256(saved).digest() == hashlib.sha256(source.read_bytes()).digest()
+        assert threads and threading.get_ident() not in threads
+    finally:
+        await pair.close()
