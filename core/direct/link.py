@@ -123,6 +123,9 @@ async def _upgrade_accepted(transport: asyncio.Transport, context: ssl.SSLContex
     if tls is None:
         transport.abort()
         raise ConnectionResetError("the connection closed during the TLS handshake")
+    # start_tls does not call connection_made: without it the reader has no transport to pause (no flow control
+    # on reading) and does not know it runs over TLS.
+    protocol.connection_made(tls)
     return reader, asyncio.StreamWriter(tls, protocol, reader, loop)
 
 
@@ -272,6 +275,8 @@ class DirectLink(Link):
     def send_frame(self, frame: dict[str, Any]) -> None:
         # The stream bounds what is in flight (its window, in frames and bytes), so the write buffer stays bounded.
         if self._closed or self._writer.transport.is_closing():
+            # Tell the host through the usual path first (the order of links learns of the loss), then refuse.
+            self._lost("the direct link broke while sending")
             raise ConnectionClosedError("the direct link is closed")
         self._writer.write(encode_stream_frame(frame))
 
