@@ -4,8 +4,10 @@ Everything a consumer needs is importable from here::
 
     from core import FirebasePeerConnectionManager, ManagerOptions, PeerInfo, PeerOfflineError, ...
 
-A manager upgrades each connection to WebRTC by default (``ManagerOptions.webrtc``); ``webrtc_upgrader(options,
-**link_options)`` makes the upgrader to pass as ``upgrader=`` when the link needs other options.
+A manager upgrades each connection by default: the direct link (TCP with mutual TLS 1.3, ``ManagerOptions.direct``)
+and WebRTC (``ManagerOptions.webrtc``) are tried together, and direct wins whenever it opens.
+``link_upgrader(options, **webrtc_link_options)`` makes that upgrader to pass as ``upgrader=`` when WebRTC's link
+needs other options; ``webrtc_upgrader(options, **link_options)`` makes a WebRTC-only one.
 
 Files travel with ``FileTransfers(connection, download_dir=...)`` on a connection: ``send_files(paths)`` returns a
 ``Transfer``; the other side's ``incoming_transfer`` event carries an ``IncomingOffer`` to accept or decline.
@@ -77,12 +79,14 @@ if TYPE_CHECKING:
         TransferProgress,
         TransferState,
     )
+    from .links import LinkUpgrader, link_upgrader
     from .manager import FirebasePeerConnectionManager
     from .webrtc.upgrade import WebRTCUpgrader, webrtc_upgrader
 
 # Names whose modules load on first use: module -> names.
 _LAZY_MODULES = {
     ".manager": ("FirebasePeerConnectionManager",),
+    ".links": ("LinkUpgrader", "link_upgrader"),
     ".webrtc.upgrade": ("WebRTCUpgrader", "webrtc_upgrader"),
     ".files": (
         "FileEntry", "FileTransfers", "IncomingOffer", "IncomingTransfer", "Transfer", "TransferFailed",
@@ -121,7 +125,10 @@ __all__ = [
     "IncomingOffer",
     "Transfer",
     "TransferState",
-    # the WebRTC upgrade (the manager's default; make one to change link options or to observe upgrades)
+    # the upgrades: direct and WebRTC together (the manager's default), or WebRTC alone; make one to change link
+    # options or to observe upgrades
+    "LinkUpgrader",
+    "link_upgrader",
     "WebRTCUpgrader",
     "webrtc_upgrader",
     # event payloads

@@ -23,6 +23,8 @@ INTERFACES = {
     "Transport",
     "WebRTCUpgrader",
     "webrtc_upgrader",
+    "LinkUpgrader",
+    "link_upgrader",
     "FileEntry",
     "FileTransfers",
     "IncomingOffer",

@@ -15,6 +15,7 @@ from core.options import ManagerOptions
 from core.peer import PeerConnection, PeerInfo
 from core.manager import FirebasePeerConnectionManager
 from core.protocol.linkframes import decode_frame
+from core.links import LinkUpgrader
 from core.webrtc.upgrade import ConnectionUpgrade, WebRTCUpgrader, webrtc_upgrader
 
 RULES = Path(__file__).resolve().parents[2] / "firebase" / "database.rules.json"
@@ -180,11 +181,15 @@ async def test_a_thousand_confirmed_messages_survive_a_torn_down_transport_and_c
 
 async def test_the_manager_upgrades_by_default_and_declines_with_webrtc_off(managers: Any) -> None:
     pair = await managers(None, None, dataclasses.replace(FAST, webrtc=False, direct=False))
-    assert isinstance(pair.a.upgrader, WebRTCUpgrader) and not pair.a.upgrader.enabled
+    # The default upgrader tries the direct link and WebRTC together (core.links); here both are off.
+    assert isinstance(pair.a.upgrader, LinkUpgrader)
+    assert isinstance(pair.a.upgrader.webrtc, WebRTCUpgrader) and not pair.a.upgrader.webrtc.enabled
+    assert not pair.a.upgrader.direct.enabled
     conn_a, conn_b = await pair.connect()
     assert conn_a.transport == "relay" and conn_a.upgrade_failure is not None
     default = FirebasePeerConnectionManager(USER, PeerInfo("x", "X"), options=FAST)
-    assert isinstance(default.upgrader, WebRTCUpgrader) and default.upgrader.enabled
+    assert isinstance(default.upgrader, LinkUpgrader)
+    assert default.upgrader.webrtc.enabled and default.upgrader.direct.enabled
 
 
 @pytest.mark.parametrize("confirm", [True, False])
