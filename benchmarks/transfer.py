@@ -354,6 +354,7 @@ class LinkConnectionStub:
     """Only for the chunk size of the relay: a connection without a declared limit."""
 
     transport = "relay"
+    max_bytes_message = None
 
 
 async def transfer_side(role: str, args: argparse.Namespace, connection: PeerConnection) -> None:

@@ -84,8 +84,10 @@ log = logging.getLogger(__name__)
 # aiortc's SCTP transport refuses messages over 64 KiB, so a WebRTC frame is a 64 KiB binary message.
 WEBRTC_FRAME_BYTES = 64 * 1024
 DEFAULT_WINDOW = 32
-# The data a transfer keeps in flight (read ahead or not yet acknowledged), whatever the chunk size: at 48 KiB
-# chunks 32 of them (1.5 MiB) left a fast link idle between acknowledgements; 8 MiB keeps it busy and bounds memory.
+# The data a transfer keeps in flight (read ahead or not yet acknowledged) on a direct link, whatever the chunk
+# size: 32 chunks of 48 KiB (1.5 MiB) left the direct link idle between acknowledgements (about 30 against 100 MiB/s
+# on loopback); 8 MiB keeps it busy and bounds memory. On slower links the chunk window stays: what is in flight
+# queues ahead of chat, and WebRTC drains 8 MiB in seconds (chat round trips near 1 s against 0.3 s, measured).
 DEFAULT_WINDOW_BYTES = 8 * 1024 * 1024
 # send_bytes calls in progress at once on a connection that numbers each message when its call starts (core's
 # connections): the relay then writes several chunks per database update instead of one round trip per chunk.
@@ -956,9 +958,9 @@ class FileTransfers:
         options: for the relay's message size limit.
         chunk_size: the largest chunk offered (default: what a WebRTC frame carries); each chunk sent is also
             limited by the link that carries it at that moment.
-        window: chunks in flight per transfer (read ahead or not yet acknowledged); None: as many chunks as fit
-            ``window_bytes`` (at least ``DEFAULT_WINDOW``).
-        window_bytes: the bytes in flight per transfer when ``window`` is None.
+        window: chunks in flight per transfer (read ahead or not yet acknowledged); None: ``DEFAULT_WINDOW``, or on a
+            connection carried by a direct link as many chunks as fit ``window_bytes`` (at least ``DEFAULT_WINDOW``).
+        window_bytes: the bytes in flight per transfer offered over a direct link, when ``window`` is None.
         progress_interval: at most one progress event per transfer per this many seconds (plus one at the end).
         send_concurrency: ``send_bytes`` calls in progress at once. The connection must keep the order in which
             calls start (core's relay connection numbers a message when its call starts, on either link).
@@ -1071,9 +1073,11 @@ class FileTransfers:
         return max_chunk_payload(self.connection, self.options)
 
     def _window(self) -> int:
-        """Chunks in flight for a new transfer: ``window``, or as many chunks as ``window_bytes`` holds."""
+        """Chunks in flight for a new transfer: ``window``, or on a direct link as many as ``window_bytes`` holds."""
         if self.window is not None:
             return self.window
+        if self.connection.transport != "direct":
+            return DEFAULT_WINDOW
         chunk = min(self.chunk_size, self._max_chunk())
         return max(DEFAULT_WINDOW, min(MAX_WINDOW, self.window_bytes // max(1, chunk)))
 

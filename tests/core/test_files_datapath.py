@@ -1,4 +1,4 @@
-"""The file transfer's data path: a window counted in bytes, and reads and writes off the event loop."""
+"""The file transfer's data path: a window counted in bytes on a direct link, and reads and writes off the event loop."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ from memory_connection import MemoryConnectionPair
 
 
 async def test_the_window_holds_a_number_of_bytes_whatever_the_chunk_size() -> None:
-    pair = MemoryConnectionPair()
+    pair = MemoryConnectionPair(transport="direct")
+    other = MemoryConnectionPair(transport="webrtc")
     try:
+        assert FileTransfers(other.a)._window() == DEFAULT_WINDOW  # slower links: what is in flight delays chat
         chunk = max_chunk_payload(pair.a, ManagerOptions())
         assert FileTransfers(pair.a)._window() == max(DEFAULT_WINDOW, 8 * 1024 * 1024 // chunk)
         assert FileTransfers(pair.a, window_bytes=chunk * 100)._window() == 100
@@ -31,6 +33,7 @@ async def test_the_window_holds_a_number_of_bytes_whatever_the_chunk_size() -> N
             FileTransfers(pair.a, window=MAX_WINDOW + 1)
     finally:
         await pair.close()
+        await other.close()
 
 
 async def test_chunks_are_written_and_hashed_off_the_event_loop(tmp_path: Path,
