@@ -76,6 +76,7 @@ class DirectUpgrade:
         self.failures: list[str] = []
         self.link: DirectLink | None = None
         self.peer_declined = False
+        self.decline_reason = TURNED_OFF_THERE
         self.listeners: list[Listener] = []  # every listener this side opened (diagnostics and tests)
         self.certificate: SessionCertificate | None = None
         self.on_declined: Callable[[], None] | None = None
@@ -107,7 +108,11 @@ class DirectUpgrade:
         if self._running is not None and not self._running.done():
             await asyncio.shield(self._running)
             return
-        if self._closed or self.peer_declined or not self.options.enabled:
+        if self._closed or not self.options.enabled:
+            return
+        if self.peer_declined:
+            # The decline may arrive before the first attempt starts (the other side sends it at once).
+            self._failed(self.attempt_number, UpgradeError(self.decline_reason))
             return
         self._running = asyncio.ensure_future(self._attempt_as_initiator(self.attempt_number + 1))
         await asyncio.shield(self._running)
@@ -122,6 +127,7 @@ class DirectUpgrade:
             return
         if parsed.type == "decline":
             self.peer_declined = True
+            self.decline_reason = parsed.reason
             for answer in self._answers.values():
                 if not answer.done():
                     answer.set_exception(UpgradeError(parsed.reason))

@@ -270,7 +270,10 @@ class ReliableStream:
             raise TypeError("frame data must be a string")
         max_bytes = self.timers.max_frame_bytes
         # A short message fits one frame whatever its characters: no need to look at them.
-        pieces = [data] if len(data) * 4 <= max_bytes and max_bytes >= 4 else split_utf8(data, max_bytes)
+        if (len(data) * 4 <= max_bytes or kind == "binary" and len(data) <= max_bytes) and max_bytes >= 4:
+            pieces = [data]  # base64 is ASCII: a binary message that fits one frame is kept as it is
+        else:
+            pieces = split_utf8(data, max_bytes)
         last = len(pieces) - 1
         for index, piece in enumerate(pieces):
             frame: dict[str, Any] = {"kind": kind, "seq": self._next_seq, "data": piece}

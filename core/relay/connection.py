@@ -37,7 +37,6 @@ Links: the relay is always there. Another link (a WebRTC data channel) can be at
 from __future__ import annotations
 
 import asyncio
-import base64
 import binascii
 import enum
 import inspect
@@ -63,6 +62,7 @@ from ..errors import (
 from ..link import Link
 from ..options import ManagerOptions
 from ..peer import MAX_DECLINE_REASON, PeerConnection, PeerInfo, Transport
+from ..protocol.linkframes import Base64Text, raw_of
 from ..protocol.records import SERVER_TIMESTAMP, message_key
 from ..protocol.stream import (
     DECLINED,
@@ -394,8 +394,8 @@ class RelayConnection(PeerConnection):
                 size=size,
                 limit=limit,
             )
-        raw = bytes(data) if isinstance(data, memoryview) else data
-        await self._send("binary", base64.b64encode(raw).decode("ascii"))
+        raw = bytes(data)
+        await self._send("binary", Base64Text.of(raw))
 
     async def disconnect(self) -> None:
         """Close: the peer sees ``peer-requested-closed`` after everything sent before. Safe to call twice."""
@@ -688,7 +688,7 @@ class RelayConnection(PeerConnection):
             emit_safely(self.events, ev.DATA, ev.Data(action.data))
         elif action.kind == "binary":
             try:
-                raw = base64.b64decode(action.data, validate=True)
+                raw = raw_of(action.data)
             except (binascii.Error, ValueError) as exc:
                 self._protocol_error(ProtocolError(f"Binary message {action.seq} is not valid base64: {exc}"))
                 return

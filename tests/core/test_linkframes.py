@@ -105,3 +105,17 @@ def test_a_frame_without_its_data_line_is_left_for_the_stream_to_refuse():
     frame = decode_frame("d5")
     assert frame == {"kind": "data", "seq": 5}
     assert type(ReliableStream().receive(frame, 0.0)[0]).__name__ == "BadFrame"
+
+
+def test_binary_data_remembers_its_bytes_so_links_never_decode_base64_again() -> None:
+    from core.protocol.linkframes import Base64Text, raw_of
+
+    raw = bytes(range(256)) * 3
+    text = Base64Text.of(raw)
+    assert text == base64.b64encode(raw).decode() and text.raw is raw
+    frame = decode_frame(encode_frame({"kind": "binary", "seq": 5, "data": text}))
+    assert isinstance(frame["data"], Base64Text) and frame["data"].raw == raw
+    assert raw_of(frame["data"]) == raw
+    assert raw_of(base64.b64encode(raw).decode()) == raw  # plain text (from the relay) is decoded and checked
+    with pytest.raises(ValueError):
+        raw_of("not base64!")
