@@ -367,7 +367,11 @@ async def transfer_side(role: str, args: argparse.Namespace, connection: PeerCon
         connection.events.on(ev.DATA, lambda d: asyncio.ensure_future(connection.send(d.data)))
         finished = asyncio.get_running_loop().create_future()
 
+        cpu_at_offer = 0.0
+
         async def accept(event: ev.IncomingTransfer) -> None:
+            nonlocal cpu_at_offer
+            cpu_at_offer = cpu_seconds()
             transfer = await event.offer.accept(download)
             await transfer.wait()
             finished.set_result(transfer)
@@ -375,7 +379,7 @@ async def transfer_side(role: str, args: argparse.Namespace, connection: PeerCon
         transfers.events.on(ev.INCOMING_TRANSFER, accept)
         transfer = await finished
         out(result={"end": time.time(), "rss": rss_mib(), "cpu": cpu_seconds(), "verified": True,
-                    "saved": str(transfer.saved_to[0])})
+                    "saved": str(transfer.saved_to[0]), "cpu_moving": cpu_seconds() - cpu_at_offer})
         await asyncio.sleep(1)  # let the last acknowledgement leave
         await transfers.close()
         return
@@ -383,6 +387,7 @@ async def transfer_side(role: str, args: argparse.Namespace, connection: PeerCon
     echoes: asyncio.Queue[str] = asyncio.Queue()
     connection.events.on(ev.DATA, lambda d: echoes.put_nowait(d.data))
     start = time.time()
+    cpu_at_start = cpu_seconds()
     transfer = await transfers.send_files([args.file])
     offered = time.time()
     chat = asyncio.ensure_future(chat_round_trips(connection, echoes))
@@ -390,7 +395,8 @@ async def transfer_side(role: str, args: argparse.Namespace, connection: PeerCon
     end = time.time()
     chat.cancel()
     trips = sorted(await chat)
-    out(result={"start": start, "offered": offered, "end": end, "rss": rss_mib(), "cpu": cpu_seconds(), "sent": transfer.bytes_sent,
+    out(result={"start": start, "offered": offered, "end": end, "rss": rss_mib(), "cpu": cpu_seconds(),
+                "cpu_moving": cpu_seconds() - cpu_at_start, "sent": transfer.bytes_sent,
                 "chat": [trips[len(trips) // 2], trips[-1], len(trips)] if trips else None})
     await transfers.close()
 
@@ -529,7 +535,11 @@ async def parent(args: argparse.Namespace) -> None:
                 if emulator_cpu and name not in ("webrtc-raw", "direct-raw"):
                     cpu += f", emulator {emulator_cpu:.1f} s"
                 per_gib = (sender["cpu"] + receiver.get("cpu", 0.0)) / (size / (1024 * MIB))
-                print(f"  {'':11s} CPU time: {cpu}; both sides {per_gib:.1f} CPU-s per GiB")
+                moving = ""
+                if "cpu_moving" in sender:  # without starting up (imports, connecting): the transfer alone
+                    moving_gib = (sender["cpu_moving"] + receiver["cpu_moving"]) / (size / (1024 * MIB))
+                    moving = f" ({moving_gib:.1f} while the file moved)"
+                print(f"  {'':11s} CPU time: {cpu}; both sides {per_gib:.1f} CPU-s per GiB{moving}")
         finally:
             if emulator is not None:  # closing its stdin stops it; a profile (if any) is written then
                 assert emulator.stdin is not None

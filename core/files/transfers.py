@@ -89,6 +89,12 @@ DEFAULT_WINDOW = 32
 # on loopback); 8 MiB keeps it busy and bounds memory. On slower links the chunk window stays: what is in flight
 # queues ahead of chat, and WebRTC drains 8 MiB in seconds (chat round trips near 1 s against 0.3 s, measured).
 DEFAULT_WINDOW_BYTES = 8 * 1024 * 1024
+# A direct link carries a message of any size (the connection splits it into frames and the receiving side joins
+# their bytes without decoding anything): chunks of 1 MiB there cost a twentieth of the per-chunk work (thread
+# hops, frames of the transfer protocol) of 48 KiB ones. A transfer that falls back to the relay goes on with
+# chunks of one relay frame.
+DIRECT_CHUNK_BYTES = 1024 * 1024
+MIN_WINDOW = 4
 # send_bytes calls in progress at once on a connection that numbers each message when its call starts (core's
 # connections): the relay then writes several chunks per database update instead of one round trip per chunk.
 DEFAULT_SEND_CONCURRENCY = 8
@@ -956,10 +962,11 @@ class FileTransfers:
         download_dir: the default folder for accepted files; if set, an offer that continues an interrupted
             transfer into it (same id, partial data there) is accepted by itself (``offer.transfer`` is set).
         options: for the relay's message size limit.
-        chunk_size: the largest chunk offered (default: what a WebRTC frame carries); each chunk sent is also
-            limited by the link that carries it at that moment.
+        chunk_size: the largest chunk offered (default: what a WebRTC frame carries, or ``DIRECT_CHUNK_BYTES`` when
+            a direct link carries the connection); each chunk sent is also limited by the link that carries it at
+            that moment.
         window: chunks in flight per transfer (read ahead or not yet acknowledged); None: ``DEFAULT_WINDOW``, or on a
-            connection carried by a direct link as many chunks as fit ``window_bytes`` (at least ``DEFAULT_WINDOW``).
+            connection carried by a direct link as many chunks as fit ``window_bytes`` (at least ``MIN_WINDOW``).
         window_bytes: the bytes in flight per transfer offered over a direct link, when ``window`` is None.
         progress_interval: at most one progress event per transfer per this many seconds (plus one at the end).
         send_concurrency: ``send_bytes`` calls in progress at once. The connection must keep the order in which
@@ -976,6 +983,7 @@ class FileTransfers:
         self.download_dir = Path(download_dir) if download_dir is not None else None
         self.options = options or ManagerOptions()
         self.chunk_size = chunk_size or WEBRTC_FRAME_BYTES - CHUNK_HEADER_SIZE
+        self._chunk_size_given = chunk_size is not None
         if window is not None and not 1 <= window <= MAX_WINDOW:
             raise ValueError(f"window must be 1 to {MAX_WINDOW} chunks, not {window}")
         if window_bytes < 1:
@@ -1033,7 +1041,7 @@ class FileTransfers:
             raise ValueError(f"transfer {tid} is already running")
         files = tuple(FileEntry(path=rel, size=size, sha256=digest.hexdigest())
                       for (_, rel), size, digest in zip(found, sizes, digests))
-        offer = Offer(id=tid, files=files, chunk_size=self.chunk_size, window=self._window(),
+        offer = Offer(id=tid, files=files, chunk_size=self._offered_chunk_size(), window=self._window(),
                       folders=tuple(tree.folders))
         frames = encode_offer(offer, max_frame=max_frame_bytes(self.connection, self.options))
         transfer = _Sending(self, SendMachine(offer), [path for path, _ in found])
@@ -1070,7 +1078,15 @@ class FileTransfers:
     # -- internals
 
     def _max_chunk(self) -> int:
+        if self.connection.transport == "direct":
+            return min(DIRECT_CHUNK_BYTES, self.options.max_message_bytes) - CHUNK_HEADER_SIZE
         return max_chunk_payload(self.connection, self.options)
+
+    def _offered_chunk_size(self) -> int:
+        """The largest chunk a new transfer may carry: ``chunk_size``, or a direct link's larger chunk."""
+        if self._chunk_size_given or self.connection.transport != "direct":
+            return self.chunk_size
+        return max(self.chunk_size, self._max_chunk())
 
     def _window(self) -> int:
         """Chunks in flight for a new transfer: ``window``, or on a direct link as many as ``window_bytes`` holds."""
@@ -1078,8 +1094,8 @@ class FileTransfers:
             return self.window
         if self.connection.transport != "direct":
             return DEFAULT_WINDOW
-        chunk = min(self.chunk_size, self._max_chunk())
-        return max(DEFAULT_WINDOW, min(MAX_WINDOW, self.window_bytes // max(1, chunk)))
+        chunk = min(self._offered_chunk_size(), self._max_chunk())
+        return max(MIN_WINDOW, min(MAX_WINDOW, self.window_bytes // max(1, chunk)))
 
     def _emit(self, event: str, payload: object) -> None:
         emit_safely(self.events, event, payload)

@@ -55,6 +55,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import PeerTimeoutError, ProtocolError
+from .linkframes import Base64Text
 
 SEQUENCED_KINDS = frozenset({"data", "binary", "signal", "close"})
 # A close frame's ``data``: "" for a plain disconnect; DECLINED, or DECLINED + "\n" + a reason, when the sender
@@ -272,6 +273,8 @@ class ReliableStream:
         # A short message fits one frame whatever its characters: no need to look at them.
         if (len(data) * 4 <= max_bytes or kind == "binary" and len(data) <= max_bytes) and max_bytes >= 4:
             pieces = [data]  # base64 is ASCII: a binary message that fits one frame is kept as it is
+        elif isinstance(data, Base64Text) and max_bytes >= 4:
+            pieces = split_base64(data, max_bytes)
         else:
             pieces = split_utf8(data, max_bytes)
         last = len(pieces) - 1
@@ -482,7 +485,13 @@ class ReliableStream:
             ))
         if more:
             return None
-        whole = "".join(self._partial)
+        parts = self._partial
+        whole: str = "".join(parts)
+        if kind == "binary" and all(isinstance(part, Base64Text) for part in parts):
+            # Every fragment came with its bytes (a link that carries raw bytes): join those, decode nothing.
+            joined = Base64Text(whole)
+            joined.raw = b"".join(part.raw for part in parts)  # type: ignore[attr-defined]
+            whole = joined
         self._partial_kind, self._partial, self._partial_size = None, [], 0
         return Deliver(kind, frame["seq"], whole)
 
@@ -530,6 +539,18 @@ def _check_frame(frame: object) -> tuple[str, int]:
             if frame["more"] and kind not in ("data", "binary"):
                 raise ProtocolError(f"A {kind} frame cannot be a fragment ('more' is only for data and binary).")
     return kind, seq
+
+
+def split_base64(data: Base64Text, max_bytes: int) -> list[str]:
+    """Base64 text cut into pieces of at most ``max_bytes`` characters (a multiple of 4), each remembering its
+    bytes, so that the links that carry raw bytes never decode them."""
+    step = max_bytes // 4 * 4
+    pieces: list[str] = []
+    for start in range(0, len(data), step):
+        piece = Base64Text(data[start:start + step])
+        piece.raw = data.raw[start // 4 * 3:(start + step) // 4 * 3]
+        pieces.append(piece)
+    return pieces
 
 
 def split_utf8(data: str, max_bytes: int) -> list[str]:

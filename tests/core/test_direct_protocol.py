@@ -125,3 +125,19 @@ def test_a_closed_connection_decides_nothing() -> None:
     order = LinkOrder(initiator=True)
     order.close()
     assert order.opened("direct") == [] and order.failed("direct", "x") == [] and order.lost("webrtc", "x") == []
+
+
+def test_a_long_binary_message_is_split_into_fragments_that_keep_their_bytes() -> None:
+    from core.protocol.linkframes import Base64Text
+    from core.protocol.stream import ReliableStream, StreamTimers, WriteFrame
+
+    raw = bytes(range(256)) * 1000 + b"xy"  # not a multiple of 3: the last fragment carries the padding
+    timers = StreamTimers(max_frame_bytes=4000, window=1000, window_bytes=10**9)
+    sender, receiver = ReliableStream(timers, now=0.0), ReliableStream(timers, now=0.0)
+    _, actions = sender.send_message("binary", Base64Text.of(raw), 0.0)
+    frames = [action.frame for action in actions if isinstance(action, WriteFrame)]
+    assert len(frames) > 50 and all(isinstance(frame["data"], Base64Text) for frame in frames)
+    delivered = [action for frame in frames for action in receiver.receive(frame, 0.0) if hasattr(action, "kind")]
+    (whole,) = [action for action in delivered if action.kind == "binary"]
+    assert isinstance(whole.data, Base64Text) and whole.data.raw == raw
+    assert base64.b64decode(whole.data) == raw

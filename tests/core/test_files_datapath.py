@@ -13,7 +13,8 @@ import core.files.transfers as files_module
 from core import events as ev
 from core.files import FileTransfers
 from core.files.protocol import MAX_WINDOW
-from core.files.transfers import DEFAULT_WINDOW, max_chunk_payload
+from core.files.protocol import CHUNK_HEADER_SIZE
+from core.files.transfers import DEFAULT_WINDOW, DIRECT_CHUNK_BYTES, MIN_WINDOW, max_chunk_payload
 from core.options import ManagerOptions
 
 from memory_connection import MemoryConnectionPair
@@ -24,11 +25,15 @@ async def test_the_window_holds_a_number_of_bytes_whatever_the_chunk_size() -> N
     other = MemoryConnectionPair(transport="webrtc")
     try:
         assert FileTransfers(other.a)._window() == DEFAULT_WINDOW  # slower links: what is in flight delays chat
-        chunk = max_chunk_payload(pair.a, ManagerOptions())
-        assert FileTransfers(pair.a)._window() == max(DEFAULT_WINDOW, 8 * 1024 * 1024 // chunk)
+        chunk = DIRECT_CHUNK_BYTES - CHUNK_HEADER_SIZE  # a direct link takes large chunks
+        assert FileTransfers(pair.a)._offered_chunk_size() == chunk
+        assert FileTransfers(pair.a)._window() == 8 * 1024 * 1024 // chunk
         assert FileTransfers(pair.a, window_bytes=chunk * 100)._window() == 100
-        assert FileTransfers(pair.a, window_bytes=1)._window() == DEFAULT_WINDOW  # never below the old default
+        assert FileTransfers(pair.a, window_bytes=1)._window() == MIN_WINDOW
         assert FileTransfers(pair.a, window=7)._window() == 7
+        small = FileTransfers(pair.a, chunk_size=10_000)
+        assert small._offered_chunk_size() == 10_000 and small._window() == 8 * 1024 * 1024 // 10_000
+        assert FileTransfers(other.a)._offered_chunk_size() == 64 * 1024 - CHUNK_HEADER_SIZE  # as before
         with pytest.raises(ValueError, match="window must be 1 to"):
             FileTransfers(pair.a, window=MAX_WINDOW + 1)
     finally:
