@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import ProtocolError
 
-__all__ = ["Base64Text", "decode_frame", "encode_frame", "raw_of"]
+__all__ = ["Base64Text", "RawBinary", "decode_frame", "encode_frame", "raw_of"]
 
 class Base64Text(str):
     """Base64 text that remembers the bytes it encodes (``raw``), so that a binary frame going from bytes to a link
@@ -46,7 +46,40 @@ class Base64Text(str):
         return text
 
 
-def raw_of(data: str) -> bytes:
+class RawBinary:
+    """A received binary frame's data as the raw bytes a link carried (``raw``): the stream counts it as its base64
+    length and joins fragments by their bytes, and the connection hands the bytes to the application, so nothing
+    encodes it to base64 unless something asks for the text (``str()``, comparison with a string)."""
+
+    __slots__ = ("raw", "_text")
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self._text: str | None = None
+
+    def __len__(self) -> int:
+        return 4 * ((len(self.raw) + 2) // 3)
+
+    def __str__(self) -> str:
+        if self._text is None:
+            self._text = base64.b64encode(self.raw).decode("ascii")
+        return self._text
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, RawBinary):
+            return self.raw == other.raw
+        if isinstance(other, str):
+            return str(self) == other
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(str(self))
+
+    def __repr__(self) -> str:
+        return f"RawBinary({len(self.raw)} bytes)"
+
+
+def raw_of(data: str | RawBinary) -> bytes:
     """The bytes of a binary frame's ``data``: remembered by a :class:`Base64Text`, else decoded (and checked).
 
     Raises:
@@ -132,7 +165,7 @@ def _decode_binary(message: bytes) -> dict[str, Any]:
     frame = _decode_header(head)
     if frame["kind"] != "binary":
         raise ProtocolError(f"a {frame['kind']} frame arrived as a binary message; only binary frames are binary")
-    frame["data"] = Base64Text.of(message[end + 1:])
+    frame["data"] = RawBinary(message[end + 1:])
     return frame
 
 

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import PeerTimeoutError, ProtocolError
-from .linkframes import Base64Text
+from .linkframes import Base64Text, RawBinary
 
 SEQUENCED_KINDS = frozenset({"data", "binary", "signal", "close"})
 # A close frame's ``data``: "" for a plain disconnect; DECLINED, or DECLINED + "\n" + a reason, when the sender
@@ -79,11 +79,13 @@ class WriteFrame:
 
 @dataclass(frozen=True)
 class Deliver:
-    """Hand a sequenced frame's payload to the application (``kind`` is data, binary, signal or close)."""
+    """Hand a sequenced frame's payload to the application (``kind`` is data, binary, signal or close). Binary
+    ``data`` is base64 text, or a :class:`~core.protocol.linkframes.RawBinary` when every part of it arrived as raw
+    bytes; :func:`~core.protocol.linkframes.raw_of` reads either."""
 
     kind: str
     seq: int
-    data: str
+    data: Any
 
 
 @dataclass(frozen=True)
@@ -486,12 +488,12 @@ class ReliableStream:
         if more:
             return None
         parts = self._partial
-        whole: str = "".join(parts)
-        if kind == "binary" and all(isinstance(part, Base64Text) for part in parts):
-            # Every fragment came with its bytes (a link that carries raw bytes): join those, decode nothing.
-            joined = Base64Text(whole)
-            joined.raw = b"".join(part.raw for part in parts)  # type: ignore[attr-defined]
-            whole = joined
+        whole: Any
+        if kind == "binary" and all(isinstance(part, (RawBinary, Base64Text)) for part in parts):
+            # Every fragment came with its bytes (a link that carries raw bytes): join those, encode nothing.
+            whole = RawBinary(b"".join(part.raw for part in parts))
+        else:
+            whole = "".join(str(part) for part in parts)
         self._partial_kind, self._partial, self._partial_size = None, [], 0
         return Deliver(kind, frame["seq"], whole)
 
@@ -529,7 +531,8 @@ def _check_frame(frame: object) -> tuple[str, int]:
     if kind in SEQUENCED_KINDS:
         if seq < 1:
             raise ProtocolError(f"A {kind} frame's seq starts at 1, not {seq}.")
-        if not isinstance(frame.get("data"), str):
+        data = frame.get("data")
+        if not isinstance(data, str) and not (kind == "binary" and isinstance(data, RawBinary)):
             raise ProtocolError(f"A {kind} frame needs a string 'data' field.")
         if "confirm" in frame and not isinstance(frame["confirm"], bool):
             raise ProtocolError(f"A {kind} frame's 'confirm' must be true or false.")

@@ -128,7 +128,7 @@ def test_a_closed_connection_decides_nothing() -> None:
 
 
 def test_a_long_binary_message_is_split_into_fragments_that_keep_their_bytes() -> None:
-    from core.protocol.linkframes import Base64Text
+    from core.protocol.linkframes import Base64Text, RawBinary, decode_frame, encode_frame
     from core.protocol.stream import ReliableStream, StreamTimers, WriteFrame
 
     raw = bytes(range(256)) * 1000 + b"xy"  # not a multiple of 3: the last fragment carries the padding
@@ -139,5 +139,12 @@ def test_a_long_binary_message_is_split_into_fragments_that_keep_their_bytes() -
     assert len(frames) > 50 and all(isinstance(frame["data"], Base64Text) for frame in frames)
     delivered = [action for frame in frames for action in receiver.receive(frame, 0.0) if hasattr(action, "kind")]
     (whole,) = [action for action in delivered if action.kind == "binary"]
-    assert isinstance(whole.data, Base64Text) and whole.data.raw == raw
-    assert base64.b64decode(whole.data) == raw
+    assert isinstance(whole.data, RawBinary) and whole.data.raw == raw
+    assert base64.b64decode(str(whole.data)) == raw
+    # The same fragments over a link (raw bytes on the wire), one of them resent over the relay (plain text after a
+    # fallback): the message is joined from text then, and still whole.
+    other = ReliableStream(timers, now=0.0)
+    through_link = [decode_frame(encode_frame(frame)) for frame in frames]
+    through_link[3] = {**frames[3], "data": str(frames[3]["data"])}
+    delivered = [a for f in through_link for a in other.receive(f, 0.0) if getattr(a, "kind", None) == "binary"]
+    assert len(delivered) == 1 and base64.b64decode(delivered[0].data) == raw
