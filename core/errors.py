@@ -12,7 +12,7 @@
     ├── MessageTooLargeError         a message is over the size the relay accepts
     ├── ConnectionClosedError        the connection closed while an operation waited on it
     ├── ProtocolError                malformed or unexpected data from the peer or the relay
-    ├── UpgradeError                 a WebRTC upgrade failed (the relay link keeps working)
+    ├── UpgradeError                 a direct-link or WebRTC upgrade failed (the relay link keeps working)
     └── TransferError                a file transfer failed
         ├── TransferDeclinedError      the receiver declined the offer
         ├── TransferCancelledError     one side cancelled

@@ -15,8 +15,8 @@ Connections (``PeerConnection.events``):
 - ``latency``         -> :class:`Latency`         a new round-trip time was measured
 - ``slow``            -> :class:`Slow`            something has been waiting longer than it should
 - ``recovered``       -> :class:`Recovered`       what was slow is no longer waiting
-- ``link_changed``    -> :class:`LinkChanged`     the link carrying the data changed (relay <-> webrtc)
-- ``upgrade_failed``  -> :class:`UpgradeFailed`   a WebRTC upgrade attempt failed; the relay keeps working
+- ``link_changed``    -> :class:`LinkChanged`     the link carrying the data changed (relay, webrtc, direct; why)
+- ``upgrade_failed``  -> :class:`UpgradeFailed`   no faster link opened (direct, WebRTC); the relay keeps working
 - ``protocol_error``  -> :class:`ProtocolErrorEvent` malformed data arrived and was ignored
 - ``closed``          -> :class:`ConnectionClosed` the connection ended (same payload as the manager's)
 

@@ -1,10 +1,11 @@
 """The seam between a connection and the links that carry it, declared here so that neither side imports the other.
 
-- :class:`Link`: a link other than the relay (a WebRTC data channel) that carries a connection's frames.
+- :class:`Link`: a link other than the relay (a WebRTC data channel, a direct TCP + TLS connection) that carries a
+  connection's frames.
 - :class:`LinkHost`: what an upgrade needs from the connection it upgrades: who initiated, attach and detach a
   link, hand it every frame that arrives, a signalling channel to the peer, and the place to report a failure.
-  :class:`core.relay.connection.RelayConnection` is one; the WebRTC upgrade (:mod:`core.webrtc.upgrade`) only
-  ever sees this interface.
+  :class:`core.relay.connection.RelayConnection` is one; the WebRTC and direct upgrades (:mod:`core.webrtc.upgrade`,
+  :mod:`core.direct.upgrade`, composed by :mod:`core.links`) only ever see this interface.
 - :data:`Upgrader`: ``await upgrader(host)``, run once per new connection on both sides before hand-out.
 
 Frames are the small dicts of the reliable stream (:mod:`core.protocol.stream`).

@@ -98,8 +98,8 @@ class PeerConnection(abc.ABC):
 
     @property
     def upgrade_failure(self) -> UpgradeFailed | None:
-        """Why the last WebRTC upgrade attempt failed while the relay carries the data, or None (no attempt failed,
-        or WebRTC carries the data now). A failure before the connection was handed out is here at once, and its
+        """Why the last upgrade attempt (direct link, WebRTC) failed while the relay carries the data, or None (no
+        attempt failed, or a faster link carries the data now). A failure before the connection was handed out is here at once, and its
         ``upgrade_failed`` event is emitted right after hand-out."""
         return None
 

@@ -102,3 +102,23 @@ def test_progress_printer_without_a_terminal_prints_whole_lines():
     printer.update(event)
     printer.close()
     assert stream.getvalue() == "send 0/1 files   50.0%  512 B of 1.0 KiB  2.0 KiB/s  0 s left\n"
+
+
+def test_every_link_change_is_printed_with_its_reason():
+    from pyee.asyncio import AsyncIOEventEmitter
+
+    from core.events import LINK_CHANGED, LinkChanged
+    from peerchat.commands import say_link_changes
+
+    class Connection:
+        events = AsyncIOEventEmitter()
+
+    err = io.StringIO()
+    connection = Connection()
+    say_link_changes(connection, err)  # type: ignore[arg-type]
+    connection.events.emit(LINK_CHANGED, LinkChanged("relay", "direct", "the other device closed the direct link"))
+    connection.events.emit(LINK_CHANGED, LinkChanged("direct", "relay", "direct link opened (127.0.0.1)"))
+    assert err.getvalue().splitlines() == [
+        "link: DIRECT -> RELAY (the other device closed the direct link)",
+        "link: RELAY -> DIRECT (direct link opened (127.0.0.1))",
+    ]
