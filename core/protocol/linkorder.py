@@ -5,8 +5,9 @@ Every session starts on the relay; the direct link and WebRTC are tried together
 it is open; WebRTC when only it is open; the relay otherwise. A WebRTC link that opens while direct carries the
 data is kept in reserve. When the attached link breaks the connection falls back to the relay (the reliable stream
 resends what was not acknowledged, so nothing is lost or repeated), direct is tried again, and a WebRTC link in
-reserve takes over if that try fails. A failed direct try is repeated after ``retry_interval`` unless the other
-side turned the direct link off.
+reserve takes over if that try fails. A failed direct try is repeated after ``retry_interval``, doubled after each
+further failure up to ``MAX_BACKOFF`` times (devices that cannot reach each other do not signal every few seconds
+for hours), unless the other side turned the direct link off.
 
 Only the initiator starts tries (the other side answers them), so only its :class:`LinkOrder` asks for retries.
 """
@@ -20,6 +21,7 @@ __all__ = ["Attach", "Detach", "LinkKind", "LinkOrder", "Report", "Retry"]
 
 LinkKind = Literal["direct", "webrtc"]
 RANK: dict[str, int] = {"webrtc": 1, "direct": 2}
+MAX_BACKOFF = 16
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class LinkOrder:
         self.open: set[LinkKind] = set()
         self.peer_declined: set[LinkKind] = set()
         self.closed = False
+        self.direct_failures = 0  # in a row, since direct was last open
         self._retry_pending = False
 
     def opened(self, kind: LinkKind) -> list[Action]:
@@ -83,6 +86,7 @@ class LinkOrder:
             return []
         if kind == "direct":
             self._retry_pending = False
+            self.direct_failures = 0
         if self.attached is None or RANK[kind] >= RANK[self.attached]:
             # A newer link of the attached kind replaces the old one too.
             previous, self.attached = self.attached, kind
@@ -101,6 +105,7 @@ class LinkOrder:
         actions: list[Action] = []
         if kind == "direct":
             self._retry_pending = False
+            self.direct_failures += 1
             if self.attached is None and "webrtc" in self.open:
                 self.attached = "webrtc"
                 actions.append(Attach("webrtc", f"the direct link failed ({reason}); WebRTC is open"))
@@ -146,4 +151,5 @@ class LinkOrder:
                 or self.retry_interval is None or self._retry_pending or self.closed):
             return []
         self._retry_pending = True
-        return [Retry("direct", self.retry_interval)]
+        backoff = min(2 ** max(0, self.direct_failures - 1), MAX_BACKOFF)
+        return [Retry("direct", self.retry_interval * backoff)]

@@ -92,8 +92,16 @@ def test_webrtc_carries_the_data_when_only_it_opens() -> None:
     order = LinkOrder(initiator=True, retry_interval=15.0)
     assert order.failed("direct", "refused") == [Retry("direct", 15.0), Report("direct", "refused")]
     assert order.opened("webrtc") == [Attach("webrtc", "upgraded (no direct link yet)")]
-    # Once WebRTC is open a failed direct try is not reported (the data still goes fast), only tried again.
-    assert order.failed("direct", "refused") == [Retry("direct", 15.0)]
+    # Once WebRTC is open a failed direct try is not reported (the data still goes fast), only tried again, later
+    # each time (up to 16 intervals); a direct link that opens starts the count again.
+    assert order.failed("direct", "refused") == [Retry("direct", 30.0)]
+    assert order.failed("direct", "refused") == [Retry("direct", 60.0)]
+    for _ in range(5):
+        order.failed("direct", "refused")
+    assert order.failed("direct", "refused") == [Retry("direct", 15.0 * 16)]
+    order.opened("direct")
+    assert order.lost("direct", "reset")[-1] == Retry("direct", 0.0)
+    assert Retry("direct", 15.0) in order.failed("direct", "refused")
 
 
 def test_after_a_break_the_relay_then_direct_again_then_webrtc() -> None:
