@@ -30,10 +30,14 @@ from .errors import (
     ConnectionClosedError,
     ConnectionDeclinedError,
     DiskError,
+    HandshakeError,
     InsufficientSpaceError,
     IntegrityError,
+    KeyStoreError,
     MessageTooLargeError,
     PeerchatError,
+    PeerKeyChangedError,
+    PeerNotVerifiedError,
     PeerOfflineError,
     PeerTimeoutError,
     PermissionDeniedError,
@@ -47,12 +51,14 @@ from .errors import (
     UpgradeError,
 )
 from .events import (
+    AwaitingAccept,
     BinaryData,
     ConnectionClosed,
     Data,
     IncomingConnection,
     Latency,
     LinkChanged,
+    PeerKeyChanged,
     PeersChanged,
     ProtocolErrorEvent,
     Recovered,
@@ -62,7 +68,7 @@ from .events import (
     UpgradeFailed,
 )
 from .options import IceServer, ManagerOptions
-from .peer import DeviceStatus, PeerConnection, PeerConnectionManager, PeerInfo, Transport
+from .peer import ConnectionRequest, DeviceStatus, PeerConnection, PeerConnectionManager, PeerInfo, Transport
 
 if TYPE_CHECKING:
     from .files import (
@@ -78,12 +84,16 @@ if TYPE_CHECKING:
         TransferState,
     )
     from .manager import FirebasePeerConnectionManager
+    from .protocol.identity import KnownDevice, Trust, comparison_code, fingerprint
+    from .trust.store import FileKeyStore, KeyStore, MemoryKeyStore
     from .webrtc.upgrade import WebRTCUpgrader, webrtc_upgrader
 
 # Names whose modules load on first use: module -> names.
 _LAZY_MODULES = {
     ".manager": ("FirebasePeerConnectionManager",),
     ".webrtc.upgrade": ("WebRTCUpgrader", "webrtc_upgrader"),
+    ".protocol.identity": ("KnownDevice", "Trust", "comparison_code", "fingerprint"),
+    ".trust.store": ("FileKeyStore", "KeyStore", "MemoryKeyStore"),
     ".files": (
         "FileEntry", "FileTransfers", "IncomingOffer", "IncomingTransfer", "Transfer", "TransferFailed",
         "TransferFileDone", "TransferFinished", "TransferProgress", "TransferState",
@@ -107,6 +117,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     # interfaces and the Firebase implementation
+    "ConnectionRequest",
     "DeviceStatus",
     "FirebasePeerConnectionManager",
     "IceServer",
@@ -115,6 +126,14 @@ __all__ = [
     "PeerConnectionManager",
     "PeerInfo",
     "Transport",
+    # device identity and trust
+    "FileKeyStore",
+    "KeyStore",
+    "KnownDevice",
+    "MemoryKeyStore",
+    "Trust",
+    "comparison_code",
+    "fingerprint",
     # file transfers over any PeerConnection
     "FileEntry",
     "FileTransfers",
@@ -125,6 +144,7 @@ __all__ = [
     "WebRTCUpgrader",
     "webrtc_upgrader",
     # event payloads
+    "AwaitingAccept",
     "BinaryData",
     "ConnectionClosed",
     "Data",
@@ -132,6 +152,7 @@ __all__ = [
     "IncomingTransfer",
     "Latency",
     "LinkChanged",
+    "PeerKeyChanged",
     "PeersChanged",
     "ProtocolErrorEvent",
     "Recovered",
@@ -149,9 +170,13 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionDeclinedError",
     "DiskError",
+    "HandshakeError",
     "InsufficientSpaceError",
     "IntegrityError",
+    "KeyStoreError",
     "MessageTooLargeError",
+    "PeerKeyChangedError",
+    "PeerNotVerifiedError",
     "PeerOfflineError",
     "PeerTimeoutError",
     "PeerchatError",

@@ -60,6 +60,10 @@ class ManagerOptions:
     # The most characters of ``data`` in one stored relay frame: the security rules allow exactly this (65,536);
     # change it only together with ``firebase/database.rules.json``. Binary data takes 4/3 as much (base64).
     relay_frame_bytes: int = 64 * 1024
+    # Trust: how long connect_to_peer waits for the other side to accept (a person may have to answer), and
+    # whether only devices verified with the comparison code may open sessions (both ways).
+    accept_timeout: float = 60.0
+    require_verified: bool = False
     # WebRTC.
     webrtc: bool = True
     ice_servers: tuple[IceServer, ...] = field(default_factory=tuple)

@@ -1,7 +1,7 @@
 """The consumer-facing interfaces: :class:`PeerInfo`, :class:`DeviceStatus`, :class:`PeerConnection` and
 :class:`PeerConnectionManager`, with what they need: :data:`Transport` and :class:`UpgradeFailed`.
 
-The bottom of ``core`` with ``errors``, ``options`` and ``events``: it imports nothing else from ``core``."""
+A :class:`ConnectionRequest` is what an ``accept`` callable is asked. The bottom of ``core`` with ``errors``, ``options`` and ``events``: it imports nothing else from ``core``."""
 
 from __future__ import annotations
 
@@ -42,6 +42,25 @@ class DeviceStatus:
     info: PeerInfo
     online: bool
     last_seen: float | None = None
+    key: str | None = None
+    """The identity key the device publishes in its presence record (base64), or None. Only a hint for display:
+    what a session trusts is the key the device proves in the session's handshake."""
+
+
+@dataclass(frozen=True)
+class ConnectionRequest:
+    """Another device asks to open a session; the manager's ``accept`` callable answers it.
+
+    ``trust`` is "verified" (a person compared the comparison code), "trusted" (its key is remembered from an
+    earlier session) or "new" (never seen: accepting remembers its key). ``fingerprint`` names the key it proved
+    in the handshake; ``key`` is that key (base64), for a comparison code.
+    """
+
+    peer: PeerInfo
+    trust: str
+    fingerprint: str
+    key: str
+    session_id: str
 
 
 MAX_DECLINE_REASON = 200

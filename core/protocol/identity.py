@@ -97,18 +97,24 @@ def verify(public: bytes, signature: bytes, message: bytes) -> bool:
     return True
 
 
-def fingerprint(public: bytes) -> str:
-    """A short readable name of a key: 80 bits of its SHA-256 in base32, four groups of four (``K7QD-2M4X-...``)."""
+def _raw_key(key: bytes | str) -> bytes:
+    return parse_key_text(key) if isinstance(key, str) else key
+
+
+def fingerprint(public: bytes | str) -> str:
+    """A short readable name of a key (raw or base64): 80 bits of its SHA-256 in base32, four groups of four
+    (``K7QD-2M4X-...``)."""
+    public = _raw_key(public)
     digest = hashlib.sha256(b"peerchat-fingerprint-v1\0" + public).digest()[:10]
     text = base64.b32encode(digest).decode("ascii")
     return "-".join(text[i : i + 4] for i in range(0, 16, 4))
 
 
-def comparison_code(key_a: bytes, key_b: bytes) -> str:
+def comparison_code(key_a: bytes | str, key_b: bytes | str) -> str:
     """The code both devices show to verify each other: 12 digits in three groups, the same whichever device
     computes it (the two keys are taken in sorted order). A person who sees the same code on both screens knows
     each device has the other's real key."""
-    first, second = sorted((key_a, key_b))
+    first, second = sorted((_raw_key(key_a), _raw_key(key_b)))
     digest = hashlib.sha256(b"peerchat-comparison-v1\0" + first + second).digest()
     number = int.from_bytes(digest[:8], "big") % 10**12
     text = f"{number:012d}"
@@ -126,7 +132,7 @@ class KnownDevice:
 
     @property
     def fingerprint(self) -> str:
-        return fingerprint(parse_key_text(self.key))
+        return fingerprint(self.key)
 
 
 def trust_of(known: KnownDevice | None, key: str | None) -> Trust:

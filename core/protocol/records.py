@@ -23,9 +23,12 @@ def valid_label(value: object) -> bool:
     return isinstance(value, str) and 1 <= len(value) <= MAX_LABEL
 
 
-def heartbeat_record(label: str, *, online: bool = True) -> dict[str, Any]:
-    """The value a device writes at ``presence/{userId}/{deviceId}``."""
-    return {"label": label, "lastSeen": SERVER_TIMESTAMP, "online": online}
+def heartbeat_record(label: str, *, online: bool = True, key: str | None = None) -> dict[str, Any]:
+    """The value a device writes at ``presence/{userId}/{deviceId}`` (``key``: its identity key in base64)."""
+    record: dict[str, Any] = {"label": label, "lastSeen": SERVER_TIMESTAMP, "online": online}
+    if key is not None:
+        record["key"] = key
+    return record
 
 
 def presence_path(uid: str, device_id: str | None = None) -> str:

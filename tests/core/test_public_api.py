@@ -13,6 +13,14 @@ from core import errors, events, peer
 from core.files import transfers
 
 INTERFACES = {
+    "ConnectionRequest",
+    "FileKeyStore",
+    "KeyStore",
+    "KnownDevice",
+    "MemoryKeyStore",
+    "Trust",
+    "comparison_code",
+    "fingerprint",
     "DeviceStatus",
     "FirebasePeerConnectionManager",
     "IceServer",
