@@ -94,6 +94,7 @@ def test_file_transfers_are_exported_from_their_modules():
 
 def test_payloads_are_the_documented_ones():
     assert _payload_names() == {
+        "AwaitingAccept", "PeerKeyChanged",
         "BinaryData", "ConnectionClosed", "Data", "IncomingConnection", "Latency", "LinkChanged", "PeersChanged",
         "ProtocolErrorEvent", "Recovered", "RelayRestored", "RelayUnavailable", "Slow", "UpgradeFailed",
         "IncomingTransfer", "TransferProgress", "TransferFileDone", "TransferFinished", "TransferFailed",
