@@ -902,7 +902,7 @@ class RelayConnection(PeerConnection):
         """The error a close frame's ``data`` stands for when the peer declined, else None."""
         if data == DECLINED or data.startswith(DECLINED + "\n"):
             reason = data[len(DECLINED) + 1 :][:MAX_DECLINE_REASON].strip() or None
-            message = f"{self._peer.label} declined the session" + (f": {reason}." if reason else ".")
+            message = f"{self._peer.label} declined the connection" + (f": {reason}." if reason else ".")
             return ConnectionDeclinedError(message, label=self._peer.label, reason=reason)
         return None
 
