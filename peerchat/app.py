@@ -16,7 +16,7 @@ from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from core import IncomingConnection as IncomingConnectionEvent
-from core import PeerchatError, PeerConnectionManager, PeerInfo
+from core import ConnectionRequest, PeerchatError, PeerConnectionManager, PeerInfo
 from core import PeersChanged as PeersChangedEvent
 from core import RelayRestored as RelayRestoredEvent
 from core import RelayUnavailable as RelayUnavailableEvent
@@ -26,6 +26,8 @@ from .backend import Backend, SessionLink, describe_error, open_session
 from .config import ConfigError, Settings, settings_from_args
 from .dialogs import FilePickerDialog, IncomingConnectionDialog, IncomingFilesDialog
 from .messages import (
+    AcceptRequested,
+    AcceptWithdrawn,
     ActionFailed,
     BackendFailed,
     BackendReady,
@@ -65,6 +67,7 @@ class PeerchatApp(App[None]):
         self._clock = clock
         self._show_latency = show_latency
         self._directory = DeviceDirectory()
+        self._accept_dialogs: dict[str, IncomingConnectionDialog] = {}
         self._subscriptions: list[tuple[str, Callable[..., None]]] = []
         self._relay_description = ""
         self._relay_outage: RelayUnavailableEvent | None = None
@@ -104,6 +107,9 @@ class PeerchatApp(App[None]):
 
     def on_backend_ready(self, message: BackendReady) -> None:
         manager = self.manager = message.manager
+        if hasattr(manager, "accept"):
+            # Incoming sessions are asked about before they open (core's Firebase manager asks its ``accept``).
+            manager.accept = self._ask_to_accept
         self._subscribe(manager, PEERS_CHANGED, self._core_peers_changed)
         self._subscribe(manager, INCOMING_CONNECTION, self._core_incoming_connection)
         # Managers that watch their relay (core's Firebase manager does) say when it stops and starts answering.
@@ -157,8 +163,54 @@ class PeerchatApp(App[None]):
         self.post_message(PeersChanged(tuple(event.peers), tuple(event.devices)))
 
     def _core_incoming_connection(self, event: IncomingConnectionEvent) -> None:
-        # The tap listens from this very moment: messages sent while the dialog is open wait in it.
+        # Accepted already (see _ask_to_accept); the tap listens from this very moment.
         self.post_message(IncomingConnection(open_session(event.connection, self.settings.download_dir)))
+
+    async def _ask_to_accept(self, request: ConnectionRequest) -> bool:
+        """The manager's ``accept``: ask the person where the ``ask`` setting says (new devices by default).
+
+        Called from core's task, outside the app's context: the dialog is pushed by a message handler. Cancelled
+        when the other device gives up: its dialog goes away then."""
+        if not should_ask(self.settings.ask, request.trust):
+            return True
+        comparison = getattr(self.manager, "comparison_code", None)
+        code = comparison(request.key) if comparison is not None else ""
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.post_message(AcceptRequested(request, code, answer))
+        try:
+            return await answer
+        except asyncio.CancelledError:
+            self.post_message(AcceptWithdrawn(request))
+            raise
+
+    def on_accept_requested(self, message: AcceptRequested) -> None:
+        request, answer = message.request, message.answer
+        if answer.done():
+            return
+        dialog = IncomingConnectionDialog(request.peer, trust=request.trust, fingerprint=request.fingerprint,
+                                          code=message.code)
+        self._accept_dialogs[request.session_id] = dialog
+
+        def answered(accept: bool | None) -> None:
+            self._accept_dialogs.pop(request.session_id, None)
+            if accept and dialog.verified:
+                try:
+                    self.manager.verify_device(request.peer.id, request.key, request.peer.label)  # type: ignore[union-attr]
+                except (ValueError, PeerchatError) as exc:
+                    self.post_message(ActionFailed(f"Verifying {request.peer.label}", exc))
+            if not answer.done():
+                answer.set_result(bool(accept))
+
+        self.push_screen(dialog, answered)
+
+    def on_accept_withdrawn(self, message: AcceptWithdrawn) -> None:
+        dialog = self._accept_dialogs.pop(message.request.session_id, None)
+        if dialog is None:
+            return
+        if self.screen is dialog:
+            dialog.dismiss(False)
+        self.notify(f"{message.request.peer.label} stopped waiting for an answer.",
+                    title="Session request withdrawn", timeout=6)
 
     @work(group="peers", exclusive=True, exit_on_error=False)
     async def _load_peers(self) -> None:
@@ -171,6 +223,9 @@ class PeerchatApp(App[None]):
         self.post_message(PeersChanged(tuple(d.info for d in devices if d.online), tuple(devices)))
 
     def on_peers_changed(self, message: PeersChanged) -> None:
+        trust_of = getattr(self.manager, "trust_of", None)
+        if trust_of is not None:
+            self._directory.update_trust({d.info.id: trust_of(d.info.id, d.key) for d in message.devices})
         if message.devices:
             self._directory.update_devices(message.devices, self._clock())
         else:
@@ -225,33 +280,14 @@ class PeerchatApp(App[None]):
 
     async def on_session_opened(self, message: SessionOpened) -> None:
         await self.main.add_session(message.link)
+        self._load_peers()
 
-    def on_incoming_connection(self, message: IncomingConnection) -> None:
+    async def on_incoming_connection(self, message: IncomingConnection) -> None:
+        # Also when the other device left meanwhile (``peerchat send`` disconnects once its text is confirmed): the
+        # tab replays what arrived, then shows the session closed.
         link = message.link
-        connection = link.connection
-        peer = connection.peer
-
-        async def answered(accept: bool | None) -> None:
-            if accept:
-                # Also when the other device left meanwhile (``peerchat send`` disconnects once its text is
-                # confirmed): the tab replays what arrived, then shows the session closed.
-                await self.main.add_session(link, label=peer.label)
-            else:
-                self._decline_link(link)
-
-        self.push_screen(IncomingConnectionDialog(peer), answered)
-
-    @work(group="disconnect", exit_on_error=False)
-    async def _decline_link(self, link: SessionLink) -> None:
-        """Close a session the person declined; the other device is told so (it shows "<this> declined")."""
-        link.tap.close()
-        try:
-            try:
-                await link.transfers.close()
-            finally:
-                await link.connection.decline()
-        except Exception as exc:
-            self.post_message(ActionFailed(f"Declining the session with {link.connection.peer.label}", exc))
+        await self.main.add_session(link, label=link.connection.peer.label)
+        self._load_peers()  # a new device is trusted now: the list says so
 
     @work(group="disconnect", exit_on_error=False)
     async def _close_link(self, link: SessionLink) -> None:
@@ -343,6 +379,17 @@ def run_app(args: argparse.Namespace) -> int:
     app = create_app(settings)
     app.run()
     return app.return_code or 0
+
+
+def should_ask(setting: str, trust: str) -> bool:
+    """Whether the ``ask`` setting (see :data:`peerchat.config.ASK_CHOICES`) asks about a device of ``trust``."""
+    if setting == "always":
+        return True
+    if setting == "never":
+        return False
+    if setting == "unverified":
+        return trust != "verified"
+    return trust == "new"
 
 
 def create_app(

@@ -157,7 +157,9 @@ class Backend:
         settings: who and where (see :mod:`peerchat.config`).
         on_relay_status: called with ``(text, ok)`` when the relay goes away, comes back or is restarted.
         watch_interval: seconds between relay health checks (emulator modes only; 0 turns them off).
-        options: the manager's options (default: core's, with ``webrtc`` from the settings).
+        options: the manager's options (default: core's, with ``webrtc`` and ``require_verified`` from the
+            settings).
+        accept: the manager's ``accept`` callable (None: every device whose key has not changed is accepted).
         embedded_at: where the embedded emulator lives (default 127.0.0.1:9000; tests use a free port).
     """
 
@@ -169,13 +171,15 @@ class Backend:
         watch_interval: float = 3.0,
         options: ManagerOptions | None = None,
         embedded_at: tuple[str, int] | None = None,
+        accept: Any = None,
     ) -> None:
         self.settings = settings
         self._address = settings.emulator_address if settings.mode != "embedded" or embedded_at is None \
             else embedded_at
         self._on_relay_status = on_relay_status or (lambda text, ok: None)
         self._watch_interval = watch_interval
-        self._options = options or ManagerOptions(webrtc=settings.webrtc)
+        self._accept = accept
+        self._options = options or ManagerOptions(webrtc=settings.webrtc, require_verified=settings.require_verified)
         self._emulator: Any = None
         self._firebase_app: Any = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -219,13 +223,16 @@ class Backend:
                     )
                 await self._start_emulator()
         self._firebase_app = self._init_firebase()
-        from core import FirebasePeerConnectionManager, webrtc_upgrader
+        from core import FileKeyStore, FirebasePeerConnectionManager, MemoryKeyStore, webrtc_upgrader
 
         upgrader = None  # core's default: WebRTC on every interface, as the options say
         if settings.webrtc_addresses is not None:
             upgrader = webrtc_upgrader(self._options, host_addresses=settings.webrtc_addresses)
+        folder = settings.key_store_dir
+        keys = FileKeyStore(folder) if folder is not None else MemoryKeyStore()
         manager = FirebasePeerConnectionManager(
-            settings.user, self.device, app=self._firebase_app, options=self._options, upgrader=upgrader
+            settings.user, self.device, app=self._firebase_app, options=self._options, upgrader=upgrader, keys=keys,
+            accept=self._accept,
         )
         try:
             await manager.start()

@@ -53,6 +53,7 @@ from core import (
     TransferError,
 )
 from core.events import (
+    AWAITING_ACCEPT,
     CLOSED,
     DATA,
     INCOMING_CONNECTION,
@@ -131,6 +132,10 @@ def register(subparsers: Any) -> None:
                          "was not reached)")
     add_settings_arguments(receive)  # --download-dir is one of the settings
     receive.set_defaults(command_main=receive_main, handler=run_command)
+
+    from .trust_commands import register as register_trust
+
+    register_trust(subparsers, epilog)
 
 
 def run_command(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -223,8 +228,27 @@ async def send_main(settings: Settings, args: argparse.Namespace, out: TextIO, e
         raise CommandError("nothing to send: give files, --text TEXT, or both", EXIT_USAGE)
     async with Backend(settings, watch_interval=0) as manager:
         peer = await find_online(manager, args.device, args.wait)
+
+        def declined_error(declined: ConnectionDeclinedError) -> CommandError:
+            who = declined.label or peer.label
+            return CommandError(f"{who} declined the session" + (f" ({declined.reason})" if declined.reason else ""),
+                                EXIT_FAILED)
+
         _say(err, f"connecting to {peer.label} ({peer.id})…")
-        connection = await manager.connect_to_peer(peer.id, confirm_data_receival=True)
+
+        def waiting(event: Any) -> None:
+            if event.peer.id == peer.id:
+                _say(err, f"waiting for {peer.label} to accept…")
+
+        manager.events.on(AWAITING_ACCEPT, waiting)
+        try:
+            connection = await manager.connect_to_peer(peer.id, confirm_data_receival=True)
+        except ConnectionDeclinedError as exc:
+            if "declined" not in str(exc):  # refused in the handshake: the message says why and what to do
+                raise CommandError(str(exc), EXIT_FAILED) from exc
+            raise declined_error(exc) from exc
+        finally:
+            manager.events.remove_listener(AWAITING_ACCEPT, waiting)
         closed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         connection.events.on(CLOSED, lambda event: closed.done() or closed.set_result(event))
 
@@ -236,11 +260,6 @@ async def send_main(settings: Settings, args: argparse.Namespace, out: TextIO, e
                     _say(err, "text delivered")
                 if files:
                     await send_files(connection, files, settings, err)
-
-        def declined_error(declined: ConnectionDeclinedError) -> CommandError:
-            who = declined.label or peer.label
-            return CommandError(f"{who} declined the session" + (f" ({declined.reason})" if declined.reason else ""),
-                                EXIT_FAILED)
 
         sending = asyncio.ensure_future(send_all())
         try:

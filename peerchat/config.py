@@ -51,7 +51,11 @@ Mode = Literal["embedded", "emulator", "firebase"]
 # Firebase keys may not contain . # $ [ ] / or control characters; ids and users become keys.
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-:@+=~]{1,64}$")
 _KEYS = ("user", "label", "device_id", "database_url", "credentials", "emulator", "webrtc", "webrtc_addresses",
-         "download_dir")
+         "download_dir", "ask", "require_verified")
+_BOOL_KEYS = ("webrtc", "require_verified")
+ASK_CHOICES = ("new", "unverified", "always", "never")
+"""When the app asks the person to accept an incoming session: from new devices only (the default), from devices
+not verified with the comparison code, always, or never (every device whose key has not changed is accepted)."""
 
 
 class ConfigError(ValueError):
@@ -75,6 +79,17 @@ class Settings:
     namespace: str = DEFAULT_NAMESPACE
     # What the app calls the relay in its status line (None: its kind and address, see describe_relay).
     relay_name: str | None = None
+    # Where this device's identity key and the keys of the devices it trusts are kept (one folder per device id);
+    # None: in memory only (a new identity every run; tests).
+    keys_dir: Path | None = None
+    # Which incoming sessions the app asks about (ASK_CHOICES), and whether only verified devices may connect.
+    ask: str = "new"
+    require_verified: bool = False
+
+    @property
+    def key_store_dir(self) -> Path | None:
+        """This device's own key store folder (``keys_dir / device_id``), or None."""
+        return None if self.keys_dir is None else self.keys_dir / self.device_id
 
     @property
     def mode(self) -> Mode:
@@ -117,6 +132,10 @@ def default_config_file() -> Path:
 
 def default_state_dir() -> Path:
     return Path(platformdirs.user_state_dir(APP_NAME))
+
+
+def default_keys_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "keys"
 
 
 def default_download_dir() -> Path:
@@ -173,7 +192,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         if name not in _KEYS:
             known = ", ".join(_KEYS)
             raise ConfigError(f"the config file {path} has an unknown key {key!r} (known keys: {known})")
-        expected = bool if name == "webrtc" else str
+        expected = bool if name in _BOOL_KEYS else str
         if not isinstance(value, expected):
             raise ConfigError(f"the config file {path}: {key} must be a {expected.__name__}, got {value!r}")
         values[name] = value
@@ -269,6 +288,9 @@ def resolve_settings(
     webrtc_addresses = parse_addresses(str(addresses)) if addresses else None
     download = pick("download_dir")
     download_dir = Path(download).expanduser() if download else default_download_dir()
+    ask = str(pick("ask", "new"))
+    if ask not in ASK_CHOICES:
+        raise ConfigError(f"ask: {ask!r} must be one of {', '.join(ASK_CHOICES)}")
     return Settings(
         user=user,
         label=label,
@@ -279,6 +301,9 @@ def resolve_settings(
         webrtc=bool(pick("webrtc", True)),
         webrtc_addresses=webrtc_addresses,
         download_dir=download_dir,
+        keys_dir=default_keys_dir(),
+        ask=ask,
+        require_verified=bool(pick("require_verified", False)),
     )
 
 
@@ -305,6 +330,10 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help="the only local addresses WebRTC may use (default: every interface, and 127.0.0.1)")
     add("--download-dir", dest="download_dir", default=argparse.SUPPRESS, metavar="DIR",
         help="where received files are saved")
+    add("--ask", choices=ASK_CHOICES, default=argparse.SUPPRESS,
+        help="which incoming sessions to ask about: new devices (default), unverified ones, always, never")
+    add("--require-verified", dest="require_verified", action="store_const", const=True, default=argparse.SUPPRESS,
+        help="open sessions only with devices verified with the comparison code (both ways)")
     add("--config", dest="config_file", default=argparse.SUPPRESS, metavar="FILE",
         help=f"the settings file (default: {default_config_file()})")
 

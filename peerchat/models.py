@@ -92,6 +92,7 @@ class DeviceRow:
     peer: PeerInfo
     online: bool
     last_seen: float | None  # a time.time() value for offline devices (None: not known)
+    trust: str | None = None  # verified, trusted, new, key-changed (None: not known)
 
 
 class DeviceDirectory:
@@ -102,6 +103,11 @@ class DeviceDirectory:
         self._known: dict[str, PeerInfo] = {}
         self._online: set[str] = set()
         self._last_seen: dict[str, float] = {}
+        self._trust: dict[str, str] = {}
+
+    def update_trust(self, trust: dict[str, str]) -> None:
+        """Take how far each device is trusted (``verified``, ``trusted``, ``new``, ``key-changed``)."""
+        self._trust.update(trust)
 
     def update(self, online: tuple[PeerInfo, ...] | list[PeerInfo], now: float) -> None:
         """Take the current online set; devices that dropped out are remembered as last seen ``now``."""
@@ -124,7 +130,8 @@ class DeviceDirectory:
 
     def rows(self) -> list[DeviceRow]:
         """Online devices first, then offline ones, each by label."""
-        rows = [DeviceRow(p, p.id in self._online, self._last_seen.get(p.id)) for p in self._known.values()]
+        rows = [DeviceRow(p, p.id in self._online, self._last_seen.get(p.id), self._trust.get(p.id))
+                for p in self._known.values()]
         return sorted(rows, key=lambda r: (not r.online, r.peer.label.lower(), r.peer.id))
 
     def find(self, name: str) -> list[PeerInfo]:
