@@ -74,6 +74,9 @@ class _MState(enum.Enum):
 
 
 class FirebasePeerConnectionManager(PeerConnectionManager):
+    # Seal relay frames (always; a subclass in benchmarks/relay.py turns it off to measure what sealing costs).
+    _seal_relay = True
+
     """Presence and relay connections for one device of ``user_id``, through the Realtime Database.
 
     Args:
@@ -615,7 +618,7 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         return RelayConnection(
             self._database(), self.options, self._device.id, peer, session_id, session_path(self.user_id, session_id),
             initiator=initiator, confirm_data_receival=confirm_data_receival, on_closed=self._connection_closed,
-            sealed=True,
+            sealed=self._seal_relay,
         )
 
     def _database(self) -> Database:

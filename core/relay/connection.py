@@ -462,8 +462,10 @@ class RelayConnection(PeerConnection):
         await self._db.set(f"{self._session_path}/{self._peer.id}/handshake", message)
 
     def set_sealer(self, sealer: FrameSealer) -> None:
-        """Seal and open relay frames with ``sealer`` from now on (once the handshake gave the session keys)."""
-        self._sealer = sealer
+        """Seal and open relay frames with ``sealer`` from now on (once the handshake gave the session keys); ignored
+        by a connection made with ``sealed=False``."""
+        if self.sealed:
+            self._sealer = sealer
 
     async def refuse(self, reason: str | None = None) -> None:
         """Decline a session that was never handed out: one sealed close frame ("declined"), written before the
