@@ -18,8 +18,9 @@ class IceServer:
 class ManagerOptions:
     """Time-outs are in seconds. Change a copy with ``dataclasses.replace(options, ...)``.
 
-    Connecting takes two steps with their own bounds: negotiation (the peer answers) within ``connect_timeout``,
-    then the WebRTC upgrade attempt within ``upgrade_timeout``. The answering side hands a connection out
+    Connecting takes three steps with their own bounds: negotiation and the key exchange (the peer answers) within
+    ``connect_timeout``, the other side's acceptance within ``accept_timeout`` (a person may have to answer), then
+    the WebRTC upgrade attempt within ``upgrade_timeout``. The answering side hands a connection out
     (``incoming_connection``) only after its upgrade attempt, so when the initiator has no WebRTC at all it waits up
     to ``upgrade_timeout`` for an offer first. Keep ``connect_timeout`` above ``upgrade_timeout`` plus a margin for
     the relay's round trips (the defaults: 15 s > 5 s + 10 s), so a slow answer is never mistaken for a dead peer
@@ -29,7 +30,7 @@ class ManagerOptions:
     # Presence: a device is online while its heartbeat is younger than ``heartbeat_interval * presence_misses``.
     heartbeat_interval: float = 5.0
     presence_misses: int = 3
-    # Connecting: the whole of connect_to_peer (negotiation, answer, upgrade attempt) must finish within this.
+    # Connecting: negotiation and the key exchange (the peer's answer) must finish within this.
     connect_timeout: float = 15.0
     # A negotiation request older than this is stale and ignored.
     negotiation_max_age: float = 30.0

@@ -3,11 +3,13 @@
 
 Data layout (``{uid}`` is ``auth.uid``; every path is scoped by it so the security rules can check it)::
 
-    presence/{uid}/{deviceId}                          {label, lastSeen: <server ms>, online}      core.protocol.presence
-    relay/negotiation/{uid}/{targetDeviceId}           {initiator, sessionId, updatedWhen}         core.protocol.negotiation
+    presence/{uid}/{deviceId}                          {label, lastSeen: <server ms>, online, key}  core.protocol.presence
+    relay/negotiation/{uid}/{targetDeviceId}           {initiator, sessionId, hello, updatedWhen}  core.protocol.negotiation
     relay/sessions/{uid}/{sessionId}/{deviceId}/       the INBOX of deviceId in that session:
-        messages/{key}                                   {kind, seq, data?, confirm?, updatedWhen}  frames FOR it
-        acknowledgement                                  {peerId, seq, updatedWhen}       the peer's cumulative ack
+        handshake                                        the other side's handshake message   core.protocol.handshake
+        messages/{key}                                   {kind, seq, data, confirm?, more?, updatedWhen}  SEALED frames
+                                                                                          FOR it (core.protocol.sealing)
+        acknowledgement                                  {peerId, seq, tag, updatedWhen}  the peer's cumulative ack
                                                                                           of what deviceId SENT
 
 The request's ``relay/session/messages/{sessionId}`` and ``relay/session/acknowledgements/{sessionId}`` became one
