@@ -7,6 +7,9 @@ Everything a consumer needs is importable from here::
 A manager upgrades each connection to WebRTC by default (``ManagerOptions.webrtc``); ``webrtc_upgrader(options,
 **link_options)`` makes the upgrader to pass as ``upgrader=`` when the link needs other options.
 
+Sessions are end-to-end encrypted and open only when accepted: a manager takes ``accept=`` (asked with a
+``ConnectionRequest``) and ``keys=`` (a ``KeyStore``: ``MemoryKeyStore`` by default, ``FileKeyStore`` for apps).
+
 Files travel with ``FileTransfers(connection, download_dir=...)`` on a connection: ``send_files(paths)`` returns a
 ``Transfer``; the other side's ``incoming_transfer`` event carries an ``IncomingOffer`` to accept or decline.
 
