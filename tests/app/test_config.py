@@ -155,3 +155,28 @@ def test_webrtc_addresses_from_a_flag_or_the_file(dirs):
     assert resolve(dirs, {"webrtc_addresses": "127.0.0.1, ::1"}).webrtc_addresses == ("127.0.0.1", "::1")
     dirs[0].write_text('webrtc_addresses = "192.168.1.20"')
     assert resolve(dirs).webrtc_addresses == ("192.168.1.20",)
+
+
+def test_trust_settings_from_flags_and_file(dirs, tmp_path):
+    settings = resolve(dirs)
+    assert settings.ask == "new" and settings.require_verified is False
+    assert settings.key_store_dir == settings.keys_dir / settings.device_id
+    flags = resolve(dirs, {"ask": "always", "require_verified": True})
+    assert flags.ask == "always" and flags.require_verified is True
+    config = tmp_path / "trust.toml"
+    config.write_text('ask = "unverified"\nrequire-verified = true\n')
+    from_file = resolve_settings({}, env={}, config_file=config, state_dir=dirs[1])
+    assert from_file.ask == "unverified" and from_file.require_verified is True
+    with pytest.raises(ConfigError, match="ask"):
+        resolve(dirs, {"ask": "sometimes"})
+
+
+@pytest.mark.parametrize(("setting", "trust", "asked"), [
+    ("new", "new", True), ("new", "trusted", False), ("new", "verified", False),
+    ("unverified", "trusted", True), ("unverified", "verified", False),
+    ("always", "verified", True), ("never", "new", False),
+])
+def test_which_sessions_the_app_asks_about(setting, trust, asked):
+    from peerchat.app import should_ask
+
+    assert should_ask(setting, trust) is asked
