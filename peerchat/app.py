@@ -8,6 +8,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from textual import work
 from textual.app import App, SystemCommand
@@ -16,15 +17,15 @@ from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from core import IncomingConnection as IncomingConnectionEvent
-from core import ConnectionRequest, PeerchatError, PeerConnectionManager, PeerInfo
+from core import ConnectionRequest, PeerchatError, PeerConnectionManager, PeerInfo, fingerprint
 from core import PeersChanged as PeersChangedEvent
 from core import RelayRestored as RelayRestoredEvent
 from core import RelayUnavailable as RelayUnavailableEvent
-from core.events import INCOMING_CONNECTION, PEERS_CHANGED, RELAY_RESTORED, RELAY_UNAVAILABLE
+from core.events import INCOMING_CONNECTION, PEER_KEY_CHANGED, PEERS_CHANGED, RELAY_RESTORED, RELAY_UNAVAILABLE
 
 from .backend import Backend, SessionLink, describe_error, open_session
 from .config import ConfigError, Settings, settings_from_args
-from .dialogs import FilePickerDialog, IncomingConnectionDialog, IncomingFilesDialog
+from .dialogs import FilePickerDialog, IncomingConnectionDialog, IncomingFilesDialog, VerifyDeviceDialog
 from .messages import (
     AcceptRequested,
     AcceptWithdrawn,
@@ -32,6 +33,7 @@ from .messages import (
     BackendFailed,
     BackendReady,
     IncomingConnection,
+    KeyChanged,
     PeersChanged,
     RelayHealthChanged,
     RelayStatus,
@@ -68,6 +70,7 @@ class PeerchatApp(App[None]):
         self._show_latency = show_latency
         self._directory = DeviceDirectory()
         self._accept_dialogs: dict[str, IncomingConnectionDialog] = {}
+        self._device_keys: dict[str, str] = {}  # the keys devices publish in presence
         self._subscriptions: list[tuple[str, Callable[..., None]]] = []
         self._relay_description = ""
         self._relay_outage: RelayUnavailableEvent | None = None
@@ -112,6 +115,7 @@ class PeerchatApp(App[None]):
             manager.accept = self._ask_to_accept
         self._subscribe(manager, PEERS_CHANGED, self._core_peers_changed)
         self._subscribe(manager, INCOMING_CONNECTION, self._core_incoming_connection)
+        self._subscribe(manager, PEER_KEY_CHANGED, lambda event: self.post_message(KeyChanged(event)))
         # Managers that watch their relay (core's Firebase manager does) say when it stops and starts answering.
         self._subscribe(manager, RELAY_UNAVAILABLE, self._core_relay_health)
         self._subscribe(manager, RELAY_RESTORED, self._core_relay_health)
@@ -222,7 +226,16 @@ class PeerchatApp(App[None]):
             return
         self.post_message(PeersChanged(tuple(d.info for d in devices if d.online), tuple(devices)))
 
+    def on_key_changed(self, message: KeyChanged) -> None:
+        event = message.event
+        self.notify(f"{event.peer.label} ({event.peer.id}) showed another key ({event.presented}) than the one this "
+                    f"device knows ({event.remembered}), so its session was refused. If it was reinstalled, check "
+                    "the fingerprint on it, then forget its key (command palette).", title="Key changed",
+                    severity="error", timeout=30)
+        self._load_peers()
+
     def on_peers_changed(self, message: PeersChanged) -> None:
+        self._device_keys.update({d.info.id: d.key for d in message.devices if d.key})
         trust_of = getattr(self.manager, "trust_of", None)
         if trust_of is not None:
             self._directory.update_trust({d.info.id: trust_of(d.info.id, d.key) for d in message.devices})
@@ -353,6 +366,39 @@ class PeerchatApp(App[None]):
     def on_action_failed(self, message: ActionFailed) -> None:
         self.notify(describe_error(message.what, message.error), severity="error", timeout=12)
 
+    def verify_device(self, peer: PeerInfo) -> None:
+        """Show the comparison code with ``peer``; mark it verified when the person says both devices show it."""
+        manager: Any = self.manager
+        key = self._device_keys.get(peer.id)
+        if manager is None or key is None:
+            self.notify(f"{peer.label} has not published a key yet.", severity="warning")
+            return
+        if manager.trust_of(peer.id, key) == "key-changed":
+            self.notify(f"The key of {peer.label} changed: forget the old one first.", severity="error")
+            return
+        dialog = VerifyDeviceDialog(peer, own_fingerprint=manager.fingerprint, fingerprint=fingerprint(key),
+                                    code=manager.comparison_code(key))
+
+        def answered(same: bool | None) -> None:
+            if not same:
+                self.notify(f"{peer.label} was not marked verified.", timeout=4)
+                return
+            try:
+                manager.verify_device(peer.id, key, peer.label)
+            except (ValueError, PeerchatError) as exc:
+                self.post_message(ActionFailed(f"Verifying {peer.label}", exc))
+                return
+            self.notify(f"{peer.label} is verified.", timeout=4)
+            self._load_peers()
+
+        self.push_screen(dialog, answered)
+
+    def forget_device(self, peer: PeerInfo) -> None:
+        manager: Any = self.manager
+        if manager is not None and manager.forget_device(peer.id):
+            self.notify(f"Forgot the key of {peer.label}: its next session counts as a new device.", timeout=6)
+        self._load_peers()
+
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for row in self._directory.rows():
@@ -362,6 +408,15 @@ class PeerchatApp(App[None]):
                     f"Connect to {peer.label}", f"Open a session with {peer.label} ({peer.id})",
                     lambda peer=peer: self.open_session_with(peer),
                 )
+        if hasattr(self.manager, "verify_device"):
+            for row in self._directory.rows():
+                peer = row.peer
+                if row.trust in ("new", "trusted") and peer.id in self._device_keys:
+                    yield SystemCommand(f"Verify {peer.label}", f"Compare the code {peer.label} shows and mark it "
+                                        "verified", lambda peer=peer: self.verify_device(peer))
+                if row.trust in ("trusted", "verified", "key-changed"):
+                    yield SystemCommand(f"Forget the key of {peer.label}", f"{peer.label}'s next session counts "
+                                        "as a new device", lambda peer=peer: self.forget_device(peer))
         yield SystemCommand("Send a file", "Pick a file and send it in the current session", self.action_send_file)
         yield SystemCommand("Close session", "End the current session", self.action_close_session)
         yield SystemCommand("Cancel transfer", "Cancel the newest transfer of this session",

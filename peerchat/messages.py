@@ -62,6 +62,13 @@ class AcceptRequested(Message):
 
 
 @dataclass
+class KeyChanged(Message):
+    """A device showed another key than the one remembered for it; its session was refused."""
+
+    event: Any
+
+
+@dataclass
 class AcceptWithdrawn(Message):
     """The device behind ``request`` stopped waiting: its dialog goes away."""
 

@@ -13,7 +13,7 @@ from textual.widgets import Input, RichLog, Static
 from core.errors import ConnectionDeclinedError
 from core.events import CLOSED, DATA, INCOMING_CONNECTION
 from peerchat.app import create_app
-from peerchat.dialogs import IncomingConnectionDialog
+from peerchat.dialogs import IncomingConnectionDialog, VerifyDeviceDialog
 from peerchat.widgets import DeviceList, SessionView
 
 from app_helpers import log_text, settings_for, wait_until
@@ -187,3 +187,43 @@ async def test_typed_command_errors_are_explained(make_manager, tmp_path):
         messages = [n.message for n in app._notifications]
         assert any("unknown command /frobnicate" in m for m in messages)
         assert any("nope.txt does not exist" in m for m in messages)
+
+
+async def test_verify_and_forget_a_device_from_the_command_palette(make_manager, tmp_path):
+    laptop = await make_manager("laptop")
+    desktop = await make_manager("desktop")
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        devices = app.main.query_one(DeviceList)
+        await wait_until(lambda: devices.row_count == 1 and devices._rows["desktop-id"].trust == "new", pilot,
+                         what="desktop, new, in the device list")
+        app.verify_device(devices.selected_peer)
+        dialog = await wait_until(lambda: isinstance(app.screen, VerifyDeviceDialog) and app.screen, pilot,
+                                  what="the verify dialog")
+        assert dialog.code == desktop.comparison_code(laptop.public_key)  # what the desktop shows
+        assert dialog.fingerprint == desktop.fingerprint and dialog.own_fingerprint == laptop.fingerprint
+        await pilot.press("a")
+        await wait_until(lambda: devices._rows["desktop-id"].trust == "verified", pilot, what="verified in the list")
+        assert laptop.trust_of("desktop-id") == "verified"
+        commands = [c.title for c in app.get_system_commands(app.screen)]
+        assert "Forget the key of desktop" in commands and "Verify desktop" not in commands
+        app.forget_device(devices.selected_peer)
+        await wait_until(lambda: devices._rows["desktop-id"].trust == "new", pilot, what="new again")
+
+
+async def test_a_changed_key_is_said_and_shown(make_manager, tmp_path):
+    from core import MemoryKeyStore
+
+    laptop = await make_manager("laptop")
+    laptop.keys.remember("desktop-id", MemoryKeyStore().identity().public_text, "desktop")
+    desktop = await make_manager("desktop")
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        devices = app.main.query_one(DeviceList)
+        await wait_until(lambda: devices.row_count == 1 and devices._rows["desktop-id"].trust == "key-changed",
+                         pilot, what="desktop shown with a changed key")
+        assert devices.get_cell("desktop-id", "trust").plain == "CHANGED"
+        with pytest.raises(ConnectionDeclinedError, match="remembers another key"):
+            await desktop.connect_to_peer("laptop-id")
+        await wait_until(lambda: any("showed another key" in n.message for n in app._notifications), pilot,
+                         what="the key-changed notification")
