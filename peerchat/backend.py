@@ -137,6 +137,14 @@ def open_session(connection: PeerConnection, download_dir: Path) -> SessionLink:
     return SessionLink(connection, transfers, tap)
 
 
+def load_relay_machinery() -> None:
+    """Import what connecting needs (firebase-admin, aiortc, core's manager and file transfers); run in a thread."""
+    import importlib
+
+    for module in ("firebase_admin", "firebase_admin.credentials", "core.manager", "core.files"):
+        importlib.import_module(module)
+
+
 async def relay_answers(host: str, port: int, *, timeout: float = 2.0) -> bool:
     """True when something at host:port answers like a Realtime Database (an HTTP reply to a shallow read)."""
     import aiohttp  # loads with the relay, not for `peerchat --help`
@@ -209,15 +217,12 @@ class Backend:
             PeerchatError: the manager could not start (core's error says why).
         """
         settings = self.settings
-        if settings.mode != "firebase":
-            host, port = self._address
-            if not await relay_answers(host, port):
-                if settings.mode == "emulator":
-                    raise RelayGoneError(
-                        f"no emulator answers at {host}:{port}. Start one with `peerchat emulator --port {port}` "
-                        "or fix --emulator / FIREBASE_DATABASE_EMULATOR_HOST"
-                    )
-                await self._start_emulator()
+        # firebase-admin, aiortc and the rest of core load in a thread meanwhile, so the app's screen stays live.
+        loading = asyncio.ensure_future(asyncio.to_thread(load_relay_machinery))
+        try:
+            await self._reach_relay()
+        finally:
+            await loading
         self._firebase_app = self._init_firebase()
         from core import FirebasePeerConnectionManager, webrtc_upgrader
 
@@ -236,6 +241,21 @@ class Backend:
         if settings.mode != "firebase" and self._watch_interval > 0:
             self._watchdog = asyncio.create_task(self._watch(), name="peerchat-relay-watchdog")
         return manager
+
+    async def _reach_relay(self) -> None:
+        """Make sure an emulator answers in the emulator modes (starting the embedded one if needed)."""
+        settings = self.settings
+        if settings.mode == "firebase":
+            return
+        host, port = self._address
+        if await relay_answers(host, port):
+            return
+        if settings.mode == "emulator":
+            raise RelayGoneError(
+                f"no emulator answers at {host}:{port}. Start one with `peerchat emulator --port {port}` "
+                "or fix --emulator / FIREBASE_DATABASE_EMULATOR_HOST"
+            )
+        await self._start_emulator()
 
     async def stop(self) -> None:
         if self._watchdog is not None:
