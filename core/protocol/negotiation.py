@@ -5,7 +5,7 @@ A device that wants to connect writes ONE value at ``relay/negotiation/{userId}/
     {"initiator": "<its device id>", "sessionId": "<new random id>", "updatedWhen": <server timestamp>}
 
 The target listens at its own negotiation path. For every value that arrives it calls :func:`read_request`, which
-returns an :class:`Offer` or raises :class:`NegotiationIgnored` (malformed, from itself, or older than
+returns an :class:`NegotiationRequest` or raises :class:`NegotiationIgnored` (malformed, from itself, or older than
 ``negotiation_max_age`` on the server's clock: a leftover of a crashed initiator). The target deletes the value,
 starts listening to its inbox in the session, and answers by writing its first acknowledgement (``seq`` 0) into the
 initiator's inbox: that is the "accepted" the initiator waits for (see :mod:`core.relay.connection` for the session layout).
@@ -28,7 +28,7 @@ class NegotiationIgnored(Exception):
 
 
 @dataclass(frozen=True)
-class Offer:
+class NegotiationRequest:
     initiator: str
     session_id: str
     updated_when_ms: float
@@ -52,7 +52,7 @@ def make_request(initiator: str, session_id: str) -> dict[str, Any]:
     return {"initiator": initiator, "sessionId": session_id, "updatedWhen": SERVER_TIMESTAMP}
 
 
-def read_request(value: object, *, own_id: str, server_now: float, max_age: float) -> Offer:
+def read_request(value: object, *, own_id: str, server_now: float, max_age: float) -> NegotiationRequest:
     """Check a negotiation value that arrived for ``own_id``.
 
     Args:
@@ -84,4 +84,4 @@ def read_request(value: object, *, own_id: str, server_now: float, max_age: floa
     if age > max_age:
         raise NegotiationIgnored(f"stale: written {age:.1f} s ago (limit {max_age:g} s)")
     assert isinstance(initiator, str) and isinstance(session_id, str)
-    return Offer(initiator, session_id, float(updated))
+    return NegotiationRequest(initiator, session_id, float(updated))
