@@ -33,6 +33,7 @@ from .errors import (
     InsufficientSpaceError,
     IntegrityError,
     MessageTooLargeError,
+    NoRouteError,
     PeerchatError,
     PeerOfflineError,
     PeerTimeoutError,
@@ -62,7 +63,7 @@ from .events import (
     UpgradeFailed,
 )
 from .options import IceServer, ManagerOptions
-from .peer import DeviceStatus, PeerConnection, PeerConnectionManager, PeerInfo, Transport
+from .peer import DeviceStatus, PeerConnection, PeerConnectionManager, PeerInfo, Route, Transport
 
 if TYPE_CHECKING:
     from .files import (
@@ -114,6 +115,7 @@ __all__ = [
     "PeerConnection",
     "PeerConnectionManager",
     "PeerInfo",
+    "Route",
     "Transport",
     # file transfers over any PeerConnection
     "FileEntry",
@@ -152,6 +154,7 @@ __all__ = [
     "InsufficientSpaceError",
     "IntegrityError",
     "MessageTooLargeError",
+    "NoRouteError",
     "PeerOfflineError",
     "PeerTimeoutError",
     "PeerchatError",

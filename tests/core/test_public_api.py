@@ -20,6 +20,7 @@ INTERFACES = {
     "PeerConnection",
     "PeerConnectionManager",
     "PeerInfo",
+    "Route",
     "Transport",
     "WebRTCUpgrader",
     "webrtc_upgrader",
