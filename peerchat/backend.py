@@ -22,7 +22,7 @@ from typing import Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
-from core import ManagerOptions, PeerchatError, PeerConnection, PeerConnectionManager, PeerInfo
+from core import IceServer, ManagerOptions, PeerchatError, PeerConnection, PeerConnectionManager, PeerInfo
 from core.events import (
     CLOSED,
     DATA,
@@ -51,6 +51,14 @@ TRANSFER_EVENTS = (INCOMING_TRANSFER, TRANSFER_PROGRESS, TRANSFER_FILE_DONE, TRA
 
 class RelayGoneError(PeerchatError):
     """The relay is not answering. Start it again (``peerchat emulator``) or check --emulator / --database-url."""
+
+
+def ice_servers_of(settings: Settings) -> tuple[IceServer, ...]:
+    """The settings' STUN and TURN URLs as core's ICE servers (TURN ones with the user name and password)."""
+    return tuple(
+        IceServer(url) if url.startswith("stun:") else IceServer(url, settings.ice_username, settings.ice_credential)
+        for url in settings.ice_servers
+    )
 
 
 def describe_error(what: str, error: BaseException) -> str:
@@ -165,7 +173,7 @@ class Backend:
         settings: who and where (see :mod:`peerchat.config`).
         on_relay_status: called with ``(text, ok)`` when the relay goes away, comes back or is restarted.
         watch_interval: seconds between relay health checks (emulator modes only; 0 turns them off).
-        options: the manager's options (default: core's, with ``webrtc`` from the settings).
+        options: the manager's options (default: core's, with ``webrtc`` and the ICE servers from the settings).
         embedded_at: where the embedded emulator lives (default 127.0.0.1:9000; tests use a free port).
     """
 
@@ -183,7 +191,7 @@ class Backend:
             else embedded_at
         self._on_relay_status = on_relay_status or (lambda text, ok: None)
         self._watch_interval = watch_interval
-        self._options = options or ManagerOptions(webrtc=settings.webrtc)
+        self._options = options or ManagerOptions(webrtc=settings.webrtc, ice_servers=ice_servers_of(settings))
         self._emulator: Any = None
         self._firebase_app: Any = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -192,6 +200,11 @@ class Backend:
     @property
     def device(self) -> PeerInfo:
         return PeerInfo(self.settings.device_id, self.settings.label)
+
+    @property
+    def options(self) -> ManagerOptions:
+        """The options the manager gets (its ICE servers among them)."""
+        return self._options
 
     @property
     def emulator(self) -> Any:
