@@ -180,6 +180,8 @@ class Internet:
         for namespace in reversed(self._namespaces):
             subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=STEP)
         self._namespaces.clear()
+        for leftover in Path("/tmp").glob(f"{self.prefix}-*"):  # logs, coturn's user database and pid file
+            leftover.unlink(missing_ok=True)
 
     # -- building --------------------------------------------------------------------------------------------
 
