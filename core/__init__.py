@@ -38,6 +38,7 @@ from .errors import (
     IntegrityError,
     KeyStoreError,
     MessageTooLargeError,
+    NoRouteError,
     PeerchatError,
     PeerKeyChangedError,
     PeerNotVerifiedError,
@@ -71,7 +72,7 @@ from .events import (
     UpgradeFailed,
 )
 from .options import IceServer, ManagerOptions
-from .peer import ConnectionRequest, DeviceStatus, PeerConnection, PeerConnectionManager, PeerInfo, Transport
+from .peer import ConnectionRequest, DeviceStatus, PeerConnection, PeerConnectionManager, PeerInfo, Route, Transport
 
 if TYPE_CHECKING:
     from .files import (
@@ -128,6 +129,7 @@ __all__ = [
     "PeerConnection",
     "PeerConnectionManager",
     "PeerInfo",
+    "Route",
     "Transport",
     # device identity and trust
     "FileKeyStore",
@@ -178,6 +180,7 @@ __all__ = [
     "IntegrityError",
     "KeyStoreError",
     "MessageTooLargeError",
+    "NoRouteError",
     "PeerKeyChangedError",
     "PeerNotVerifiedError",
     "PeerOfflineError",

@@ -17,6 +17,7 @@
     │   └── HandshakeError             the session's key exchange failed (forged or broken messages)
     ├── KeyStoreError                the device's key store cannot be read or written
     ├── UpgradeError                 a WebRTC upgrade failed (the relay link keeps working)
+    │   └── NoRouteError               no network path between the devices (NAT traversal failed)
     └── TransferError                a file transfer failed
         ├── TransferDeclinedError      the receiver declined the offer
         ├── TransferCancelledError     one side cancelled
@@ -150,6 +151,20 @@ class KeyStoreError(PeerchatError):
 
 class UpgradeError(PeerchatError):
     """The direct WebRTC link could not be opened; messages keep flowing through the relay."""
+
+
+class NoRouteError(UpgradeError):
+    """No direct network path to the other device was found, so the relay carries the data. Behind home NATs a
+    STUN server finds one; behind a strict (symmetric) NAT or a firewall it takes a TURN server.
+
+    ``missing`` says what would most likely help: ``"stun"`` (no device knew a public address: add a STUN server),
+    ``"turn"`` (public addresses were tried and failed: add a TURN server), or None (a TURN server was tried too:
+    check that UDP or TCP to it is allowed, and its credentials).
+    """
+
+    def __init__(self, message: str, *, missing: str | None = None) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 class TransferError(PeerchatError):

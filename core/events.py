@@ -38,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .peer import DeviceStatus, PeerConnection, PeerInfo, Transport, UpgradeFailed
+from .peer import DeviceStatus, PeerConnection, PeerInfo, Route, Transport, UpgradeFailed
 
 CloseReason = Literal["peer-requested-closed", "connection-error", "local-closed"]
 
@@ -164,9 +164,13 @@ class Recovered:
 
 @dataclass(frozen=True)
 class LinkChanged:
+    """The data moved from ``previous`` to ``transport`` because of ``reason``; ``route`` says how a direct link
+    gets through (None on the relay)."""
+
     transport: Transport
     previous: Transport
     reason: str
+    route: Route | None = None
 
 
 @dataclass(frozen=True)
@@ -179,6 +183,6 @@ __all__ = [
     "LINK_CHANGED", "PEERS_CHANGED", "PROTOCOL_ERROR", "RECOVERED", "RELAY_RESTORED", "RELAY_UNAVAILABLE", "SLOW",
     "TRANSFER_FAILED", "TRANSFER_FILE_DONE", "TRANSFER_FINISHED", "TRANSFER_PROGRESS", "UPGRADE_FAILED",
     "BinaryData", "CloseReason", "ConnectionClosed", "Data", "IncomingConnection", "Latency", "LinkChanged",
-    "PeersChanged", "ProtocolErrorEvent", "Recovered", "RelayRestored", "RelayUnavailable", "Slow", "Transport",
+    "PeersChanged", "ProtocolErrorEvent", "Recovered", "RelayRestored", "RelayUnavailable", "Route", "Slow", "Transport",
     "UpgradeFailed",
 ]

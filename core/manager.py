@@ -494,7 +494,7 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         if data is None:
             return
         try:
-            offer = read_request(
+            request = read_request(
                 data,
                 own_id=self._device.id,
                 server_now=self._view.server_now(time.time()),
@@ -504,10 +504,10 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
             log.info("negotiation ignored: %s", exc)
             self._spawn(self._clear_negotiation(data))
             return
-        if offer.session_id in self._seen_sessions:
+        if request.session_id in self._seen_sessions:
             return
-        self._seen_sessions.add(offer.session_id)
-        self._spawn(self._accept(offer.initiator, offer.session_id, offer.hello, data))
+        self._seen_sessions.add(request.session_id)
+        self._spawn(self._accept(request.initiator, request.session_id, request.hello, data))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         """Run a background step of this manager (cancelled by stop())."""

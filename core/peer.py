@@ -14,6 +14,44 @@ from pyee.asyncio import AsyncIOEventEmitter
 Transport = Literal["relay", "webrtc"]
 """The link that carries a connection's data now."""
 
+RouteKind = Literal["host", "nat", "turn"]
+"""How a direct link gets through: see :class:`Route`."""
+
+_REFLEXIVE = ("srflx", "prflx")
+
+
+@dataclass(frozen=True)
+class Route:
+    """How a direct (WebRTC) link reaches the other device: the ICE candidate pair it uses.
+
+    ``kind`` sums it up for a person:
+
+    - ``"host"``: between the devices' own addresses (the same network, or nothing translating between them);
+    - ``"nat"``: through a NAT, at the public address a STUN server (server-reflexive) or the other device
+      (peer-reflexive) saw: the usual case for two homes;
+    - ``"turn"``: through a TURN relay server (a strict NAT or firewall on the way); still encrypted end to end.
+
+    ``local`` and ``remote`` are the ICE candidate types on each side: ``host``, ``srflx``, ``prflx`` or ``relay``.
+    """
+
+    kind: RouteKind
+    local: str
+    remote: str
+
+    @classmethod
+    def from_candidates(cls, local: str, remote: str) -> Route:
+        """The route of a candidate pair whose local and remote candidates have these ICE types."""
+        if "relay" in (local, remote):
+            kind: RouteKind = "turn"
+        elif local in _REFLEXIVE or remote in _REFLEXIVE:
+            kind = "nat"
+        else:
+            kind = "host"
+        return cls(kind, local, remote)
+
+    def __str__(self) -> str:
+        return {"host": "via host", "nat": "via NAT", "turn": "via TURN relay"}[self.kind]
+
 
 @dataclass(frozen=True)
 class UpgradeFailed:
@@ -114,6 +152,12 @@ class PeerConnection(abc.ABC):
         are delivered in the order of the calls, so a caller may keep several sends in flight at once. False (the
         default) tells such callers to await each send before the next."""
         return False
+
+    @property
+    def route(self) -> Route | None:
+        """How the direct link that carries data now reaches the peer (``str(route)``: "via host", "via NAT" or
+        "via TURN relay"), or None while the relay carries it or when the connection does not say."""
+        return None
 
     @property
     def upgrade_failure(self) -> UpgradeFailed | None:

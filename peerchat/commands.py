@@ -5,7 +5,8 @@ Results go to stdout, one per line; progress and errors go to stderr (an error i
 ``peers`` prints this user's other online devices, ``ID<TAB>LABEL`` per line.
 
 ``send DEVICE [FILE ...] [--text TEXT]`` connects to DEVICE (a label or an id), sends the text and then the files,
-and waits until the other device confirmed each of them. A confirmed text reached the other device's application,
+and waits until the other device confirmed each of them. It says on stderr which link carries the session:
+``connected over WEBRTC via host`` (``via NAT``, ``via TURN relay``), or ``connected over RELAY (why)``. A confirmed text reached the other device's application,
 not necessarily its person: an app that asks whether to accept the session has the text before the person answers.
 When the other device declines the session, ``send`` prints ``peerchat: DEVICE declined the session`` and exits 6.
 
@@ -65,7 +66,15 @@ from core.events import (
 
 from .backend import Backend, RelayGoneError, describe_error
 from .config import ConfigError, Settings, add_settings_arguments, settings_from_args
-from .models import describe_close, find_device, format_bytes, format_duration, format_rate
+from .models import (
+    describe_close,
+    describe_link,
+    describe_upgrade_failure,
+    find_device,
+    format_bytes,
+    format_duration,
+    format_rate,
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -254,7 +263,7 @@ async def send_main(settings: Settings, args: argparse.Namespace, out: TextIO, e
 
         async def send_all() -> None:
             async with connection:
-                _say(err, f"connected over {connection.transport.upper()}")
+                _say(err, f"connected over {describe_connection(connection, peer.label)}")
                 if args.text is not None:
                     await connection.send(args.text)
                     _say(err, "text delivered")
@@ -282,6 +291,15 @@ async def send_main(settings: Settings, args: argparse.Namespace, out: TextIO, e
                 with contextlib.suppress(asyncio.CancelledError, PeerchatError):
                     await sending
     return EXIT_OK
+
+
+def describe_connection(connection: PeerConnection, label: str) -> str:
+    """``"WEBRTC via NAT"``, or ``"RELAY (no route to desktop except the relay: add a TURN server …)"``."""
+    text = describe_link(connection.transport, connection.route)
+    failure = connection.upgrade_failure
+    if connection.transport == "relay" and failure is not None:
+        text += f" ({describe_upgrade_failure(failure, label)})"
+    return text
 
 
 async def _declined(connection: PeerConnection, closed: asyncio.Future[Any],
@@ -376,7 +394,7 @@ async def receive_main(settings: Settings, args: argparse.Namespace, out: TextIO
         connection.events.on(CLOSED, lambda closed: _say(
             err, f"session with {label} ended: {describe_close(closed.reason, closed.error)}"))
         closers.append(connection.disconnect)
-        _say(err, f"session from {label} ({connection.peer.id}) over {connection.transport.upper()}")
+        _say(err, f"session from {label} ({connection.peer.id}) over {describe_connection(connection, label)}")
         attach_receiver(connection, download_dir, arrived, err, closers)
 
     async with Backend(settings, watch_interval=0) as manager:

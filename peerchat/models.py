@@ -17,11 +17,13 @@ from core import (
     DeviceStatus,
     Latency,
     LinkChanged,
+    NoRouteError,
     ProtocolErrorEvent,
     Recovered,
     Slow,
     Transport,
     PeerInfo,
+    Route,
     UpgradeFailed,
 )
 
@@ -174,14 +176,41 @@ class Notice:
     severity: Severity = "information"
 
 
+def describe_link(transport: Transport, route: Route | None) -> str:
+    """``"WEBRTC via NAT"``, ``"WEBRTC"`` (route unknown) or ``"RELAY"``."""
+    if transport == "webrtc" and route is not None:
+        return f"WEBRTC {route}"
+    return transport.upper()
+
+
+_NO_ROUTE_ADVICE = {
+    "stun": "add a STUN server with --ice-server stun:HOST[:PORT] (and a TURN server for strict NATs)",
+    "turn": "add a TURN server with --ice-server turn:HOST[:PORT] --ice-username NAME --ice-credential PASSWORD",
+    None: "the TURN server could not carry it either: let UDP through to it, or use it over TCP "
+          "(--ice-server 'turn:HOST:PORT?transport=tcp')",
+}
+
+
+def describe_upgrade_failure(failure: UpgradeFailed, label: str) -> str:
+    """Why the relay carries a session, in words a person can act on: for a failed NAT traversal,
+    ``"no route to desktop except the relay: add a TURN server with --ice-server …"``; else core's reason."""
+    error = failure.error
+    if isinstance(error, NoRouteError):
+        return f"no route to {label} except the relay: {_NO_ROUTE_ADVICE.get(error.missing, _NO_ROUTE_ADVICE[None])}"
+    return f"no WebRTC: {failure.reason}"
+
+
 @dataclass
 class LinkStatus:
-    """A session's status line: the link, the latency, and warnings with their reasons.
+    """A session's status line: the link (and for WebRTC how it got through), the latency, and warnings with
+    their reasons.
 
     Feed it core's connection events with :meth:`apply`; it returns what deserves a notification.
     """
 
     transport: Transport = "relay"
+    route: Route | None = None
+    peer_label: str = "the other device"
     rtt: float | None = None
     warnings: dict[str, str] = field(default_factory=dict)
     note: str | None = None
@@ -196,21 +225,23 @@ class LinkStatus:
                 self.warnings[what] = f"slow: {what} ({waited:.0f} s, gives up after {timeout:.0f} s)"
             case Recovered(what=what):
                 self.warnings.pop(what, None)
-            case LinkChanged(transport="webrtc"):
-                self.transport, self.note = "webrtc", None
-                return Notice("Direct WebRTC link open.")
+            case LinkChanged(transport="webrtc", route=route):
+                self.transport, self.route, self.note = "webrtc", route, None
+                return Notice(f"Direct WebRTC link open{f' ({route})' if route else ''}.")
             case LinkChanged(transport=transport, reason=reason):
-                self.transport = transport
+                self.transport, self.route = transport, None
                 self.note = f"fell back to the relay: {reason}"
                 return Notice(f"Fell back to the relay ({reason}). Messages keep flowing; retrying WebRTC later.",
                               "warning")
             case UpgradeFailed() if self.webrtc_off:
                 self.note = "relay only: WebRTC is off on this device"
-            case UpgradeFailed(reason=reason):
-                note = f"no WebRTC: {reason}"
+            case UpgradeFailed(reason=reason) as failure:
+                note = describe_upgrade_failure(failure, self.peer_label)
                 if note == self.note:
                     return None  # the same reason again (a retry that failed the same way): once is enough
                 self.note = note
+                if isinstance(failure.error, NoRouteError):
+                    return Notice(f"{note[0].upper()}{note[1:]}. ({reason})", "warning")
                 return Notice(f"WebRTC unavailable ({reason}); using the relay.", "warning")
             case ProtocolErrorEvent(error=error):
                 return Notice(f"Ignored malformed data from the other device: {error}", "warning")
@@ -225,7 +256,8 @@ class LinkStatus:
         """The status line as Rich markup, e.g. ``● WEBRTC  12 ms  ⚠ slow: ...``."""
         if self.closed:
             return f"[b red]● CLOSED[/]  {escape(self.closed)}"
-        link = "[b green]● WEBRTC[/]" if self.transport == "webrtc" else "[b yellow]● RELAY[/]"
+        link = f"[b green]● {describe_link('webrtc', self.route)}[/]" if self.transport == "webrtc" \
+            else "[b yellow]● RELAY[/]"
         parts = [link]
         if latency:
             parts.append(format_rtt(self.rtt))

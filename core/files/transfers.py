@@ -63,18 +63,18 @@ from .protocol import (
     FileDone,
     FileEntry,
     Finished,
-    Message,
+    TransferMessage,
     Offer,
     OfferAssembler,
     OfferPart,
     RateMeter,
     ReadChunk,
     ReceiveMachine,
-    SendFrame,
+    SendMessage,
     SendMachine,
     VerifyFile,
     WriteChunk,
-    decode_frame,
+    decode_message,
     encode_offer,
     new_transfer_id,
 )
@@ -506,7 +506,7 @@ class Transfer:
 
     def _apply_one_sync(self, action: Action) -> None:
         match action:
-            case SendFrame(data=data):
+            case SendMessage(data=data):
                 if data[0] == CHUNK:
                     self._owner._outbox.chunk(self.id, data)
                 else:
@@ -664,7 +664,7 @@ class _Receiving(Transfer):
         incoming.digest.update(write.data)
         actions = self._machine.chunk_written(write)
         self._pending.extend(actions)
-        if any(isinstance(a, SendFrame) for a in actions):
+        if any(isinstance(a, SendMessage) for a in actions):
             await self._write_sidecar(force=any(isinstance(a, VerifyFile) for a in actions))
         self._progress()
 
@@ -995,8 +995,8 @@ class FileTransfers:
         if not already and not self.connection.is_closed:
             for transfer in list(self.transfers.values()):
                 actions = transfer._machine.interrupt()
-                goodbyes += [a.data for a in actions if isinstance(a, SendFrame)]
-                transfer._apply_sync([a for a in actions if not isinstance(a, SendFrame)])
+                goodbyes += [a.data for a in actions if isinstance(a, SendMessage)]
+                transfer._apply_sync([a for a in actions if not isinstance(a, SendMessage)])
         for event, handler in ((ev.BINARY, self._on_binary), (ev.CLOSED, self._on_closed)):
             if handler in self.connection.events.listeners(event):
                 self.connection.events.remove_listener(event, handler)
@@ -1035,7 +1035,7 @@ class FileTransfers:
 
     def _on_binary(self, event: ev.BinaryData) -> None:
         try:
-            message = decode_frame(event.data)
+            message = decode_message(event.data)
         except ProtocolError as exc:
             self._protocol_error(exc)
             return

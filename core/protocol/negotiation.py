@@ -7,7 +7,7 @@ A device that wants to connect writes ONE value at ``relay/negotiation/{userId}/
 ``hello`` is the first message of the session's key exchange (:mod:`core.protocol.handshake`).
 
 The target listens at its own negotiation path. For every value that arrives it calls :func:`read_request`, which
-returns an :class:`Offer` or raises :class:`NegotiationIgnored` (malformed, from itself, or older than
+returns an :class:`NegotiationRequest` or raises :class:`NegotiationIgnored` (malformed, from itself, or older than
 ``negotiation_max_age`` on the server's clock: a leftover of a crashed initiator). The target deletes the value,
 starts listening to its inbox in the session, and answers by writing its first acknowledgement (``seq`` 0) into the
 initiator's inbox: that is the "accepted" the initiator waits for (see :mod:`core.relay.connection` for the session layout).
@@ -31,7 +31,7 @@ class NegotiationIgnored(Exception):
 
 
 @dataclass(frozen=True)
-class Offer:
+class NegotiationRequest:
     initiator: str
     session_id: str
     updated_when_ms: float
@@ -58,7 +58,7 @@ def make_request(initiator: str, session_id: str, hello: str) -> dict[str, Any]:
     return {"initiator": initiator, "sessionId": session_id, "hello": hello, "updatedWhen": SERVER_TIMESTAMP}
 
 
-def read_request(value: object, *, own_id: str, server_now: float, max_age: float) -> Offer:
+def read_request(value: object, *, own_id: str, server_now: float, max_age: float) -> NegotiationRequest:
     """Check a negotiation value that arrived for ``own_id``.
 
     Args:
@@ -93,4 +93,4 @@ def read_request(value: object, *, own_id: str, server_now: float, max_age: floa
     if not isinstance(hello, str) or not 1 <= len(hello) <= MAX_HELLO:
         raise NegotiationIgnored("no handshake hello (a device of an older peerchat, or a forged request)")
     assert isinstance(initiator, str) and isinstance(session_id, str)
-    return Offer(initiator, session_id, float(updated), hello)
+    return NegotiationRequest(initiator, session_id, float(updated), hello)

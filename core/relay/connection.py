@@ -64,7 +64,7 @@ from ..errors import (
 )
 from ..link import Link
 from ..options import ManagerOptions
-from ..peer import MAX_DECLINE_REASON, PeerConnection, PeerInfo, Transport
+from ..peer import MAX_DECLINE_REASON, PeerConnection, PeerInfo, Route, Transport
 from ..protocol.records import SERVER_TIMESTAMP, message_key
 from ..protocol.sealing import FrameSealer, sealed_frame_limit
 from ..protocol.stream import (
@@ -325,6 +325,10 @@ class RelayConnection(PeerConnection):
         return self._link.transport if self._link is not None else "relay"
 
     @property
+    def route(self) -> Route | None:
+        return self._link.route if self._link is not None else None
+
+    @property
     def rtt(self) -> float | None:
         return self._rtt
 
@@ -497,7 +501,7 @@ class RelayConnection(PeerConnection):
         self._run(self._stream.resend_unacked(now))
         self._run(self._stream.set_window(self._options.webrtc_send_window, now))
         if link.transport != previous:
-            emit_safely(self.events, ev.LINK_CHANGED, ev.LinkChanged(link.transport, previous, reason))
+            emit_safely(self.events, ev.LINK_CHANGED, ev.LinkChanged(link.transport, previous, reason, link.route))
 
     def detach_link(self, link: Link, reason: str = "link failed") -> None:
         """Stop using ``link`` (it failed or closed); the relay carries frames again, unacknowledged ones first."""

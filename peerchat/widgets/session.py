@@ -86,7 +86,8 @@ class SessionView(Vertical):
         self._label = label
         self.link = link
         self.connection = link.connection
-        self.status = LinkStatus(transport=self.connection.transport, rtt=self.connection.rtt,
+        self.status = LinkStatus(transport=self.connection.transport, route=self.connection.route,
+                                 peer_label=label or self.connection.peer.label, rtt=self.connection.rtt,
                                  webrtc_off=not webrtc)
         self._clock = clock
         self._show_latency = show_latency

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.protocol.negotiation import NegotiationIgnored, Offer, make_request, new_session_id, read_request, valid_session_id
+from core.protocol.negotiation import NegotiationIgnored, NegotiationRequest, make_request, new_session_id, read_request, valid_session_id
 
 SID = "abcdefghijklmnopqrstuv"
 
@@ -35,7 +35,7 @@ def test_session_ids_are_fresh_and_valid():
 def test_fresh_request_is_accepted():
     offer = read_request({"initiator": "phone", "sessionId": SID, "hello": "H", "updatedWhen": 100_000},
                          own_id="laptop", server_now=101.0, max_age=30)
-    assert offer == Offer("phone", SID, 100_000.0, "H")
+    assert offer == NegotiationRequest("phone", SID, 100_000.0, "H")
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ INTERFACES = {
     "PeerConnection",
     "PeerConnectionManager",
     "PeerInfo",
+    "Route",
     "Transport",
     "WebRTCUpgrader",
     "webrtc_upgrader",

@@ -12,7 +12,7 @@ import pytest
 
 from core import events as ev
 from core.options import ManagerOptions
-from core.peer import PeerConnection, PeerInfo
+from core.peer import PeerConnection, PeerInfo, Route
 from core.manager import FirebasePeerConnectionManager
 from core.protocol.linkframes import decode_frame
 from core.webrtc.upgrade import ConnectionUpgrade, WebRTCUpgrader, webrtc_upgrader
@@ -109,6 +109,8 @@ async def test_both_sides_upgrade_before_the_connection_is_handed_out(managers: 
     conn_a, conn_b = await pair.connect()
     assert conn_a.transport == "webrtc"
     assert conn_b.transport == "webrtc"
+    # Both on 127.0.0.1: the selected candidate pair is host to host, and the connection says so.
+    assert conn_a.route == conn_b.route == Route("host", "host", "host")
     # More frames in flight over WebRTC (so fewer acknowledgements); the relay's window comes back on fallback.
     assert conn_a._stream.timers.window == conn_b._stream.timers.window == FAST.webrtc_send_window
     got_b = Recorder(conn_b.events, ev.DATA, ev.BINARY)
@@ -174,6 +176,9 @@ async def test_a_thousand_confirmed_messages_survive_a_torn_down_transport_and_c
     await wait_for(lambda: conn_a.transport == "webrtc" and conn_b.transport == "webrtc", "the re-upgrade")
     transports = [change.transport for change in changes.of(ev.LINK_CHANGED)]
     assert transports[:2] == ["relay", "webrtc"], changes.items
+    # The fallback has no route; the re-opened link says how it got through.
+    assert [change.route for change in changes.of(ev.LINK_CHANGED)][:2] == [None, Route("host", "host", "host")]
+    assert conn_a.route == Route("host", "host", "host")
     await conn_a.send("after the re-upgrade")
     await wait_for(lambda: len(got.items) == count + 1, "the last message")
 
