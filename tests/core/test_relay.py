@@ -409,8 +409,9 @@ async def test_attached_link_carries_frames_and_detaching_falls_back_without_los
     assert link_ab.sent >= 1
     # The link breaks while messages are in flight: everything unacknowledged goes over the relay again.
     link_ba.broken = True  # acks from b cannot come back over the link
+    before = link_ab.sent
     sends = [asyncio.ensure_future(conn_a.send(f"m{i}")) for i in range(5)]
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: link_ab.sent >= before + 5, what="the five messages sent over the link")
     link_ab.broken = True
     conn_b.detach_link(link_ba, "test")
     conn_a.detach_link(link_ab, "test")
