@@ -8,6 +8,7 @@ from textual.widgets import Label
 
 from core import PeerInfo
 
+from ..models import shown
 from .answer import AnswerDialog
 
 
@@ -21,5 +22,5 @@ class IncomingConnectionDialog(AnswerDialog):
         self.peer = peer
 
     def body(self) -> ComposeResult:
-        yield Label(Text.assemble((self.peer.label, "bold"), f" ({self.peer.id}) wants to open a session with "
+        yield Label(Text.assemble((shown(self.peer.label), "bold"), f" ({shown(self.peer.id)}) wants to open a session with "
                                   "this device."))
