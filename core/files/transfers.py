@@ -13,10 +13,19 @@ written again over the relay after a fallback. Over WebRTC the connection sends 
 message, without base64 (``core.protocol.linkframes``). On a connection that keeps call order, up to
 ``DEFAULT_SEND_CONCURRENCY`` chunks are handed to it at once, so the relay writes several in each database update.
 
-On disk, the receiver writes ``<name>.part`` (hashing while it writes) and renames it to ``<name>`` only when the
-SHA-256 matches. Next to them a small sidecar, ``.peerchat-<id>.transfer``, records the offer id, each file's hash
-and the offset confirmed to the sender. When the same files are offered again, on this connection or a new one (same
-transfer id, or the same SHA-256 and size), the receiver answers with those offsets and the sender continues there.
+On disk, the receiver creates ``<name>.part`` (exclusively: never over an existing file), hashes while it writes,
+and renames it to ``<name>`` only when the SHA-256 matches. Once data arrived, a small record,
+``.peerchat-<id>.transfer``, holds the offer id, each file's hash, the offset confirmed to the sender, and which
+``.part`` file the transfer created (its device and inode). When the same files are offered again, on this
+connection or a new one (same transfer id, or the same SHA-256 and size), the receiver answers with those offsets
+and the sender continues there. A record is honoured only for the ``.part`` file it names that is still the one
+its transfer created; received names can never be mistaken for the receiver's own files (``.peerchat-...``,
+``.part`` and ``.tmp`` names are renamed on arrival); records older than ``ManagerOptions.resume_max_age`` are
+swept with the partial files they created.
+
+A hostile or broken sender is bounded (``ManagerOptions``): at most ``max_pending_offers`` offers being received
+or waiting for an answer (one more is declined, saying why), an offer whose parts stop coming is dropped after
+``offer_idle_timeout``, an accepted transfer through which nothing arrives stops after ``transfer_idle_timeout``.
 """
 
 from __future__ import annotations
@@ -938,9 +947,16 @@ def _own_part(download_dir: Path, item: object) -> tuple[Path, os.stat_result, t
     return part, st, (identity[0], identity[1]), confirmed
 
 
-def _has_resumable_record(download_dir: Path, transfer_id: str) -> bool:
-    """Whether ``download_dir`` holds this transfer's record with at least one partial file it created."""
-    state = _read_record(download_dir / f"{SIDECAR_PREFIX}{transfer_id}{SIDECAR_SUFFIX}")
+def _has_resumable_record(download_dir: Path, transfer_id: str, max_age: float) -> bool:
+    """Whether ``download_dir`` holds this transfer's record, younger than ``max_age`` seconds, with at least one
+    partial file it created."""
+    record = download_dir / f"{SIDECAR_PREFIX}{transfer_id}{SIDECAR_SUFFIX}"
+    try:
+        if os.lstat(record).st_mtime < time.time() - max_age:
+            return False
+    except OSError:
+        return False
+    state = _read_record(record)
     return state is not None and state.get("id") == transfer_id and any(
         _own_part(download_dir, item) is not None for item in state["files"])
 
@@ -1287,7 +1303,8 @@ class FileTransfers:
         self.transfers[offer.id] = transfer
         transfer._task = asyncio.get_running_loop().create_task(transfer._run())
         incoming = IncomingOffer(transfer)
-        if self.download_dir is not None and _has_resumable_record(self.download_dir, offer.id):
+        if self.download_dir is not None and _has_resumable_record(self.download_dir, offer.id,
+                                                                   self.options.resume_max_age):
             asyncio.get_running_loop().create_task(self._auto_resume(incoming))
         else:
             self._emit(ev.INCOMING_TRANSFER, IncomingTransfer(incoming))

@@ -276,7 +276,7 @@ async def test_stale_records_and_the_part_files_they_created_are_removed_after_t
         pair: MemoryConnectionPair, tmp_path: Path) -> None:
     downloads = tmp_path / "downloads"
     downloads.mkdir()
-    receiver = Side(pair.b, options=ManagerOptions(resume_max_age=7 * 24 * 3600))
+    receiver = Side(pair.b, downloads, options=ManagerOptions(resume_max_age=7 * 24 * 3600))
     peer = ScriptedPeer(pair.a)
     await peer.offer((FileEntry("old.bin", 10, digest(b"0123456789")),))
     old = await (await receiver.next_offer()).accept(downloads)
@@ -290,6 +290,11 @@ async def test_stale_records_and_the_part_files_they_created_are_removed_after_t
     eight_days_ago = time.time() - 8 * 24 * 3600
     for path in downloads.iterdir():
         os.utime(path, (eight_days_ago, eight_days_ago))
+    # The same transfer offered again is not resumed by itself any more: its record is too old.
+    await peer.offer((FileEntry("old.bin", 10, digest(b"0123456789")),))
+    again = await receiver.next_offer()
+    assert again.transfer is None
+    await again.decline("not now")
     fresh = ScriptedPeer(pair.a)
     await fresh.offer((FileEntry("new.bin", 1, digest(b"x")),))
     await (await receiver.next_offer()).accept(downloads)
