@@ -21,7 +21,8 @@ connection or a new one (same transfer id, or the same SHA-256 and size), the re
 and the sender continues there. A record is honoured only for the ``.part`` file it names that is still the one
 its transfer created; received names can never be mistaken for the receiver's own files (``.peerchat-...``,
 ``.part`` and ``.tmp`` names are renamed on arrival); records older than ``ManagerOptions.resume_max_age`` are
-swept with the partial files they created.
+swept with the partial files they created (when ``FileTransfers`` starts on a download folder, and before each
+accept).
 
 A hostile or broken sender is bounded (``ManagerOptions``): at most ``max_pending_offers`` offers being received
 or waiting for an answer (one more is declined, saying why), an offer whose parts stop coming is dropped after
@@ -1150,6 +1151,7 @@ class FileTransfers:
         self._pump = asyncio.get_running_loop().create_task(self._send_loop())
         connection.events.on(ev.BINARY, self._on_binary)
         connection.events.on(ev.CLOSED, self._on_closed)
+        self._sweep = self._start_sweep()
 
     async def __aenter__(self) -> FileTransfers:
         return self
@@ -1218,9 +1220,18 @@ class FileTransfers:
             except (PeerchatError, OSError, TimeoutError):
                 break
         tasks = [t._task for t in list(self.transfers.values()) if t._task is not None]
-        await asyncio.gather(*tasks, self._pump, return_exceptions=True)
+        await asyncio.gather(*tasks, self._pump, self._sweep, return_exceptions=True)
 
     # -- internals
+
+    def _start_sweep(self) -> asyncio.Future[None]:
+        """Sweep the download folder's stale records (:func:`sweep_stale_records`) in a thread, once."""
+        if self.download_dir is None or not self.download_dir.is_dir():
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        return asyncio.ensure_future(asyncio.to_thread(sweep_stale_records, self.download_dir,
+                                                       self.options.resume_max_age))
 
     def _max_chunk(self) -> int:
         return max_chunk_payload(self.connection, self.options)

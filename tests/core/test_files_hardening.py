@@ -382,3 +382,30 @@ def test_the_offer_assembler_drops_offers_whose_parts_stopped_coming() -> None:
     assert len(assembler) == 1 and old not in assembler
     assert assembler.feed(OfferPart(fresh, (entry,), 1024, 4, 1, 2), now=21.0) is not None
     assert len(assembler) == 0 and assembler.expire(before=100.0) == []
+
+
+async def test_stale_records_are_swept_when_the_transfers_start_on_a_download_folder(
+        pair: MemoryConnectionPair, tmp_path: Path) -> None:
+    downloads = tmp_path / "downloads"
+    receiver = Side(pair.b, downloads)
+    peer = ScriptedPeer(pair.a)
+    await peer.offer((FileEntry("old.bin", 10, digest(b"0123456789")),))
+    old = await (await receiver.next_offer()).accept(downloads)
+    await peer.expect(Accept)
+    await peer.send(Chunk(id=peer.id, file=0, offset=0, data=b"01234"))
+    await peer.send(Cancel(id=peer.id, kind="interrupted", message="later"))
+    await asyncio.wait_for(old._task, WAIT)
+    await receiver.transfers.close()
+    young = sorted(p.name for p in downloads.iterdir())
+    assert young == [f".peerchat-{peer.id}.transfer", "old.bin.part"]
+    again = Side(pair.b, downloads)  # a younger record is kept for a resume
+    await asyncio.wait_for(again.transfers._sweep, WAIT)
+    assert sorted(p.name for p in downloads.iterdir()) == young
+    await again.transfers.close()
+    eight_days_ago = time.time() - 8 * 24 * 3600
+    for path in downloads.iterdir():
+        os.utime(path, (eight_days_ago, eight_days_ago))
+    later = Side(pair.b, downloads)
+    await asyncio.wait_for(later.transfers._sweep, WAIT)
+    assert list(downloads.iterdir()) == []
+    await later.transfers.close()
