@@ -70,6 +70,15 @@ class ManagerOptions:
     ice_servers: tuple[IceServer, ...] = field(default_factory=tuple)
     upgrade_timeout: float = 5.0
     reupgrade_interval: float = 15.0
+    # File transfers (core.files), as the receiving side. Offers being received or waiting for an answer, at once
+    # on one connection: one more is declined, saying why.
+    max_pending_offers: int = 16
+    # An offer sent in several parts whose next part does not come within this is dropped (a protocol error).
+    offer_idle_timeout: float = 60.0
+    # An accepted transfer through which nothing arrives for this long stops as interrupted (it can be resumed).
+    transfer_idle_timeout: float = 120.0
+    # Resume records and the .part files they created are deleted once older than this (seven days).
+    resume_max_age: float = 7 * 24 * 3600.0
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 1:
@@ -83,3 +92,8 @@ class ManagerOptions:
             )
         if self.send_window_bytes < 1:
             raise ValueError(f"send_window_bytes must be at least 1, not {self.send_window_bytes}")
+        if self.max_pending_offers < 1:
+            raise ValueError(f"max_pending_offers must be at least 1, not {self.max_pending_offers}")
+        for name in ("offer_idle_timeout", "transfer_idle_timeout", "resume_max_age"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be more than 0 seconds, not {getattr(self, name)}")

@@ -12,6 +12,7 @@ from typing import Any
 
 from textual import work
 from textual.app import App, SystemCommand
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
@@ -39,7 +40,7 @@ from .messages import (
     RelayStatus,
     SessionOpened,
 )
-from .models import DeviceDirectory, format_duration, relay_outage_line
+from .models import DeviceDirectory, format_duration, markup_escape, relay_outage_line, shown
 from .screens import MainScreen
 from .widgets import DeviceList, SessionView
 
@@ -76,6 +77,14 @@ class PeerchatApp(App[None]):
         self._relay_outage: RelayUnavailableEvent | None = None
         self._relay_timer: Timer | None = None
         self.sub_title = f"{settings.label} · {settings.device_id} · user {settings.user}"
+
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Every notification is plain text: messages carry labels, file names and errors from other devices,
+        whose brackets are never markup and whose control characters are shown, not sent to the terminal."""
+        super().notify(shown(message, keep_newlines=True), title=shown(title), severity=severity, timeout=timeout,
+                       markup=False)
 
     def get_default_screen(self) -> Screen[None]:
         return MainScreen(clock=self._clock, show_latency=self._show_latency, webrtc=self.settings.webrtc)
@@ -404,8 +413,9 @@ class PeerchatApp(App[None]):
         for row in self._directory.rows():
             if row.online:
                 peer = row.peer
+                label = markup_escape(shown(peer.label))  # the palette reads its titles as markup
                 yield SystemCommand(
-                    f"Connect to {peer.label}", f"Open a session with {peer.label} ({peer.id})",
+                    f"Connect to {label}", f"Open a session with {label} ({markup_escape(peer.id)})",
                     lambda peer=peer: self.open_session_with(peer),
                 )
         if hasattr(self.manager, "verify_device"):

@@ -7,6 +7,7 @@ show, so the widgets stay thin and these rules are tested without a terminal or 
 from __future__ import annotations
 
 import shlex
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -280,8 +281,43 @@ def describe_close(reason: str, error: BaseException | None) -> str:
     return f"the connection was lost ({detail})" if detail else "the connection was lost"
 
 
+# Characters that reorder or hide text around them (bidirectional overrides and isolates, marks, the BOM).
+_INVISIBLE = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff")
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _visible(char: str) -> str:
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shown(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` from another device (a label, a file name, a message), safe to put on the screen.
+
+    Control characters (escape sequences start with one) and bidirectional overrides would be interpreted by the
+    terminal or reorder what is around them: each becomes a visible escape (``\\x1b``, ``\\u202e``). Newlines
+    are kept when ``keep_newlines`` (a message's lines), else shown as ``\\n`` too. Markup is not touched here:
+    show the result as a ``Text``/``Content``, or through :func:`markup_escape` where a string is read as markup.
+    """
+    return "".join(
+        _visible(c) if (unicodedata.category(c) == "Cc" and not (keep_newlines and c == "\n")) or c in _INVISIBLE
+        else c
+        for c in text)
+
+
+def markup_escape(text: str) -> str:
+    """``text`` for a place that reads Textual markup (the status line, the command palette): every ``[`` escaped,
+    so nothing in it is ever taken for a tag (Textual's markup reads any other backslash literally)."""
+    return text.replace("[", "\\[")
+
+
 def escape(text: str) -> str:
-    return text.replace("[", r"\[")
+    """Text from anywhere, for the status line's markup: :func:`shown`, then :func:`markup_escape`."""
+    return markup_escape(shown(text))
 
 
 # --- the chat input --------------------------------------------------------------------------------------------

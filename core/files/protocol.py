@@ -332,13 +332,32 @@ def decode_message(frame: bytes) -> TransferMessage:
 
 
 class OfferAssembler:
-    """Joins the parts of offers (arriving in order) into whole :class:`Offer` values."""
+    """Joins the parts of offers (arriving in order) into whole :class:`Offer` values.
+
+    ``feed`` takes the time a part arrived (any clock); ``expire`` drops the offers whose last part is older.
+    """
 
     def __init__(self) -> None:
         self._pending: dict[str, list[OfferPart]] = {}
+        self._last_part: dict[str, float] = {}
 
-    def feed(self, part: OfferPart) -> Offer | None:
+    def __len__(self) -> int:
+        """How many offers are waiting for more parts."""
+        return len(self._pending)
+
+    def __contains__(self, transfer_id: object) -> bool:
+        return transfer_id in self._pending
+
+    def expire(self, before: float) -> list[str]:
+        """Drop the offers whose last part arrived before ``before``; returns their ids."""
+        stale = [tid for tid, when in self._last_part.items() if when < before]
+        for tid in stale:
+            self.discard(tid)
+        return stale
+
+    def feed(self, part: OfferPart, now: float = 0.0) -> Offer | None:
         """The whole offer once its last part arrived, else None. Raises ProtocolError on parts out of order."""
+        self._last_part.pop(part.id, None)
         got = self._pending.get(part.id, [])
         first = got[0] if got else part
         if part.part != len(got) or (part.parts, part.chunk_size, part.window) != (
@@ -351,6 +370,7 @@ class OfferAssembler:
             raise ProtocolError(f"The other device offered too many files or folders (at most {MAX_FILES} of each).")
         if len(got) < part.parts:
             self._pending[part.id] = got
+            self._last_part[part.id] = now
             return None
         self._pending.pop(part.id, None)
         if not any(p.files or p.folders for p in got):
@@ -360,6 +380,7 @@ class OfferAssembler:
 
     def discard(self, transfer_id: str) -> None:
         self._pending.pop(transfer_id, None)
+        self._last_part.pop(transfer_id, None)
 
 
 # --- actions ----------------------------------------------------------------------------------------------------

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import enum
 import inspect
 import json
@@ -65,7 +64,7 @@ from ..errors import (
 from ..link import Link
 from ..options import ManagerOptions
 from ..peer import MAX_DECLINE_REASON, PeerConnection, PeerInfo, Route, Transport
-from ..protocol.records import SERVER_TIMESTAMP, message_key
+from ..protocol.records import SERVER_TIMESTAMP, decode_base64, message_key
 from ..protocol.sealing import FrameSealer, sealed_frame_limit
 from ..protocol.stream import (
     DECLINED,
@@ -749,8 +748,8 @@ class RelayConnection(PeerConnection):
             emit_safely(self.events, ev.DATA, ev.Data(action.data))
         elif action.kind == "binary":
             try:
-                raw = base64.b64decode(action.data, validate=True)
-            except (binascii.Error, ValueError) as exc:
+                raw = decode_base64(action.data)
+            except ValueError as exc:
                 self._protocol_error(ProtocolError(f"Binary message {action.seq} is not valid base64: {exc}"))
                 return
             emit_safely(self.events, ev.BINARY, ev.BinaryData(raw))

@@ -9,6 +9,7 @@ from textual.widgets import Label
 
 from core import PeerInfo
 
+from ..models import shown
 from .answer import AnswerDialog
 
 TRUST_WORDS = {
@@ -38,7 +39,7 @@ class IncomingConnectionDialog(AnswerDialog):
         self.verified = False
 
     def body(self) -> ComposeResult:
-        yield Label(Text.assemble((self.peer.label, "bold"), f" ({self.peer.id}) wants to open a session with "
+        yield Label(Text.assemble((shown(self.peer.label), "bold"), f" ({shown(self.peer.id)}) wants to open a session with "
                                   "this device."))
         if self.fingerprint:
             yield Label(Text.assemble(("Trust: ", "dim"), TRUST_WORDS.get(self.trust, self.trust),

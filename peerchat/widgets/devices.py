@@ -12,7 +12,7 @@ from textual.widgets import DataTable
 
 from core import PeerInfo
 
-from ..models import DeviceRow, format_ago
+from ..models import DeviceRow, format_ago, shown
 
 
 TRUST_LABELS = {"verified": "verified", "trusted": "trusted", "new": "new", "key-changed": "CHANGED"}
@@ -66,8 +66,8 @@ class DeviceList(DataTable[Text]):
         now = self._clock()
         for row in rows:
             dot = Text("●", style="bold green") if row.online else Text("○", style="dim")
-            name = Text(row.peer.label, style="bold" if row.online else "dim")
-            ident = Text(row.peer.id, style="dim")
+            name = Text(shown(row.peer.label), style="bold" if row.online else "dim")
+            ident = Text(shown(row.peer.id), style="dim")
             if row.online:
                 seen = Text("online", style="green")
             elif row.last_seen is not None:

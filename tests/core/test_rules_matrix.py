@@ -38,8 +38,11 @@ SEED = {
     "presence": {"alice": {"laptop": {"label": "Laptop", "lastSeen": 1, "online": True}}},
     "relay": {
         "negotiation": {"alice": {"phone": {"initiator": "laptop", "sessionId": SID, "updatedWhen": 1}}},
-        "sessions": {"alice": {SID: {"laptop": {"messages": {"s0000000001": {"kind": "data", "seq": 1, "data": "x",
-                                                                                 "updatedWhen": 1}}}}}},
+        "sessions": {"alice": {SID: {"laptop": {"messages": {
+            "s0000000001": {"kind": "data", "seq": 1, "data": "x", "updatedWhen": 1},
+            # the first fragment of a longer message
+            "s0000000005": {"kind": "data", "seq": 5, "data": "x", "more": True, "updatedWhen": 1},
+        }}}}},
     },
 }
 
@@ -229,6 +232,26 @@ DENIED = [
     ("ack tag too long", "alice", "set", f"{INBOX}/acknowledgement", ack(tag="A" * 65)),
     ("batch with one bad key", "alice", "update", SESSION,
      {"phone/messages/s0000000001": frame(), "phone/messages/s0000000002": frame(seq=2, data=5)}),
+    # a plain value where the layout has an object, at every level
+    ("user's presence a string", "alice", "set", "presence/alice", "online"),
+    ("user's presence a number", "alice", "set", "presence/alice", 1),
+    ("user's negotiations a string", "alice", "set", "relay/negotiation/alice", "x"),
+    ("user's negotiations a boolean", "alice", "set", "relay/negotiation/alice", True),
+    ("user's sessions a string", "alice", "set", "relay/sessions/alice", "x"),
+    ("session a string", "alice", "set", SESSION, "x"),
+    ("session a number", "alice", "update", "relay/sessions/alice", {SID: 5}),
+    ("inbox a string", "alice", "set", INBOX, "x"),
+    ("inbox a string in a batch", "alice", "update", SESSION, {"laptop": "x"}),
+    ("messages a string", "alice", "set", f"{INBOX}/messages", "x"),
+    ("messages a string in a batch", "alice", "update", INBOX, {"messages": "x"}),
+    ("acknowledgement a string", "alice", "set", f"{INBOX}/acknowledgement", "x"),
+    ("negotiation a string", "alice", "set", "relay/negotiation/alice/phone", "x"),
+    ("frame a string", "alice", "set", f"{INBOX}/messages/s0000000002", "x"),
+    # cross-field checks run whatever part of a frame is written
+    ("a fragment turned into a signal", "alice", "set", f"{INBOX}/messages/s0000000005/kind", "signal"),
+    ("a fragment turned into a close", "alice", "update", f"{INBOX}/messages/s0000000005", {"kind": "close"}),
+    ("a fragment turned into a ping", "alice", "update", f"{INBOX}/messages/s0000000005", {"kind": "ping"}),
+    ("a fragment's data removed", "alice", "delete", f"{INBOX}/messages/s0000000005/data", None),
 ]
 
 
