@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from ..errors import ProtocolError
 from .handshake import PROTOCOL, SessionKeys
+from .records import decode_base64
 
 TAG_BYTES = 16
 _KIND_CODES = {"data": 1, "binary": 2, "signal": 3, "close": 4, "ack": 5, "ping": 6, "pong": 7}
@@ -71,9 +72,7 @@ class FrameSealer:
         confirm, more = bool(frame.get("confirm")), bool(frame.get("more"))
         data = frame.get("data", "")
         if kind == "binary":
-            plain = base64.b64decode(data, validate=True)
-            if base64.b64encode(plain).decode("ascii") != data:
-                raise ValueError(f"binary frame {seq} is not canonical base64")
+            plain = decode_base64(data)
         else:
             plain = data.encode("utf-8")
         sealed = self._send.encrypt(self._nonce(kind, seq), plain, self._ad(self._out_prefix, kind, seq, confirm, more))
@@ -96,8 +95,14 @@ class FrameSealer:
         confirm, more = stored.get("confirm", False), stored.get("more", False)
         if not isinstance(confirm, bool) or not isinstance(more, bool):
             raise ProtocolError(f"Sealed frame {seq} has malformed flags.")
+        data = stored.get("data", "")
         try:
-            sealed = base64.b64decode(stored.get("data", ""), validate=True)
+            sealed = decode_base64(data) if isinstance(data, str) else b""
+        except ValueError as exc:
+            raise ProtocolError(
+                f"A {kind} frame ({seq}) failed authentication and was dropped: its data is {exc}."
+            ) from None
+        try:
             plain = self._receive.decrypt(
                 self._nonce(kind, seq), sealed, self._ad(self._in_prefix, kind, seq, confirm, more)
             )
