@@ -13,7 +13,7 @@ Rounds:
 - ``direct``: ``FileTransfers`` over the manager's connection on the direct link (TCP + TLS 1.3 on 127.0.0.1,
   signalled through the emulator), against ``direct-raw``: bare asyncio TLS 1.3 with pinned certificates, the file
   read in 1 MiB blocks on one side and written to a file on the other, ``await drain()`` between blocks.
-- ``relay``: ``FileTransfers`` over the relay connection (``core.relay``) through the emulator (its own process),
+- ``relay``: ``FileTransfers`` over the relay connection (``core.relay.connection``) through the emulator (its own process),
   against ``relay-raw``: sequential firebase-admin ``set()`` calls writing the same bytes, base64, in chunks of the
   size the transfer uses (nobody reads them). ``relay-conn`` (optional) sends the same chunks with the relay
   connection's own ``send_bytes``, without the transfer layer, to tell the layer's cost from the connection's.

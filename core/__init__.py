@@ -9,6 +9,9 @@ and WebRTC (``ManagerOptions.webrtc``) are tried together, and direct wins whene
 ``link_upgrader(options, **webrtc_link_options)`` makes that upgrader to pass as ``upgrader=`` when WebRTC's link
 needs other options; ``webrtc_upgrader(options, **link_options)`` makes a WebRTC-only one.
 
+Sessions are end-to-end encrypted and open only when accepted: a manager takes ``accept=`` (asked with a
+``ConnectionRequest``) and ``keys=`` (a ``KeyStore``: ``MemoryKeyStore`` by default, ``FileKeyStore`` for apps).
+
 Files travel with ``FileTransfers(connection, download_dir=...)`` on a connection: ``send_files(paths)`` returns a
 ``Transfer``; the other side's ``incoming_transfer`` event carries an ``IncomingOffer`` to accept or decline.
 
@@ -32,10 +35,15 @@ from .errors import (
     ConnectionClosedError,
     ConnectionDeclinedError,
     DiskError,
+    HandshakeError,
     InsufficientSpaceError,
     IntegrityError,
+    KeyStoreError,
     MessageTooLargeError,
+    NoRouteError,
     PeerchatError,
+    PeerKeyChangedError,
+    PeerNotVerifiedError,
     PeerOfflineError,
     PeerTimeoutError,
     PermissionDeniedError,
@@ -49,12 +57,14 @@ from .errors import (
     UpgradeError,
 )
 from .events import (
+    AwaitingAccept,
     BinaryData,
     ConnectionClosed,
     Data,
     IncomingConnection,
     Latency,
     LinkChanged,
+    PeerKeyChanged,
     PeersChanged,
     ProtocolErrorEvent,
     Recovered,
@@ -64,7 +74,7 @@ from .events import (
     UpgradeFailed,
 )
 from .options import IceServer, ManagerOptions
-from .peer import DeviceStatus, PeerConnection, PeerConnectionManager, PeerInfo, Transport
+from .peer import ConnectionRequest, DeviceStatus, PeerConnection, PeerConnectionManager, PeerInfo, Route, Transport
 
 if TYPE_CHECKING:
     from .files import (
@@ -81,6 +91,8 @@ if TYPE_CHECKING:
     )
     from .links import LinkUpgrader, link_upgrader
     from .manager import FirebasePeerConnectionManager
+    from .protocol.identity import KnownDevice, Trust, comparison_code, fingerprint
+    from .trust.store import FileKeyStore, KeyStore, MemoryKeyStore
     from .webrtc.upgrade import WebRTCUpgrader, webrtc_upgrader
 
 # Names whose modules load on first use: module -> names.
@@ -88,6 +100,8 @@ _LAZY_MODULES = {
     ".manager": ("FirebasePeerConnectionManager",),
     ".links": ("LinkUpgrader", "link_upgrader"),
     ".webrtc.upgrade": ("WebRTCUpgrader", "webrtc_upgrader"),
+    ".protocol.identity": ("KnownDevice", "Trust", "comparison_code", "fingerprint"),
+    ".trust.store": ("FileKeyStore", "KeyStore", "MemoryKeyStore"),
     ".files": (
         "FileEntry", "FileTransfers", "IncomingOffer", "IncomingTransfer", "Transfer", "TransferFailed",
         "TransferFileDone", "TransferFinished", "TransferProgress", "TransferState",
@@ -111,6 +125,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     # interfaces and the Firebase implementation
+    "ConnectionRequest",
     "DeviceStatus",
     "FirebasePeerConnectionManager",
     "IceServer",
@@ -118,7 +133,16 @@ __all__ = [
     "PeerConnection",
     "PeerConnectionManager",
     "PeerInfo",
+    "Route",
     "Transport",
+    # device identity and trust
+    "FileKeyStore",
+    "KeyStore",
+    "KnownDevice",
+    "MemoryKeyStore",
+    "Trust",
+    "comparison_code",
+    "fingerprint",
     # file transfers over any PeerConnection
     "FileEntry",
     "FileTransfers",
@@ -132,6 +156,7 @@ __all__ = [
     "WebRTCUpgrader",
     "webrtc_upgrader",
     # event payloads
+    "AwaitingAccept",
     "BinaryData",
     "ConnectionClosed",
     "Data",
@@ -139,6 +164,7 @@ __all__ = [
     "IncomingTransfer",
     "Latency",
     "LinkChanged",
+    "PeerKeyChanged",
     "PeersChanged",
     "ProtocolErrorEvent",
     "Recovered",
@@ -156,9 +182,14 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionDeclinedError",
     "DiskError",
+    "HandshakeError",
     "InsufficientSpaceError",
     "IntegrityError",
+    "KeyStoreError",
     "MessageTooLargeError",
+    "NoRouteError",
+    "PeerKeyChangedError",
+    "PeerNotVerifiedError",
     "PeerOfflineError",
     "PeerTimeoutError",
     "PeerchatError",

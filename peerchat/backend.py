@@ -23,7 +23,7 @@ from typing import Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
-from core import ManagerOptions, PeerchatError, PeerConnection, PeerConnectionManager, PeerInfo
+from core import IceServer, ManagerOptions, PeerchatError, PeerConnection, PeerConnectionManager, PeerInfo
 from core.events import (
     CLOSED,
     DATA,
@@ -52,6 +52,14 @@ TRANSFER_EVENTS = (INCOMING_TRANSFER, TRANSFER_PROGRESS, TRANSFER_FILE_DONE, TRA
 
 class RelayGoneError(PeerchatError):
     """The relay is not answering. Start it again (``peerchat emulator``) or check --emulator / --database-url."""
+
+
+def ice_servers_of(settings: Settings) -> tuple[IceServer, ...]:
+    """The settings' STUN and TURN URLs as core's ICE servers (TURN ones with the user name and password)."""
+    return tuple(
+        IceServer(url) if url.startswith("stun:") else IceServer(url, settings.ice_username, settings.ice_credential)
+        for url in settings.ice_servers
+    )
 
 
 def describe_error(what: str, error: BaseException) -> str:
@@ -138,6 +146,14 @@ def open_session(connection: PeerConnection, download_dir: Path) -> SessionLink:
     return SessionLink(connection, transfers, tap)
 
 
+def load_relay_machinery() -> None:
+    """Import what connecting needs (firebase-admin, aiortc, core's manager and file transfers); run in a thread."""
+    import importlib
+
+    for module in ("firebase_admin", "firebase_admin.credentials", "core.manager", "core.files"):
+        importlib.import_module(module)
+
+
 async def relay_answers(host: str, port: int, *, timeout: float = 2.0) -> bool:
     """True when something at host:port answers like a Realtime Database (an HTTP reply to a shallow read)."""
     import aiohttp  # loads with the relay, not for `peerchat --help`
@@ -158,8 +174,9 @@ class Backend:
         settings: who and where (see :mod:`peerchat.config`).
         on_relay_status: called with ``(text, ok)`` when the relay goes away, comes back or is restarted.
         watch_interval: seconds between relay health checks (emulator modes only; 0 turns them off).
-        options: the manager's options (default: core's, with ``webrtc`` from the settings); the settings'
-            ``addresses``, ``direct`` and ``direct_timeout`` apply to them.
+        options: the manager's options (default: core's, with ``webrtc``, the ICE servers and ``require_verified``
+            from the settings); the settings' ``addresses``, ``direct`` and ``direct_timeout`` apply to them.
+        accept: the manager's ``accept`` callable (None: every device whose key has not changed is accepted).
         embedded_at: where the embedded emulator lives (default 127.0.0.1:9000; tests use a free port).
     """
 
@@ -171,13 +188,16 @@ class Backend:
         watch_interval: float = 3.0,
         options: ManagerOptions | None = None,
         embedded_at: tuple[str, int] | None = None,
+        accept: Any = None,
     ) -> None:
         self.settings = settings
         self._address = settings.emulator_address if settings.mode != "embedded" or embedded_at is None \
             else embedded_at
         self._on_relay_status = on_relay_status or (lambda text, ok: None)
         self._watch_interval = watch_interval
-        options = options or ManagerOptions(webrtc=settings.webrtc)
+        self._accept = accept
+        options = options or ManagerOptions(webrtc=settings.webrtc, ice_servers=ice_servers_of(settings),
+                                            require_verified=settings.require_verified)
         # The settings' link choices apply to given options too (addresses, the direct link and its time-out).
         self._options = dataclasses.replace(
             options,
@@ -193,6 +213,11 @@ class Backend:
     @property
     def device(self) -> PeerInfo:
         return PeerInfo(self.settings.device_id, self.settings.label)
+
+    @property
+    def options(self) -> ManagerOptions:
+        """The options the manager gets (its ICE servers among them)."""
+        return self._options
 
     @property
     def emulator(self) -> Any:
@@ -218,20 +243,21 @@ class Backend:
             PeerchatError: the manager could not start (core's error says why).
         """
         settings = self.settings
-        if settings.mode != "firebase":
-            host, port = self._address
-            if not await relay_answers(host, port):
-                if settings.mode == "emulator":
-                    raise RelayGoneError(
-                        f"no emulator answers at {host}:{port}. Start one with `peerchat emulator --port {port}` "
-                        "or fix --emulator / FIREBASE_DATABASE_EMULATOR_HOST"
-                    )
-                await self._start_emulator()
+        # firebase-admin, aiortc and the rest of core load in a thread meanwhile, so the app's screen stays live.
+        loading = asyncio.ensure_future(asyncio.to_thread(load_relay_machinery))
+        try:
+            await self._reach_relay()
+        finally:
+            await loading
         self._firebase_app = self._init_firebase()
-        from core import FirebasePeerConnectionManager
+        from core import FileKeyStore, FirebasePeerConnectionManager, MemoryKeyStore
 
         # core's default upgrade: the direct link and WebRTC together, on the addresses the options name.
-        manager = FirebasePeerConnectionManager(settings.user, self.device, app=self._firebase_app, options=self._options)
+        folder = settings.key_store_dir
+        keys = FileKeyStore(folder) if folder is not None else MemoryKeyStore()
+        manager = FirebasePeerConnectionManager(
+            settings.user, self.device, app=self._firebase_app, options=self._options, keys=keys, accept=self._accept,
+        )
         try:
             await manager.start()
         except BaseException:
@@ -241,6 +267,21 @@ class Backend:
         if settings.mode != "firebase" and self._watch_interval > 0:
             self._watchdog = asyncio.create_task(self._watch(), name="peerchat-relay-watchdog")
         return manager
+
+    async def _reach_relay(self) -> None:
+        """Make sure an emulator answers in the emulator modes (starting the embedded one if needed)."""
+        settings = self.settings
+        if settings.mode == "firebase":
+            return
+        host, port = self._address
+        if await relay_answers(host, port):
+            return
+        if settings.mode == "emulator":
+            raise RelayGoneError(
+                f"no emulator answers at {host}:{port}. Start one with `peerchat emulator --port {port}` "
+                "or fix --emulator / FIREBASE_DATABASE_EMULATOR_HOST"
+            )
+        await self._start_emulator()
 
     async def stop(self) -> None:
         if self._watchdog is not None:

@@ -1,6 +1,7 @@
 """peerchat's settings: command-line flags, a TOML file and the environment resolved into one `Settings`.
 
-Precedence, highest first: command-line flags, the environment (``FIREBASE_DATABASE_EMULATOR_HOST``), the TOML
+Precedence, highest first: command-line flags, the environment (``FIREBASE_DATABASE_EMULATOR_HOST``,
+``PEERCHAT_ICE_SERVERS``), the TOML
 file (``config.toml`` in the platform's user config directory, or ``--config PATH``), then the defaults. The file
 takes the same keys as the flags, with ``_`` or ``-``::
 
@@ -12,6 +13,9 @@ takes the same keys as the flags, with ``_`` or ``-``::
     addresses = "192.168.1.20"             # only these local addresses for direct and WebRTC (comma-separated)
     direct = true                          # the direct link (TCP + TLS 1.3) when the devices reach each other
     direct_timeout = 3.0                   # seconds one direct-link attempt may take
+    ice_servers = ["stun:stun.example.org", "turn:turn.example.org:3478?transport=udp"]   # or "none"
+    ice_username = "alice"                 # for the TURN server
+    ice_credential = "secret"
     download_dir = "~/Downloads/peerchat"
 
 Where the relay is (:attr:`Settings.mode`):
@@ -19,6 +23,12 @@ Where the relay is (:attr:`Settings.mode`):
 - ``"emulator"``: ``--emulator HOST:PORT`` or ``FIREBASE_DATABASE_EMULATOR_HOST`` names a running emulator;
 - ``"firebase"``: ``--database-url`` names a real Firebase project (with ``--credentials``, a service-account JSON);
 - ``"embedded"``: neither, so peerchat uses the emulator on 127.0.0.1:9000, starting one if none answers there.
+
+ICE servers (how WebRTC gets through NATs): ``--ice-server URL`` (repeatable) with ``stun:HOST[:PORT]``,
+``turn:HOST[:PORT][?transport=udp|tcp]`` or ``turns:HOST[:PORT]``; a TURN server needs ``--ice-username`` and
+``--ice-credential``. WebRTC uses one STUN and one TURN server at most. Without any setting peerchat uses
+:data:`DEFAULT_ICE_SERVERS` (a public STUN server, so that two devices behind ordinary home NATs connect with no
+set-up); ``--ice-server none`` (or ``PEERCHAT_ICE_SERVERS=none``) turns it off.
 
 A device's id is generated once per label and stored in ``devices.json`` in the user state directory, so it stays the
 same across runs, and two instances with different labels on one machine are two devices of the same user.
@@ -43,6 +53,11 @@ import platformdirs
 
 APP_NAME = "peerchat"
 EMULATOR_ENV = "FIREBASE_DATABASE_EMULATOR_HOST"
+ICE_SERVERS_ENV = "PEERCHAT_ICE_SERVERS"
+DEFAULT_ICE_SERVERS = ("stun:stun.l.google.com:19302",)
+"""The ICE servers used when no setting names any: one public STUN server (it learns this device's public address,
+nothing of what it sends)."""
+NO_ICE_SERVERS = "none"
 DEFAULT_USER = "local"
 EMBEDDED_HOST = "127.0.0.1"
 EMBEDDED_PORT = 9000
@@ -53,8 +68,16 @@ Mode = Literal["embedded", "emulator", "firebase"]
 # Firebase keys may not contain . # $ [ ] / or control characters; ids and users become keys.
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-:@+=~]{1,64}$")
 _KEYS = ("user", "label", "device_id", "database_url", "credentials", "emulator", "webrtc", "addresses",
-         "webrtc_addresses", "direct", "direct_timeout", "download_dir")
-_BOOL_KEYS = ("webrtc", "direct")
+         "webrtc_addresses", "direct", "direct_timeout", "ice_servers", "ice_username", "ice_credential",
+         "download_dir", "ask", "require_verified")
+_BOOL_KEYS = ("webrtc", "direct", "require_verified")
+ASK_CHOICES = ("new", "unverified", "always", "never")
+"""When the app asks the person to accept an incoming session: from new devices only (the default), from devices
+not verified with the comparison code, always, or never (every device whose key has not changed is accepted)."""
+_ICE_URL_RE = re.compile(
+    r"^(?P<scheme>stun|turns?):(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(?::(?P<port>[0-9]{1,5}))?"
+    r"(?:\?transport=(?P<transport>udp|tcp))?$"
+)
 
 
 class ConfigError(ValueError):
@@ -78,10 +101,26 @@ class Settings:
     # The direct link (TCP + TLS 1.3), and how long one attempt may take (None: core's default).
     direct: bool = True
     direct_timeout: float | None = None
+    # STUN and TURN server URLs for WebRTC (empty: none; resolve_settings() puts DEFAULT_ICE_SERVERS here when no
+    # setting names any), and the TURN server's user name and password.
+    ice_servers: tuple[str, ...] = ()
+    ice_username: str | None = None
+    ice_credential: str | None = None
     download_dir: Path = field(default_factory=lambda: default_download_dir())
     namespace: str = DEFAULT_NAMESPACE
     # What the app calls the relay in its status line (None: its kind and address, see describe_relay).
     relay_name: str | None = None
+    # Where this device's identity key and the keys of the devices it trusts are kept (one folder per device id);
+    # None: in memory only (a new identity every run; tests).
+    keys_dir: Path | None = None
+    # Which incoming sessions the app asks about (ASK_CHOICES), and whether only verified devices may connect.
+    ask: str = "new"
+    require_verified: bool = False
+
+    @property
+    def key_store_dir(self) -> Path | None:
+        """This device's own key store folder (``keys_dir / device_id``), or None."""
+        return None if self.keys_dir is None else self.keys_dir / self.device_id
 
     @property
     def webrtc_addresses(self) -> tuple[str, ...] | None:
@@ -131,6 +170,10 @@ def default_state_dir() -> Path:
     return Path(platformdirs.user_state_dir(APP_NAME))
 
 
+def default_keys_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "keys"
+
+
 def default_download_dir() -> Path:
     return Path(platformdirs.user_downloads_dir()) / APP_NAME
 
@@ -176,6 +219,47 @@ def parse_seconds(value: Any, name: str) -> float:
     if not 0 < seconds <= 3600:
         raise ConfigError(f"{name}: {value!r} must be above 0 and at most 3600 seconds")
     return seconds
+def parse_ice_servers(values: str | list[str] | tuple[str, ...], username: str | None = None,
+                      credential: str | None = None) -> tuple[str, ...]:
+    """Check ICE server URLs (a list, or one string with URLs separated by commas or spaces); ``none`` alone means
+    no server at all and gives ``()``.
+
+    Raises:
+        ConfigError: a URL is malformed, ``none`` is mixed with URLs, more than one STUN or TURN server is named
+            (WebRTC uses one of each), or a TURN server lacks a user name or password.
+    """
+    if isinstance(values, str):
+        values = [values]
+    urls = tuple(url for value in values for url in re.split(r"[\s,]+", str(value).strip()) if url)
+    if not urls:
+        raise ConfigError("ice-server: expected a STUN or TURN URL like stun:stun.example.org:3478, or none")
+    if NO_ICE_SERVERS in (url.lower() for url in urls):
+        if len(urls) > 1:
+            raise ConfigError(f"ice-server: 'none' turns every ICE server off; it cannot be combined with {urls}")
+        return ()
+    kinds: dict[str, str] = {}
+    for url in urls:
+        match = _ICE_URL_RE.match(url)
+        if match is None:
+            raise ConfigError(
+                f"ice-server: {url!r} is not a STUN or TURN URL; use stun:HOST[:PORT], "
+                "turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]")
+        scheme, port = match["scheme"], match["port"]
+        if port is not None and not 0 < int(port) < 65536:
+            raise ConfigError(f"ice-server: the port in {url!r} must be between 1 and 65535")
+        if scheme == "stun" and match["transport"]:
+            raise ConfigError(f"ice-server: {url!r}: a STUN URL takes no ?transport=")
+        if scheme == "turns" and match["transport"] == "udp":
+            raise ConfigError(f"ice-server: {url!r}: turns: runs over TCP (TLS) only")
+        kind = "STUN" if scheme == "stun" else "TURN"
+        if kind in kinds:
+            raise ConfigError(f"ice-server: WebRTC uses one {kind} server, and two are named ({kinds[kind]} and "
+                              f"{url}); keep one")
+        kinds[kind] = url
+    if "TURN" in kinds and not (username and credential):
+        raise ConfigError(f"ice-server: the TURN server {kinds['TURN']} needs --ice-username and --ice-credential "
+                          "(ice_username and ice_credential in the config file)")
+    return urls
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
@@ -196,6 +280,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
         if name not in _KEYS:
             known = ", ".join(_KEYS)
             raise ConfigError(f"the config file {path} has an unknown key {key!r} (known keys: {known})")
+        if name == "ice_servers":
+            if not (isinstance(value, str) or isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise ConfigError(f"the config file {path}: {key} must be a list of URLs (or \"none\"), got {value!r}")
+            values[name] = value
+            continue
         expected: type | tuple[type, ...] = bool if name in _BOOL_KEYS else str
         if name == "direct_timeout":
             expected = (int, float)
@@ -268,6 +357,8 @@ def resolve_settings(
             return given[name]
         if name == "emulator" and env.get(EMULATOR_ENV):
             return env[EMULATOR_ENV]
+        if name == "ice_servers" and env.get(ICE_SERVERS_ENV, "").strip():
+            return env[ICE_SERVERS_ENV]
         return file_values.get(name, default)
 
     user = _check_key("user", str(pick("user", DEFAULT_USER)).strip())
@@ -295,8 +386,15 @@ def resolve_settings(
     direct_timeout = pick("direct_timeout")
     if direct_timeout is not None:
         direct_timeout = parse_seconds(direct_timeout, "direct-timeout")
+    ice_username, ice_credential = pick("ice_username"), pick("ice_credential")
+    ice_servers = pick("ice_servers")
+    ice_servers = DEFAULT_ICE_SERVERS if ice_servers is None else parse_ice_servers(
+        ice_servers, ice_username, ice_credential)
     download = pick("download_dir")
     download_dir = Path(download).expanduser() if download else default_download_dir()
+    ask = str(pick("ask", "new"))
+    if ask not in ASK_CHOICES:
+        raise ConfigError(f"ask: {ask!r} must be one of {', '.join(ASK_CHOICES)}")
     return Settings(
         user=user,
         label=label,
@@ -308,7 +406,13 @@ def resolve_settings(
         addresses=parse_addresses(str(addresses)) if addresses else None,
         direct=bool(pick("direct", True)),
         direct_timeout=direct_timeout,
+        ice_servers=ice_servers,
+        ice_username=ice_username,
+        ice_credential=ice_credential,
         download_dir=download_dir,
+        keys_dir=default_keys_dir(),
+        ask=ask,
+        require_verified=bool(pick("require_verified", False)),
     )
 
 
@@ -337,8 +441,19 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help="never open a direct TCP link (WebRTC and the relay only)")
     add("--direct-timeout", dest="direct_timeout", default=argparse.SUPPRESS, metavar="S",
         help="seconds one direct-link attempt may take (default: 3)")
+    add("--ice-server", dest="ice_servers", action="append", default=argparse.SUPPRESS, metavar="URL",
+        help="a STUN or TURN server for WebRTC across NATs: stun:HOST[:PORT], turn:HOST[:PORT][?transport=udp|tcp], "
+             f"turns:HOST[:PORT]; repeat for one of each; 'none' for no server (default: {DEFAULT_ICE_SERVERS[0]})")
+    add("--ice-username", dest="ice_username", default=argparse.SUPPRESS, metavar="NAME",
+        help="the TURN server's user name")
+    add("--ice-credential", dest="ice_credential", default=argparse.SUPPRESS, metavar="PASSWORD",
+        help="the TURN server's password")
     add("--download-dir", dest="download_dir", default=argparse.SUPPRESS, metavar="DIR",
         help="where received files are saved")
+    add("--ask", choices=ASK_CHOICES, default=argparse.SUPPRESS,
+        help="which incoming sessions to ask about: new devices (default), unverified ones, always, never")
+    add("--require-verified", dest="require_verified", action="store_const", const=True, default=argparse.SUPPRESS,
+        help="open sessions only with devices verified with the comparison code (both ways)")
     add("--config", dest="config_file", default=argparse.SUPPRESS, metavar="FILE",
         help=f"the settings file (default: {default_config_file()})")
 

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import PeerTimeoutError, ProtocolError
-from .linkframes import Base64Text, RawBinary
+from .binary import Base64Text, RawBinary
 
 SEQUENCED_KINDS = frozenset({"data", "binary", "signal", "close"})
 # A close frame's ``data``: "" for a plain disconnect; DECLINED, or DECLINED + "\n" + a reason, when the sender

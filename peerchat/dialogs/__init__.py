@@ -3,5 +3,6 @@
 from .file_picker import FilePickerDialog
 from .incoming import IncomingConnectionDialog
 from .incoming_files import IncomingFilesDialog
+from .verify import VerifyDeviceDialog
 
-__all__ = ["FilePickerDialog", "IncomingConnectionDialog", "IncomingFilesDialog"]
+__all__ = ["FilePickerDialog", "IncomingConnectionDialog", "IncomingFilesDialog", "VerifyDeviceDialog"]

@@ -38,6 +38,7 @@ from ..models import (
     ShowHelp,
     format_bytes,
     parse_chat_input,
+    shown,
 )
 from .transfers import TransferList
 
@@ -86,7 +87,8 @@ class SessionView(Vertical):
         self._label = label
         self.link = link
         self.connection = link.connection
-        self.status = LinkStatus(transport=self.connection.transport, rtt=self.connection.rtt,
+        self.status = LinkStatus(transport=self.connection.transport, route=self.connection.route,
+                                 peer_label=label or self.connection.peer.label, rtt=self.connection.rtt,
                                  webrtc_off=not webrtc)
         self._clock = clock
         self._show_latency = show_latency
@@ -95,7 +97,8 @@ class SessionView(Vertical):
 
     @property
     def peer_label(self) -> str:
-        return self._label or self.connection.peer.label
+        """The other device's label, safe to show (:func:`~peerchat.models.shown`; never read it as markup)."""
+        return shown(self._label or self.connection.peer.label)
 
     @property
     def closed(self) -> bool:
@@ -120,10 +123,11 @@ class SessionView(Vertical):
 
     def _line(self, who: str, style: str, text: str) -> None:
         stamp = time.strftime("%H:%M", time.localtime(self._clock()))
-        self.query_one(RichLog).write(Text.assemble((stamp, "dim"), "  ", (who, style), "  ", text))
+        self.query_one(RichLog).write(Text.assemble((stamp, "dim"), "  ", (shown(who), style), "  ",
+                                                    shown(text, keep_newlines=True)))
 
     def system(self, text: str, style: str = "dim italic") -> None:
-        self.query_one(RichLog).write(Text(text, style=style))
+        self.query_one(RichLog).write(Text(shown(text, keep_newlines=True), style=style))
 
     def refresh_status(self) -> None:
         self.query_one(".status", Static).update(self.status.render(latency=self._show_latency))

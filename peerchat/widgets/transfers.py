@@ -7,7 +7,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, ProgressBar
 
-from ..models import format_bytes, format_duration, format_rate
+from ..models import format_bytes, format_duration, format_rate, shown
 
 
 class TransferRow(Vertical):
@@ -24,7 +24,7 @@ class TransferRow(Vertical):
     def compose(self) -> ComposeResult:
         arrow = "↑" if self.outgoing else "↓"
         with Horizontal(classes="transfer-head"):
-            yield Label(Text.assemble((arrow, "bold"), " ", self.file_name), classes="transfer-name")
+            yield Label(Text.assemble((arrow, "bold"), " ", shown(self.file_name)), classes="transfer-name")
             yield Label(f"{format_bytes(self.total)} · waiting", classes="transfer-stats")
         yield ProgressBar(total=max(self.total, 1), show_eta=False, classes="transfer-bar")
 
@@ -41,7 +41,7 @@ class TransferRow(Vertical):
             self.query_one(ProgressBar).update(progress=max(self.total, 1))
         self.set_class(ok, "done")
         self.set_class(not ok, "failed")
-        self.query_one(".transfer-stats", Label).update(Text(text, style="green" if ok else "red"))
+        self.query_one(".transfer-stats", Label).update(Text(shown(text), style="green" if ok else "red"))
 
 
 class TransferList(Vertical):

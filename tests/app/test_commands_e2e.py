@@ -40,7 +40,7 @@ def test_send_a_text_and_a_file_to_a_receiving_process(emulator, cli_env, tmp_pa
     # Default links (the commands upgrade as they do for a user), on loopback only: two processes on one machine
     # open a direct link.
     common = ["--emulator", emulator.host_port, "--user", f"e2e{uuid.uuid4().hex[:8]}",
-              "--addresses", "127.0.0.1"]
+              "--addresses", "127.0.0.1", "--ice-server", "none"]
     downloads = tmp_path / "downloads"
     payload = tmp_path / "notes.bin"
     payload.write_bytes(os.urandom(200_000))

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from core.events import ConnectionClosed, Latency, LinkChanged, ProtocolErrorEvent, Recovered, Slow, UpgradeFailed
-from core.peer import DeviceStatus, PeerInfo
+from core.errors import NoRouteError
+from core.peer import DeviceStatus, PeerInfo, Route
 from peerchat.models import (
     CloseSession,
     DeviceDirectory,
@@ -15,6 +16,8 @@ from peerchat.models import (
     SendFiles,
     SendText,
     ShowHelp,
+    describe_link,
+    describe_upgrade_failure,
     find_device,
     format_ago,
     format_bytes,
@@ -180,3 +183,31 @@ def test_relay_outage_line_says_how_long_why_and_that_it_retries():
     assert "x" * 39 + "…" in long and "x" * 40 not in long
     assert "no answer" in relay_outage_line("  ", since=5.0, now=1.0)  # clock skew never shows a negative time
     assert "for 0 s" in relay_outage_line("  ", since=5.0, now=1.0)
+
+
+@pytest.mark.parametrize(("route", "shown"), [(Route("host", "host", "host"), "WEBRTC via host"),
+                                              (Route("nat", "srflx", "srflx"), "WEBRTC via NAT"),
+                                              (Route("turn", "relay", "srflx"), "WEBRTC via TURN relay"),
+                                              (None, "WEBRTC")])
+def test_the_status_line_says_how_webrtc_got_through(route, shown):
+    status = LinkStatus()
+    notice = status.apply(LinkChanged(transport="webrtc", previous="relay", reason="upgraded", route=route))
+    assert f"● {shown}[/]" in status.render()
+    assert notice is not None and (str(route) in notice.text if route else notice.text == "Direct WebRTC link open.")
+    status.apply(LinkChanged(transport="relay", previous="webrtc", reason="link lost"))
+    assert status.route is None and "● RELAY" in status.render()
+    assert describe_link("webrtc", route) == shown and describe_link("relay", None) == "RELAY"
+
+
+@pytest.mark.parametrize(("missing", "advice"), [("stun", "add a STUN server with --ice-server stun:"),
+                                                 ("turn", "add a TURN server with --ice-server turn:"),
+                                                 (None, "the TURN server could not carry it either")])
+def test_a_failed_nat_traversal_says_there_is_no_route_and_what_to_add(missing, advice):
+    error = NoRouteError("no network path to the other device was found within 5 s: ...", missing=missing)
+    status = LinkStatus(peer_label="desktop")
+    notice = status.apply(UpgradeFailed(reason=str(error), error=error))
+    assert notice is not None and notice.severity == "warning"
+    assert notice.text.startswith("No route to desktop except the relay: ")
+    assert f"no route to desktop except the relay: {advice}" in status.render()
+    assert describe_upgrade_failure(UpgradeFailed("x", error), "desktop").startswith("no route to desktop")
+    assert describe_upgrade_failure(UpgradeFailed("timed out"), "desktop") == "no WebRTC: timed out"

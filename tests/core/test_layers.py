@@ -5,7 +5,7 @@ The floors, bottom up (``docs/architecture.md`` explains them):
 
     vocabulary   core.errors, core.options, core._tasks, core.peer, core.events, core.link
     protocol     core.protocol.*          sans-I/O; imports only the vocabulary
-    I/O          core.relay.*, core.webrtc.*, core.direct.*   never each other
+    I/O          core.relay.*, core.webrtc.*, core.direct.*, core.trust.*   never each other
     feature      core.files.*             over ANY PeerConnection: errors, options, peer, events, _tasks only
     top          core.manager, core.links the one place that wires relay, WebRTC and direct together
     face         core (``__init__``)      re-exports; nothing inside core imports it
@@ -35,9 +35,10 @@ FLOOR_MAY_IMPORT = {
     "relay": {"vocabulary", "protocol", "relay"},
     "webrtc": {"vocabulary", "protocol", "webrtc"},
     "direct": {"vocabulary", "protocol", "direct"},
+    "trust": {"vocabulary", "protocol", "trust"},
     "files": {"files"},  # and the vocabulary modules in FILES_VOCABULARY
-    "manager": {"vocabulary", "protocol", "relay", "webrtc", "direct", "manager"},
-    "face": {"vocabulary", "protocol", "relay", "webrtc", "direct", "files", "manager"},
+    "manager": {"vocabulary", "protocol", "relay", "webrtc", "direct", "trust", "manager"},
+    "face": {"vocabulary", "protocol", "relay", "webrtc", "direct", "trust", "files", "manager"},
 }
 TOP = {"core.manager", "core.links"}
 FILES_VOCABULARY = {"core.errors", "core.options", "core.peer", "core.events", "core._tasks"}
