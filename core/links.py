@@ -112,7 +112,7 @@ class _Slot:
         self._owner.replay(self)
 
     def report_upgrade_failure(self, error: BaseException) -> None:
-        self._owner.failed(self.kind, str(error) or type(error).__name__)
+        self._owner.failed(self.kind, str(error) or type(error).__name__, error)
 
 
 class ConnectionLinks:
@@ -130,6 +130,7 @@ class ConnectionLinks:
         self._early: list[dict[str, Any]] = []
         self._starting = True
         self._start_failures: list[str] = []
+        self._errors: dict[LinkKind, BaseException] = {}
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -151,13 +152,17 @@ class ConnectionLinks:
         finally:
             self._starting = False
         if self.order.attached is None:
+            webrtc_error = self._errors.get("webrtc")
+            if isinstance(webrtc_error, UpgradeError) and type(webrtc_error) is not UpgradeError:
+                # A specific WebRTC failure (no route through the NATs) says what would help; keep it as it is.
+                raise webrtc_error
             raise UpgradeError("; ".join(self._start_failures) or "no link opened")
 
     async def _start_webrtc(self) -> None:
         try:
             await self._webrtc(self.slots["webrtc"])
         except Exception as exc:  # noqa: BLE001 - any failure of the first try leaves the relay working
-            self.failed("webrtc", str(exc) or type(exc).__name__)
+            self.failed("webrtc", str(exc) or type(exc).__name__, exc)
 
     # -- what the upgrades report, through their slots -----------------------------------------------------
 
@@ -174,7 +179,9 @@ class ConnectionLinks:
             del self.links[kind]
             link.close()
 
-    def failed(self, kind: LinkKind, reason: str) -> None:
+    def failed(self, kind: LinkKind, reason: str, error: BaseException | None = None) -> None:
+        if error is not None:
+            self._errors[kind] = error
         self._run(self.order.failed(kind, reason), reason)
 
     # -- signals -------------------------------------------------------------------------------------------
@@ -233,7 +240,9 @@ class ConnectionLinks:
                 if self._starting:
                     self._start_failures.append(message)
                 elif not self.host.is_closed:
-                    self.host.report_upgrade_failure(UpgradeError(message))
+                    error = self._errors.get(action.kind)
+                    specific = isinstance(error, UpgradeError) and type(error) is not UpgradeError
+                    self.host.report_upgrade_failure(error if specific else UpgradeError(message))
         self._changed.set()
 
     async def _retry(self, delay: float) -> None:

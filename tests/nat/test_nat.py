@@ -145,9 +145,19 @@ def test_without_ice_servers_the_devices_stay_on_the_relay_and_say_why(net: Inte
         assert run.bytes[router]["direct_udp"] < SMALL // 8, run.bytes  # checks towards private addresses only
 
 
-def test_two_devices_on_the_same_lan_use_their_host_addresses(net: Internet, tmp_path: Path) -> None:
+def test_two_devices_on_the_same_lan_open_a_direct_link(net: Internet, tmp_path: Path) -> None:
     home1 = net.homes[0]
     run = send_across(net, tmp_path, home1.hosts[0], home1.hosts[1], stun(net), BIG)
+    assert "connected over DIRECT" in run.sender_err, run.sender_err
+    assert "over DIRECT" in run.receiver_err, run.receiver_err
+    counted = run.bytes[home1.router]
+    # TCP inside the home, through its LAN switch: neither the relay nor any server carried the file.
+    assert counted["relay"] < BIG // 8 and counted["servers_udp"] + counted["direct_udp"] < BIG // 8, run.bytes
+
+
+def test_two_devices_on_the_same_lan_use_their_host_addresses(net: Internet, tmp_path: Path) -> None:
+    home1 = net.homes[0]
+    run = send_across(net, tmp_path, home1.hosts[0], home1.hosts[1], ["--no-direct", *stun(net)], BIG)
     assert "connected over WEBRTC via host" in run.sender_err
     counted = run.bytes[home1.router]
     assert counted["lan_udp"] > BIG, run.bytes  # inside the home, through its LAN switch
