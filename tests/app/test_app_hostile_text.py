@@ -58,14 +58,15 @@ async def test_a_hostile_label_file_name_and_message_are_shown_literally(firebas
             assert Content.from_markup(command.title).plain == f"Connect to {SHOWN}"
             assert Content.from_markup(command.help).plain == f"Open a session with {SHOWN} (evil-id)"
 
-            # It opens a session: the dialog names it literally.
-            connection = await evil.connect_to_peer("laptop-id")
+            # It opens a session (connect_to_peer returns once the person accepted): the dialog names it literally.
+            connecting = asyncio.ensure_future(evil.connect_to_peer("laptop-id"))
             dialog = await wait_until(lambda: isinstance(app.screen, IncomingConnectionDialog) and app.screen, pilot,
                                       what="the incoming connection dialog")
             text = " ".join(plain(label) for label in dialog.query(Label))
             assert SHOWN in text
             assert_clean(text)
             await pilot.press("a")
+            connection = await asyncio.wait_for(connecting, 20)
             view = await wait_until(lambda: app.main.active_session, pilot, what="the session")
             tab = next(t for t in app.main.query(Tab) if "session" in (t.id or ""))
             assert SHOWN in plain(tab)
