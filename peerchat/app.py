@@ -7,10 +7,12 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 
 from textual import work
 from textual.app import App, SystemCommand
+from textual.command import Hit, Hits, Provider
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
@@ -24,7 +26,8 @@ from core.events import INCOMING_CONNECTION, PEERS_CHANGED, RELAY_RESTORED, RELA
 
 from .backend import Backend, SessionLink, describe_error, open_session
 from .config import ConfigError, Settings, settings_from_args
-from .dialogs import FilePickerDialog, IncomingConnectionDialog, IncomingFilesDialog
+from .dialogs import ConfirmDialog, FilePickerDialog, IncomingConnectionDialog, IncomingFilesDialog
+from .history import AsyncHistory, History, HistoryError
 from .messages import (
     ActionFailed,
     BackendFailed,
@@ -40,9 +43,27 @@ from .screens import MainScreen
 from .widgets import DeviceList, SessionView
 
 
+class HistorySearch(Provider):
+    """The command palette's search through every conversation: a hit opens that device's conversation."""
+
+    async def search(self, query: str) -> Hits:
+        app = self.app
+        assert isinstance(app, PeerchatApp)
+        if len(query.strip()) < 2:
+            return
+        matcher = self.matcher(query)
+        for entry in await app.history.search(query.strip(), limit=20):
+            who = "you" if entry.direction == "out" else entry.label
+            text = f"{entry.label}: {who}: {entry.body}"
+            peer = PeerInfo(entry.peer_id, entry.label)
+            yield Hit(matcher.match(text) or 0.5, matcher.highlight(text), partial(app.show_conversation, peer),
+                      help=time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.at)) + " · in the history")
+
+
 class PeerchatApp(App[None]):
     """Chat and send files to this user's other devices. Build it with :func:`create_app`."""
 
+    COMMANDS = App.COMMANDS | {HistorySearch}
     CSS_PATH = "peerchat.tcss"
     TITLE = "peerchat"
     NOTIFICATION_TIMEOUT = 6
@@ -69,10 +90,18 @@ class PeerchatApp(App[None]):
         self._relay_description = ""
         self._relay_outage: RelayUnavailableEvent | None = None
         self._relay_timer: Timer | None = None
+        self._connecting: set[str] = set()
+        self._history_problem: HistoryError | None = None
+        try:
+            store = History(settings.history_path)
+        except HistoryError as exc:  # the app still works; nothing is kept until it is fixed
+            self._history_problem = exc
+            store = History(None)
+        self.history = AsyncHistory(store)
         self.sub_title = f"{settings.label} · {settings.device_id} · user {settings.user}"
 
     def get_default_screen(self) -> Screen[None]:
-        return MainScreen(clock=self._clock, show_latency=self._show_latency, webrtc=self.settings.webrtc)
+        return MainScreen(self.history, clock=self._clock, show_latency=self._show_latency, webrtc=self.settings.webrtc)
 
     @property
     def main(self) -> MainScreen:
@@ -83,6 +112,10 @@ class PeerchatApp(App[None]):
     # --- the backend -----------------------------------------------------------------------------------------
 
     def on_main_screen_ready(self, message: MainScreen.Ready) -> None:
+        if self._history_problem is not None:
+            self.notify(f"{self._history_problem} Nothing is kept until then.", title="History off",
+                        severity="error", timeout=30)
+        self._restore_queues()
         if self._given_manager is not None:
             self.post_message(BackendReady(self._given_manager, self.settings.describe_relay()))
         else:
@@ -149,6 +182,16 @@ class PeerchatApp(App[None]):
         if outage is not None:
             self.main.show_relay(relay_outage_line(outage.reason, outage.since, self._clock()), ok=False)
 
+    @work(group="history", exit_on_error=False)
+    async def _restore_queues(self) -> None:
+        """Open the conversations that still have queued messages (from before a restart): they go out once their
+        device is online."""
+        peers: dict[str, PeerInfo] = {}
+        for entry in await self.history.queued():
+            peers.setdefault(entry.peer_id, PeerInfo(entry.peer_id, entry.label))
+        for peer in peers.values():
+            await self.main.open_conversation(peer, activate=False)
+
     def _subscribe(self, manager: PeerConnectionManager, name: str, handler: Callable[..., None]) -> None:
         manager.events.on(name, handler)
         self._subscriptions.append((name, handler))
@@ -176,15 +219,34 @@ class PeerchatApp(App[None]):
         else:
             self._directory.update(message.peers, self._clock())
         self.main.show_devices(self._directory.rows())
+        for view in self.main.sessions():
+            if view.queued:
+                self._connect_when_online(view)
+
+    def on_session_view_wants_connection(self, message: SessionView.WantsConnection) -> None:
+        self._connect_when_online(message.view)
+
+    def _connect_when_online(self, view: SessionView) -> None:
+        """Connect to the device of ``view`` if it is online and no connection is open or being opened."""
+        if (self.manager is not None and view.closed and self._directory.is_online(view.peer.id)
+                and view.peer.id not in self._connecting):
+            self.connect(self._directory.find(view.peer.id)[0], quiet=True)
 
     async def on_unmount(self) -> None:
+        try:
+            await self._stop_sessions()
+        finally:
+            await self.history.close()
+
+    async def _stop_sessions(self) -> None:
         if self.manager is not None:
             for name, handler in self._subscriptions:
                 self.manager.events.remove_listener(name, handler)
         self._subscriptions.clear()
         for view in self.main.sessions() if self.screen_stack else []:
             try:
-                await view.link.close()
+                if view.link is not None:
+                    await view.link.close()
             except PeerchatError:
                 pass
         if self._backend is not None:
@@ -196,31 +258,48 @@ class PeerchatApp(App[None]):
         self.open_session_with(message.peer, online=message.online)
 
     def open_session_with(self, peer: PeerInfo, *, online: bool = True) -> None:
-        """Show the open session with ``peer``, or connect to it (the device list and the command palette)."""
+        """Show the conversation with ``peer`` at once (its history) and connect to it when it is online (the
+        device list and the command palette)."""
+        self._open_session_with(peer, online)
+
+    @work(group="open", exit_on_error=False)
+    async def _open_session_with(self, peer: PeerInfo, online: bool) -> None:
         existing = self.main.open_session_for(peer.id)
         if existing is not None:
             self.main.activate(existing)
-        elif self.manager is None:
-            self.notify("Not connected to the relay yet; wait a moment or check the relay line.", severity="warning")
-        elif not online:
-            self.notify(f"{peer.label} is offline. Start peerchat on it and it will show up here.",
+            return
+        await self.main.open_conversation(peer)
+        if self.manager is None:
+            self.notify("Not connected to the relay yet: what you write is queued and sent once it is.",
                         severity="warning")
-        else:
+        elif not online:
+            self.notify(f"{peer.label} is offline: what you write is queued and sent when it comes online.",
+                        severity="warning")
+        elif peer.id not in self._connecting:
             self.connect(peer)
 
-    def connect(self, peer: PeerInfo) -> None:
+    def show_conversation(self, peer: PeerInfo) -> None:
+        """Open the tab of the conversation with ``peer`` (connecting when it is online); the history search."""
+        self.open_session_with(peer, online=self._directory.is_online(peer.id))
+
+    def connect(self, peer: PeerInfo, *, quiet: bool = False) -> None:
         """Open a session with ``peer`` (a worker; the result arrives as SessionOpened or ActionFailed)."""
-        self.notify(f"Connecting to {peer.label}…", timeout=3)
+        if not quiet:
+            self.notify(f"Connecting to {peer.label}…", timeout=3)
+        self._connecting.add(peer.id)
         self._connect(peer)
 
     @work(group="connect", exit_on_error=False)
     async def _connect(self, peer: PeerInfo) -> None:
         assert self.manager is not None
         try:
-            connection = await self.manager.connect_to_peer(peer.id)
+            # Confirmed: a message is marked delivered once the other device's application has it.
+            connection = await self.manager.connect_to_peer(peer.id, confirm_data_receival=True)
         except Exception as exc:
             self.post_message(ActionFailed(f"Connecting to {peer.label}", exc))
             return
+        finally:
+            self._connecting.discard(peer.id)
         self.post_message(SessionOpened(open_session(connection, self.settings.download_dir)))
 
     async def on_session_opened(self, message: SessionOpened) -> None:
@@ -233,6 +312,10 @@ class PeerchatApp(App[None]):
 
         async def answered(accept: bool | None) -> None:
             if accept:
+                # This side's messages are confirmed too, so that they can be marked delivered. The attribute is
+                # core's connection setting (RelayConnection.confirm_data_receival), read at every send.
+                if hasattr(connection, "confirm_data_receival"):
+                    connection.confirm_data_receival = True
                 # Also when the other device left meanwhile (``peerchat send`` disconnects once its text is
                 # confirmed): the tab replays what arrived, then shows the session closed.
                 await self.main.add_session(link, label=peer.label)
@@ -271,7 +354,21 @@ class PeerchatApp(App[None]):
         await self._close_session(view)
 
     async def _close_session(self, view: SessionView) -> None:
-        self._close_link(view.link)
+        if view.transfer_running:
+            async def answered(yes: bool | None) -> None:
+                if yes:
+                    await self._really_close(view)
+
+            self.push_screen(ConfirmDialog(
+                "Close this session?",
+                f"A transfer with {view.peer_label} is still running. Closing the session stops it (a file that "
+                "was partly received resumes in a later session).", yes="Close"), answered)
+            return
+        await self._really_close(view)
+
+    async def _really_close(self, view: SessionView) -> None:
+        if view.link is not None:
+            self._close_link(view.link)
         await self.main.remove_session(view)
 
     # --- files -----------------------------------------------------------------------------------------------
@@ -301,6 +398,30 @@ class PeerchatApp(App[None]):
 
         self.push_screen(IncomingFilesDialog(view.peer_label, files, download_dir), answered)
 
+    def action_retry(self) -> None:
+        view = self.main.active_session
+        if view is None:
+            self.notify("No conversation is open.", severity="warning")
+            return
+        view.action_retry()
+
+    def action_clear_history(self) -> None:
+        async def answered(yes: bool | None) -> None:
+            if yes:
+                self._clear_history()
+
+        where = "kept on this device" if self.history.persistent else "kept in memory (history is off)"
+        self.push_screen(ConfirmDialog("Clear the history?", f"Every conversation {where} is forgotten, and "
+                                       "queued messages are not sent. This cannot be undone.", yes="Clear"),
+                         answered)
+
+    @work(group="history", exit_on_error=False)
+    async def _clear_history(self) -> None:
+        count = await self.history.clear()
+        for view in self.main.sessions():
+            view.forget_history()
+        self.notify(f"History cleared ({count} entries).", title="History")
+
     def action_cancel_transfer(self) -> None:
         view = self.main.active_session
         if view is None or not view.cancel_newest_transfer():
@@ -326,11 +447,21 @@ class PeerchatApp(App[None]):
                     f"Connect to {peer.label}", f"Open a session with {peer.label} ({peer.id})",
                     lambda peer=peer: self.open_session_with(peer),
                 )
-        yield SystemCommand("Send a file", "Pick a file and send it in the current session", self.action_send_file)
-        yield SystemCommand("Close session", "End the current session", self.action_close_session)
-        yield SystemCommand("Cancel transfer", "Cancel the newest transfer of this session",
+        # Every binding of the footer is here too, with its key.
+        yield SystemCommand("Devices (Ctrl+D)", "Move to the device list", lambda: self.main.action_focus_devices())
+        yield SystemCommand("Next session (Ctrl+T)", "Show the next session's tab", lambda: self.main.action_next_session())
+        yield SystemCommand("Send a file (Ctrl+F)", "Pick a file and send it in the current session",
+                            self.action_send_file)
+        yield SystemCommand("Cancel transfer (Ctrl+X)", "Cancel the newest transfer of this session",
                             self.action_cancel_transfer)
-        yield SystemCommand("Devices", "Move to the device list", lambda: self.main.action_focus_devices())
+        yield SystemCommand("Close session (Ctrl+W)", "End the current session", self.action_close_session)
+        yield SystemCommand("Retry failed messages (Ctrl+R)", "Send this conversation's failed messages again",
+                            self.action_retry)
+        yield SystemCommand("Clear history", "Forget every conversation kept on this device (and queued messages)",
+                            self.action_clear_history)
+        yield SystemCommand("Search history", "Type in the palette: matching messages of every conversation show "
+                            "up", lambda: self.notify("Type a word in the command palette (Ctrl+P) to search "
+                                                      "every conversation."))
 
 
 def run_app(args: argparse.Namespace) -> int:

@@ -11,6 +11,8 @@ takes the same keys as the flags, with ``_`` or ``-``::
     webrtc = true
     webrtc_addresses = "192.168.1.20"      # only these local addresses for WebRTC (comma-separated)
     download_dir = "~/Downloads/peerchat"
+    history = true                         # keep conversations (false: nothing is written to disk)
+    data_dir = "~/.local/share/peerchat"   # where the history lives
 
 Where the relay is (:attr:`Settings.mode`):
 
@@ -51,7 +53,8 @@ Mode = Literal["embedded", "emulator", "firebase"]
 # Firebase keys may not contain . # $ [ ] / or control characters; ids and users become keys.
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-:@+=~]{1,64}$")
 _KEYS = ("user", "label", "device_id", "database_url", "credentials", "emulator", "webrtc", "webrtc_addresses",
-         "download_dir")
+         "download_dir", "history", "data_dir")
+_BOOL_KEYS = ("webrtc", "history")
 
 
 class ConfigError(ValueError):
@@ -75,6 +78,18 @@ class Settings:
     namespace: str = DEFAULT_NAMESPACE
     # What the app calls the relay in its status line (None: its kind and address, see describe_relay).
     relay_name: str | None = None
+    # Keep the conversation history on disk in data_dir (history off, or no data_dir: in memory only).
+    history: bool = True
+    data_dir: Path | None = None
+
+    @property
+    def history_path(self) -> Path | None:
+        """The history database of this device, or None when history is kept in memory only."""
+        if not self.history or self.data_dir is None:
+            return None
+        from .history import history_file
+
+        return history_file(self.data_dir, self.device_id)
 
     @property
     def mode(self) -> Mode:
@@ -117,6 +132,10 @@ def default_config_file() -> Path:
 
 def default_state_dir() -> Path:
     return Path(platformdirs.user_state_dir(APP_NAME))
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME))
 
 
 def default_download_dir() -> Path:
@@ -173,7 +192,7 @@ def read_config_file(path: Path) -> dict[str, Any]:
         if name not in _KEYS:
             known = ", ".join(_KEYS)
             raise ConfigError(f"the config file {path} has an unknown key {key!r} (known keys: {known})")
-        expected = bool if name == "webrtc" else str
+        expected = bool if name in _BOOL_KEYS else str
         if not isinstance(value, expected):
             raise ConfigError(f"the config file {path}: {key} must be a {expected.__name__}, got {value!r}")
         values[name] = value
@@ -269,6 +288,8 @@ def resolve_settings(
     webrtc_addresses = parse_addresses(str(addresses)) if addresses else None
     download = pick("download_dir")
     download_dir = Path(download).expanduser() if download else default_download_dir()
+    data = pick("data_dir")
+    data_dir = Path(data).expanduser() if data else default_data_dir()
     return Settings(
         user=user,
         label=label,
@@ -279,6 +300,8 @@ def resolve_settings(
         webrtc=bool(pick("webrtc", True)),
         webrtc_addresses=webrtc_addresses,
         download_dir=download_dir,
+        history=bool(pick("history", True)),
+        data_dir=data_dir,
     )
 
 
@@ -291,7 +314,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (also read from the config file)")
     add = group.add_argument
     add("--user", default=argparse.SUPPRESS, help=f"the user whose devices these are (default: {DEFAULT_USER})")
-    add("--label", default=argparse.SUPPRESS, help="this device's name, shown to the other devices (default: host)")
+    add("--label", default=argparse.SUPPRESS, help="this device's name, shown to the other devices (default: this host's name, "
+        f"{default_label()})")
     add("--device-id", dest="device_id", default=argparse.SUPPRESS,
         help="this device's id (default: generated once per label and kept)")
     add("--database-url", dest="database_url", default=argparse.SUPPRESS,
@@ -304,7 +328,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     add("--webrtc-addresses", dest="webrtc_addresses", default=argparse.SUPPRESS, metavar="IP[,IP...]",
         help="the only local addresses WebRTC may use (default: every interface, and 127.0.0.1)")
     add("--download-dir", dest="download_dir", default=argparse.SUPPRESS, metavar="DIR",
-        help="where received files are saved")
+        help=f"where received files are saved (default: {default_download_dir()})")
+    add("--no-history", dest="history", action="store_const", const=False, default=argparse.SUPPRESS,
+        help="keep no conversation history on disk (default: kept in the data directory)")
+    add("--data-dir", dest="data_dir", default=argparse.SUPPRESS, metavar="DIR",
+        help=f"where the conversation history is kept (default: {default_data_dir()})")
     add("--config", dest="config_file", default=argparse.SUPPRESS, metavar="FILE",
         help=f"the settings file (default: {default_config_file()})")
 

@@ -7,9 +7,10 @@ show, so the widgets stay thin and these rules are tested without a terminal or 
 from __future__ import annotations
 
 import shlex
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from core import (
     ConnectionClosed,
@@ -268,12 +269,41 @@ class ShowHelp:
     pass
 
 
-ChatCommand = SendText | SendFiles | CloseSession | ShowHelp
+@dataclass(frozen=True)
+class RetryFailed:
+    pass
+
+
+ChatCommand = SendText | SendFiles | CloseSession | ShowHelp | RetryFailed
 
 CHAT_HELP = (
     "Type a message and press Enter. Commands: /send PATH [PATH ...] sends files (quote paths with spaces), "
-    "/close ends the session, /help shows this. Start a message with // to send a leading /."
+    "/retry sends the failed messages again, /close ends the session, /help shows this. Start a message with // to send a leading /."
 )
+
+
+def missing_paths_error(paths: tuple[Path, ...] | list[Path], typed: str = "") -> str | None:
+    """Why ``paths`` cannot be sent (a path that does not exist, a folder or file that cannot be read, a special
+    file), or None when they all can. ``typed`` is what the person typed: a hint about quoting when it has spaces."""
+    for path in paths:
+        try:
+            if not path.exists():
+                hint = ""
+                if " " in typed and '"' not in typed and "'" not in typed:
+                    hint = ' Quote a path with spaces: /send "my file.txt".'
+                return f"Not sent: {path} does not exist. Check the path.{hint}"
+            if path.is_dir():
+                next(iter(path.iterdir()), None)
+            elif not path.is_file():
+                return f"Not sent: {path} is not a regular file or folder (a device, pipe or socket)."
+            else:
+                with path.open("rb"):
+                    pass
+        except PermissionError:
+            return f"Not sent: {path} cannot be read (permission denied)."
+        except OSError as exc:
+            return f"Not sent: {path} cannot be read ({exc.strerror or exc})."
+    return None
 
 
 def parse_chat_input(text: str) -> ChatCommand | None:
@@ -301,4 +331,45 @@ def parse_chat_input(text: str) -> ChatCommand | None:
         return CloseSession()
     if name == "help":
         return ShowHelp()
+    if name == "retry":
+        return RetryFailed()
     raise ValueError(f"unknown command /{name}. {CHAT_HELP}")
+
+
+# --- the conversation ------------------------------------------------------------------------------------------
+
+DELIVERY_MARKS: dict[str, tuple[str, str]] = {
+    # status: (mark, style). Outgoing texts only; what arrived needs no mark.
+    "queued": ("◷ queued", "yellow"),
+    "sent": ("✓ sent", "dim"),
+    "delivered": ("✓✓ delivered", "green"),
+    "failed": ("✗ failed, Ctrl+R retries", "bold red"),
+}
+
+
+def entry_parts(entry: Any, me: str, now: float) -> list[tuple[str, str]]:
+    """One history entry as ``(text, style)`` parts: ``09:30  you  hello  ✓✓ delivered``.
+
+    The time has the date in front when the entry is not from today (``now``'s day), so an old conversation reads
+    as one.
+    """
+    stamp = time.strftime("%H:%M", time.localtime(entry.at))
+    if time.localtime(entry.at)[:3] != time.localtime(now)[:3]:
+        stamp = time.strftime("%Y-%m-%d ", time.localtime(entry.at)) + stamp
+    who, style = ("you", "bold green") if entry.direction == "out" else (entry.label, "bold cyan")
+    parts = [(stamp, "dim"), ("  ", ""), (who, style), ("  ", "")]
+    if entry.kind == "text":
+        parts.append((entry.body, ""))
+        if entry.direction == "out":
+            mark, mark_style = DELIVERY_MARKS.get(entry.status, ("", ""))
+            parts.extend([("  ", ""), (mark, mark_style)])
+        return parts
+    size = f" ({format_bytes(entry.size)})" if entry.size is not None else ""
+    if entry.direction == "out":
+        verb = {"delivered": "✓ sent and verified", "failed": "✗ not sent"}.get(entry.status, "↑ sending")
+        parts.append((f"{verb}: {entry.body}{size}", "red" if entry.status == "failed" else "green"))
+    else:
+        where = f", saved to {entry.path}" if entry.path else ""
+        verb = "✗ not received" if entry.status == "failed" else "✓ received"
+        parts.append((f"{verb}: {entry.body}{size}{where}", "red" if entry.status == "failed" else "green"))
+    return parts

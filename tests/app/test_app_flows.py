@@ -54,11 +54,11 @@ async def test_connect_from_the_device_list_and_chat_both_ways(make_manager, tmp
         await pilot.press("ctrl+d", "enter")
         assert len(app.main.sessions()) == 1
 
-        # The desktop closes: the status line says so and the input is disabled.
+        # The desktop closes: the status line says so, and what is typed now is queued for the next session.
         await remote.disconnect()
         await wait_until(lambda: view.closed, pilot, what="the session to show closed")
         assert "the other device closed it" in str(view.query_one(".status", Static).render())
-        assert view.query_one(Input).disabled
+        assert "queued until it is connected" in view.query_one(Input).placeholder
 
 
 async def test_incoming_connection_accepted(make_manager, tmp_path):
@@ -138,7 +138,7 @@ async def test_the_initiators_tab_says_the_other_device_declined(make_manager, t
         await wait_until(lambda: view.closed, pilot, what="the session to show closed")
         assert "desktop declined the session" in str(view.query_one(".status", Static).render())
         assert any("desktop declined the session" in n.message for n in app._notifications)
-        assert view.query_one(Input).disabled
+        assert "queued until it is connected" in view.query_one(Input).placeholder
 
 
 async def test_typed_command_errors_are_explained(make_manager, tmp_path):

@@ -160,7 +160,7 @@ async def test_send_a_file_with_progress_and_receive_one_after_accepting(make_ma
         assert row.has_class("done")
         assert row.query_one(ProgressBar).percentage == 1.0
         assert (desktop_downloads / "report.bin").read_bytes() == outgoing.read_bytes()
-        await wait_until(lambda: in_log("report.bin (293.0 KiB) delivered and verified", view.query_one(RichLog)),
+        await wait_until(lambda: in_log("✓ sent and verified: report.bin (293.0 KiB)", view.query_one(RichLog)),
                          pilot, what="the delivery line")
 
         # Receive: the dialog asks first, then the file is saved where the chat says.
@@ -173,6 +173,6 @@ async def test_send_a_file_with_progress_and_receive_one_after_accepting(make_ma
         await pilot.press("a")
         saved = app.settings.download_dir / "photo.jpg"
         chat = view.query_one(RichLog)
-        await wait_until(lambda: in_log(f"received photo.jpg, saved to {saved}", chat), pilot, what="the saved line")
+        await wait_until(lambda: in_log(f"✓ received: photo.jpg (4.9 KiB), saved to {saved}", chat), pilot, what="the saved line")
         assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(incoming.read_bytes()).digest()
         await link.close()

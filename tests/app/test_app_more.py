@@ -45,7 +45,7 @@ async def test_connect_from_the_command_palette(make_manager, tmp_path):
         assert len(laptop.connections) == 1
 
 
-async def test_offline_device_is_explained_instead_of_connecting(make_manager, tmp_path):
+async def test_an_offline_device_shows_its_conversation_and_says_messages_are_queued(make_manager, tmp_path):
     laptop = await make_manager("laptop", options=dataclasses.replace(FAST, heartbeat_interval=1.0))
     desktop = await make_manager("desktop")
     app = create_app(settings_for("laptop", tmp_path), manager=laptop)
@@ -55,8 +55,10 @@ async def test_offline_device_is_explained_instead_of_connecting(make_manager, t
         await wait_until(lambda: not rows(app)["desktop-id"].online, pilot, what="the desktop offline")
         await pilot.press("enter")
         await pilot.pause()
-        assert app.main.sessions() == []
-        assert any("desktop is offline. Start peerchat on it" in n.message for n in app._notifications)
+        view = await wait_until(lambda: app.main.active_session, pilot, what="the conversation tab")
+        assert view.closed and view.peer.id == "desktop-id"
+        assert len(laptop.connections) == 0
+        assert any("desktop is offline: what you write is queued" in n.message for n in app._notifications)
 
 
 async def test_send_from_the_file_picker_and_cancel(make_manager, tmp_path):
