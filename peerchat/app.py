@@ -381,6 +381,7 @@ class PeerchatApp(App[None]):
 
         def picked(path: Path | None) -> None:
             if path is not None:
+                self._picker_start = path.parent  # the picker opens where the last file was found
                 view.send_files((path,))
 
         self.push_screen(FilePickerDialog(self._picker_start), picked)

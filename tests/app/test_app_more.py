@@ -84,9 +84,10 @@ async def test_send_from_the_file_picker_and_cancel(make_manager, tmp_path):
                                   what="the file picker")
         tree = dialog.query_one(DirectoryTree)
         await wait_until(lambda: tree.root.children, pilot, what="the folder's files")
-        await pilot.press("down", "enter")
+        await pilot.press("tab", "down", "enter")
         row = await wait_until(lambda: next(iter(view.query(TransferRow)), None), pilot, what="the transfer row")
         assert row.file_name == "big.bin"
+        await wait_until(lambda: not row.preparing, pilot, what="the offer to be made")
 
         # The desktop never answers the offer; Ctrl+X cancels it on both sides.
         await pilot.press("ctrl+x")
