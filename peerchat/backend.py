@@ -59,7 +59,8 @@ def describe_error(what: str, error: BaseException) -> str:
     hint = (type(error).__doc__ or "").strip().splitlines()[0] if isinstance(error, PeerchatError) else ""
     if not text:
         text = hint or type(error).__name__
-    elif hint and hint not in text:
+    elif hint and hint not in text and hint.split(". ")[0].rstrip(".") not in text:
+        # The class's advice, unless the message already says it (then once is enough).
         text = f"{text.rstrip('.')}. {hint}"
     if not isinstance(error, PeerchatError | OSError | LookupError | ValueError):
         text = f"unexpected {type(error).__name__}: {text}"

@@ -282,27 +282,39 @@ CHAT_HELP = (
 )
 
 
+def path_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be sent ("x does not exist", "x cannot be read (permission denied)", "x is not a
+    regular file or folder ..."), or None when it can: checked before connecting, so that a bad path never makes the
+    other device answer an offer."""
+    try:
+        if not path.exists():
+            return f"{path} does not exist"
+        if path.is_dir():
+            next(iter(path.iterdir()), None)
+        elif not path.is_file():
+            return f"{path} is not a regular file or folder (a device, pipe or socket)"
+        else:
+            with path.open("rb"):
+                pass
+    except PermissionError:
+        return f"{path} cannot be read (permission denied)"
+    except OSError as exc:
+        return f"{path} cannot be read ({exc.strerror or exc})"
+    return None
+
+
 def missing_paths_error(paths: tuple[Path, ...] | list[Path], typed: str = "") -> str | None:
-    """Why ``paths`` cannot be sent (a path that does not exist, a folder or file that cannot be read, a special
-    file), or None when they all can. ``typed`` is what the person typed: a hint about quoting when it has spaces."""
+    """The app's notification when one of ``paths`` cannot be sent (see :func:`path_problem`), or None. ``typed``
+    is what the person typed: a hint about quoting when it has unquoted spaces."""
     for path in paths:
-        try:
-            if not path.exists():
-                hint = ""
-                if " " in typed and '"' not in typed and "'" not in typed:
-                    hint = ' Quote a path with spaces: /send "my file.txt".'
-                return f"Not sent: {path} does not exist. Check the path.{hint}"
-            if path.is_dir():
-                next(iter(path.iterdir()), None)
-            elif not path.is_file():
-                return f"Not sent: {path} is not a regular file or folder (a device, pipe or socket)."
-            else:
-                with path.open("rb"):
-                    pass
-        except PermissionError:
-            return f"Not sent: {path} cannot be read (permission denied)."
-        except OSError as exc:
-            return f"Not sent: {path} cannot be read ({exc.strerror or exc})."
+        problem = path_problem(path)
+        if problem is not None:
+            hint = ""
+            if problem.endswith("does not exist") and " " in typed and '"' not in typed and "'" not in typed:
+                hint = ' Quote a path with spaces: /send "my file.txt".'
+            elif problem.endswith("does not exist"):
+                hint = " Check the path."
+            return f"Not sent: {problem}.{hint}"
     return None
 
 
