@@ -24,7 +24,7 @@ from core import RelayRestored as RelayRestoredEvent
 from core import RelayUnavailable as RelayUnavailableEvent
 from core.events import INCOMING_CONNECTION, PEERS_CHANGED, RELAY_RESTORED, RELAY_UNAVAILABLE
 
-from .backend import Backend, SessionLink, describe_error, open_session
+from .backend import Backend, RelayGoneError, SessionLink, describe_error, open_session
 from .config import ConfigError, Settings, settings_from_args
 from .dialogs import ConfirmDialog, FilePickerDialog, IncomingConnectionDialog, IncomingFilesDialog
 from .history import AsyncHistory, History, HistoryError
@@ -121,18 +121,35 @@ class PeerchatApp(App[None]):
         else:
             self._start_backend()
 
+    RETRY_RELAY_EVERY = 3.0  # seconds between attempts while the relay does not answer
+
     @work(group="backend", exclusive=True, exit_on_error=False)
     async def _start_backend(self) -> None:
-        backend = Backend(self.settings, on_relay_status=lambda text, ok: self.post_message(RelayStatus(text, ok)))
-        try:
-            manager = await backend.start()
-        except asyncio.CancelledError:  # the app quit while starting: leave nothing running
-            await backend.stop()
-            raise
-        except Exception as exc:
-            self.post_message(BackendFailed(exc))
-            return
+        """Start the backend; while the relay does not answer (an emulator not started yet), try again every few
+        seconds, so the app comes online by itself once it does."""
+        failures = 0
+        while True:
+            backend = Backend(self.settings,
+                              on_relay_status=lambda text, ok: self.post_message(RelayStatus(text, ok)))
+            try:
+                manager = await backend.start()
+            except asyncio.CancelledError:  # the app quit while starting: leave nothing running
+                await backend.stop()
+                raise
+            except RelayGoneError as exc:
+                await backend.stop()
+                self.post_message(BackendFailed(exc, retrying=self.RETRY_RELAY_EVERY, first=failures == 0))
+                failures += 1
+                await asyncio.sleep(self.RETRY_RELAY_EVERY)
+                continue
+            except Exception as exc:
+                await backend.stop()
+                self.post_message(BackendFailed(exc))
+                return
+            break
         self._backend = backend
+        if failures:
+            self.post_message(RelayStatus(f"The relay answers now ({self.settings.describe_relay()}).", True))
         self.post_message(BackendReady(manager, self.settings.describe_relay()))
 
     def on_backend_ready(self, message: BackendReady) -> None:
@@ -148,6 +165,12 @@ class PeerchatApp(App[None]):
 
     def on_backend_failed(self, message: BackendFailed) -> None:
         text = describe_error("Starting peerchat", message.error)
+        if message.retrying is not None:
+            self.main.show_relay(f"✗ offline: {text} — retrying every {message.retrying:g} s", ok=False)
+            if message.first:  # said once; the relay line keeps saying it
+                self.notify(f"{text}. Retrying every {message.retrying:g} s.", title="Not connected",
+                            severity="error", timeout=30)
+            return
         self.main.show_relay(f"✗ offline: {text}", ok=False)
         self.notify(text, title="Not connected", severity="error", timeout=30)
 

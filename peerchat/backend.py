@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -138,17 +141,61 @@ def open_session(connection: PeerConnection, download_dir: Path) -> SessionLink:
     return SessionLink(connection, transfers, tap)
 
 
-async def relay_answers(host: str, port: int, *, timeout: float = 2.0) -> bool:
-    """True when something at host:port answers like a Realtime Database (an HTTP reply to a shallow read)."""
+@dataclass(frozen=True)
+class RelayProbe:
+    """What answers at an emulator's address: ``ok`` when it is a Realtime Database; otherwise ``what`` says in
+    words what is there ("nothing answers (connection refused)", "an HTTP server that is not a Realtime Database
+    (HTTP 404, text/html)")."""
+
+    ok: bool
+    what: str
+
+    def problem(self, host: str, port: int) -> str:
+        """One line: what is at host:port instead of a database."""
+        return f"{self.what} at {host}:{port}"
+
+
+async def probe_relay(host: str, port: int, *, timeout: float = 2.0) -> RelayProbe:
+    """Ask host:port for a shallow read, as a Realtime Database answers it: JSON (``null``, an object, or an error
+    object such as "Permission denied"). Anything else (an HTML page, no HTTP at all, no answer) is not one."""
     import aiohttp  # loads with the relay, not for `peerchat --help`
 
     url = f"http://{host}:{port}/.json?ns=peerchat&shallow=true"
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
             async with http.get(url) as response:
-                return response.status < 500
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
-        return False
+                kind = response.content_type or "no content type"
+                server = response.headers.get("Server")
+                body = await response.content.read(4096)
+    except aiohttp.ClientConnectorError as exc:
+        error = exc.os_error
+        if isinstance(error, socket.gaierror):
+            reason = f"the host name is not known: {error.strerror}"
+        elif error is not None and error.errno:
+            reason = os.strerror(error.errno)
+        else:
+            reason = str(error or exc)
+        return RelayProbe(False, f"nothing answers ({(reason or 'no connection').lower()})")
+    except (aiohttp.ClientResponseError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError):
+        return RelayProbe(False, "something that does not speak HTTP answers")
+    except asyncio.TimeoutError:
+        return RelayProbe(False, f"nothing answers within {timeout:g} s")
+    except (aiohttp.ClientError, OSError) as exc:
+        return RelayProbe(False, f"nothing answers ({type(exc).__name__}: {exc})".rstrip(": )") + ")")
+    if kind == "application/json":
+        try:
+            json.loads(body or b"null")
+        except ValueError:
+            pass
+        else:
+            return RelayProbe(True, "a Realtime Database")
+    by = f", {server}" if server else ""
+    return RelayProbe(False, f"an HTTP server that is not a Realtime Database (HTTP {response.status}, {kind}{by})")
+
+
+async def relay_answers(host: str, port: int, *, timeout: float = 2.0) -> bool:
+    """True when something at host:port answers like a Realtime Database (see :func:`probe_relay`)."""
+    return (await probe_relay(host, port, timeout=timeout)).ok
 
 
 class Backend:
@@ -212,12 +259,20 @@ class Backend:
         settings = self.settings
         if settings.mode != "firebase":
             host, port = self._address
-            if not await relay_answers(host, port):
+            probe = await probe_relay(host, port)
+            if not probe.ok:
                 if settings.mode == "emulator":
-                    raise RelayGoneError(
-                        f"no emulator answers at {host}:{port}. Start one with `peerchat emulator --port {port}` "
-                        "or fix --emulator / FIREBASE_DATABASE_EMULATOR_HOST"
-                    )
+                    if probe.what.startswith("nothing"):
+                        why = probe.what.removeprefix("nothing answers ").strip("()")
+                        raise RelayGoneError(
+                            f"no emulator answers at {host}:{port} ({why}). Start one with `peerchat emulator "
+                            f"--port {port}` or fix --emulator / FIREBASE_DATABASE_EMULATOR_HOST"
+                        )
+                    raise RelayGoneError(f"{probe.problem(host, port)}. Point --emulator (or "
+                                         "FIREBASE_DATABASE_EMULATOR_HOST) at a Realtime Database emulator")
+                if not probe.what.startswith("nothing"):
+                    raise RelayGoneError(f"{probe.problem(host, port)}, where the embedded emulator should run. "
+                                         "Stop that server, or run peerchat with --emulator HOST:PORT")
                 await self._start_emulator()
         self._firebase_app = self._init_firebase()
         from core import FirebasePeerConnectionManager, webrtc_upgrader
