@@ -150,7 +150,7 @@ class PeerchatApp(App[None]):
         self._backend = backend
         if failures:
             self.post_message(RelayStatus(f"The relay answers now ({self.settings.describe_relay()}).", True))
-        self.post_message(BackendReady(manager, self.settings.describe_relay()))
+        self.post_message(BackendReady(manager, backend.relay_description))
 
     def on_backend_ready(self, message: BackendReady) -> None:
         manager = self.manager = message.manager
@@ -175,7 +175,14 @@ class PeerchatApp(App[None]):
         self.notify(text, title="Not connected", severity="error", timeout=30)
 
     def on_relay_status(self, message: RelayStatus) -> None:
-        self.main.show_relay(("● " if message.ok else "✗ ") + message.text, ok=message.ok)
+        if message.ok and self.manager is not None:
+            # Back (or restarted here): the line says where the relay is now; the news is in the notification.
+            if self._backend is not None:
+                self._relay_description = self._backend.relay_description
+            if self._relay_outage is None:
+                self.main.show_relay(f"● online via {self._relay_description}", ok=True)
+        elif not message.ok:
+            self.main.show_relay(f"✗ {message.text}", ok=False)
         self.notify(message.text, title="Relay", severity="information" if message.ok else "error",
                     timeout=6 if message.ok else 30)
 
@@ -193,6 +200,8 @@ class PeerchatApp(App[None]):
                         title="Relay unreachable", severity="error", timeout=30)
         elif isinstance(event, RelayRestoredEvent):
             self._relay_outage = None
+            if self._backend is not None:  # the emulator may run here now, or in another peerchat
+                self._relay_description = self._backend.relay_description
             if self._relay_timer is not None:
                 self._relay_timer.stop()
                 self._relay_timer = None

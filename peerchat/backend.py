@@ -239,6 +239,18 @@ class Backend:
         return self._emulator
 
     @property
+    def relay_description(self) -> str:
+        """Where the relay is, in words, as it is now: "embedded emulator HOST:PORT" only while this process runs
+        it; the emulator of another peerchat on this machine is "emulator HOST:PORT (shared with another peerchat)"."""
+        settings = self.settings
+        if settings.relay_name or settings.mode != "embedded":
+            return settings.describe_relay()
+        host, port = self._address
+        if self._emulator is not None:
+            return f"embedded emulator {host}:{port}"
+        return f"emulator {host}:{port} (shared with another peerchat)"
+
+    @property
     def relay_address(self) -> tuple[str, int]:
         """The emulator's (host, port) in the emulator modes."""
         return self._address

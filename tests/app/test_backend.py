@@ -48,6 +48,7 @@ async def test_embedded_relay_already_running_is_shared_and_restarted_when_it_go
     try:
         manager = await laptop.start()
         assert laptop.emulator is None  # it used the one that answered
+        assert laptop.relay_description == f"emulator 127.0.0.1:{port} (shared with another peerchat)"
         desktop = Backend(Settings(user=laptop.settings.user, label="desktop", device_id="desktop-1", webrtc=False,
                                    download_dir=tmp_path), embedded_at=("127.0.0.1", port), watch_interval=0,
                           options=options)
@@ -59,6 +60,7 @@ async def test_embedded_relay_already_running_is_shared_and_restarted_when_it_go
         await wait_until(lambda: news, timeout=30, what="the watchdog's news")
         assert news[0] == (f"The embedded emulator stopped; restarted it on 127.0.0.1:{port}.", True)
         assert laptop.emulator is not None
+        assert laptop.relay_description == f"embedded emulator 127.0.0.1:{port}"
         assert await relay_answers("127.0.0.1", port)
     finally:
         await laptop.stop()
