@@ -38,7 +38,7 @@ from .messages import (
     RelayStatus,
     SessionOpened,
 )
-from .models import DeviceDirectory, format_duration, relay_outage_line
+from .models import DeviceDirectory, DeviceRow, format_duration, relay_outage_line
 from .screens import MainScreen
 from .widgets import DeviceList, SessionView
 
@@ -91,6 +91,7 @@ class PeerchatApp(App[None]):
         self._relay_outage: RelayUnavailableEvent | None = None
         self._relay_timer: Timer | None = None
         self._connecting: set[str] = set()
+        self._show_all_devices = False
         self._history_problem: HistoryError | None = None
         try:
             store = History(settings.history_path)
@@ -250,10 +251,37 @@ class PeerchatApp(App[None]):
             self._directory.update_devices(message.devices, self._clock())
         else:
             self._directory.update(message.peers, self._clock())
-        self.main.show_devices(self._directory.rows())
+        self.main.show_devices(self._device_rows())
         for view in self.main.sessions():
             if view.queued:
                 self._connect_when_online(view)
+
+    HIDE_OFFLINE_AFTER = 7 * 86400.0  # devices offline for longer are hidden (the palette shows them again)
+
+    def _device_rows(self) -> list[DeviceRow]:
+        keep = {view.peer.id for view in self.main.sessions()} if self.screen_stack else set()
+        return self._directory.rows(now=self._clock(),
+                                    hide_after=None if self._show_all_devices else self.HIDE_OFFLINE_AFTER,
+                                    keep=keep)
+
+    def action_toggle_old_devices(self) -> None:
+        self._show_all_devices = not self._show_all_devices
+        self.main.show_devices(self._device_rows())
+
+    @work(group="forget", exit_on_error=False)
+    async def _forget_device(self, peer: PeerInfo) -> None:
+        forget = getattr(self.manager, "forget_peer", None)
+        if forget is None:
+            self.notify("Not connected to the relay yet.", severity="warning")
+            return
+        try:
+            await forget(peer.id)
+        except Exception as exc:
+            self.post_message(ActionFailed(f"Forgetting {peer.label}", exc))
+            return
+        self._directory.forget(peer.id)
+        self.main.show_devices(self._device_rows())
+        self.notify(f"{peer.label} is forgotten; it shows up again when it comes online. Its history stays here.")
 
     def on_session_view_wants_connection(self, message: SessionView.WantsConnection) -> None:
         self._connect_when_online(message.view)
@@ -473,13 +501,30 @@ class PeerchatApp(App[None]):
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for row in self._directory.rows():
+        for row in self._device_rows():
+            peer = row.peer
             if row.online:
-                peer = row.peer
                 yield SystemCommand(
                     f"Connect to {peer.label}", f"Open a session with {peer.label} ({peer.id})",
                     lambda peer=peer: self.open_session_with(peer),
                 )
+            else:
+                yield SystemCommand(
+                    f"Conversation with {peer.label}", f"Show the history with {peer.label} ({peer.id}, offline)",
+                    lambda peer=peer: self.open_session_with(peer, online=False),
+                )
+                yield SystemCommand(
+                    f"Forget {peer.label}", f"Remove {peer.label} ({peer.id}, offline) from every device's list "
+                    "until it comes online again", lambda peer=peer: self._forget_device(peer),
+                )
+        hidden = self._directory.hidden(self._clock(), self.HIDE_OFFLINE_AFTER)
+        if self._show_all_devices or hidden:
+            days = self.HIDE_OFFLINE_AFTER / 86400
+            yield SystemCommand(
+                f"{'Hide' if self._show_all_devices else 'Show'} devices offline for more than {days:g} days",
+                f"{hidden} device(s) offline for long" + (" are listed" if self._show_all_devices else " are hidden"),
+                self.action_toggle_old_devices,
+            )
         # Every binding of the footer is here too, with its key.
         yield SystemCommand("Devices (Ctrl+D)", "Move to the device list", lambda: self.main.action_focus_devices())
         yield SystemCommand("Next session (Ctrl+T)", "Show the next session's tab", lambda: self.main.action_next_session())

@@ -207,6 +207,7 @@ class Backend:
         watch_interval: seconds between relay health checks (emulator modes only; 0 turns them off).
         options: the manager's options (default: core's, with ``webrtc`` from the settings).
         embedded_at: where the embedded emulator lives (default 127.0.0.1:9000; tests use a free port).
+        short_lived: a headless command: this device leaves no presence record behind when it stops.
     """
 
     def __init__(
@@ -217,13 +218,15 @@ class Backend:
         watch_interval: float = 3.0,
         options: ManagerOptions | None = None,
         embedded_at: tuple[str, int] | None = None,
+        short_lived: bool = False,
     ) -> None:
         self.settings = settings
         self._address = settings.emulator_address if settings.mode != "embedded" or embedded_at is None \
             else embedded_at
         self._on_relay_status = on_relay_status or (lambda text, ok: None)
         self._watch_interval = watch_interval
-        self._options = options or ManagerOptions(webrtc=settings.webrtc)
+        # A short-lived device (a headless command) removes its presence record when it stops: no one lists it after.
+        self._options = options or ManagerOptions(webrtc=settings.webrtc, leave_presence=not short_lived)
         self._emulator: Any = None
         self._firebase_app: Any = None
         self._watchdog: asyncio.Task[None] | None = None

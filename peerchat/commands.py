@@ -194,7 +194,7 @@ def _say(stream: TextIO, text: str) -> None:
 
 
 async def peers_main(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    async with Backend(settings, watch_interval=0) as manager:
+    async with Backend(settings, watch_interval=0, short_lived=True) as manager:
         # The presence listener delivers the whole list in its first event, just after start(): wait for it.
         deadline = time.monotonic() + args.wait
         while not (peers := await manager.get_online_peers()) and time.monotonic() < deadline:
@@ -311,7 +311,7 @@ async def send_main(settings: Settings, args: argparse.Namespace, out: TextIO, e
 
 async def _send(settings: Settings, args: argparse.Namespace, err: TextIO, files: list[Path],
                 text: str | None) -> int:
-    async with Backend(settings, watch_interval=0) as manager:
+    async with Backend(settings, watch_interval=0, short_lived=True) as manager:
         peer = await find_online(manager, args.device, args.wait, err)
         _say(err, f"connecting to {peer.label} ({peer.id})…")
         connection = await manager.connect_to_peer(peer.id, confirm_data_receival=True)
@@ -515,7 +515,7 @@ async def _receive(settings: Settings, args: argparse.Namespace, out: TextIO, er
         transfers.events.on(TRANSFER_FINISHED, lambda event: track(event, True))
         transfers.events.on(TRANSFER_FAILED, lambda event: track(event, True))
 
-    async with Backend(settings, watch_interval=0) as manager:
+    async with Backend(settings, watch_interval=0, short_lived=True) as manager:
         manager.events.on(INCOMING_CONNECTION, on_incoming)
         where = "the first text or file goes to standard output" if to_stdout else f"files go to {download_dir}"
         say(err, f"receiving as {settings.label} ({settings.device_id}) of user {settings.user} on "

@@ -123,10 +123,25 @@ class DeviceDirectory:
                 if status.last_seen is not None:
                     self._last_seen[status.info.id] = status.last_seen
 
-    def rows(self) -> list[DeviceRow]:
-        """Online devices first, then offline ones, each by label."""
+    def rows(self, *, now: float | None = None, hide_after: float | None = None,
+             keep: set[str] | frozenset[str] = frozenset()) -> list[DeviceRow]:
+        """Online devices first, then offline ones, each by label. With ``now`` and ``hide_after`` (seconds),
+        devices offline for longer than that are left out, unless their id is in ``keep``."""
         rows = [DeviceRow(p, p.id in self._online, self._last_seen.get(p.id)) for p in self._known.values()]
+        if now is not None and hide_after is not None:
+            rows = [r for r in rows if r.online or r.peer.id in keep or r.last_seen is None
+                    or now - r.last_seen <= hide_after]
         return sorted(rows, key=lambda r: (not r.online, r.peer.label.lower(), r.peer.id))
+
+    def hidden(self, now: float, hide_after: float) -> int:
+        """How many devices :meth:`rows` leaves out with these values."""
+        return len(self._known) - len(self.rows(now=now, hide_after=hide_after))
+
+    def forget(self, peer_id: str) -> None:
+        """Leave ``peer_id`` out until it is heard of again."""
+        self._known.pop(peer_id, None)
+        self._last_seen.pop(peer_id, None)
+        self._online.discard(peer_id)
 
     def find(self, name: str) -> list[PeerInfo]:
         """Devices whose id is ``name``, or else whose label is ``name`` (case-insensitive)."""

@@ -87,10 +87,15 @@ def test_text_from_standard_input_to_standard_output(common, cli_env):
     assert out.decode() == "grüße\tand a tab\n"
 
 
-def test_send_to_an_offline_device_says_it_waits_and_when_it_was_last_seen(common, cli_env, tmp_path):
-    receiver = start_receiver([], common, cli_env)
-    receiver.terminate()
-    assert finish(receiver, 30)[0] == 130
+def test_send_to_an_offline_device_says_it_waits_and_when_it_was_last_seen(emulator, common, cli_env, tmp_path):
+    import requests
+
+    # The desktop's app ran a moment ago and left its record: offline, last seen now (by the server's clock).
+    user = common[common.index("--user") + 1]
+    response = requests.put(f"{emulator.url}/presence/{user}/desk-1.json", params={"ns": "peerchat"},
+                            json={"label": "desktop", "online": False, "lastSeen": {".sv": "timestamp"}},
+                            headers={"Authorization": "Bearer owner"}, timeout=10)
+    response.raise_for_status()
     code, _, err = finish(peerchat(["send", "desktop", "--text", "x", "--wait", "1", "--label", "laptop", *common],
                                    cli_env), 60)
     assert code == 3
@@ -150,3 +155,21 @@ def test_stdin_used_twice_or_a_bad_name_is_a_usage_error(cli_env, common):
                           (["send", "d", "a", "--name", "x"], "--name names standard input")):
         code, _, err = finish(peerchat([*argv, *common], cli_env, stdin=subprocess.PIPE), stdin=b"data")
         assert code == 2 and message in err, err
+
+
+def test_a_headless_command_leaves_no_device_behind(emulator, cli_env, common):
+    import requests
+
+    user = common[common.index("--user") + 1]
+
+    def presence() -> dict:
+        response = requests.get(f"{emulator.url}/presence/{user}.json", params={"ns": "peerchat"},
+                                headers={"Authorization": "Bearer owner"}, timeout=10)
+        response.raise_for_status()
+        return response.json() or {}
+
+    receiver = start_receiver(["--device-id", "desk-1"], common, cli_env)
+    assert presence()["desk-1"]["online"] is True  # listed while it runs
+    receiver.terminate()
+    assert finish(receiver, 30)[0] == 130
+    assert "desk-1" not in presence()

@@ -164,3 +164,24 @@ def test_relay_outage_line_says_how_long_why_and_that_it_retries():
     assert "x" * 39 + "…" in long and "x" * 40 not in long
     assert "no answer" in relay_outage_line("  ", since=5.0, now=1.0)  # clock skew never shows a negative time
     assert "for 0 s" in relay_outage_line("  ", since=5.0, now=1.0)
+
+
+def test_devices_offline_for_long_are_hidden_unless_kept_or_asked_for():
+    from core import DeviceStatus
+    from peerchat.models import DeviceDirectory
+
+    directory = DeviceDirectory()
+    now = 1_000_000.0
+    directory.update_devices([
+        DeviceStatus(PeerInfo("a", "old"), False, now - 8 * 86400),
+        DeviceStatus(PeerInfo("b", "recent"), False, now - 3600),
+        DeviceStatus(PeerInfo("c", "online"), True, None),
+        DeviceStatus(PeerInfo("d", "unknown"), False, None),
+    ], now)
+    week = 7 * 86400
+    assert [r.peer.id for r in directory.rows(now=now, hide_after=week)] == ["c", "b", "d"]
+    assert directory.hidden(now, week) == 1
+    assert [r.peer.id for r in directory.rows(now=now, hide_after=week, keep={"a"})] == ["c", "a", "b", "d"]
+    assert [r.peer.id for r in directory.rows()] == ["c", "a", "b", "d"]
+    directory.forget("b")
+    assert [r.peer.id for r in directory.rows()] == ["c", "a", "d"]
