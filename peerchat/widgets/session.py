@@ -450,14 +450,14 @@ class SessionView(Vertical):
         assert self.link is not None
         row.worker = asyncio.current_task()
         try:
-            transfer = await self.link.transfers.send_files(paths)
+            transfer = await self.link.transfers.send_files(paths, on_prepare=row.preparing_progress)
         except asyncio.CancelledError:
             row.finish("✗ cancelled while preparing", ok=False)
             self._linger(row)
             self.note(f"Cancelled sending {row.file_name}.", "italic yellow")
             return
         except Exception as exc:
-            row.finish("✗ not sent", ok=False)
+            row.finish("✗ not sent (the reason is in the notification)", ok=False)
             self._linger(row)
             self.post_message(ActionFailed(f"Sending files to {self.peer_label}", exc))
             return
@@ -574,7 +574,7 @@ class SessionView(Vertical):
         row = self.query_one(TransferList).row(event.transfer.id)
         text = describe_error("The transfer", event.error)
         if row is not None:
-            row.finish(f"✗ {event.error}", ok=False)
+            row.finish("✗ failed (the reason is in the conversation)", ok=False)
             self._linger(row)
         if event.direction == "send":
             self._file_sent(event.transfer, "failed", row.source if row is not None else None)

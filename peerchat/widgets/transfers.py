@@ -36,6 +36,15 @@ class TransferRow(Vertical):
         yield ProgressBar(total=None if self.preparing else max(self.total, 1), show_eta=False,
                           classes="transfer-bar")
 
+    def preparing_progress(self, done: int, total: int) -> None:
+        """How much of the files is read (their SHA-256) before the offer."""
+        if self.finished or not self.preparing:
+            return
+        self.query_one(ProgressBar).update(total=max(total, 1), progress=done)
+        percent = 100 * done / total if total else 100.0
+        self.query_one(".transfer-stats", Label).update(
+            f"preparing: {percent:.0f}% of {format_bytes(total)} read (SHA-256) · Ctrl+X cancels")
+
     def ready(self, key: str, name: str, total: int) -> None:
         """The files are read and offered: this row is now transfer ``key`` of ``total`` bytes."""
         self.key, self.file_name, self.total, self.preparing, self.worker = key, name, total, False, None

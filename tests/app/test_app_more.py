@@ -7,9 +7,9 @@ import dataclasses
 import os
 import time
 
-from textual.widgets import DirectoryTree, Input, TabbedContent
+from textual.widgets import DirectoryTree, Input, RichLog, TabbedContent
 
-from app_helpers import FAST, settings_for, wait_until
+from app_helpers import FAST, in_log, settings_for, wait_until
 from core.errors import TransferCancelledError
 from core.events import INCOMING_CONNECTION
 from peerchat.app import create_app
@@ -168,3 +168,30 @@ async def test_a_narrow_terminal_leaves_the_ids_out_of_the_device_list(make_mana
         await wait_until(lambda: len(devices.ordered_columns) == 4, pilot, what="the ID column back")
         assert devices.get_cell("desktop-id", "id").plain == "desktop-id"
         assert devices.selected_peer is not None and devices.selected_peer.id == "desktop-id"
+
+
+async def test_a_transfer_can_be_cancelled_while_its_file_is_read(make_manager, tmp_path):
+    laptop = await make_manager("laptop")
+    desktop = await make_manager("desktop")
+    remote = []
+    desktop.events.on(INCOMING_CONNECTION, lambda e: remote.append(open_session(e.connection, tmp_path / "dl")))
+    big = tmp_path / "huge.img"
+    with big.open("wb") as f:
+        f.truncate(8 * 1024 * 1024 * 1024)  # sparse: reading all of it would take a long while
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_until(lambda: rows(app), pilot, what="the desktop in the list")
+        await pilot.press("enter")
+        view = await wait_until(lambda: app.main.active_session, pilot, what="the session")
+        await wait_until(lambda: not view.closed, pilot, what="the connection")
+        view.query_one(Input).value = f"/send {big}"
+        await pilot.press("enter")
+        row = await wait_until(lambda: next(iter(view.query(TransferRow)), None), pilot, what="the row")
+        stats = row.query_one(".transfer-stats")
+        await wait_until(lambda: "% of 8.0 GiB read (SHA-256)" in str(stats.render()), pilot,
+                         what="the reading progress")
+        await pilot.press("ctrl+x")
+        await wait_until(lambda: row.finished, pilot, what="the row to end")
+        assert "cancelled while preparing" in str(stats.render())
+        assert in_log("Cancelled sending huge.img.", view.query_one(RichLog))
+        assert remote[0].transfers.transfers == {}  # nothing was ever offered
