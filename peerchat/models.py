@@ -325,7 +325,8 @@ def missing_paths_error(paths: tuple[Path, ...] | list[Path], typed: str = "") -
         problem = path_problem(path)
         if problem is not None:
             hint = ""
-            if problem.endswith("does not exist") and " " in typed and '"' not in typed and "'" not in typed:
+            words = typed.partition(" ")[2].strip()  # what followed "/send "
+            if problem.endswith("does not exist") and " " in words and '"' not in words and "'" not in words:
                 hint = ' Quote a path with spaces: /send "my file.txt".'
             elif problem.endswith("does not exist"):
                 hint = " Check the path."

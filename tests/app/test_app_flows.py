@@ -150,10 +150,71 @@ async def test_typed_command_errors_are_explained(make_manager, tmp_path):
         await wait_until(lambda: devices.row_count == 1, pilot, what="desktop in the device list")
         await pilot.press("enter")
         view: SessionView = await wait_until(lambda: app.main.active_session, pilot, what="the session")
+        message = view.query_one(Input)
         await pilot.press(*"/frobnicate", "enter")
-        view.query_one(Input).value = f"/send {tmp_path / 'nope.txt'}"  # pilot.press reads "_" as a pause
+        assert message.value == "/frobnicate"  # kept, to be corrected
+        message.value = f"/send {tmp_path / 'nope.txt'}"  # pilot.press reads "_" as a pause
         await pilot.press("enter")
         await pilot.pause()
         messages = [n.message for n in app._notifications]
         assert any("unknown command /frobnicate" in m for m in messages)
-        assert any("nope.txt does not exist" in m for m in messages)
+        assert any("nope.txt does not exist. Check the path." in m for m in messages)
+        assert message.value == f"/send {tmp_path / 'nope.txt'}"
+
+        # A path with a space: unquoted it is two paths, and the error says to quote it; quoted it is sent.
+        spaced = tmp_path / "my notes.txt"
+        spaced.write_text("hello")
+        message.value = f"/send {spaced}"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert any('Quote a path with spaces: /send "my file.txt"' in n.message for n in app._notifications)
+        assert message.value == f"/send {spaced}"
+        message.value = f'/send "{spaced}"'
+        await pilot.press("enter")
+        await wait_until(lambda: message.value == "", pilot, what="the input cleared once sent")
+        from peerchat.widgets import TransferRow
+        row = await wait_until(lambda: next(iter(view.query(TransferRow)), None), pilot, what="the transfer row")
+        assert row.file_name == "my notes.txt"
+
+
+async def test_a_restarted_device_gets_the_same_tab_and_the_list_marks_open_sessions(make_manager, tmp_path):
+    laptop = await make_manager("laptop")
+    desktop = await make_manager("desktop")
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        first = await desktop.connect_to_peer("laptop-id")
+        await wait_until(lambda: isinstance(app.screen, IncomingConnectionDialog), pilot, what="the dialog")
+        await pilot.press("a")
+        view = await wait_until(lambda: app.main.active_session, pilot, what="the tab")
+        devices = app.main.query_one(DeviceList)
+        await wait_until(lambda: "desktop-id" in devices.connected, pilot, what="the desktop marked in the list")
+        await first.send("before the restart")
+        chat = view.query_one(RichLog)
+        await wait_until(lambda: "desktop  before the restart" in log_text(chat), pilot, what="the first message")
+
+        # The desktop restarts (its process died: no close) and connects again.
+        await desktop.stop()
+        desktop = await make_manager("desktop")
+        second = await desktop.connect_to_peer("laptop-id")
+        await wait_until(lambda: isinstance(app.screen, IncomingConnectionDialog), pilot, what="the dialog again")
+        await pilot.press("a")
+        await wait_until(lambda: view.connection is not None and view.connection.session_id == second.session_id,
+                         pilot, what="the new connection in the same tab")
+        assert app.main.sessions() == [view]
+        await second.send("after the restart")
+        await wait_until(lambda: "desktop  after the restart" in log_text(chat), pilot, what="the second message")
+        assert "desktop  before the restart" in log_text(chat)
+
+        await pilot.press("ctrl+w")
+        await wait_until(lambda: "desktop-id" not in devices.connected, pilot, what="the mark gone")
+
+
+async def test_every_footer_binding_is_in_the_command_palette(make_manager, tmp_path):
+    laptop = await make_manager("laptop")
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        titles = [command.title for command in app.get_system_commands(app.main)]
+        for binding in app.main.BINDINGS:
+            key = binding.key.replace("ctrl+", "Ctrl+").upper().replace("CTRL+", "Ctrl+")
+            assert any(f"({key})" in title for title in titles), (binding, titles)
