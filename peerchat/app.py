@@ -94,10 +94,10 @@ class PeerchatApp(App[None]):
         self._show_all_devices = False
         self._history_problem: HistoryError | None = None
         try:
-            store = History(settings.history_path)
+            store = History(settings.history_path, clock=clock)
         except HistoryError as exc:  # the app still works; nothing is kept until it is fixed
             self._history_problem = exc
-            store = History(None)
+            store = History(None, clock=clock)
         self.history = AsyncHistory(store)
         self.sub_title = f"{settings.label} · {settings.device_id} · user {settings.user}"
 

@@ -196,7 +196,7 @@ class SessionView(Vertical):
 
     def _status_markup(self) -> str:
         if self.link is None:
-            return "[dim]○ NOT CONNECTED[/]  [dim]messages you write are queued and sent once connected[/]"
+            return "[b]○ NOT CONNECTED[/]  [dim]what you write is queued[/]"
         return self.status.render(latency=self._show_latency)
 
     def _placeholder(self) -> str:
