@@ -185,3 +185,33 @@ async def test_closing_a_tab_with_a_running_transfer_asks_first(make_manager, tm
         await wait_until(lambda: app.main.sessions() == [], pilot, what="the tab to close")
         link = remote[0]
         await wait_until(lambda: link.connection.is_closed, what="the desktop to see the close")
+
+
+async def test_history_off_keeps_nothing_on_disk_and_clear_history_forgets(make_manager, tmp_path):
+    laptop = await make_manager("laptop")
+    await make_manager("desktop")
+    off = settings_for("laptop", tmp_path, history=False)
+    app = create_app(off, manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        view = await open_desktop(app, pilot)
+        await pilot.press(*"not kept", "enter")
+        chat = view.query_one(RichLog)
+        await wait_until(lambda: in_log("you  not kept  ✓✓ delivered", chat), pilot, what="the message delivered")
+        assert not app.history.persistent
+    assert off.history_path is None
+    assert not (tmp_path / "laptop-data").exists()
+
+    on = settings_for("laptop", tmp_path)
+    app = create_app(on, manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        view = await open_desktop(app, pilot)
+        await pilot.press(*"kept for now", "enter")
+        chat = view.query_one(RichLog)
+        await wait_until(lambda: in_log("you  kept for now  ✓✓ delivered", chat), pilot, what="the message delivered")
+        assert [e.body for e in History(on.history_path).page("desktop-id")] == ["kept for now"]
+        app.action_clear_history()
+        await wait_until(lambda: isinstance(app.screen, ConfirmDialog), pilot, what="the question")
+        await pilot.press("y")
+        await wait_until(lambda: in_log("History cleared.", chat), pilot, what="the cleared conversation")
+        assert "kept for now" not in log_text(chat)
+        assert History(on.history_path).page("desktop-id") == []
