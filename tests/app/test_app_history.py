@@ -125,6 +125,7 @@ async def test_messages_to_an_offline_device_wait_across_a_restart_and_go_in_ord
     app = create_app(settings, manager=laptop)
     async with app.run_test(size=(120, 36)) as pilot:
         view = await wait_until(lambda: app.main.view_for("desktop-id"), pilot, what="the restored conversation")
+        await wait_until(lambda: view.loaded, pilot, what="its history")
         chat = view.query_one(RichLog)
         await wait_until(lambda: in_log("you  two  ◷ queued", chat), pilot, what="the queue after the restart")
         desktop = await make_manager("desktop")

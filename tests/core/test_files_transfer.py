@@ -728,10 +728,10 @@ async def test_a_connection_closing_while_the_files_are_hashed_fails_the_send(tm
     hashing, release = threading.Event(), threading.Event()
     real_sha = core.files.transfers._sha256_of
 
-    def slow_sha(path):
+    def slow_sha(path, *args, **kwargs):
         hashing.set()
         release.wait(10)
-        return real_sha(path)
+        return real_sha(path, *args, **kwargs)
 
     monkeypatch.setattr(core.files.transfers, "_sha256_of", slow_sha)
     pair = MemoryConnectionPair()

@@ -565,7 +565,8 @@ async def test_a_short_lived_device_leaves_no_record_and_an_offline_one_can_be_f
     await cli.stop()
     await tablet.stop()
     # The tablet stays known (offline, last seen); the short-lived one is gone from every list.
-    await wait_for(lambda: [s.info.id for s in a._view.known] == ["tablet"], what="only the tablet known")
+    await wait_for(lambda: [(s.info.id, s.online) for s in a._view.known] == [("tablet", False)],
+                   what="only the tablet known, offline")
     with pytest.raises(ConnectError, match="only an offline device can be forgotten"):
         await a.forget_peer("laptop")
     await a.forget_peer("tablet")
