@@ -35,6 +35,7 @@ async def test_connect_from_the_device_list_and_chat_both_ways(make_manager, tmp
 
         await pilot.press("enter")
         view = await wait_until(lambda: app.main.active_session, pilot, what="the session tab")
+        await wait_until(lambda: view.connection is not None, pilot, what="the connection in the tab")
         assert view.connection.peer.label == "desktop"
         assert "RELAY" in str(view.query_one(".status", Static).render())
         assert app.focused is view.query_one(Input)
@@ -104,8 +105,9 @@ async def test_a_message_from_a_device_that_left_before_it_was_accepted_is_still
         view = await wait_until(lambda: app.main.active_session, pilot, what="the session, closed but shown")
         chat = view.query_one(RichLog)
         await wait_until(lambda: "desktop  the door code is 4711" in log_text(chat), pilot, what="the message")
-        await wait_until(lambda: view.closed, pilot, what="the session shown as closed")
-        assert "the other device closed it" in str(view.query_one(".status", Static).render())
+        await wait_until(lambda: "the other device closed it" in str(view.query_one(".status", Static).render()),
+                         pilot, what="the session shown as closed")
+        assert view.closed
 
 
 async def test_incoming_connection_declined(make_manager, tmp_path):
@@ -135,8 +137,9 @@ async def test_the_initiators_tab_says_the_other_device_declined(make_manager, t
         await wait_until(lambda: devices.row_count == 1, pilot, what="desktop in the device list")
         await pilot.press("enter")
         view: SessionView = await wait_until(lambda: app.main.active_session, pilot, what="the session tab")
-        await wait_until(lambda: view.closed, pilot, what="the session to show closed")
-        assert "desktop declined the session" in str(view.query_one(".status", Static).render())
+        await wait_until(lambda: "desktop declined the session" in str(view.query_one(".status", Static).render()),
+                         pilot, what="the session to show declined")
+        assert view.closed
         assert any("desktop declined the session" in n.message for n in app._notifications)
         assert "queued until it is connected" in view.query_one(Input).placeholder
 

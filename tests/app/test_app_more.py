@@ -33,6 +33,7 @@ async def test_connect_from_the_command_palette(make_manager, tmp_path):
         await pilot.pause(0.5)
         await pilot.press("enter")
         view = await wait_until(lambda: app.main.active_session, pilot, what="the session")
+        await wait_until(lambda: view.connection is not None, pilot, what="the connection in the tab")
         assert view.connection.peer.label == "desktop"
         # Again: the open session is shown, not a second one opened.
         await pilot.press("ctrl+d", "ctrl+p")
