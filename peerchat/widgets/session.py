@@ -24,7 +24,7 @@ from textual.message import Message
 from textual.widgets import Input, Static
 from textual.worker import Worker, WorkerState
 
-from core import ConnectionClosedError, PeerInfo
+from core import ConnectionClosedError, PeerInfo, TransferDeclinedError
 from core.events import (
     CLOSED,
     DATA,
@@ -571,6 +571,9 @@ class SessionView(Vertical):
         self._later(lambda: self._record("out", "file", name, status, path=source, size=transfer.bytes_total))
 
     def _on_failed(self, event: Any) -> None:
+        if event.direction == "receive" and isinstance(event.error, TransferDeclinedError) and \
+                self.query_one(TransferList).row(event.transfer.id) is None:
+            return  # this device declined the offer: "Declined N file(s)" says it once
         row = self.query_one(TransferList).row(event.transfer.id)
         text = describe_error("The transfer", event.error)
         if row is not None:
