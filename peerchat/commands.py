@@ -131,7 +131,7 @@ def register(subparsers: Any) -> None:
     send.set_defaults(command_main=send_main, handler=run_command, command_parser=send)
 
     receive = subparsers.add_parser("receive", help="stay online and save what your devices send", epilog=epilog)
-    receive.add_argument("--count", type=int, metavar="N", help="exit after N texts and files")
+    receive.add_argument("--count", type=int, metavar="N", help="exit after N texts and files (default: keep receiving)")
     receive.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds (code 5 if --count "
                          "was not reached; default: wait for ever)")
     receive.add_argument("--stdout", action="store_true", help="write the first text or file received to standard "

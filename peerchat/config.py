@@ -322,7 +322,8 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help="a real Firebase Realtime Database, https://PROJECT-default-rtdb.firebaseio.com")
     add("--credentials", default=argparse.SUPPRESS, help="the service-account JSON for --database-url")
     add("--emulator", default=argparse.SUPPRESS, metavar="HOST:PORT",
-        help="use the emulator at HOST:PORT (also FIREBASE_DATABASE_EMULATOR_HOST)")
+        help=f"use the emulator at HOST:PORT (also FIREBASE_DATABASE_EMULATOR_HOST; default: the one on "
+        f"{EMBEDDED_HOST}:{EMBEDDED_PORT}, started in this process if none answers there)")
     add("--no-webrtc", dest="webrtc", action="store_const", const=False, default=argparse.SUPPRESS,
         help="stay on the relay; never open a direct WebRTC link")
     add("--webrtc-addresses", dest="webrtc_addresses", default=argparse.SUPPRESS, metavar="IP[,IP...]",
