@@ -215,6 +215,7 @@ class AsyncHistory:
 
         self.history = history
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="history")
+        self._closed = False
 
     @property
     def persistent(self) -> bool:
@@ -224,6 +225,8 @@ class AsyncHistory:
         import asyncio
         import functools
 
+        if self._closed:
+            raise HistoryError("the history is closed (peerchat is quitting)")
         return await asyncio.get_running_loop().run_in_executor(self._executor,
                                                                 functools.partial(method, *args, **kwargs))
 
@@ -250,5 +253,9 @@ class AsyncHistory:
         return await self._call(self.history.clear)
 
     async def close(self) -> None:
+        """Close the database after the calls made before this one; later calls raise HistoryError."""
+        if self._closed:
+            return
         await self._call(self.history.close)
+        self._closed = True
         self._executor.shutdown(wait=False)

@@ -409,22 +409,29 @@ class SessionView(Vertical):
             await self._kick.wait()
             self._kick.clear()
             while self._queue and self.loaded and not self.closed:
-                entry = self._queue[0]
-                connection = self.connection
-                entry = self._queue[0] = await self._mark(entry, "sent")
+                entry = self._queue.popleft()  # out of the queue first: a clear or a retry meanwhile is safe
                 try:
-                    await connection.send(entry.body)
-                except Exception as exc:  # every failure is shown; the session stays usable
-                    self._queue.popleft()
-                    if connection.is_closed or isinstance(exc, ConnectionClosedError):
-                        self._queue.appendleft(await self._mark(entry, "queued"))
+                    if not await self._send_one(entry):
                         break
-                    await self._mark(entry, "failed")
-                    self.post_message(ActionFailed(f"Sending to {self.peer_label}", exc))
-                    continue
-                self._queue.popleft()
-                if getattr(connection, "confirm_data_receival", False):
-                    await self._mark(entry, "delivered")
+                except Exception as exc:  # the history failed: say so, and keep the outbox running
+                    self.post_message(ActionFailed("Keeping the conversation history", exc))
+
+    async def _send_one(self, entry: Entry) -> bool:
+        """Send one queued text and mark it; False when the connection closed under it (it is queued again)."""
+        connection = self.connection
+        entry = await self._mark(entry, "sent")
+        try:
+            await connection.send(entry.body)
+        except Exception as exc:  # every failure is shown; the session stays usable
+            if connection.is_closed or isinstance(exc, ConnectionClosedError):
+                self._queue.appendleft(await self._mark(entry, "queued"))
+                return False
+            await self._mark(entry, "failed")
+            self.post_message(ActionFailed(f"Sending to {self.peer_label}", exc))
+            return True
+        if getattr(connection, "confirm_data_receival", False):
+            await self._mark(entry, "delivered")
+        return True
 
     # --- files -----------------------------------------------------------------------------------------------
 

@@ -153,3 +153,6 @@ async def test_the_async_face_keeps_the_order_of_calls(path):
     assert [(e.body, e.status) for e in await history.page("desk")] == [("a", "delivered")]
     assert await history.queued() == []
     await history.close()
+    await history.close()  # twice is fine
+    with pytest.raises(HistoryError, match="closed"):
+        await history.page("desk")
