@@ -190,6 +190,35 @@ def _say(stream: TextIO, text: str) -> None:
     stream.flush()
 
 
+class Recorder:
+    """Keeps what a headless command sent and received in this device's conversation history, where the app shows
+    it (nothing with history off). A history that cannot be written is said once on ``err`` and never fails the
+    command."""
+
+    def __init__(self, settings: Settings, err: TextIO) -> None:
+        self._err = err
+        self._path = settings.history_path  # opened at the first entry: a command that gets nothing writes nothing
+        self._history: Any = None
+
+    def add(self, peer: PeerInfo, direction: str, kind: str, body: str, status: str, **kwargs: Any) -> None:
+        if self._path is None:
+            return
+        from .history import History, HistoryError
+
+        try:
+            if self._history is None:
+                self._history = History(self._path)
+            self._history.add(peer.id, peer.label, direction, kind, body, status, **kwargs)
+        except HistoryError as exc:
+            _say(self._err, f"peerchat: not kept in the history: {exc}")
+            self._path = None
+
+    def close(self) -> None:
+        if self._history is not None:
+            self._history.close()
+            self._history = None
+
+
 # --- peers -----------------------------------------------------------------------------------------------------
 
 
@@ -306,11 +335,16 @@ def read_send_inputs(args: argparse.Namespace, spool: Path, stdin: Any) -> tuple
 async def send_main(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     with tempfile.TemporaryDirectory(prefix="peerchat-send-") as spool:
         files, text = read_send_inputs(args, Path(spool), getattr(args, "stdin", None) or sys.stdin)
-        return await _send(settings, args, err, files, text)
+        recorder = Recorder(settings, err)
+        try:
+            return await _send(settings, args, err, files, text, recorder,
+                               stdin_file=files[args.files.index("-")] if "-" in args.files else None)
+        finally:
+            recorder.close()
 
 
 async def _send(settings: Settings, args: argparse.Namespace, err: TextIO, files: list[Path],
-                text: str | None) -> int:
+                text: str | None, recorder: Recorder, *, stdin_file: Path | None = None) -> int:
     async with Backend(settings, watch_interval=0, short_lived=True) as manager:
         peer = await find_online(manager, args.device, args.wait, err)
         _say(err, f"connecting to {peer.label} ({peer.id})…")
@@ -324,8 +358,12 @@ async def _send(settings: Settings, args: argparse.Namespace, err: TextIO, files
                 if text is not None:
                     await connection.send(text)
                     _say(err, "text delivered")
+                    recorder.add(peer, "out", "text", text, "delivered")
                 if files:
-                    await send_files(connection, files, settings, err)
+                    transfer = await send_files(connection, files, settings, err)
+                    for path, entry in zip(files, _top_level(transfer, files)):
+                        source = None if path == stdin_file else str(path.resolve())
+                        recorder.add(peer, "out", "file", entry[0], "delivered", path=source, size=entry[1])
 
         def declined_error(declined: ConnectionDeclinedError) -> CommandError:
             who = declined.label or peer.label
@@ -370,8 +408,18 @@ async def _declined(connection: PeerConnection, closed: asyncio.Future[Any],
     return None
 
 
-async def send_files(connection: PeerConnection, files: list[Path], settings: Settings, err: TextIO) -> None:
-    """Send ``files`` and wait until the other device verified every one (progress on ``err``)."""
+def _top_level(transfer: Any, paths: list[Path]) -> list[tuple[str, int]]:
+    """``(name, bytes)`` of each path sent (a folder counts everything in it), for the history."""
+    sizes: dict[str, int] = {}
+    for entry in transfer.files:
+        top = entry.path.split("/", 1)[0]
+        sizes[top] = sizes.get(top, 0) + entry.size
+    return [(path.name, sizes.get(path.name, 0)) for path in paths]
+
+
+async def send_files(connection: PeerConnection, files: list[Path], settings: Settings, err: TextIO) -> Any:
+    """Send ``files`` and wait until the other device verified every one (progress on ``err``); returns the
+    finished transfer."""
     from core import FileTransfers
 
     transfers = FileTransfers(connection, download_dir=settings.download_dir)
@@ -385,6 +433,7 @@ async def send_files(connection: PeerConnection, files: list[Path], settings: Se
         progress.close()
         await transfers.close()
     _say(err, f"files delivered and verified ({format_bytes(transfer.bytes_total)})")
+    return transfer
 
 
 class ProgressPrinter:
@@ -455,15 +504,20 @@ async def receive_main(settings: Settings, args: argparse.Namespace, out: TextIO
     if to_stdout and args.count not in (None, 1):
         raise CommandError("--stdout writes one text or file: leave out --count (or give --count 1)", EXIT_USAGE)
     count = 1 if to_stdout else args.count
-    if to_stdout:
-        with tempfile.TemporaryDirectory(prefix="peerchat-receive-") as spool:
-            return await _receive(settings, args, out, err, count, Path(spool), to_stdout=True)
-    check_download_dir(settings.download_dir)
-    return await _receive(settings, args, out, err, count, settings.download_dir, to_stdout=False)
+    if not to_stdout:
+        check_download_dir(settings.download_dir)
+    recorder = Recorder(settings, err)
+    try:
+        if to_stdout:
+            with tempfile.TemporaryDirectory(prefix="peerchat-receive-") as spool:
+                return await _receive(settings, args, out, err, count, Path(spool), recorder, to_stdout=True)
+        return await _receive(settings, args, out, err, count, settings.download_dir, recorder, to_stdout=False)
+    finally:
+        recorder.close()
 
 
 async def _receive(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO, count: int | None,
-                   download_dir: Path, *, to_stdout: bool) -> int:
+                   download_dir: Path, recorder: Recorder, *, to_stdout: bool) -> int:
     received = 0
     enough = asyncio.Event()
     closers: list[Any] = []
@@ -503,13 +557,24 @@ async def _receive(settings: Settings, args: argparse.Namespace, out: TextIO, er
     def on_incoming(event: Any) -> None:
         connection: PeerConnection = event.connection
         label = connection.peer.label
-        connection.events.on(DATA, lambda data: arrived("text", label, data.data))
+        peer = connection.peer
+
+        def got(kind: str, label: str, value: str) -> None:
+            if not enough.is_set():  # what --count does not take is not kept either
+                if kind == "text":
+                    recorder.add(peer, "in", "text", value, "received")
+                else:
+                    recorder.add(peer, "in", "file", Path(value).name, "received",
+                                 path=None if to_stdout else value, size=_size(value))
+            arrived(kind, label, value)
+
+        connection.events.on(DATA, lambda data: got("text", label, data.data))
         # Once --count is reached this command closes the sessions itself: that is no news.
         connection.events.on(CLOSED, lambda closed: enough.is_set() or say(
             err, f"session with {label} ended: {describe_close(closed.reason, closed.error)}"))
         closers.append(connection.disconnect)
         say(err, f"session from {label} ({connection.peer.id}) over {connection.transport.upper()}")
-        transfers = attach_receiver(connection, download_dir, arrived, err, closers, progress=progress, say=say)
+        transfers = attach_receiver(connection, download_dir, got, err, closers, progress=progress, say=say)
         transfers.events.on(TRANSFER_PROGRESS, lambda event: track(event, False))
         transfers.events.on(TRANSFER_FILE_DONE, lambda event: track(event, False))
         transfers.events.on(TRANSFER_FINISHED, lambda event: track(event, True))
@@ -540,6 +605,13 @@ async def _receive(settings: Settings, args: argparse.Namespace, out: TextIO, er
     for kind, value in for_stdout:
         await asyncio.to_thread(_write_stdout, out, kind, value)
     return EXIT_OK
+
+
+def _size(path: str) -> int | None:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return None
 
 
 def _write_stdout(out: TextIO, kind: str, value: str) -> None:

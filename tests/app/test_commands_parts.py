@@ -58,6 +58,7 @@ def test_exit_codes(error, code):
 
 def test_bad_input_is_one_line_with_its_exit_code(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     err = io.StringIO()
     args = parser().parse_args(["send", "laptop", str(tmp_path / "missing.txt"), "--emulator", "127.0.0.1:1"])
@@ -79,6 +80,7 @@ def test_unreachable_emulator_exits_4(tmp_path, monkeypatch):
     import socket
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -173,3 +173,51 @@ def test_a_headless_command_leaves_no_device_behind(emulator, cli_env, common):
     receiver.terminate()
     assert finish(receiver, 30)[0] == 130
     assert "desk-1" not in presence()
+
+
+def test_what_the_commands_send_and_receive_is_in_each_devices_history(common, cli_env, tmp_path):
+    from peerchat.history import History, history_file
+
+    payload = tmp_path / "report.pdf"
+    payload.write_bytes(b"%PDF" + os.urandom(5000))
+    downloads = tmp_path / "inbox"
+    receiver = start_receiver(["--count", "2", "--device-id", "desk-1", "--download-dir", str(downloads)], common,
+                              cli_env)
+    try:
+        sender = peerchat(["send", "desktop", str(payload), "--text", "the report", "--label", "laptop",
+                           "--device-id", "lap-1", *common], cli_env)
+        code, _, err = finish(sender, 90)
+        assert code == 0, err
+        code, _, err = finish(receiver, 60)
+        assert code == 0, err
+    finally:
+        if receiver.poll() is None:
+            receiver.kill()
+            receiver.communicate()
+    data = tmp_path / "data" / "peerchat"
+    sent = History(history_file(data, "lap-1")).page("desk-1")
+    assert [(e.direction, e.kind, e.body, e.status, e.path, e.size) for e in sent] == [
+        ("out", "text", "the report", "delivered", None, None),
+        ("out", "file", "report.pdf", "delivered", str(payload), 5004)]
+    got = History(history_file(data, "desk-1")).page("lap-1")
+    assert [(e.direction, e.kind, e.body, e.status, e.path, e.size) for e in got] == [
+        ("in", "text", "the report", "received", None, None),
+        ("in", "file", "report.pdf", "received", str(downloads / "report.pdf"), 5004)]
+
+
+
+def test_with_history_off_the_commands_keep_nothing(tmp_path):
+    import dataclasses
+    import io
+
+    from core import PeerInfo
+    from peerchat.commands import Recorder
+    from peerchat.config import Settings
+    from peerchat.history import history_file
+
+    settings = Settings(label="laptop", device_id="lap-1", data_dir=tmp_path)
+    for history, kept in ((False, False), (True, True)):
+        recorder = Recorder(dataclasses.replace(settings, history=history), io.StringIO())
+        recorder.add(PeerInfo("desk-1", "desktop"), "out", "text", "hello", "delivered")
+        recorder.close()
+        assert history_file(tmp_path, "lap-1").exists() is kept
