@@ -10,7 +10,7 @@ Rounds:
   host candidates on 127.0.0.1; signalled through the emulator), against ``webrtc-raw``: a bare aiortc data channel
   sending the same bytes as 64 KiB binary messages with the usual back-pressure. ``webrtc-link`` (optional) runs
   the transfer over a bare ``core.webrtc.WebRTCLink`` in a minimal PeerConnection, without the reliable stream.
-- ``relay``: ``FileTransfers`` over the relay connection (``core.relay``) through the emulator (its own process),
+- ``relay``: ``FileTransfers`` over the relay connection (``core.relay.connection``) through the emulator (its own process),
   against ``relay-raw``: sequential firebase-admin ``set()`` calls writing the same bytes, base64, in chunks of the
   size the transfer uses (nobody reads them). ``relay-conn`` (optional) sends the same chunks with the relay
   connection's own ``send_bytes``, without the transfer layer, to tell the layer's cost from the connection's.

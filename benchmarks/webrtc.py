@@ -8,7 +8,7 @@ ratio shows what the link's framing, events and flow control cost. Time to open 
 connection on the offering side to its data channel being open (offer, answer, ICE, DTLS, SCTP).
 
 The same rounds also send through a whole :class:`core.peer.PeerConnection` (two FirebasePeerConnectionManagers on
-our Realtime Database emulator, upgraded by :func:`core.upgrade.webrtc_upgrader`), and the upgrade time is measured
+our Realtime Database emulator, upgraded by :func:`core.webrtc.upgrade.webrtc_upgrader`), and the upgrade time is measured
 from relay-connected (the upgrader starts) to WebRTC-open (the link is attached).
 
 Run: ``uv run python benchmarks/webrtc.py [--sizes 1024 16384] [--mib 4] [--rounds 5] [--opens 15] [--no-connection]``

@@ -7,6 +7,9 @@ Everything a consumer needs is importable from here::
 A manager upgrades each connection to WebRTC by default (``ManagerOptions.webrtc``); ``webrtc_upgrader(options,
 **link_options)`` makes the upgrader to pass as ``upgrader=`` when the link needs other options.
 
+Sessions are end-to-end encrypted and open only when accepted: a manager takes ``accept=`` (asked with a
+``ConnectionRequest``) and ``keys=`` (a ``KeyStore``: ``MemoryKeyStore`` by default, ``FileKeyStore`` for apps).
+
 Files travel with ``FileTransfers(connection, download_dir=...)`` on a connection: ``send_files(paths)`` returns a
 ``Transfer``; the other side's ``incoming_transfer`` event carries an ``IncomingOffer`` to accept or decline.
 
@@ -30,10 +33,15 @@ from .errors import (
     ConnectionClosedError,
     ConnectionDeclinedError,
     DiskError,
+    HandshakeError,
     InsufficientSpaceError,
     IntegrityError,
+    KeyStoreError,
     MessageTooLargeError,
+    NoRouteError,
     PeerchatError,
+    PeerKeyChangedError,
+    PeerNotVerifiedError,
     PeerOfflineError,
     PeerTimeoutError,
     PermissionDeniedError,
@@ -47,12 +55,14 @@ from .errors import (
     UpgradeError,
 )
 from .events import (
+    AwaitingAccept,
     BinaryData,
     ConnectionClosed,
     Data,
     IncomingConnection,
     Latency,
     LinkChanged,
+    PeerKeyChanged,
     PeersChanged,
     ProtocolErrorEvent,
     Recovered,
@@ -62,7 +72,7 @@ from .events import (
     UpgradeFailed,
 )
 from .options import IceServer, ManagerOptions
-from .peer import DeviceStatus, PeerConnection, PeerConnectionManager, PeerInfo, Transport
+from .peer import ConnectionRequest, DeviceStatus, PeerConnection, PeerConnectionManager, PeerInfo, Route, Transport
 
 if TYPE_CHECKING:
     from .files import (
@@ -78,12 +88,16 @@ if TYPE_CHECKING:
         TransferState,
     )
     from .manager import FirebasePeerConnectionManager
+    from .protocol.identity import KnownDevice, Trust, comparison_code, fingerprint
+    from .trust.store import FileKeyStore, KeyStore, MemoryKeyStore
     from .webrtc.upgrade import WebRTCUpgrader, webrtc_upgrader
 
 # Names whose modules load on first use: module -> names.
 _LAZY_MODULES = {
     ".manager": ("FirebasePeerConnectionManager",),
     ".webrtc.upgrade": ("WebRTCUpgrader", "webrtc_upgrader"),
+    ".protocol.identity": ("KnownDevice", "Trust", "comparison_code", "fingerprint"),
+    ".trust.store": ("FileKeyStore", "KeyStore", "MemoryKeyStore"),
     ".files": (
         "FileEntry", "FileTransfers", "IncomingOffer", "IncomingTransfer", "Transfer", "TransferFailed",
         "TransferFileDone", "TransferFinished", "TransferProgress", "TransferState",
@@ -107,6 +121,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     # interfaces and the Firebase implementation
+    "ConnectionRequest",
     "DeviceStatus",
     "FirebasePeerConnectionManager",
     "IceServer",
@@ -114,7 +129,16 @@ __all__ = [
     "PeerConnection",
     "PeerConnectionManager",
     "PeerInfo",
+    "Route",
     "Transport",
+    # device identity and trust
+    "FileKeyStore",
+    "KeyStore",
+    "KnownDevice",
+    "MemoryKeyStore",
+    "Trust",
+    "comparison_code",
+    "fingerprint",
     # file transfers over any PeerConnection
     "FileEntry",
     "FileTransfers",
@@ -125,6 +149,7 @@ __all__ = [
     "WebRTCUpgrader",
     "webrtc_upgrader",
     # event payloads
+    "AwaitingAccept",
     "BinaryData",
     "ConnectionClosed",
     "Data",
@@ -132,6 +157,7 @@ __all__ = [
     "IncomingTransfer",
     "Latency",
     "LinkChanged",
+    "PeerKeyChanged",
     "PeersChanged",
     "ProtocolErrorEvent",
     "Recovered",
@@ -149,9 +175,14 @@ __all__ = [
     "ConnectionClosedError",
     "ConnectionDeclinedError",
     "DiskError",
+    "HandshakeError",
     "InsufficientSpaceError",
     "IntegrityError",
+    "KeyStoreError",
     "MessageTooLargeError",
+    "NoRouteError",
+    "PeerKeyChangedError",
+    "PeerNotVerifiedError",
     "PeerOfflineError",
     "PeerTimeoutError",
     "PeerchatError",

@@ -7,12 +7,17 @@
     │   └── PermissionDeniedError      the security rules refused an operation
     ├── ConnectError                 a connection could not be opened
     │   ├── PeerOfflineError           the device is unknown or not online
-    │   └── ConnectionDeclinedError    the other device refused the connection
+    │   ├── ConnectionDeclinedError    the other device refused the connection
+    │   ├── PeerKeyChangedError        the device shows another key than the one remembered for it
+    │   └── PeerNotVerifiedError       the settings refuse devices not verified with the comparison code
     ├── PeerTimeoutError             something did not happen within its time-out
     ├── MessageTooLargeError         a message is over the size the relay accepts
     ├── ConnectionClosedError        the connection closed while an operation waited on it
     ├── ProtocolError                malformed or unexpected data from the peer or the relay
+    │   └── HandshakeError             the session's key exchange failed (forged or broken messages)
+    ├── KeyStoreError                the device's key store cannot be read or written
     ├── UpgradeError                 a WebRTC upgrade failed (the relay link keeps working)
+    │   └── NoRouteError               no network path between the devices (NAT traversal failed)
     └── TransferError                a file transfer failed
         ├── TransferDeclinedError      the receiver declined the offer
         ├── TransferCancelledError     one side cancelled
@@ -70,6 +75,39 @@ class ConnectionDeclinedError(ConnectError):
         self.reason = reason
 
 
+class PeerKeyChangedError(ConnectError):
+    """This device shows another identity key than the one remembered for it, so the session was refused before
+    any data moved. It may have been reinstalled; or someone who can write to the database pretends to be it.
+    Check on the device itself (its fingerprint is in its device list), then forget the old key
+    (``peerchat devices forget ID``) and connect again.
+
+    Attributes:
+        device_id: the device's id.
+        label: its label.
+        remembered: the fingerprint of the key remembered for it.
+        presented: the fingerprint of the key it showed now.
+    """
+
+    def __init__(
+        self, message: str, *, device_id: str = "", label: str = "", remembered: str = "", presented: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.device_id = device_id
+        self.label = label
+        self.remembered = remembered
+        self.presented = presented
+
+
+class PeerNotVerifiedError(ConnectError):
+    """The settings allow sessions only with verified devices, and this one is not verified. Compare the code both
+    devices show (``peerchat devices verify ID``) and confirm it, then connect again."""
+
+    def __init__(self, message: str, *, device_id: str = "", label: str = "") -> None:
+        super().__init__(message)
+        self.device_id = device_id
+        self.label = label
+
+
 class PeerTimeoutError(PeerchatError):
     """Something took longer than its time-out.
 
@@ -101,8 +139,32 @@ class ProtocolError(PeerchatError):
     """Malformed or unexpected data arrived from the peer or the relay; it was ignored."""
 
 
+class HandshakeError(ProtocolError):
+    """The key exchange that opens a session failed: a message was malformed or not signed by the device it names.
+    The session did not open. If it happens again, someone may be tampering with the database."""
+
+
+class KeyStoreError(PeerchatError):
+    """This device's key store (its identity key and the devices it trusts) cannot be read or written; the message
+    names the file and what to do. Nothing was overwritten."""
+
+
 class UpgradeError(PeerchatError):
     """The direct WebRTC link could not be opened; messages keep flowing through the relay."""
+
+
+class NoRouteError(UpgradeError):
+    """No direct network path to the other device was found, so the relay carries the data. Behind home NATs a
+    STUN server finds one; behind a strict (symmetric) NAT or a firewall it takes a TURN server.
+
+    ``missing`` says what would most likely help: ``"stun"`` (no device knew a public address: add a STUN server),
+    ``"turn"`` (public addresses were tried and failed: add a TURN server), or None (a TURN server was tried too:
+    check that UDP or TCP to it is allowed, and its credentials).
+    """
+
+    def __init__(self, message: str, *, missing: str | None = None) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 class TransferError(PeerchatError):

@@ -7,6 +7,8 @@ Managers (``PeerConnectionManager.events``):
 - ``peers_changed``        -> :class:`PeersChanged`        the set of this user's online (or known) devices changed
 - ``relay_unavailable``    -> :class:`RelayUnavailable`    the relay (the database) stopped answering; retrying
 - ``relay_restored``       -> :class:`RelayRestored`       the relay answers again after an outage
+- ``awaiting_accept``      -> :class:`AwaitingAccept`      connect_to_peer's handshake is done; the other side decides
+- ``peer_key_changed``     -> :class:`PeerKeyChanged`      a device showed another key than the remembered one; refused
 
 Connections (``PeerConnection.events``):
 
@@ -36,7 +38,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from .peer import DeviceStatus, PeerConnection, PeerInfo, Transport, UpgradeFailed
+from .peer import DeviceStatus, PeerConnection, PeerInfo, Route, Transport, UpgradeFailed
 
 CloseReason = Literal["peer-requested-closed", "connection-error", "local-closed"]
 
@@ -45,6 +47,8 @@ CONNECTION_CLOSED = "connection_closed"
 PEERS_CHANGED = "peers_changed"
 RELAY_UNAVAILABLE = "relay_unavailable"
 RELAY_RESTORED = "relay_restored"
+AWAITING_ACCEPT = "awaiting_accept"
+PEER_KEY_CHANGED = "peer_key_changed"
 
 DATA = "data"
 BINARY = "binary"
@@ -107,6 +111,26 @@ class RelayRestored:
 
 
 @dataclass(frozen=True)
+class AwaitingAccept:
+    """``connect_to_peer`` to ``peer`` now waits for it to accept (for at most ``timeout`` seconds); a ``slow``
+    event on the manager follows if that takes long."""
+
+    peer: PeerInfo
+    session_id: str
+    timeout: float
+
+
+@dataclass(frozen=True)
+class PeerKeyChanged:
+    """``peer`` presented a key with fingerprint ``presented``, not the remembered ``remembered``: its session was
+    refused. Forget the old key (after checking on the device) to accept the new one."""
+
+    peer: PeerInfo
+    remembered: str
+    presented: str
+
+
+@dataclass(frozen=True)
 class Data:
     data: str
 
@@ -140,9 +164,13 @@ class Recovered:
 
 @dataclass(frozen=True)
 class LinkChanged:
+    """The data moved from ``previous`` to ``transport`` because of ``reason``; ``route`` says how a direct link
+    gets through (None on the relay)."""
+
     transport: Transport
     previous: Transport
     reason: str
+    route: Route | None = None
 
 
 @dataclass(frozen=True)
@@ -151,10 +179,10 @@ class ProtocolErrorEvent:
 
 
 __all__ = [
-    "BINARY", "CLOSED", "CONNECTION_CLOSED", "DATA", "INCOMING_CONNECTION", "INCOMING_TRANSFER", "LATENCY",
+    "AWAITING_ACCEPT", "PEER_KEY_CHANGED", "AwaitingAccept", "PeerKeyChanged", "BINARY", "CLOSED", "CONNECTION_CLOSED", "DATA", "INCOMING_CONNECTION", "INCOMING_TRANSFER", "LATENCY",
     "LINK_CHANGED", "PEERS_CHANGED", "PROTOCOL_ERROR", "RECOVERED", "RELAY_RESTORED", "RELAY_UNAVAILABLE", "SLOW",
     "TRANSFER_FAILED", "TRANSFER_FILE_DONE", "TRANSFER_FINISHED", "TRANSFER_PROGRESS", "UPGRADE_FAILED",
     "BinaryData", "CloseReason", "ConnectionClosed", "Data", "IncomingConnection", "Latency", "LinkChanged",
-    "PeersChanged", "ProtocolErrorEvent", "Recovered", "RelayRestored", "RelayUnavailable", "Slow", "Transport",
+    "PeersChanged", "ProtocolErrorEvent", "Recovered", "RelayRestored", "RelayUnavailable", "Route", "Slow", "Transport",
     "UpgradeFailed",
 ]

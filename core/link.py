@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 from pyee.asyncio import AsyncIOEventEmitter
 
-from .peer import PeerInfo, Transport
+from .peer import PeerInfo, Route, Transport
 
 
 class Link(abc.ABC):
@@ -29,6 +29,11 @@ class Link(abc.ABC):
     """
 
     transport: Transport
+
+    @property
+    def route(self) -> Route | None:
+        """How the link reaches the peer (its ICE candidate pair), once known; None when it cannot say."""
+        return None
 
     @abc.abstractmethod
     def send_frame(self, frame: dict[str, Any]) -> None:

@@ -9,21 +9,35 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import inspect
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
 from . import events as ev
 from ._tasks import emit_safely
-from .errors import ClosedError, ConnectError, PeerchatError, PeerOfflineError, PeerTimeoutError
+from .errors import (
+    ClosedError,
+    ConnectError,
+    ConnectionDeclinedError,
+    HandshakeError,
+    PeerchatError,
+    PeerKeyChangedError,
+    PeerNotVerifiedError,
+    PeerOfflineError,
+    PeerTimeoutError,
+)
 from .link import Upgrader
 from .options import ManagerOptions
-from .peer import DeviceStatus, PeerConnectionManager, PeerInfo
+from .peer import ConnectionRequest, DeviceStatus, PeerConnectionManager, PeerInfo
+from .protocol.handshake import InitiatorHandshake, ResponderHandshake, refusal
+from .protocol.identity import Trust, comparison_code, fingerprint, key_text
 from .protocol.negotiation import NegotiationIgnored, make_request, new_session_id, read_request
 from .protocol.presence import PresenceView, RelayHealth, peer_from_record
+from .protocol.sealing import FrameSealer
 from .protocol.records import (
     heartbeat_record,
     negotiation_path,
@@ -35,12 +49,23 @@ from .protocol.records import (
 from .relay.connection import RelayConnection
 from .relay.firebase import Database, Listener, apply_event
 from .relay.heartbeat import Heartbeat
+from .trust.store import KeyStore, MemoryKeyStore
 from .webrtc.upgrade import webrtc_upgrader
 
 if TYPE_CHECKING:
     import firebase_admin
 
 log = logging.getLogger(__name__)
+
+AcceptCallback = Callable[[ConnectionRequest], "bool | Awaitable[bool]"]
+
+_REFUSALS = {
+    "key-changed": "{label} refused the session: it remembers another key for this device. If this device was "
+    "reinstalled, forget it on {label} and try again.",
+    "unverified": "{label} refused the session: it only accepts devices verified with the comparison code.",
+    "busy": "{label} refused the session.",
+    "refused": "{label} refused the session.",
+}
 
 
 class _MState(enum.Enum):
@@ -50,6 +75,9 @@ class _MState(enum.Enum):
 
 
 class FirebasePeerConnectionManager(PeerConnectionManager):
+    # Seal relay frames (always; a subclass in benchmarks/relay.py turns it off to measure what sealing costs).
+    _seal_relay = True
+
     """Presence and relay connections for one device of ``user_id``, through the Realtime Database.
 
     Args:
@@ -58,9 +86,19 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         app: a firebase_admin App initialised with ``databaseAuthVariableOverride={'uid': user_id}``
             (None: the default app).
         options: time-outs and limits.
+        accept: asked about every incoming session once its handshake proved the other device's key: a plain or
+            async callable given a :class:`~core.peer.ConnectionRequest`, returning True (open it) or False
+            (decline it). Nothing reaches the application before it said yes; if the other device gives up
+            meanwhile, an async callable is cancelled. None: every device whose key has not changed is accepted.
         upgrader: run on every new connection before it is handed out. None (the default): the WebRTC upgrade of
             :func:`core.webrtc.upgrade.webrtc_upgrader` for ``options`` (which, with ``options.webrtc`` off, tells the other
             side at once that this device does not use WebRTC). Pass another upgrader to override it.
+        keys: this device's identity and the devices it trusts. None: a :class:`~core.trust.store.MemoryKeyStore`
+            (a new identity for this manager; nothing remembered after it). Apps pass a
+            :class:`~core.trust.store.FileKeyStore`.
+
+    Every session is end-to-end encrypted: a key exchange bound to both devices' identity keys
+    (:mod:`core.protocol.handshake`) opens it, and every frame on the relay is sealed (:mod:`core.protocol.sealing`).
     """
 
     def __init__(
@@ -70,7 +108,9 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         *,
         app: firebase_admin.App | None = None,
         options: ManagerOptions | None = None,
+        accept: AcceptCallback | None = None,
         upgrader: Upgrader | None = None,
+        keys: KeyStore | None = None,
     ) -> None:
         if not valid_id(user_id):
             raise ValueError(f"invalid user id {user_id!r}: use 1-64 letters, digits or _ : @ + = ~ -")
@@ -86,6 +126,9 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         if upgrader is None:
             upgrader = webrtc_upgrader(self.options)
         self.upgrader: Upgrader = upgrader
+        self.accept = accept
+        self.keys: KeyStore = keys if keys is not None else MemoryKeyStore()
+        self._identity = self.keys.identity()
         self._db: Database | None = None  # set by start()
         self._state = _MState.NEW
         self._view = PresenceView(device.id, self.options.heartbeat_interval * self.options.presence_misses)
@@ -105,6 +148,42 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
     @property
     def connections(self) -> tuple[RelayConnection, ...]:
         return tuple(self._connections.values())
+
+    @property
+    def fingerprint(self) -> str:
+        """This device's key fingerprint (what its other devices show for it)."""
+        return self._identity.fingerprint
+
+    @property
+    def public_key(self) -> str:
+        """This device's identity key, base64."""
+        return self._identity.public_text
+
+    def trust_of(self, device_id: str, key: str | None = None) -> Trust:
+        """How far ``device_id`` is trusted when it presents ``key`` (None: the key its presence record shows):
+        "verified", "trusted", "new" or "key-changed"."""
+        if key is None:
+            key = next((s.key for s in self._view.known if s.info.id == device_id), None)
+            if key is None:
+                known = self.keys.get(device_id)
+                return "new" if known is None else ("verified" if known.verified else "trusted")
+        return self.keys.trust(device_id, key)
+
+    def comparison_code(self, key: str) -> str:
+        """The code this device and the device with identity ``key`` both show (see ``verify_device``)."""
+        return comparison_code(self._identity.public, key)
+
+    def verify_device(self, device_id: str, key: str, label: str = "") -> None:
+        """Mark ``device_id`` with ``key`` verified: a person saw the same comparison code on both devices.
+
+        Raises:
+            ValueError: another key is remembered for it (forget it first), or the id or key is malformed.
+        """
+        self.keys.verify(device_id, key, label)
+
+    def forget_device(self, device_id: str) -> bool:
+        """Forget the key remembered for ``device_id``; its next session is "new" again. False if none was."""
+        return self.keys.forget(device_id)
 
     @property
     def relay_available(self) -> bool:
@@ -137,6 +216,7 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
                 self._write_heartbeat, self._device.label, opts.heartbeat_interval,
                 on_error=lambda exc: self._relay_failed("heartbeat", exc),
                 on_success=lambda: self._relay_succeeded("heartbeat"),
+                key=self._identity.public_text,
             )
             await self._heartbeat.beat()
             for source, path, handler in (
@@ -178,7 +258,8 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         try:
             if self.options.leave_presence:
                 await self._database().set(
-                    presence_path(self.user_id, self._device.id), heartbeat_record(self._device.label, online=False)
+                    presence_path(self.user_id, self._device.id),
+                    heartbeat_record(self._device.label, online=False, key=self._identity.public_text),
                 )
             else:
                 await self._database().delete(presence_path(self.user_id, self._device.id))
@@ -283,11 +364,17 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
 
     # ------------------------------------------------------------------------------------------------ connecting
     async def connect_to_peer(self, peer_id: str, *, confirm_data_receival: bool = False) -> RelayConnection:
-        """Open a connection to one of this user's online devices.
+        """Open an end-to-end encrypted session with one of this user's online devices; returns once the other
+        side accepted it.
 
         Raises:
             PeerOfflineError: the device is unknown or offline (at once), or went offline while connecting.
-            PeerTimeoutError: it did not answer within ``options.connect_timeout``.
+            PeerTimeoutError: it did not answer within ``options.connect_timeout``, or did not accept within
+                ``options.accept_timeout`` (a ``slow`` event on the manager says so after ``options.slow_after``).
+            ConnectionDeclinedError: it declined (with its reason), or refused this device's key.
+            PeerKeyChangedError: it proved another key than the one remembered for it (nothing was sent).
+            PeerNotVerifiedError: ``options.require_verified`` is on and it is not verified.
+            HandshakeError: its answer was forged or broken.
             PermissionDeniedError, RelayUnavailableError: the relay refused or cannot be reached.
         """
         self._check_started()
@@ -301,29 +388,51 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
             raise PeerOfflineError(
                 f"The device {peer_id!r} is not online (or not known to this user). Start peerchat on it and try again."
             )
+        opts = self.options
         session_id = new_session_id()
+        handshake = InitiatorHandshake(
+            self._identity, user_id=self.user_id, session_id=session_id, own_id=self._device.id, peer_id=peer_id
+        )
         conn = self._new_connection(peer, session_id, initiator=True, confirm_data_receival=confirm_data_receival)
         offline: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._offline_waiters.setdefault(peer_id, []).append(offline)
         self._seen_sessions.add(session_id)
+        waiting = "answer to the connection request"
         try:
-            async with asyncio.timeout(self.options.connect_timeout):
+            async with asyncio.timeout(opts.connect_timeout):
                 await conn.open()
-                await self._database().set(negotiation_path(self.user_id, peer_id), make_request(self._device.id, session_id))
-                done, _ = await asyncio.wait({conn.accepted, offline}, return_when=asyncio.FIRST_COMPLETED)
-                if conn.accepted not in done:
-                    raise PeerOfflineError(f"{peer.label} went offline while connecting. Try again when it is back.")
-                conn.accepted.result()
-                conn.start_running()
-                self._connections[session_id] = conn
+                await self._database().set(
+                    negotiation_path(self.user_id, peer_id), make_request(self._device.id, session_id, handshake.hello())
+                )
+                answer = await self._first(conn.handshake, offline, peer)
+                refused = handshake.refused(answer)
+                if refused is not None:
+                    raise ConnectionDeclinedError(_REFUSALS[refused].format(label=peer.label), label=peer.label)
+                confirm, keys = handshake.on_answer(answer)
+                assert handshake.peer_key is not None
+                key = key_text(handshake.peer_key)
+                trust = self._check_trust(peer, key)
+                conn.set_sealer(FrameSealer(keys, session_id=session_id, own_id=self._device.id, peer_id=peer_id))
+                await conn.write_handshake(confirm)
+            waiting = "acceptance of the session"
+            emit_safely(self.events, ev.AWAITING_ACCEPT, ev.AwaitingAccept(peer, session_id, opts.accept_timeout))
+            async with asyncio.timeout(opts.accept_timeout):
+                await self._first(conn.accepted, offline, peer, slow=f"{peer.label} to accept the session")
+            if trust == "new":
+                self.keys.remember(peer_id, key, peer.label)
+            conn.start_running()
+            self._connections[session_id] = conn
         except BaseException as exc:
             await self._abandon(conn, peer_id)
             if isinstance(exc, TimeoutError):
+                seconds = opts.connect_timeout if waiting.startswith("answer") else opts.accept_timeout
                 raise PeerTimeoutError(
-                    f"{peer.label} did not answer within {self.options.connect_timeout:g} s. "
-                    "Check that peerchat runs there and can reach the database.",
-                    what="answer to the connection request",
-                    seconds=self.options.connect_timeout,
+                    f"{peer.label} did not answer within {seconds:g} s. "
+                    "Check that peerchat runs there and can reach the database."
+                    if waiting.startswith("answer")
+                    else f"{peer.label} did not accept the session within {seconds:g} s.",
+                    what=waiting,
+                    seconds=seconds,
                 ) from None
             raise
         finally:
@@ -335,6 +444,50 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         await self._upgrade(conn)
         conn.hand_out()
         return conn
+
+    async def _first(
+        self, wanted: asyncio.Future[Any], offline: asyncio.Future[None], peer: PeerInfo, *, slow: str | None = None
+    ) -> Any:
+        """Wait for ``wanted``; raise PeerOfflineError if ``peer`` goes offline first. With ``slow``, a ``slow``
+        event on the manager after ``options.slow_after`` (and ``recovered`` when the wait ends)."""
+        timer = None
+        if slow is not None:
+            started = time.monotonic()
+            payload = ev.Slow(slow, self.options.slow_after, self.options.accept_timeout)
+            timer = asyncio.get_running_loop().call_later(
+                self.options.slow_after, lambda: emit_safely(self.events, ev.SLOW, payload)
+            )
+        try:
+            done, _ = await asyncio.wait({wanted, offline}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if timer is not None:
+                timer.cancel()
+                if time.monotonic() - started >= self.options.slow_after:
+                    emit_safely(self.events, ev.RECOVERED, ev.Recovered(slow))
+        if wanted not in done:
+            raise PeerOfflineError(f"{peer.label} went offline while connecting. Try again when it is back.")
+        return wanted.result()
+
+    def _check_trust(self, peer: PeerInfo, key: str) -> Trust:
+        """The trust of ``peer`` proving ``key``; raises when the session must not open."""
+        trust = self.keys.trust(peer.id, key)
+        if trust == "key-changed":
+            known = self.keys.get(peer.id)
+            remembered = known.fingerprint if known is not None else "?"
+            emit_safely(self.events, ev.PEER_KEY_CHANGED, ev.PeerKeyChanged(peer, remembered, fingerprint(key)))
+            raise PeerKeyChangedError(
+                f"The key of {peer.label} changed (it was {remembered}, now {fingerprint(key)}): the session was "
+                "refused. If it was reinstalled, check its fingerprint on it and forget the old key "
+                f"(peerchat devices forget {peer.id}); otherwise someone may be impersonating it.",
+                device_id=peer.id, label=peer.label, remembered=remembered, presented=fingerprint(key),
+            )
+        if self.options.require_verified and trust != "verified":
+            raise PeerNotVerifiedError(
+                f"{peer.label} is not verified, and only verified devices may open sessions. Compare the code on "
+                f"both devices (peerchat devices verify {peer.id}) first.",
+                device_id=peer.id, label=peer.label,
+            )
+        return trust
 
     async def _abandon(self, conn: RelayConnection, peer_id: str) -> None:
         """A connection attempt failed: stop its tasks and remove what it wrote."""
@@ -360,7 +513,7 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         if data is None:
             return
         try:
-            offer = read_request(
+            request = read_request(
                 data,
                 own_id=self._device.id,
                 server_now=self._view.server_now(time.time()),
@@ -370,10 +523,10 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
             log.info("negotiation ignored: %s", exc)
             self._spawn(self._clear_negotiation(data))
             return
-        if offer.session_id in self._seen_sessions:
+        if request.session_id in self._seen_sessions:
             return
-        self._seen_sessions.add(offer.session_id)
-        self._spawn(self._accept(offer.initiator, offer.session_id, data))
+        self._seen_sessions.add(request.session_id)
+        self._spawn(self._accept(request.initiator, request.session_id, request.hello, data))
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         """Run a background step of this manager (cancelled by stop())."""
@@ -390,28 +543,93 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         except PeerchatError as exc:
             log.info("could not clear the negotiation: %s", exc)
 
-    async def _accept(self, initiator: str, session_id: str, value: Any) -> None:
+    async def _accept(self, initiator: str, session_id: str, hello: str, value: Any) -> None:
+        """Answer a session request: the handshake, the trust check, the ``accept`` callable, then hand-out."""
         conn: RelayConnection | None = None
+        opts = self.options
         try:
-            async with asyncio.timeout(self.options.connect_timeout):
+            async with asyncio.timeout(opts.connect_timeout):
                 peer = await self._peer_for(initiator)
+                handshake = ResponderHandshake(
+                    self._identity, hello, user_id=self.user_id, session_id=session_id,
+                    own_id=self._device.id, peer_id=initiator,
+                )
+                key = key_text(handshake.peer_key)
                 conn = self._new_connection(peer, session_id, initiator=False, confirm_data_receival=False)
                 await conn.open()
-                conn.accept()
-                conn.start_running()
-                self._connections[session_id] = conn
+                self._spawn(self._clear_negotiation(value))
+                try:
+                    trust = self._check_trust(peer, key)
+                except (PeerKeyChangedError, PeerNotVerifiedError) as exc:
+                    log.warning("refused a session from %s: %s", initiator, exc)
+                    reason = "key-changed" if isinstance(exc, PeerKeyChangedError) else "unverified"
+                    await conn.write_handshake(refusal(reason))
+                    await self._leave(conn)
+                    return
+                await conn.write_handshake(handshake.answer())
+                keys = handshake.on_confirm(await conn.handshake)
+                conn.set_sealer(FrameSealer(keys, session_id=session_id, own_id=self._device.id, peer_id=initiator))
         except (PeerchatError, TimeoutError) as exc:
-            log.warning("could not accept a connection from %s: %s", initiator, exc)
-            self._connections.pop(session_id, None)
+            level = logging.WARNING if isinstance(exc, HandshakeError) else logging.INFO
+            log.log(level, "could not answer a session request from %s: %s", initiator, exc)
             if conn is not None:
                 await conn.abandon()
             return
-        self._spawn(self._clear_negotiation(value))
+        request = ConnectionRequest(peer, trust, fingerprint(key), key, session_id)
+        accepted = await self._ask(request, conn)
+        if accepted is None:  # the other side gave up, or nobody answered in time
+            await conn.abandon()
+            return
+        if not accepted:
+            await conn.refuse()
+            return
+        if trust == "new":
+            self.keys.remember(initiator, key, peer.label)
+        conn.accept()
+        conn.start_running()
+        self._connections[session_id] = conn
         await self._upgrade(conn)
         if conn.is_closed:
             return
         emit_safely(self.events, ev.INCOMING_CONNECTION, ev.IncomingConnection(conn))
         conn.hand_out()
+
+    async def _ask(self, request: ConnectionRequest, conn: RelayConnection) -> bool | None:
+        """The ``accept`` callable's answer; None when the requester gave up (deleted the session) or
+        ``options.accept_timeout`` passed first (an async callable is cancelled then)."""
+        if self.accept is None:
+            return True
+        try:
+            answer = self.accept(request)
+        except Exception:  # noqa: BLE001 - a failing callable declines
+            log.exception("the accept callable failed; declining")
+            return False
+        if not inspect.isawaitable(answer):
+            return bool(answer)
+        task = asyncio.ensure_future(answer)
+        try:
+            done, _ = await asyncio.wait({task, conn.peer_left}, timeout=self.options.accept_timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if not task.done():
+                task.cancel()
+        if task not in done:
+            log.info("session request from %s withdrawn or unanswered", request.peer.label)
+            return None
+        try:
+            return bool(task.result())
+        except Exception:  # noqa: BLE001
+            log.exception("the accept callable failed; declining")
+            return False
+
+    async def _leave(self, conn: RelayConnection) -> None:
+        """After a refusal in the handshake: give the requester time to read it (it deletes the session), then go."""
+        try:
+            async with asyncio.timeout(self.options.close_timeout):
+                await asyncio.shield(conn.peer_left)
+        except TimeoutError:
+            pass
+        await conn.abandon()
 
     def _new_connection(
         self, peer: PeerInfo, session_id: str, *, initiator: bool, confirm_data_receival: bool
@@ -419,6 +637,7 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         return RelayConnection(
             self._database(), self.options, self._device.id, peer, session_id, session_path(self.user_id, session_id),
             initiator=initiator, confirm_data_receival=confirm_data_receival, on_closed=self._connection_closed,
+            sealed=self._seal_relay,
         )
 
     def _database(self) -> Database:

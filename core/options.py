@@ -18,8 +18,9 @@ class IceServer:
 class ManagerOptions:
     """Time-outs are in seconds. Change a copy with ``dataclasses.replace(options, ...)``.
 
-    Connecting takes two steps with their own bounds: negotiation (the peer answers) within ``connect_timeout``,
-    then the WebRTC upgrade attempt within ``upgrade_timeout``. The answering side hands a connection out
+    Connecting takes three steps with their own bounds: negotiation and the key exchange (the peer answers) within
+    ``connect_timeout``, the other side's acceptance within ``accept_timeout`` (a person may have to answer), then
+    the WebRTC upgrade attempt within ``upgrade_timeout``. The answering side hands a connection out
     (``incoming_connection``) only after its upgrade attempt, so when the initiator has no WebRTC at all it waits up
     to ``upgrade_timeout`` for an offer first. Keep ``connect_timeout`` above ``upgrade_timeout`` plus a margin for
     the relay's round trips (the defaults: 15 s > 5 s + 10 s), so a slow answer is never mistaken for a dead peer
@@ -32,7 +33,7 @@ class ManagerOptions:
     # On stop(), leave this device's presence record as "offline, last seen now" (True), or remove it (False: a
     # short-lived device, such as a command-line tool, that nobody should list once it is gone).
     leave_presence: bool = True
-    # Connecting: the whole of connect_to_peer (negotiation, answer, upgrade attempt) must finish within this.
+    # Connecting: negotiation and the key exchange (the peer's answer) must finish within this.
     connect_timeout: float = 15.0
     # A negotiation request older than this is stale and ignored.
     negotiation_max_age: float = 30.0
@@ -63,11 +64,24 @@ class ManagerOptions:
     # The most characters of ``data`` in one stored relay frame: the security rules allow exactly this (65,536);
     # change it only together with ``firebase/database.rules.json``. Binary data takes 4/3 as much (base64).
     relay_frame_bytes: int = 64 * 1024
+    # Trust: how long connect_to_peer waits for the other side to accept (a person may have to answer), and
+    # whether only devices verified with the comparison code may open sessions (both ways).
+    accept_timeout: float = 60.0
+    require_verified: bool = False
     # WebRTC.
     webrtc: bool = True
     ice_servers: tuple[IceServer, ...] = field(default_factory=tuple)
     upgrade_timeout: float = 5.0
     reupgrade_interval: float = 15.0
+    # File transfers (core.files), as the receiving side. Offers being received or waiting for an answer, at once
+    # on one connection: one more is declined, saying why.
+    max_pending_offers: int = 16
+    # An offer sent in several parts whose next part does not come within this is dropped (a protocol error).
+    offer_idle_timeout: float = 60.0
+    # An accepted transfer through which nothing arrives for this long stops as interrupted (it can be resumed).
+    transfer_idle_timeout: float = 120.0
+    # Resume records and the .part files they created are deleted once older than this (seven days).
+    resume_max_age: float = 7 * 24 * 3600.0
 
     def __post_init__(self) -> None:
         if self.max_message_bytes < 1:
@@ -81,3 +95,8 @@ class ManagerOptions:
             )
         if self.send_window_bytes < 1:
             raise ValueError(f"send_window_bytes must be at least 1, not {self.send_window_bytes}")
+        if self.max_pending_offers < 1:
+            raise ValueError(f"max_pending_offers must be at least 1, not {self.max_pending_offers}")
+        for name in ("offer_idle_timeout", "transfer_idle_timeout", "resume_max_age"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be more than 0 seconds, not {getattr(self, name)}")

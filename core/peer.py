@@ -1,7 +1,7 @@
 """The consumer-facing interfaces: :class:`PeerInfo`, :class:`DeviceStatus`, :class:`PeerConnection` and
 :class:`PeerConnectionManager`, with what they need: :data:`Transport` and :class:`UpgradeFailed`.
 
-The bottom of ``core`` with ``errors``, ``options`` and ``events``: it imports nothing else from ``core``."""
+A :class:`ConnectionRequest` is what an ``accept`` callable is asked. The bottom of ``core`` with ``errors``, ``options`` and ``events``: it imports nothing else from ``core``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,44 @@ from pyee.asyncio import AsyncIOEventEmitter
 
 Transport = Literal["relay", "webrtc"]
 """The link that carries a connection's data now."""
+
+RouteKind = Literal["host", "nat", "turn"]
+"""How a direct link gets through: see :class:`Route`."""
+
+_REFLEXIVE = ("srflx", "prflx")
+
+
+@dataclass(frozen=True)
+class Route:
+    """How a direct (WebRTC) link reaches the other device: the ICE candidate pair it uses.
+
+    ``kind`` sums it up for a person:
+
+    - ``"host"``: between the devices' own addresses (the same network, or nothing translating between them);
+    - ``"nat"``: through a NAT, at the public address a STUN server (server-reflexive) or the other device
+      (peer-reflexive) saw: the usual case for two homes;
+    - ``"turn"``: through a TURN relay server (a strict NAT or firewall on the way); still encrypted end to end.
+
+    ``local`` and ``remote`` are the ICE candidate types on each side: ``host``, ``srflx``, ``prflx`` or ``relay``.
+    """
+
+    kind: RouteKind
+    local: str
+    remote: str
+
+    @classmethod
+    def from_candidates(cls, local: str, remote: str) -> Route:
+        """The route of a candidate pair whose local and remote candidates have these ICE types."""
+        if "relay" in (local, remote):
+            kind: RouteKind = "turn"
+        elif local in _REFLEXIVE or remote in _REFLEXIVE:
+            kind = "nat"
+        else:
+            kind = "host"
+        return cls(kind, local, remote)
+
+    def __str__(self) -> str:
+        return {"host": "via host", "nat": "via NAT", "turn": "via TURN relay"}[self.kind]
 
 
 @dataclass(frozen=True)
@@ -42,6 +80,25 @@ class DeviceStatus:
     info: PeerInfo
     online: bool
     last_seen: float | None = None
+    key: str | None = None
+    """The identity key the device publishes in its presence record (base64), or None. Only a hint for display:
+    what a session trusts is the key the device proves in the session's handshake."""
+
+
+@dataclass(frozen=True)
+class ConnectionRequest:
+    """Another device asks to open a session; the manager's ``accept`` callable answers it.
+
+    ``trust`` is "verified" (a person compared the comparison code), "trusted" (its key is remembered from an
+    earlier session) or "new" (never seen: accepting remembers its key). ``fingerprint`` names the key it proved
+    in the handshake; ``key`` is that key (base64), for a comparison code.
+    """
+
+    peer: PeerInfo
+    trust: str
+    fingerprint: str
+    key: str
+    session_id: str
 
 
 MAX_DECLINE_REASON = 200
@@ -95,6 +152,12 @@ class PeerConnection(abc.ABC):
         are delivered in the order of the calls, so a caller may keep several sends in flight at once. False (the
         default) tells such callers to await each send before the next."""
         return False
+
+    @property
+    def route(self) -> Route | None:
+        """How the direct link that carries data now reaches the peer (``str(route)``: "via host", "via NAT" or
+        "via TURN relay"), or None while the relay carries it or when the connection does not say."""
+        return None
 
     @property
     def upgrade_failure(self) -> UpgradeFailed | None:

@@ -54,7 +54,9 @@ QUERY_PARAMS = ("orderBy", "startAt", "startAfter", "endAt", "endBefore", "equal
 _INT32_KEY = re.compile(r"-?0*[0-9]{1,10}")
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 _INT_START = frozenset("-0123456789")
-_LIMIT = re.compile(r"[0-9]+")
+_LIMIT = re.compile(r"[0-9]{1,20}")
+# Limits are 32-bit signed integers.
+MAX_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -179,8 +181,8 @@ def _refuse_constant(name: str) -> object:
 
 
 def _parse_limit(name: str, raw: str) -> int:
-    if not _LIMIT.fullmatch(raw) or int(raw) < 1:
-        raise DataError(f"{name} must be a positive integer ({name}={raw})")
+    if not _LIMIT.fullmatch(raw) or not 1 <= int(raw) <= MAX_LIMIT:
+        raise DataError(f"{name} must be a positive integer of at most {MAX_LIMIT} ({name}={raw[:100]})")
     return int(raw)
 
 

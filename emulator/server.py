@@ -40,6 +40,7 @@ from typing import Any, Self
 from urllib.parse import unquote, unquote_plus
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from . import DEFAULT_PORT, pushid, query, tree
 from .rules import RuleSet, RulesParseError
@@ -420,6 +421,18 @@ def _patch(path: Path, data: dict[str, object]) -> bytes:
     return b"event: patch\ndata: " + payload.encode() + b"\n\n"
 
 
+class _ServerLog(logging.LoggerAdapter):
+    """aiohttp's server log: a request it cannot parse (a request line over 8,190 bytes, a malformed header) is
+    answered 400 by aiohttp and costs one warning line here instead of an ERROR with a traceback."""
+
+    def exception(self, msg: object, *args: object, exc_info: object = True, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            reason = " ".join(str(exc_info.message).split())[:300]
+            self.warning("refused a request it could not parse (%s): %s", exc_info.code, reason)
+            return
+        super().exception(msg, *args, exc_info=exc_info, **kwargs)
+
+
 # -- request parsing -------------------------------------------------------------------------------------------
 
 
@@ -438,14 +451,44 @@ def _split_target(request: web.Request) -> tuple[str, dict[str, str]]:
             if not part:
                 continue
             key, _, value = part.partition("=")
-            params[unquote(key)] = decode(value)
+            try:
+                params[unquote(key, errors="strict")] = decode(value, errors="strict")
+            except UnicodeDecodeError:
+                raise _HTTPError(400, f"Invalid query parameter {part[:100]!r}: it is not UTF-8 once "
+                                      f"percent-decoded") from None
     return raw_path, params
+
+
+_TIMEOUT_RE = re.compile(r"^([0-9]{1,9})(ms|s|min)$")
+_TIMEOUT_MS = {"ms": 1, "s": 1000, "min": 60_000}
+_MAX_TIMEOUT_MS = 15 * 60_000
+
+
+def _check_params(params: Mapping[str, str]) -> None:
+    """Refuse the service's own parameters with values it does not know (or this emulator does not do)."""
+    printed = params.get("print")
+    if printed is not None and printed not in ("pretty", "silent"):
+        raise _HTTPError(400, f"print must be pretty or silent (print={printed[:100]})")
+    fmt = params.get("format")
+    if fmt == "export":
+        raise _HTTPError(400, "format=export (values with their priorities) is not supported by this emulator")
+    if fmt is not None:
+        raise _HTTPError(400, f"format must be export (format={fmt[:100]})")
+    timeout = params.get("timeout")
+    if timeout is not None:
+        match = _TIMEOUT_RE.match(timeout)
+        if match is None or int(match[1]) * _TIMEOUT_MS[match[2]] > _MAX_TIMEOUT_MS:
+            raise _HTTPError(400, f"timeout must be a number with a unit ms, s or min, at most 15min "
+                                  f"(timeout={timeout[:100]})")
 
 
 def _db_path(raw_path: str) -> Path:
     if not raw_path.endswith(".json"):
         raise _HTTPError(404, "Not found: use /<path>.json")
-    raw = unquote(raw_path[: -len(".json")])
+    try:
+        raw = unquote(raw_path[: -len(".json")], errors="strict")
+    except UnicodeDecodeError:
+        raise _HTTPError(400, f"Invalid path: {raw_path[:200]!r} is not UTF-8 once percent-decoded") from None
     return tree.parse_path(raw)
 
 
@@ -556,6 +599,7 @@ class _Server:
         method = request.method
         if raw_path == "/.settings/rules.json":
             return await self._rules(request, params)
+        _check_params(params)
         if method == "GET" and "text/event-stream" in request.headers.get("Accept", ""):
             return await self._listen(request, raw_path, params)
         if method not in ("GET", "PUT", "POST", "PATCH", "DELETE"):
@@ -799,7 +843,7 @@ class Emulator:
         if self._runner is not None:
             return
         runner = web.AppRunner(self._server.make_app(), access_log=None, shutdown_timeout=1.0,
-                               handle_signals=False)
+                               handle_signals=False, logger=_ServerLog(log))
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
         try:

@@ -9,36 +9,41 @@ import time
 from collections.abc import Callable, Iterable
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from textual import work
 from textual.app import App, SystemCommand
 from textual.command import Hit, Hits, Provider
+from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.worker import Worker, WorkerState
 
 from core import IncomingConnection as IncomingConnectionEvent
-from core import PeerchatError, PeerConnectionManager, PeerInfo
+from core import ConnectionRequest, PeerchatError, PeerConnectionManager, PeerInfo, fingerprint
 from core import PeersChanged as PeersChangedEvent
 from core import RelayRestored as RelayRestoredEvent
 from core import RelayUnavailable as RelayUnavailableEvent
-from core.events import INCOMING_CONNECTION, PEERS_CHANGED, RELAY_RESTORED, RELAY_UNAVAILABLE
+from core.events import INCOMING_CONNECTION, PEER_KEY_CHANGED, PEERS_CHANGED, RELAY_RESTORED, RELAY_UNAVAILABLE
 
 from .backend import Backend, RelayGoneError, SessionLink, describe_error, open_session
 from .config import ConfigError, Settings, settings_from_args
-from .dialogs import ConfirmDialog, FilePickerDialog, IncomingConnectionDialog, IncomingFilesDialog
+from .dialogs import ConfirmDialog, FilePickerDialog, IncomingConnectionDialog, IncomingFilesDialog, VerifyDeviceDialog
 from .history import AsyncHistory, History, HistoryError
 from .messages import (
+    AcceptRequested,
+    AcceptWithdrawn,
     ActionFailed,
     BackendFailed,
     BackendReady,
     IncomingConnection,
+    KeyChanged,
     PeersChanged,
     RelayHealthChanged,
     RelayStatus,
     SessionOpened,
 )
-from .models import DeviceDirectory, DeviceRow, format_duration, relay_outage_line
+from .models import DeviceDirectory, DeviceRow, format_duration, markup_escape, relay_outage_line, shown
 from .screens import MainScreen
 from .widgets import DeviceList, SessionView
 
@@ -86,6 +91,8 @@ class PeerchatApp(App[None]):
         self._clock = clock
         self._show_latency = show_latency
         self._directory = DeviceDirectory()
+        self._accept_dialogs: dict[str, IncomingConnectionDialog] = {}
+        self._device_keys: dict[str, str] = {}  # the keys devices publish in presence
         self._subscriptions: list[tuple[str, Callable[..., None]]] = []
         self._relay_description = ""
         self._relay_outage: RelayUnavailableEvent | None = None
@@ -100,6 +107,14 @@ class PeerchatApp(App[None]):
             store = History(None, clock=clock)
         self.history = AsyncHistory(store)
         self.sub_title = f"{settings.label} · {settings.device_id} · user {settings.user}"
+
+
+    def notify(self, message: str, *, title: str = "", severity: SeverityLevel = "information",
+               timeout: float | None = None, markup: bool = False) -> None:
+        """Every notification is plain text: messages carry labels, file names and errors from other devices,
+        whose brackets are never markup and whose control characters are shown, not sent to the terminal."""
+        super().notify(shown(message, keep_newlines=True), title=shown(title), severity=severity, timeout=timeout,
+                       markup=False)
 
     def get_default_screen(self) -> Screen[None]:
         return MainScreen(self.history, clock=self._clock, show_latency=self._show_latency, webrtc=self.settings.webrtc)
@@ -155,8 +170,12 @@ class PeerchatApp(App[None]):
 
     def on_backend_ready(self, message: BackendReady) -> None:
         manager = self.manager = message.manager
+        if hasattr(manager, "accept"):
+            # Incoming sessions are asked about before they open (core's Firebase manager asks its ``accept``).
+            manager.accept = self._ask_to_accept
         self._subscribe(manager, PEERS_CHANGED, self._core_peers_changed)
         self._subscribe(manager, INCOMING_CONNECTION, self._core_incoming_connection)
+        self._subscribe(manager, PEER_KEY_CHANGED, lambda event: self.post_message(KeyChanged(event)))
         # Managers that watch their relay (core's Firebase manager does) say when it stops and starts answering.
         self._subscribe(manager, RELAY_UNAVAILABLE, self._core_relay_health)
         self._subscribe(manager, RELAY_RESTORED, self._core_relay_health)
@@ -233,8 +252,54 @@ class PeerchatApp(App[None]):
         self.post_message(PeersChanged(tuple(event.peers), tuple(event.devices)))
 
     def _core_incoming_connection(self, event: IncomingConnectionEvent) -> None:
-        # The tap listens from this very moment: messages sent while the dialog is open wait in it.
+        # Accepted already (see _ask_to_accept); the tap listens from this very moment.
         self.post_message(IncomingConnection(open_session(event.connection, self.settings.download_dir)))
+
+    async def _ask_to_accept(self, request: ConnectionRequest) -> bool:
+        """The manager's ``accept``: ask the person where the ``ask`` setting says (new devices by default).
+
+        Called from core's task, outside the app's context: the dialog is pushed by a message handler. Cancelled
+        when the other device gives up: its dialog goes away then."""
+        if not should_ask(self.settings.ask, request.trust):
+            return True
+        comparison = getattr(self.manager, "comparison_code", None)
+        code = comparison(request.key) if comparison is not None else ""
+        answer: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.post_message(AcceptRequested(request, code, answer))
+        try:
+            return await answer
+        except asyncio.CancelledError:
+            self.post_message(AcceptWithdrawn(request))
+            raise
+
+    def on_accept_requested(self, message: AcceptRequested) -> None:
+        request, answer = message.request, message.answer
+        if answer.done():
+            return
+        dialog = IncomingConnectionDialog(request.peer, trust=request.trust, fingerprint=request.fingerprint,
+                                          code=message.code)
+        self._accept_dialogs[request.session_id] = dialog
+
+        def answered(accept: bool | None) -> None:
+            self._accept_dialogs.pop(request.session_id, None)
+            if accept and dialog.verified:
+                try:
+                    self.manager.verify_device(request.peer.id, request.key, request.peer.label)  # type: ignore[union-attr]
+                except (ValueError, PeerchatError) as exc:
+                    self.post_message(ActionFailed(f"Verifying {request.peer.label}", exc))
+            if not answer.done():
+                answer.set_result(bool(accept))
+
+        self.push_screen(dialog, answered)
+
+    def on_accept_withdrawn(self, message: AcceptWithdrawn) -> None:
+        dialog = self._accept_dialogs.pop(message.request.session_id, None)
+        if dialog is None:
+            return
+        if self.screen is dialog:
+            dialog.dismiss(False)
+        self.notify(f"{message.request.peer.label} stopped waiting for an answer.",
+                    title="Session request withdrawn", timeout=6)
 
     @work(group="peers", exclusive=True, exit_on_error=False)
     async def _load_peers(self) -> None:
@@ -246,7 +311,19 @@ class PeerchatApp(App[None]):
             return
         self.post_message(PeersChanged(tuple(d.info for d in devices if d.online), tuple(devices)))
 
+    def on_key_changed(self, message: KeyChanged) -> None:
+        event = message.event
+        self.notify(f"{event.peer.label} ({event.peer.id}) showed another key ({event.presented}) than the one this "
+                    f"device knows ({event.remembered}), so its session was refused. If it was reinstalled, check "
+                    "the fingerprint on it, then forget its key (command palette).", title="Key changed",
+                    severity="error", timeout=30)
+        self._load_peers()
+
     def on_peers_changed(self, message: PeersChanged) -> None:
+        self._device_keys.update({d.info.id: d.key for d in message.devices if d.key})
+        trust_of = getattr(self.manager, "trust_of", None)
+        if trust_of is not None:
+            self._directory.update_trust({d.info.id: trust_of(d.info.id, d.key) for d in message.devices})
         if message.devices:
             self._directory.update_devices(message.devices, self._clock())
         else:
@@ -269,7 +346,8 @@ class PeerchatApp(App[None]):
         self.main.show_devices(self._device_rows())
 
     @work(group="forget", exit_on_error=False)
-    async def _forget_device(self, peer: PeerInfo) -> None:
+    async def _remove_device(self, peer: PeerInfo) -> None:
+        """Remove an offline device's presence record (core's forget_peer); its key and its history stay."""
         forget = getattr(self.manager, "forget_peer", None)
         if forget is None:
             self.notify("Not connected to the relay yet.", severity="warning")
@@ -281,7 +359,8 @@ class PeerchatApp(App[None]):
             return
         self._directory.forget(peer.id)
         self.main.show_devices(self._device_rows())
-        self.notify(f"{peer.label} is forgotten; it shows up again when it comes online. Its history stays here.")
+        self.notify(f"{peer.label} is removed from the list; it shows up again when it comes online. Its history "
+                    "stays here.")
 
     def on_session_view_wants_connection(self, message: SessionView.WantsConnection) -> None:
         self._connect_when_online(message.view)
@@ -364,37 +443,20 @@ class PeerchatApp(App[None]):
 
     async def on_session_opened(self, message: SessionOpened) -> None:
         await self.main.add_session(message.link)
+        self._load_peers()
 
-    def on_incoming_connection(self, message: IncomingConnection) -> None:
+    async def on_incoming_connection(self, message: IncomingConnection) -> None:
+        # Also when the other device left meanwhile (``peerchat send`` disconnects once its text is confirmed): the
+        # tab replays what arrived, then shows the session closed.
+        link = message.link
         link = message.link
         connection = link.connection
-        peer = connection.peer
-
-        async def answered(accept: bool | None) -> None:
-            if accept:
-                # This side's messages are confirmed too, so that they can be marked delivered. The attribute is
-                # core's connection setting (RelayConnection.confirm_data_receival), read at every send.
-                if hasattr(connection, "confirm_data_receival"):
-                    connection.confirm_data_receival = True
-                # Also when the other device left meanwhile (``peerchat send`` disconnects once its text is
-                # confirmed): the tab replays what arrived, then shows the session closed.
-                await self.main.add_session(link, label=peer.label)
-            else:
-                self._decline_link(link)
-
-        self.push_screen(IncomingConnectionDialog(peer), answered)
-
-    @work(group="disconnect", exit_on_error=False)
-    async def _decline_link(self, link: SessionLink) -> None:
-        """Close a session the person declined; the other device is told so (it shows "<this> declined")."""
-        link.tap.close()
-        try:
-            try:
-                await link.transfers.close()
-            finally:
-                await link.connection.decline()
-        except Exception as exc:
-            self.post_message(ActionFailed(f"Declining the session with {link.connection.peer.label}", exc))
+        # This side's messages are confirmed too, so that they can be marked delivered. The attribute is core's
+        # connection setting (RelayConnection.confirm_data_receival), read at every send.
+        if hasattr(connection, "confirm_data_receival"):
+            connection.confirm_data_receival = True
+        await self.main.add_session(link, label=connection.peer.label)
+        self._load_peers()  # a new device is trusted now: the list says so
 
     @work(group="disconnect", exit_on_error=False)
     async def _close_link(self, link: SessionLink) -> None:
@@ -499,23 +561,57 @@ class PeerchatApp(App[None]):
     def on_action_failed(self, message: ActionFailed) -> None:
         self.notify(describe_error(message.what, message.error), severity="error", timeout=12)
 
+    def verify_device(self, peer: PeerInfo) -> None:
+        """Show the comparison code with ``peer``; mark it verified when the person says both devices show it."""
+        manager: Any = self.manager
+        key = self._device_keys.get(peer.id)
+        if manager is None or key is None:
+            self.notify(f"{peer.label} has not published a key yet.", severity="warning")
+            return
+        if manager.trust_of(peer.id, key) == "key-changed":
+            self.notify(f"The key of {peer.label} changed: forget the old one first.", severity="error")
+            return
+        dialog = VerifyDeviceDialog(peer, own_fingerprint=manager.fingerprint, fingerprint=fingerprint(key),
+                                    code=manager.comparison_code(key))
+
+        def answered(same: bool | None) -> None:
+            if not same:
+                self.notify(f"{peer.label} was not marked verified.", timeout=4)
+                return
+            try:
+                manager.verify_device(peer.id, key, peer.label)
+            except (ValueError, PeerchatError) as exc:
+                self.post_message(ActionFailed(f"Verifying {peer.label}", exc))
+                return
+            self.notify(f"{peer.label} is verified.", timeout=4)
+            self._load_peers()
+
+        self.push_screen(dialog, answered)
+
+    def forget_device(self, peer: PeerInfo) -> None:
+        manager: Any = self.manager
+        if manager is not None and manager.forget_device(peer.id):
+            self.notify(f"Forgot the key of {peer.label}: its next session counts as a new device.", timeout=6)
+        self._load_peers()
+
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
         for row in self._device_rows():
             peer = row.peer
+            label = markup_escape(shown(peer.label))  # the palette reads its titles as markup
             if row.online:
                 yield SystemCommand(
-                    f"Connect to {peer.label}", f"Open a session with {peer.label} ({peer.id})",
+                    f"Connect to {label}", f"Open a session with {label} ({markup_escape(peer.id)})",
                     lambda peer=peer: self.open_session_with(peer),
                 )
             else:
                 yield SystemCommand(
-                    f"Conversation with {peer.label}", f"Show the history with {peer.label} ({peer.id}, offline)",
+                    f"Conversation with {label}", f"Show the history with {label} ({markup_escape(peer.id)}, offline)",
                     lambda peer=peer: self.open_session_with(peer, online=False),
                 )
                 yield SystemCommand(
-                    f"Forget {peer.label}", f"Remove {peer.label} ({peer.id}, offline) from every device's list "
-                    "until it comes online again", lambda peer=peer: self._forget_device(peer),
+                    f"Remove {label} from the list", f"Remove {label} ({markup_escape(peer.id)}, offline) from every "
+                    "device's list until it comes online again", lambda peer=peer: self._remove_device(peer),
                 )
         hidden = self._directory.hidden(self._clock(), self.HIDE_OFFLINE_AFTER)
         if self._show_all_devices or hidden:
@@ -525,6 +621,15 @@ class PeerchatApp(App[None]):
                 f"{hidden} device(s) offline for long" + (" are listed" if self._show_all_devices else " are hidden"),
                 self.action_toggle_old_devices,
             )
+        if hasattr(self.manager, "verify_device"):
+            for row in self._directory.rows():
+                peer = row.peer
+                if row.trust in ("new", "trusted") and peer.id in self._device_keys:
+                    yield SystemCommand(f"Verify {peer.label}", f"Compare the code {peer.label} shows and mark it "
+                                        "verified", lambda peer=peer: self.verify_device(peer))
+                if row.trust in ("trusted", "verified", "key-changed"):
+                    yield SystemCommand(f"Forget the key of {peer.label}", f"{peer.label}'s next session counts "
+                                        "as a new device", lambda peer=peer: self.forget_device(peer))
         # Every binding of the footer is here too, with its key.
         yield SystemCommand("Devices (Ctrl+D)", "Move to the device list", lambda: self.main.action_focus_devices())
         yield SystemCommand("Next session (Ctrl+T)", "Show the next session's tab", lambda: self.main.action_next_session())
@@ -552,6 +657,17 @@ def run_app(args: argparse.Namespace) -> int:
     app = create_app(settings)
     app.run()
     return app.return_code or 0
+
+
+def should_ask(setting: str, trust: str) -> bool:
+    """Whether the ``ask`` setting (see :data:`peerchat.config.ASK_CHOICES`) asks about a device of ``trust``."""
+    if setting == "always":
+        return True
+    if setting == "never":
+        return False
+    if setting == "unverified":
+        return trust != "verified"
+    return trust == "new"
 
 
 def create_app(

@@ -25,7 +25,7 @@ from typing import Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
-from core import ManagerOptions, PeerchatError, PeerConnection, PeerConnectionManager, PeerInfo
+from core import IceServer, ManagerOptions, PeerchatError, PeerConnection, PeerConnectionManager, PeerInfo
 from core.events import (
     CLOSED,
     DATA,
@@ -54,6 +54,14 @@ TRANSFER_EVENTS = (INCOMING_TRANSFER, TRANSFER_PROGRESS, TRANSFER_FILE_DONE, TRA
 
 class RelayGoneError(PeerchatError):
     """The relay is not answering. Start it again (``peerchat emulator``) or check --emulator / --database-url."""
+
+
+def ice_servers_of(settings: Settings) -> tuple[IceServer, ...]:
+    """The settings' STUN and TURN URLs as core's ICE servers (TURN ones with the user name and password)."""
+    return tuple(
+        IceServer(url) if url.startswith("stun:") else IceServer(url, settings.ice_username, settings.ice_credential)
+        for url in settings.ice_servers
+    )
 
 
 def describe_error(what: str, error: BaseException) -> str:
@@ -141,6 +149,14 @@ def open_session(connection: PeerConnection, download_dir: Path) -> SessionLink:
     return SessionLink(connection, transfers, tap)
 
 
+def load_relay_machinery() -> None:
+    """Import what connecting needs (firebase-admin, aiortc, core's manager and file transfers); run in a thread."""
+    import importlib
+
+    for module in ("firebase_admin", "firebase_admin.credentials", "core.manager", "core.files"):
+        importlib.import_module(module)
+
+
 @dataclass(frozen=True)
 class RelayProbe:
     """What answers at an emulator's address: ``ok`` when it is a Realtime Database; otherwise ``what`` says in
@@ -205,7 +221,9 @@ class Backend:
         settings: who and where (see :mod:`peerchat.config`).
         on_relay_status: called with ``(text, ok)`` when the relay goes away, comes back or is restarted.
         watch_interval: seconds between relay health checks (emulator modes only; 0 turns them off).
-        options: the manager's options (default: core's, with ``webrtc`` from the settings).
+        options: the manager's options (default: core's, with ``webrtc``, the ICE servers and ``require_verified``
+            from the settings).
+        accept: the manager's ``accept`` callable (None: every device whose key has not changed is accepted).
         embedded_at: where the embedded emulator lives (default 127.0.0.1:9000; tests use a free port).
         short_lived: a headless command: this device leaves no presence record behind when it stops.
     """
@@ -218,6 +236,7 @@ class Backend:
         watch_interval: float = 3.0,
         options: ManagerOptions | None = None,
         embedded_at: tuple[str, int] | None = None,
+        accept: Any = None,
         short_lived: bool = False,
     ) -> None:
         self.settings = settings
@@ -225,8 +244,11 @@ class Backend:
             else embedded_at
         self._on_relay_status = on_relay_status or (lambda text, ok: None)
         self._watch_interval = watch_interval
+        self._accept = accept
         # A short-lived device (a headless command) removes its presence record when it stops: no one lists it after.
-        self._options = options or ManagerOptions(webrtc=settings.webrtc, leave_presence=not short_lived)
+        self._options = options or ManagerOptions(webrtc=settings.webrtc, ice_servers=ice_servers_of(settings),
+                                                  require_verified=settings.require_verified,
+                                                  leave_presence=not short_lived)
         self._emulator: Any = None
         self._firebase_app: Any = None
         self._watchdog: asyncio.Task[None] | None = None
@@ -235,6 +257,11 @@ class Backend:
     @property
     def device(self) -> PeerInfo:
         return PeerInfo(self.settings.device_id, self.settings.label)
+
+    @property
+    def options(self) -> ManagerOptions:
+        """The options the manager gets (its ICE servers among them)."""
+        return self._options
 
     @property
     def emulator(self) -> Any:
@@ -272,31 +299,23 @@ class Backend:
             PeerchatError: the manager could not start (core's error says why).
         """
         settings = self.settings
-        if settings.mode != "firebase":
-            host, port = self._address
-            probe = await probe_relay(host, port)
-            if not probe.ok:
-                if settings.mode == "emulator":
-                    if probe.what.startswith("nothing"):
-                        why = probe.what.removeprefix("nothing answers ").strip("()")
-                        raise RelayGoneError(
-                            f"no emulator answers at {host}:{port} ({why}). Start one with `peerchat emulator "
-                            f"--port {port}` or fix --emulator / FIREBASE_DATABASE_EMULATOR_HOST"
-                        )
-                    raise RelayGoneError(f"{probe.problem(host, port)}. Point --emulator (or "
-                                         "FIREBASE_DATABASE_EMULATOR_HOST) at a Realtime Database emulator")
-                if not probe.what.startswith("nothing"):
-                    raise RelayGoneError(f"{probe.problem(host, port)}, where the embedded emulator should run. "
-                                         "Stop that server, or run peerchat with --emulator HOST:PORT")
-                await self._start_emulator()
+        # firebase-admin, aiortc and the rest of core load in a thread meanwhile, so the app's screen stays live.
+        loading = asyncio.ensure_future(asyncio.to_thread(load_relay_machinery))
+        try:
+            await self._reach_relay()
+        finally:
+            await loading
         self._firebase_app = self._init_firebase()
-        from core import FirebasePeerConnectionManager, webrtc_upgrader
+        from core import FileKeyStore, FirebasePeerConnectionManager, MemoryKeyStore, webrtc_upgrader
 
         upgrader = None  # core's default: WebRTC on every interface, as the options say
         if settings.webrtc_addresses is not None:
             upgrader = webrtc_upgrader(self._options, host_addresses=settings.webrtc_addresses)
+        folder = settings.key_store_dir
+        keys = FileKeyStore(folder) if folder is not None else MemoryKeyStore()
         manager = FirebasePeerConnectionManager(
-            settings.user, self.device, app=self._firebase_app, options=self._options, upgrader=upgrader
+            settings.user, self.device, app=self._firebase_app, options=self._options, upgrader=upgrader, keys=keys,
+            accept=self._accept,
         )
         try:
             await manager.start()
@@ -307,6 +326,29 @@ class Backend:
         if settings.mode != "firebase" and self._watch_interval > 0:
             self._watchdog = asyncio.create_task(self._watch(), name="peerchat-relay-watchdog")
         return manager
+
+    async def _reach_relay(self) -> None:
+        """Make sure an emulator answers in the emulator modes (starting the embedded one if needed)."""
+        settings = self.settings
+        if settings.mode == "firebase":
+            return
+        host, port = self._address
+        probe = await probe_relay(host, port)
+        if probe.ok:
+            return
+        if settings.mode == "emulator":
+            if probe.what.startswith("nothing"):
+                why = probe.what.removeprefix("nothing answers ").strip("()")
+                raise RelayGoneError(
+                    f"no emulator answers at {host}:{port} ({why}). Start one with `peerchat emulator "
+                    f"--port {port}` or fix --emulator / FIREBASE_DATABASE_EMULATOR_HOST"
+                )
+            raise RelayGoneError(f"{probe.problem(host, port)}. Point --emulator (or "
+                                 "FIREBASE_DATABASE_EMULATOR_HOST) at a Realtime Database emulator")
+        if not probe.what.startswith("nothing"):
+            raise RelayGoneError(f"{probe.problem(host, port)}, where the embedded emulator should run. "
+                                 "Stop that server, or run peerchat with --emulator HOST:PORT")
+        await self._start_emulator()
 
     async def stop(self) -> None:
         if self._watchdog is not None:

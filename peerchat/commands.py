@@ -5,7 +5,8 @@ Results go to stdout, one per line; progress and errors go to stderr (an error i
 ``peers`` prints this user's other online devices, ``ID<TAB>LABEL`` per line.
 
 ``send DEVICE [FILE ...] [--text TEXT]`` connects to DEVICE (a label or an id), sends the text and then the files,
-and waits until the other device confirmed each of them. A confirmed text reached the other device's application,
+and waits until the other device confirmed each of them. It says on stderr which link carries the session:
+``connected over WEBRTC via host`` (``via NAT``, ``via TURN relay``), or ``connected over RELAY (why)``. A confirmed text reached the other device's application,
 not necessarily its person: an app that asks whether to accept the session has the text before the person answers.
 When the other device declines the session, ``send`` prints ``peerchat: DEVICE declined the session`` and exits 6.
 
@@ -55,6 +56,7 @@ from core import (
     TransferError,
 )
 from core.events import (
+    AWAITING_ACCEPT,
     CLOSED,
     DATA,
     INCOMING_CONNECTION,
@@ -67,7 +69,17 @@ from core.events import (
 
 from .backend import Backend, RelayGoneError, describe_error
 from .config import ConfigError, Settings, add_settings_arguments, settings_from_args
-from .models import describe_close, find_device, format_ago, format_bytes, format_duration, format_rate, path_problem
+from .models import (
+    describe_close,
+    describe_link,
+    describe_upgrade_failure,
+    find_device,
+    format_ago,
+    format_bytes,
+    format_duration,
+    format_rate,
+    path_problem,
+)
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -139,6 +151,10 @@ def register(subparsers: Any) -> None:
                          "standard error")
     add_settings_arguments(receive)  # --download-dir is one of the settings
     receive.set_defaults(command_main=receive_main, handler=run_command, command_parser=receive)
+
+    from .trust_commands import register as register_trust
+
+    register_trust(subparsers, epilog)
 
 
 def run_command(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -347,14 +363,33 @@ async def _send(settings: Settings, args: argparse.Namespace, err: TextIO, files
                 text: str | None, recorder: Recorder, *, stdin_file: Path | None = None) -> int:
     async with Backend(settings, watch_interval=0, short_lived=True) as manager:
         peer = await find_online(manager, args.device, args.wait, err)
+
+        def declined_error(declined: ConnectionDeclinedError) -> CommandError:
+            who = declined.label or peer.label
+            return CommandError(f"{who} declined the session" + (f" ({declined.reason})" if declined.reason else ""),
+                                EXIT_FAILED)
+
         _say(err, f"connecting to {peer.label} ({peer.id})…")
-        connection = await manager.connect_to_peer(peer.id, confirm_data_receival=True)
+
+        def waiting(event: Any) -> None:
+            if event.peer.id == peer.id:
+                _say(err, f"waiting for {peer.label} to accept…")
+
+        manager.events.on(AWAITING_ACCEPT, waiting)
+        try:
+            connection = await manager.connect_to_peer(peer.id, confirm_data_receival=True)
+        except ConnectionDeclinedError as exc:
+            if "declined" not in str(exc):  # refused in the handshake: the message says why and what to do
+                raise CommandError(str(exc), EXIT_FAILED) from exc
+            raise declined_error(exc) from exc
+        finally:
+            manager.events.remove_listener(AWAITING_ACCEPT, waiting)
         closed: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         connection.events.on(CLOSED, lambda event: closed.done() or closed.set_result(event))
 
         async def send_all() -> None:
             async with connection:
-                _say(err, f"connected over {connection.transport.upper()}")
+                _say(err, f"connected over {describe_connection(connection, peer.label)}")
                 if text is not None:
                     await connection.send(text)
                     _say(err, "text delivered")
@@ -364,11 +399,6 @@ async def _send(settings: Settings, args: argparse.Namespace, err: TextIO, files
                     for path, entry in zip(files, _top_level(transfer, files)):
                         source = None if path == stdin_file else str(path.resolve())
                         recorder.add(peer, "out", "file", entry[0], "delivered", path=source, size=entry[1])
-
-        def declined_error(declined: ConnectionDeclinedError) -> CommandError:
-            who = declined.label or peer.label
-            return CommandError(f"{who} declined the session" + (f" ({declined.reason})" if declined.reason else ""),
-                                EXIT_FAILED)
 
         sending = asyncio.ensure_future(send_all())
         try:
@@ -391,6 +421,15 @@ async def _send(settings: Settings, args: argparse.Namespace, err: TextIO, files
                 with contextlib.suppress(asyncio.CancelledError, PeerchatError):
                     await sending
     return EXIT_OK
+
+
+def describe_connection(connection: PeerConnection, label: str) -> str:
+    """``"WEBRTC via NAT"``, or ``"RELAY (no route to desktop except the relay: add a TURN server …)"``."""
+    text = describe_link(connection.transport, connection.route)
+    failure = connection.upgrade_failure
+    if connection.transport == "relay" and failure is not None:
+        text += f" ({describe_upgrade_failure(failure, label)})"
+    return text
 
 
 async def _declined(connection: PeerConnection, closed: asyncio.Future[Any],
@@ -573,7 +612,7 @@ async def _receive(settings: Settings, args: argparse.Namespace, out: TextIO, er
         connection.events.on(CLOSED, lambda closed: enough.is_set() or say(
             err, f"session with {label} ended: {describe_close(closed.reason, closed.error)}"))
         closers.append(connection.disconnect)
-        say(err, f"session from {label} ({connection.peer.id}) over {connection.transport.upper()}")
+        say(err, f"session from {label} ({connection.peer.id}) over {describe_connection(connection, label)}")
         transfers = attach_receiver(connection, download_dir, got, err, closers, progress=progress, say=say)
         transfers.events.on(TRANSFER_PROGRESS, lambda event: track(event, False))
         transfers.events.on(TRANSFER_FILE_DONE, lambda event: track(event, False))

@@ -1,6 +1,7 @@
 """peerchat's settings: command-line flags, a TOML file and the environment resolved into one `Settings`.
 
-Precedence, highest first: command-line flags, the environment (``FIREBASE_DATABASE_EMULATOR_HOST``), the TOML
+Precedence, highest first: command-line flags, the environment (``FIREBASE_DATABASE_EMULATOR_HOST``,
+``PEERCHAT_ICE_SERVERS``), the TOML
 file (``config.toml`` in the platform's user config directory, or ``--config PATH``), then the defaults. The file
 takes the same keys as the flags, with ``_`` or ``-``::
 
@@ -10,6 +11,9 @@ takes the same keys as the flags, with ``_`` or ``-``::
     credentials = "~/keys/my-project.json"
     webrtc = true
     webrtc_addresses = "192.168.1.20"      # only these local addresses for WebRTC (comma-separated)
+    ice_servers = ["stun:stun.example.org", "turn:turn.example.org:3478?transport=udp"]   # or "none"
+    ice_username = "alice"                 # for the TURN server
+    ice_credential = "secret"
     download_dir = "~/Downloads/peerchat"
     history = true                         # keep conversations (false: nothing is written to disk)
     data_dir = "~/.local/share/peerchat"   # where the history lives
@@ -19,6 +23,12 @@ Where the relay is (:attr:`Settings.mode`):
 - ``"emulator"``: ``--emulator HOST:PORT`` or ``FIREBASE_DATABASE_EMULATOR_HOST`` names a running emulator;
 - ``"firebase"``: ``--database-url`` names a real Firebase project (with ``--credentials``, a service-account JSON);
 - ``"embedded"``: neither, so peerchat uses the emulator on 127.0.0.1:9000, starting one if none answers there.
+
+ICE servers (how WebRTC gets through NATs): ``--ice-server URL`` (repeatable) with ``stun:HOST[:PORT]``,
+``turn:HOST[:PORT][?transport=udp|tcp]`` or ``turns:HOST[:PORT]``; a TURN server needs ``--ice-username`` and
+``--ice-credential``. WebRTC uses one STUN and one TURN server at most. Without any setting peerchat uses
+:data:`DEFAULT_ICE_SERVERS` (a public STUN server, so that two devices behind ordinary home NATs connect with no
+set-up); ``--ice-server none`` (or ``PEERCHAT_ICE_SERVERS=none``) turns it off.
 
 A device's id is generated once per label and stored in ``devices.json`` in the user state directory, so it stays the
 same across runs, and two instances with different labels on one machine are two devices of the same user.
@@ -43,6 +53,11 @@ import platformdirs
 
 APP_NAME = "peerchat"
 EMULATOR_ENV = "FIREBASE_DATABASE_EMULATOR_HOST"
+ICE_SERVERS_ENV = "PEERCHAT_ICE_SERVERS"
+DEFAULT_ICE_SERVERS = ("stun:stun.l.google.com:19302",)
+"""The ICE servers used when no setting names any: one public STUN server (it learns this device's public address,
+nothing of what it sends)."""
+NO_ICE_SERVERS = "none"
 DEFAULT_USER = "local"
 EMBEDDED_HOST = "127.0.0.1"
 EMBEDDED_PORT = 9000
@@ -53,8 +68,16 @@ Mode = Literal["embedded", "emulator", "firebase"]
 # Firebase keys may not contain . # $ [ ] / or control characters; ids and users become keys.
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-:@+=~]{1,64}$")
 _KEYS = ("user", "label", "device_id", "database_url", "credentials", "emulator", "webrtc", "webrtc_addresses",
-         "download_dir", "history", "data_dir")
-_BOOL_KEYS = ("webrtc", "history")
+         "ice_servers", "ice_username", "ice_credential", "download_dir", "ask", "require_verified", "history",
+         "data_dir")
+_BOOL_KEYS = ("webrtc", "require_verified", "history")
+ASK_CHOICES = ("new", "unverified", "always", "never")
+"""When the app asks the person to accept an incoming session: from new devices only (the default), from devices
+not verified with the comparison code, always, or never (every device whose key has not changed is accepted)."""
+_ICE_URL_RE = re.compile(
+    r"^(?P<scheme>stun|turns?):(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.\-]+)(?::(?P<port>[0-9]{1,5}))?"
+    r"(?:\?transport=(?P<transport>udp|tcp))?$"
+)
 
 
 class ConfigError(ValueError):
@@ -74,6 +97,11 @@ class Settings:
     webrtc: bool = True
     # The local addresses WebRTC may use (None: every interface, plus 127.0.0.1 for devices on one machine).
     webrtc_addresses: tuple[str, ...] | None = None
+    # STUN and TURN server URLs for WebRTC (empty: none; resolve_settings() puts DEFAULT_ICE_SERVERS here when no
+    # setting names any), and the TURN server's user name and password.
+    ice_servers: tuple[str, ...] = ()
+    ice_username: str | None = None
+    ice_credential: str | None = None
     download_dir: Path = field(default_factory=lambda: default_download_dir())
     namespace: str = DEFAULT_NAMESPACE
     # What the app calls the relay in its status line (None: its kind and address, see describe_relay).
@@ -90,6 +118,18 @@ class Settings:
         from .history import history_file
 
         return history_file(self.data_dir, self.device_id)
+
+    # Where this device's identity key and the keys of the devices it trusts are kept (one folder per device id);
+    # None: in memory only (a new identity every run; tests).
+    keys_dir: Path | None = None
+    # Which incoming sessions the app asks about (ASK_CHOICES), and whether only verified devices may connect.
+    ask: str = "new"
+    require_verified: bool = False
+
+    @property
+    def key_store_dir(self) -> Path | None:
+        """This device's own key store folder (``keys_dir / device_id``), or None."""
+        return None if self.keys_dir is None else self.keys_dir / self.device_id
 
     @property
     def mode(self) -> Mode:
@@ -138,6 +178,10 @@ def default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir(APP_NAME))
 
 
+def default_keys_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "keys"
+
+
 def default_download_dir() -> Path:
     return Path(platformdirs.user_downloads_dir()) / APP_NAME
 
@@ -174,6 +218,49 @@ def parse_addresses(value: str) -> tuple[str, ...]:
     return addresses
 
 
+def parse_ice_servers(values: str | list[str] | tuple[str, ...], username: str | None = None,
+                      credential: str | None = None) -> tuple[str, ...]:
+    """Check ICE server URLs (a list, or one string with URLs separated by commas or spaces); ``none`` alone means
+    no server at all and gives ``()``.
+
+    Raises:
+        ConfigError: a URL is malformed, ``none`` is mixed with URLs, more than one STUN or TURN server is named
+            (WebRTC uses one of each), or a TURN server lacks a user name or password.
+    """
+    if isinstance(values, str):
+        values = [values]
+    urls = tuple(url for value in values for url in re.split(r"[\s,]+", str(value).strip()) if url)
+    if not urls:
+        raise ConfigError("ice-server: expected a STUN or TURN URL like stun:stun.example.org:3478, or none")
+    if NO_ICE_SERVERS in (url.lower() for url in urls):
+        if len(urls) > 1:
+            raise ConfigError(f"ice-server: 'none' turns every ICE server off; it cannot be combined with {urls}")
+        return ()
+    kinds: dict[str, str] = {}
+    for url in urls:
+        match = _ICE_URL_RE.match(url)
+        if match is None:
+            raise ConfigError(
+                f"ice-server: {url!r} is not a STUN or TURN URL; use stun:HOST[:PORT], "
+                "turn:HOST[:PORT][?transport=udp|tcp] or turns:HOST[:PORT]")
+        scheme, port = match["scheme"], match["port"]
+        if port is not None and not 0 < int(port) < 65536:
+            raise ConfigError(f"ice-server: the port in {url!r} must be between 1 and 65535")
+        if scheme == "stun" and match["transport"]:
+            raise ConfigError(f"ice-server: {url!r}: a STUN URL takes no ?transport=")
+        if scheme == "turns" and match["transport"] == "udp":
+            raise ConfigError(f"ice-server: {url!r}: turns: runs over TCP (TLS) only")
+        kind = "STUN" if scheme == "stun" else "TURN"
+        if kind in kinds:
+            raise ConfigError(f"ice-server: WebRTC uses one {kind} server, and two are named ({kinds[kind]} and "
+                              f"{url}); keep one")
+        kinds[kind] = url
+    if "TURN" in kinds and not (username and credential):
+        raise ConfigError(f"ice-server: the TURN server {kinds['TURN']} needs --ice-username and --ice-credential "
+                          "(ice_username and ice_credential in the config file)")
+    return urls
+
+
 def read_config_file(path: Path) -> dict[str, Any]:
     """Read the TOML file's keys (``-`` folded to ``_``); a missing file is empty, anything unknown is an error."""
     try:
@@ -192,6 +279,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
         if name not in _KEYS:
             known = ", ".join(_KEYS)
             raise ConfigError(f"the config file {path} has an unknown key {key!r} (known keys: {known})")
+        if name == "ice_servers":
+            if not (isinstance(value, str) or isinstance(value, list) and all(isinstance(v, str) for v in value)):
+                raise ConfigError(f"the config file {path}: {key} must be a list of URLs (or \"none\"), got {value!r}")
+            values[name] = value
+            continue
         expected = bool if name in _BOOL_KEYS else str
         if not isinstance(value, expected):
             raise ConfigError(f"the config file {path}: {key} must be a {expected.__name__}, got {value!r}")
@@ -261,6 +353,8 @@ def resolve_settings(
             return given[name]
         if name == "emulator" and env.get(EMULATOR_ENV):
             return env[EMULATOR_ENV]
+        if name == "ice_servers" and env.get(ICE_SERVERS_ENV, "").strip():
+            return env[ICE_SERVERS_ENV]
         return file_values.get(name, default)
 
     user = _check_key("user", str(pick("user", DEFAULT_USER)).strip())
@@ -286,10 +380,17 @@ def resolve_settings(
         device_id = device_id_for(label, state_dir or default_state_dir())
     addresses = pick("webrtc_addresses")
     webrtc_addresses = parse_addresses(str(addresses)) if addresses else None
+    ice_username, ice_credential = pick("ice_username"), pick("ice_credential")
+    ice_servers = pick("ice_servers")
+    ice_servers = DEFAULT_ICE_SERVERS if ice_servers is None else parse_ice_servers(
+        ice_servers, ice_username, ice_credential)
     download = pick("download_dir")
     download_dir = Path(download).expanduser() if download else default_download_dir()
     data = pick("data_dir")
     data_dir = Path(data).expanduser() if data else default_data_dir()
+    ask = str(pick("ask", "new"))
+    if ask not in ASK_CHOICES:
+        raise ConfigError(f"ask: {ask!r} must be one of {', '.join(ASK_CHOICES)}")
     return Settings(
         user=user,
         label=label,
@@ -299,9 +400,15 @@ def resolve_settings(
         emulator=emulator or None,
         webrtc=bool(pick("webrtc", True)),
         webrtc_addresses=webrtc_addresses,
+        ice_servers=ice_servers,
+        ice_username=ice_username,
+        ice_credential=ice_credential,
         download_dir=download_dir,
         history=bool(pick("history", True)),
         data_dir=data_dir,
+        keys_dir=default_keys_dir(),
+        ask=ask,
+        require_verified=bool(pick("require_verified", False)),
     )
 
 
@@ -328,12 +435,23 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
         help="stay on the relay; never open a direct WebRTC link")
     add("--webrtc-addresses", dest="webrtc_addresses", default=argparse.SUPPRESS, metavar="IP[,IP...]",
         help="the only local addresses WebRTC may use (default: every interface, and 127.0.0.1)")
+    add("--ice-server", dest="ice_servers", action="append", default=argparse.SUPPRESS, metavar="URL",
+        help="a STUN or TURN server for WebRTC across NATs: stun:HOST[:PORT], turn:HOST[:PORT][?transport=udp|tcp], "
+             f"turns:HOST[:PORT]; repeat for one of each; 'none' for no server (default: {DEFAULT_ICE_SERVERS[0]})")
+    add("--ice-username", dest="ice_username", default=argparse.SUPPRESS, metavar="NAME",
+        help="the TURN server's user name")
+    add("--ice-credential", dest="ice_credential", default=argparse.SUPPRESS, metavar="PASSWORD",
+        help="the TURN server's password")
     add("--download-dir", dest="download_dir", default=argparse.SUPPRESS, metavar="DIR",
         help=f"where received files are saved (default: {default_download_dir()})")
     add("--no-history", dest="history", action="store_const", const=False, default=argparse.SUPPRESS,
         help="keep no conversation history on disk (default: kept in the data directory)")
     add("--data-dir", dest="data_dir", default=argparse.SUPPRESS, metavar="DIR",
         help=f"where the conversation history is kept (default: {default_data_dir()})")
+    add("--ask", choices=ASK_CHOICES, default=argparse.SUPPRESS,
+        help="which incoming sessions to ask about: new devices (default), unverified ones, always, never")
+    add("--require-verified", dest="require_verified", action="store_const", const=True, default=argparse.SUPPRESS,
+        help="open sessions only with devices verified with the comparison code (both ways)")
     add("--config", dest="config_file", default=argparse.SUPPRESS, metavar="FILE",
         help=f"the settings file (default: {default_config_file()})")
 

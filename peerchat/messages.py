@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,29 @@ class PeersChanged(Message):
 
     peers: tuple[PeerInfo, ...]
     devices: tuple[DeviceStatus, ...] = ()
+
+
+@dataclass
+class AcceptRequested(Message):
+    """Core asks whether to accept a session (``request``); the answer goes into ``answer``."""
+
+    request: Any
+    code: str
+    answer: asyncio.Future[Any]
+
+
+@dataclass
+class KeyChanged(Message):
+    """A device showed another key than the one remembered for it; its session was refused."""
+
+    event: Any
+
+
+@dataclass
+class AcceptWithdrawn(Message):
+    """The device behind ``request`` stopped waiting: its dialog goes away."""
+
+    request: Any
 
 
 @dataclass

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import shlex
 import time
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -18,11 +19,13 @@ from core import (
     DeviceStatus,
     Latency,
     LinkChanged,
+    NoRouteError,
     ProtocolErrorEvent,
     Recovered,
     Slow,
     Transport,
     PeerInfo,
+    Route,
     UpgradeFailed,
 )
 
@@ -93,6 +96,7 @@ class DeviceRow:
     peer: PeerInfo
     online: bool
     last_seen: float | None  # a time.time() value for offline devices (None: not known)
+    trust: str | None = None  # verified, trusted, new, key-changed (None: not known)
 
 
 class DeviceDirectory:
@@ -103,6 +107,11 @@ class DeviceDirectory:
         self._known: dict[str, PeerInfo] = {}
         self._online: set[str] = set()
         self._last_seen: dict[str, float] = {}
+        self._trust: dict[str, str] = {}
+
+    def update_trust(self, trust: dict[str, str]) -> None:
+        """Take how far each device is trusted (``verified``, ``trusted``, ``new``, ``key-changed``)."""
+        self._trust.update(trust)
 
     def update(self, online: tuple[PeerInfo, ...] | list[PeerInfo], now: float) -> None:
         """Take the current online set; devices that dropped out are remembered as last seen ``now``."""
@@ -127,7 +136,8 @@ class DeviceDirectory:
              keep: set[str] | frozenset[str] = frozenset()) -> list[DeviceRow]:
         """Online devices first, then offline ones, each by label. With ``now`` and ``hide_after`` (seconds),
         devices offline for longer than that are left out, unless their id is in ``keep``."""
-        rows = [DeviceRow(p, p.id in self._online, self._last_seen.get(p.id)) for p in self._known.values()]
+        rows = [DeviceRow(p, p.id in self._online, self._last_seen.get(p.id), self._trust.get(p.id))
+                for p in self._known.values()]
         if now is not None and hide_after is not None:
             rows = [r for r in rows if r.online or r.peer.id in keep or r.last_seen is None
                     or now - r.last_seen <= hide_after]
@@ -183,14 +193,41 @@ class Notice:
     severity: Severity = "information"
 
 
+def describe_link(transport: Transport, route: Route | None) -> str:
+    """``"WEBRTC via NAT"``, ``"WEBRTC"`` (route unknown) or ``"RELAY"``."""
+    if transport == "webrtc" and route is not None:
+        return f"WEBRTC {route}"
+    return transport.upper()
+
+
+_NO_ROUTE_ADVICE = {
+    "stun": "add a STUN server with --ice-server stun:HOST[:PORT] (and a TURN server for strict NATs)",
+    "turn": "add a TURN server with --ice-server turn:HOST[:PORT] --ice-username NAME --ice-credential PASSWORD",
+    None: "the TURN server could not carry it either: let UDP through to it, or use it over TCP "
+          "(--ice-server 'turn:HOST:PORT?transport=tcp')",
+}
+
+
+def describe_upgrade_failure(failure: UpgradeFailed, label: str) -> str:
+    """Why the relay carries a session, in words a person can act on: for a failed NAT traversal,
+    ``"no route to desktop except the relay: add a TURN server with --ice-server …"``; else core's reason."""
+    error = failure.error
+    if isinstance(error, NoRouteError):
+        return f"no route to {label} except the relay: {_NO_ROUTE_ADVICE.get(error.missing, _NO_ROUTE_ADVICE[None])}"
+    return f"no WebRTC: {failure.reason}"
+
+
 @dataclass
 class LinkStatus:
-    """A session's status line: the link, the latency, and warnings with their reasons.
+    """A session's status line: the link (and for WebRTC how it got through), the latency, and warnings with
+    their reasons.
 
     Feed it core's connection events with :meth:`apply`; it returns what deserves a notification.
     """
 
     transport: Transport = "relay"
+    route: Route | None = None
+    peer_label: str = "the other device"
     rtt: float | None = None
     warnings: dict[str, str] = field(default_factory=dict)
     note: str | None = None
@@ -205,21 +242,23 @@ class LinkStatus:
                 self.warnings[what] = f"slow: {what} ({waited:.0f} s, gives up after {timeout:.0f} s)"
             case Recovered(what=what):
                 self.warnings.pop(what, None)
-            case LinkChanged(transport="webrtc"):
-                self.transport, self.note = "webrtc", None
-                return Notice("Direct WebRTC link open.")
+            case LinkChanged(transport="webrtc", route=route):
+                self.transport, self.route, self.note = "webrtc", route, None
+                return Notice(f"Direct WebRTC link open{f' ({route})' if route else ''}.")
             case LinkChanged(transport=transport, reason=reason):
-                self.transport = transport
+                self.transport, self.route = transport, None
                 self.note = f"fell back to the relay: {reason}"
                 return Notice(f"Fell back to the relay ({reason}). Messages keep flowing; retrying WebRTC later.",
                               "warning")
             case UpgradeFailed() if self.webrtc_off:
                 self.note = "relay only: WebRTC is off on this device"
-            case UpgradeFailed(reason=reason):
-                note = f"no WebRTC: {reason}"
+            case UpgradeFailed(reason=reason) as failure:
+                note = describe_upgrade_failure(failure, self.peer_label)
                 if note == self.note:
                     return None  # the same reason again (a retry that failed the same way): once is enough
                 self.note = note
+                if isinstance(failure.error, NoRouteError):
+                    return Notice(f"{note[0].upper()}{note[1:]}. ({reason})", "warning")
                 return Notice(f"WebRTC unavailable ({reason}); using the relay.", "warning")
             case ProtocolErrorEvent(error=error):
                 return Notice(f"Ignored malformed data from the other device: {error}", "warning")
@@ -234,7 +273,8 @@ class LinkStatus:
         """The status line as Rich markup, e.g. ``● WEBRTC  12 ms  ⚠ slow: ...``."""
         if self.closed:
             return f"[b red]● CLOSED[/]  {escape(self.closed)}"
-        link = "[b green]● WEBRTC[/]" if self.transport == "webrtc" else "[b yellow]● RELAY[/]"
+        link = f"[b green]● {describe_link('webrtc', self.route)}[/]" if self.transport == "webrtc" \
+            else "[b yellow]● RELAY[/]"
         parts = [link]
         if latency:
             parts.append(format_rtt(self.rtt))
@@ -257,8 +297,43 @@ def describe_close(reason: str, error: BaseException | None) -> str:
     return f"the connection was lost ({detail})" if detail else "the connection was lost"
 
 
+# Characters that reorder or hide text around them (bidirectional overrides and isolates, marks, the BOM).
+_INVISIBLE = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff")
+
+
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _visible(char: str) -> str:
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def shown(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` from another device (a label, a file name, a message), safe to put on the screen.
+
+    Control characters (escape sequences start with one) and bidirectional overrides would be interpreted by the
+    terminal or reorder what is around them: each becomes a visible escape (``\\x1b``, ``\\u202e``). Newlines
+    are kept when ``keep_newlines`` (a message's lines), else shown as ``\\n`` too. Markup is not touched here:
+    show the result as a ``Text``/``Content``, or through :func:`markup_escape` where a string is read as markup.
+    """
+    return "".join(
+        _visible(c) if (unicodedata.category(c) == "Cc" and not (keep_newlines and c == "\n")) or c in _INVISIBLE
+        else c
+        for c in text)
+
+
+def markup_escape(text: str) -> str:
+    """``text`` for a place that reads Textual markup (the status line, the command palette): every ``[`` escaped,
+    so nothing in it is ever taken for a tag (Textual's markup reads any other backslash literally)."""
+    return text.replace("[", "\\[")
+
+
 def escape(text: str) -> str:
-    return text.replace("[", r"\[")
+    """Text from anywhere, for the status line's markup: :func:`shown`, then :func:`markup_escape`."""
+    return markup_escape(shown(text))
 
 
 # --- the chat input --------------------------------------------------------------------------------------------
@@ -384,20 +459,22 @@ def entry_parts(entry: Any, me: str, now: float) -> list[tuple[str, str]]:
     stamp = time.strftime("%H:%M", time.localtime(entry.at))
     if time.localtime(entry.at)[:3] != time.localtime(now)[:3]:
         stamp = time.strftime("%Y-%m-%d ", time.localtime(entry.at)) + stamp
-    who, style = ("you", "bold green") if entry.direction == "out" else (entry.label, "bold cyan")
+    # What another device wrote (its label, a text, a file name) is shown literally (see shown()).
+    who, style = ("you", "bold green") if entry.direction == "out" else (shown(entry.label), "bold cyan")
     parts = [(stamp, "dim"), ("  ", ""), (who, style), ("  ", "")]
     if entry.kind == "text":
-        parts.append((entry.body, ""))
+        parts.append((shown(entry.body, keep_newlines=True), ""))
         if entry.direction == "out":
             mark, mark_style = DELIVERY_MARKS.get(entry.status, ("", ""))
             parts.extend([("  ", ""), (mark, mark_style)])
         return parts
     size = f" ({format_bytes(entry.size)})" if entry.size is not None else ""
+    name = shown(entry.body)
     if entry.direction == "out":
         verb = {"delivered": "✓ sent and verified", "failed": "✗ not sent"}.get(entry.status, "↑ sending")
-        parts.append((f"{verb}: {entry.body}{size}", "red" if entry.status == "failed" else "green"))
+        parts.append((f"{verb}: {name}{size}", "red" if entry.status == "failed" else "green"))
     else:
-        where = f", saved to {entry.path}" if entry.path else ""
+        where = f", saved to {shown(entry.path)}" if entry.path else ""
         verb = "✗ not received" if entry.status == "failed" else "✓ received"
-        parts.append((f"{verb}: {entry.body}{size}{where}", "red" if entry.status == "failed" else "green"))
+        parts.append((f"{verb}: {name}{size}{where}", "red" if entry.status == "failed" else "green"))
     return parts

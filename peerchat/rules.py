@@ -6,20 +6,23 @@ from __future__ import annotations
 from pathlib import Path
 
 RULES_NAME = "database.rules.json"
-_PACKAGED = Path(__file__).resolve().parent / RULES_NAME
-_SOURCE_TREE = Path(__file__).resolve().parent.parent / "firebase" / RULES_NAME
+CANDIDATES = (
+    Path(__file__).resolve().parent / RULES_NAME,  # an installed wheel
+    Path(__file__).resolve().parent.parent / "firebase" / RULES_NAME,  # a checkout
+)
 
 
 class RulesMissingError(Exception):
     """peerchat's security rules are not where this installation keeps them."""
 
 
-def rules_file(candidates: tuple[Path, ...] = (_PACKAGED, _SOURCE_TREE)) -> Path:
-    """The first of ``candidates`` that is a file.
+def rules_file(candidates: tuple[Path, ...] | None = None) -> Path:
+    """The first of ``candidates`` (default :data:`CANDIDATES`) that is a file.
 
     Raises:
         RulesMissingError: none is; the message is one line saying what to do.
     """
+    candidates = CANDIDATES if candidates is None else candidates
     for path in candidates:
         if path.is_file():
             return path

@@ -1,5 +1,6 @@
 """Fixtures every integration test shares: a Realtime Database emulator, a fresh namespace per test, and
-firebase-admin apps pointed at it.
+firebase-admin apps pointed at it. Importing it also turns peerchat's default public STUN server off for the whole run
+(``PEERCHAT_ICE_SERVERS=none``), subprocesses included.
 
 - ``emulator`` (session): our emulator running in a background thread, or, when
   ``FIREBASE_DATABASE_EMULATOR_HOST`` is set, a handle on that server (Google's emulator) with the same interface.
@@ -28,6 +29,11 @@ from google.auth.credentials import AnonymousCredentials
 from emulator import Emulator
 
 EMULATOR_HOST_ENV = "FIREBASE_DATABASE_EMULATOR_HOST"
+
+# No test may ever send a packet to a public address, and peerchat's settings default to a public STUN server: turn
+# it off for this process and every process a test starts (they inherit the environment). A test that names ICE
+# servers does so with --ice-server, which wins over this. tests/app/test_config.py fails if this ever stops working.
+os.environ["PEERCHAT_ICE_SERVERS"] = "none"
 
 
 class _Missing:

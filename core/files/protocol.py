@@ -27,7 +27,7 @@ every ``window // 2`` chunks and at the end of each file, checks the file's SHA-
 The sender is done when every file is verified. A chunk that arrives past a gap makes the receiver ask once for a
 REWIND; duplicates are ignored.
 
-The machines take messages (and the results of the I/O they asked for) and return actions: :class:`SendFrame`,
+The machines take messages (and the results of the I/O they asked for) and return actions: :class:`SendMessage`,
 :class:`ReadChunk`, :class:`WriteChunk`, :class:`VerifyFile`, :class:`FileDone`, :class:`Finished`,
 :class:`Failed`. ``core.files.transfers`` performs them.
 """
@@ -177,7 +177,7 @@ class Chunk:
     data: bytes
 
 
-Message = OfferPart | Accept | Decline | Ack | Verified | Cancel | Rewind | Chunk
+TransferMessage = OfferPart | Accept | Decline | Ack | Verified | Cancel | Rewind | Chunk
 
 
 # --- encoding ---------------------------------------------------------------------------------------------------
@@ -187,7 +187,7 @@ def _control(kind: int, body: dict) -> bytes:
     return bytes([kind]) + json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def encode_frame(message: Message) -> bytes:
+def encode_message(message: TransferMessage) -> bytes:
     """The frame for one message (an :class:`Offer` goes through :func:`encode_offer`)."""
     match message:
         case Chunk(id=tid, file=file, offset=offset, data=data):
@@ -280,7 +280,7 @@ def _decode_folders(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
-def decode_frame(frame: bytes) -> Message:
+def decode_message(frame: bytes) -> TransferMessage:
     """The message in one frame. Raises :class:`ProtocolError` saying what is wrong with a malformed one."""
     if not frame:
         raise ProtocolError("The other device sent an empty transfer frame.")
@@ -334,13 +334,32 @@ def decode_frame(frame: bytes) -> Message:
 
 
 class OfferAssembler:
-    """Joins the parts of offers (arriving in order) into whole :class:`Offer` values."""
+    """Joins the parts of offers (arriving in order) into whole :class:`Offer` values.
+
+    ``feed`` takes the time a part arrived (any clock); ``expire`` drops the offers whose last part is older.
+    """
 
     def __init__(self) -> None:
         self._pending: dict[str, list[OfferPart]] = {}
+        self._last_part: dict[str, float] = {}
 
-    def feed(self, part: OfferPart) -> Offer | None:
+    def __len__(self) -> int:
+        """How many offers are waiting for more parts."""
+        return len(self._pending)
+
+    def __contains__(self, transfer_id: object) -> bool:
+        return transfer_id in self._pending
+
+    def expire(self, before: float) -> list[str]:
+        """Drop the offers whose last part arrived before ``before``; returns their ids."""
+        stale = [tid for tid, when in self._last_part.items() if when < before]
+        for tid in stale:
+            self.discard(tid)
+        return stale
+
+    def feed(self, part: OfferPart, now: float = 0.0) -> Offer | None:
         """The whole offer once its last part arrived, else None. Raises ProtocolError on parts out of order."""
+        self._last_part.pop(part.id, None)
         got = self._pending.get(part.id, [])
         first = got[0] if got else part
         if part.part != len(got) or (part.parts, part.chunk_size, part.window) != (
@@ -353,6 +372,7 @@ class OfferAssembler:
             raise ProtocolError(f"The other device offered too many files or folders (at most {MAX_FILES} of each).")
         if len(got) < part.parts:
             self._pending[part.id] = got
+            self._last_part[part.id] = now
             return None
         self._pending.pop(part.id, None)
         if not any(p.files or p.folders for p in got):
@@ -362,13 +382,14 @@ class OfferAssembler:
 
     def discard(self, transfer_id: str) -> None:
         self._pending.pop(transfer_id, None)
+        self._last_part.pop(transfer_id, None)
 
 
 # --- actions ----------------------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class SendFrame:
+class SendMessage:
     data: bytes
 
 
@@ -413,7 +434,7 @@ class Failed:
     error: PeerchatError
 
 
-Action = SendFrame | ReadChunk | WriteChunk | VerifyFile | FileDone | Finished | Failed
+Action = SendMessage | ReadChunk | WriteChunk | VerifyFile | FileDone | Finished | Failed
 
 _KIND_OF_ERROR: tuple[tuple[type[PeerchatError], CancelKind], ...] = (
     (InsufficientSpaceError, "space"), (IntegrityError, "integrity"), (DiskError, "disk"),
@@ -465,7 +486,7 @@ class _Machine:
         self.error = error
         actions: list[Action] = []
         if tell_peer:
-            actions.append(SendFrame(encode_frame(Cancel(id=self.id, kind=_kind_of(error), message=str(error)))))
+            actions.append(SendMessage(encode_message(Cancel(id=self.id, kind=_kind_of(error), message=str(error)))))
         actions.append(Failed(error))
         return actions
 
@@ -547,9 +568,9 @@ class SendMachine(_Machine):
             return self.fail(DiskError(f"{self.offer.files[read.file].path} changed while it was being sent "
                                        f"(expected {read.size} bytes at offset {read.offset}, read {len(data)})."))
         self._sent[read.file] = max(self._sent[read.file], read.offset + read.size)
-        return [SendFrame(encode_frame(Chunk(id=self.id, file=read.file, offset=read.offset, data=data)))]
+        return [SendMessage(encode_message(Chunk(id=self.id, file=read.file, offset=read.offset, data=data)))]
 
-    def handle(self, message: Message) -> list[Action]:
+    def handle(self, message: TransferMessage) -> list[Action]:
         if self.ended:
             return []
         files = self.offer.files
@@ -648,7 +669,7 @@ class ReceiveMachine(_Machine):
         self._expected = list(offsets)
         self._written = list(offsets)
         self._confirmed = list(offsets)
-        actions: list[Action] = [SendFrame(encode_frame(Accept(id=self.id, offsets=tuple(offsets))))]
+        actions: list[Action] = [SendMessage(encode_message(Accept(id=self.id, offsets=tuple(offsets))))]
         actions += [VerifyFile(i) for i, f in enumerate(files) if offsets[i] == f.size]
         if not files:  # only folders, already created
             self.finished = True
@@ -661,9 +682,9 @@ class ReceiveMachine(_Machine):
         said = f" ({reason})" if reason else ""
         reason = reason or NO_REASON
         self.error = TransferDeclinedError(f"You declined the files{said}.")
-        return [SendFrame(encode_frame(Decline(id=self.id, reason=reason))), Failed(self.error)]
+        return [SendMessage(encode_message(Decline(id=self.id, reason=reason))), Failed(self.error)]
 
-    def handle(self, message: Message) -> list[Action]:
+    def handle(self, message: TransferMessage) -> list[Action]:
         if self.ended:
             return []
         files = self.offer.files
@@ -683,7 +704,7 @@ class ReceiveMachine(_Machine):
                     if self._rewind_asked.get(file) == expected:
                         return []
                     self._rewind_asked[file] = expected
-                    return [SendFrame(encode_frame(Rewind(id=self.id, file=file, offset=expected)))]
+                    return [SendMessage(encode_message(Rewind(id=self.id, file=file, offset=expected)))]
                 if offset + len(data) > files[file].size:
                     return self._protocol(f"it sent bytes past the end of {files[file].path}")
                 self._rewind_asked.pop(file, None)
@@ -709,14 +730,14 @@ class ReceiveMachine(_Machine):
     def _ack(self, file: int) -> list[Action]:
         self._since_ack = 0
         self._confirmed[file] = self._written[file]
-        return [SendFrame(encode_frame(Ack(id=self.id, file=file, offset=self._written[file])))]
+        return [SendMessage(encode_message(Ack(id=self.id, file=file, offset=self._written[file])))]
 
     def file_verified(self, file: int) -> list[Action]:
         """The file's SHA-256 matched and it has its final name."""
         if self.ended or self._verified[file]:
             return []
         self._verified[file] = True
-        actions: list[Action] = [SendFrame(encode_frame(Verified(id=self.id, file=file))), FileDone(file)]
+        actions: list[Action] = [SendMessage(encode_message(Verified(id=self.id, file=file))), FileDone(file)]
         if all(self._verified):
             self.finished = True
             actions.append(Finished())
@@ -752,7 +773,7 @@ class RateMeter:
 
 __all__ = [
     "CHUNK_HEADER_SIZE", "PROTOCOL_VERSION", "Accept", "Ack", "Action", "Cancel", "CancelKind", "Chunk", "Decline",
-    "Failed", "FileDone", "FileEntry", "Finished", "Message", "Offer", "OfferAssembler", "OfferPart", "RateMeter",
-    "ReadChunk", "ReceiveMachine", "Rewind", "SendFrame", "SendMachine", "TransferError", "Verified", "VerifyFile",
-    "WriteChunk", "decode_frame", "encode_frame", "encode_offer", "new_transfer_id",
+    "Failed", "FileDone", "FileEntry", "Finished", "TransferMessage", "Offer", "OfferAssembler", "OfferPart", "RateMeter",
+    "ReadChunk", "ReceiveMachine", "Rewind", "SendMessage", "SendMachine", "TransferError", "Verified", "VerifyFile",
+    "WriteChunk", "decode_message", "encode_message", "encode_offer", "new_transfer_id",
 ]

@@ -13,10 +13,20 @@ written again over the relay after a fallback. Over WebRTC the connection sends 
 message, without base64 (``core.protocol.linkframes``). On a connection that keeps call order, up to
 ``DEFAULT_SEND_CONCURRENCY`` chunks are handed to it at once, so the relay writes several in each database update.
 
-On disk, the receiver writes ``<name>.part`` (hashing while it writes) and renames it to ``<name>`` only when the
-SHA-256 matches. Next to them a small sidecar, ``.peerchat-<id>.transfer``, records the offer id, each file's hash
-and the offset confirmed to the sender. When the same files are offered again, on this connection or a new one (same
-transfer id, or the same SHA-256 and size), the receiver answers with those offsets and the sender continues there.
+On disk, the receiver creates ``<name>.part`` (exclusively: never over an existing file), hashes while it writes,
+and renames it to ``<name>`` only when the SHA-256 matches. Once data arrived, a small record,
+``.peerchat-<id>.transfer``, holds the offer id, each file's hash, the offset confirmed to the sender, and which
+``.part`` file the transfer created (its device and inode). When the same files are offered again, on this
+connection or a new one (same transfer id, or the same SHA-256 and size), the receiver answers with those offsets
+and the sender continues there. A record is honoured only for the ``.part`` file it names that is still the one
+its transfer created; received names can never be mistaken for the receiver's own files (``.peerchat-...``,
+``.part`` and ``.tmp`` names are renamed on arrival); records older than ``ManagerOptions.resume_max_age`` are
+swept with the partial files they created (when ``FileTransfers`` starts on a download folder, and before each
+accept).
+
+A hostile or broken sender is bounded (``ManagerOptions``): at most ``max_pending_offers`` offers being received
+or waiting for an answer (one more is declined, saying why), an offer whose parts stop coming is dropped after
+``offer_idle_timeout``, an accepted transfer through which nothing arrives stops after ``transfer_idle_timeout``.
 """
 
 from __future__ import annotations
@@ -60,22 +70,24 @@ from .protocol import (
     CHUNK_HEADER_SIZE,
     Action,
     Cancel,
+    Decline,
     Failed,
     FileDone,
     FileEntry,
     Finished,
-    Message,
+    TransferMessage,
     Offer,
     OfferAssembler,
     OfferPart,
     RateMeter,
     ReadChunk,
     ReceiveMachine,
-    SendFrame,
+    SendMessage,
     SendMachine,
     VerifyFile,
     WriteChunk,
-    decode_frame,
+    decode_message,
+    encode_message,
     encode_offer,
     new_transfer_id,
 )
@@ -91,9 +103,17 @@ DEFAULT_SEND_CONCURRENCY = 8
 SIDECAR_PREFIX = ".peerchat-"
 SIDECAR_SUFFIX = ".transfer"
 PART_SUFFIX = ".part"
+TMP_SUFFIX = ".tmp"
+_OWN_SUFFIXES = (PART_SUFFIX, TMP_SUFFIX)
 MAX_NAME_BYTES = 200
 MAX_DEPTH = 32
 _SIDECAR_INTERVAL = 0.5
+_now = time.monotonic  # the clock of offer time-outs (tests replace it)
+# Records say which .part file their transfer created (device and inode); older ones, without it, are not honoured.
+RECORD_VERSION = 2
+_MAX_RECORD_BYTES = 64 * 1024 * 1024
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_BINARY = getattr(os, "O_BINARY", 0)
 
 # --- names ------------------------------------------------------------------------------------------------------
 
@@ -106,6 +126,18 @@ _INVISIBLE = {"\u200e", "\u200f", "\u202a", "\u202b", "\u202c", "\u202d", "\u202
 
 def _cut(text: str, limit: int) -> str:
     return text.encode()[:limit].decode(errors="ignore")
+
+
+def _not_ours(name: str) -> str:
+    """``name`` renamed if it is one the receiver uses for itself: its records (``.peerchat-...``, any case) and
+    its ``.part`` and ``.tmp`` files. Their first or last dot becomes ``_``, so a received file can never be taken
+    for the receiver's own bookkeeping (or a received folder hold it)."""
+    if name.casefold().startswith(SIDECAR_PREFIX):
+        name = "_" + name[1:]
+    stem, dot, ext = name.rpartition(".")
+    if dot and f".{ext}".casefold() in _OWN_SUFFIXES:
+        name = f"{stem}_{ext}"
+    return name
 
 
 def _safe_component(raw: str) -> str:
@@ -121,7 +153,7 @@ def _safe_component(raw: str) -> str:
             name = _cut(stem, MAX_NAME_BYTES - len(ext.encode()) - 1).rstrip(". ") + "." + ext
         else:
             name = _cut(name, MAX_NAME_BYTES).rstrip(". ")
-    return name
+    return _not_ours(name)
 
 
 def safe_relative_path(offered: str) -> tuple[str, ...]:
@@ -129,8 +161,9 @@ def safe_relative_path(offered: str) -> tuple[str, ...]:
 
     Drops absolute roots, ``.`` and ``..``; treats ``/`` and ``\\`` as separators; removes control and bidi
     characters; replaces ``<>:"|?*``; strips trailing dots and spaces; prefixes reserved device names (CON, NUL,
-    COM1, ... with any extension) with ``_``; cuts each part to 200 UTF-8 bytes keeping its extension. Raises
-    :class:`ProtocolError` for paths nested deeper than 32 folders.
+    COM1, ... with any extension) with ``_``; cuts each part to 200 UTF-8 bytes keeping its extension; renames
+    names the receiver keeps for itself (``.peerchat-...`` becomes ``_peerchat-...``, ``x.part`` and ``x.tmp``
+    become ``x_part`` and ``x_tmp``). Raises :class:`ProtocolError` for paths nested deeper than 32 folders.
     """
     text = unicodedata.normalize("NFC", offered)
     parts = tuple(p for p in (_safe_component(c) for c in text.replace("\\", "/").split("/")) if p)
@@ -443,6 +476,8 @@ class _Incoming:
     part: Path
     digest: Any = None
     handle: Any = None
+    # (device, inode) of the .part file this transfer created (or adopted from its own record); None until then.
+    identity: tuple[int, int] | None = None
 
 
 class Transfer:
@@ -514,7 +549,7 @@ class Transfer:
 
     def _apply_one_sync(self, action: Action) -> None:
         match action:
-            case SendFrame(data=data):
+            case SendMessage(data=data):
                 if data[0] == CHUNK:
                     self._owner._outbox.chunk(self.id, data)
                 else:
@@ -615,7 +650,7 @@ class _Receiving(Transfer):
         download_dir = Path(download_dir)
         try:
             download_dir.mkdir(parents=True, exist_ok=True)
-            plan = await asyncio.to_thread(_plan_receive, download_dir, self.offer)
+            plan = await asyncio.to_thread(_plan_receive, download_dir, self.offer, self._owner.options.resume_max_age)
         except OSError as exc:
             error = _disk_error("preparing", download_dir, exc)
             self._apply_sync(self._machine.fail(error))
@@ -623,10 +658,11 @@ class _Receiving(Transfer):
         except (ProtocolError, InsufficientSpaceError, DiskError) as exc:
             self._apply_sync(self._machine.fail(exc))
             raise
-        files, offsets, digests, folders = plan
+        files, offsets, digests, folders, identities = plan
         self.download_dir = download_dir
         self.folders_created = folders
-        self._files = [_Incoming(target, part, digest) for (target, part), digest in zip(files, digests)]
+        self._files = [_Incoming(target, part, digest, identity=identity)
+                       for (target, part), digest, identity in zip(files, digests, identities)]
         self._sidecar = download_dir / f"{SIDECAR_PREFIX}{self.id}{SIDECAR_SUFFIX}"
         self.state = TransferState.ACTIVE
         actions = self._machine.accept(tuple(offsets))
@@ -642,12 +678,27 @@ class _Receiving(Transfer):
                     await self._apply(self._pending.popleft())
                 if self._machine.ended:
                     break
-                message = await self._inbox.get()
+                message = await self._next_message()
                 if message is not _WAKE:
                     self._pending.extend(self._machine.handle(message))
         finally:
             await self._close_files()
             await self._clean_up()
+
+    async def _next_message(self) -> Any:
+        """The next message; once accepted, at most ``transfer_idle_timeout`` is waited for it, then the transfer
+        stops as interrupted (a peer that accepted nothing more must not hold it, and its files, forever)."""
+        if not self._machine.accepted:
+            return await self._inbox.get()  # a person answers the offer: no time limit
+        idle = self._owner.options.transfer_idle_timeout
+        try:
+            async with asyncio.timeout(idle):
+                return await self._inbox.get()
+        except TimeoutError:
+            self._pending.extend(self._machine.fail(TransferInterruptedError(
+                f"Nothing arrived for {idle:g} s: the transfer stopped. Send the files again to continue where it "
+                f"stopped.")))
+            return _WAKE
 
     async def _apply(self, action: Action) -> None:
         match action:
@@ -664,7 +715,9 @@ class _Receiving(Transfer):
         incoming = self._files[write.file]
         try:
             if incoming.handle is None:
-                incoming.handle = await aiofiles.open(incoming.part, "ab" if write.offset else "wb")
+                fd, incoming.identity = await asyncio.to_thread(_open_part, incoming.part, incoming.identity,
+                                                                 write.offset)
+                incoming.handle = await aiofiles.open(fd, "wb")
             await incoming.handle.write(write.data)
         except OSError as exc:
             self._pending.extend(self._machine.fail(_disk_error("writing", incoming.part, exc)))
@@ -672,7 +725,7 @@ class _Receiving(Transfer):
         incoming.digest.update(write.data)
         actions = self._machine.chunk_written(write)
         self._pending.extend(actions)
-        if any(isinstance(a, SendFrame) for a in actions):
+        if any(isinstance(a, SendMessage) for a in actions):
             await self._write_sidecar(force=any(isinstance(a, VerifyFile) for a in actions))
         self._progress()
 
@@ -683,11 +736,12 @@ class _Receiving(Transfer):
             if incoming.handle is not None:
                 await incoming.handle.close()
                 incoming.handle = None
-            if not incoming.part.exists():
+            if incoming.identity is None:  # an empty file: nothing was written
                 incoming.part.parent.mkdir(parents=True, exist_ok=True)
-                incoming.part.touch()
+                fd, incoming.identity = await asyncio.to_thread(_open_part, incoming.part, None, 0)
+                os.close(fd)
             if incoming.digest.hexdigest() != entry.sha256:
-                incoming.part.unlink(missing_ok=True)
+                await asyncio.to_thread(_remove_own_part, incoming.part, incoming.identity)
                 self._pending.extend(self._machine.fail(IntegrityError(
                     f"{entry.path} arrived damaged (its SHA-256 did not match); the partial data was deleted. "
                     f"Send it again.")))
@@ -717,35 +771,48 @@ class _Receiving(Transfer):
             self.error, InsufficientSpaceError)
         try:
             if keep:  # the files are closed, so everything written is on disk: resume from there
-                await self._write_sidecar(force=True, offsets=self._machine.written)
-                return
+                if await self._write_sidecar(force=True, offsets=self._machine.written) or self._sidecar.exists():
+                    return  # (an earlier record, with smaller offsets, still serves if this one failed)
+            # Without a record nothing could resume the partial files: they go too.
             if not self._machine.finished:
                 for file, incoming in enumerate(self._files):
                     if self.saved_to[file] is None:
-                        incoming.part.unlink(missing_ok=True)
+                        await asyncio.to_thread(_remove_own_part, incoming.part, incoming.identity)
             self._sidecar.unlink(missing_ok=True)
         except OSError:
             pass
 
-    async def _write_sidecar(self, *, force: bool = False, offsets: tuple[int, ...] | None = None) -> None:
-        """Record the offsets a resume may start from (by default those confirmed to the sender, after a flush)."""
+    async def _write_sidecar(self, *, force: bool = False, offsets: tuple[int, ...] | None = None) -> bool:
+        """Record the offsets a resume may start from (by default those confirmed to the sender, after a flush).
+        False if the record could not be written."""
         now = time.monotonic()
         if self._sidecar is None or (not force and now - self._sidecar_written < _SIDECAR_INTERVAL):
-            return
+            return True
         self._sidecar_written = now
         for incoming in self._files:
             if incoming.handle is not None:
                 await incoming.handle.flush()
-        state = {"id": self.id, "files": [
-            {"path": f.path, "size": f.size, "sha256": f.sha256, "confirmed": confirmed,
-             "part": os.path.relpath(i.part, self.download_dir), "target": os.path.relpath(i.target, self.download_dir),
-             "done": saved is not None}
-            for f, i, confirmed, saved in zip(self.offer.files, self._files, offsets or self._machine.confirmed,
-                                              self.saved_to)]}
+        # Only files whose .part this transfer created are recorded, each with that file's identity: nothing is
+        # written before data arrives, and a record can never point at a file this transfer did not create.
+        items = []
+        for f, i, confirmed, saved in zip(self.offer.files, self._files, offsets or self._machine.confirmed,
+                                          self.saved_to):
+            if saved is None and i.identity is None:
+                continue
+            item = {"path": f.path, "size": f.size, "sha256": f.sha256, "confirmed": confirmed,
+                    "part": os.path.relpath(i.part, self.download_dir),
+                    "target": os.path.relpath(i.target, self.download_dir), "done": saved is not None}
+            if saved is None:
+                item["part_id"] = list(i.identity)
+            items.append(item)
+        if not any(not item["done"] for item in items):
+            return True
+        state = {"v": RECORD_VERSION, "id": self.id, "files": items}
         try:
             await asyncio.to_thread(_write_json, self._sidecar, state)
         except OSError:
-            pass  # without a sidecar the transfer works; only a later resume starts from zero
+            return False  # without a record the transfer works; only a later resume starts from zero
+        return True
 
 
 def _size(n: int) -> str:
@@ -756,10 +823,69 @@ def _size(n: int) -> str:
     return str(n)
 
 
+def _write_record_bytes(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
 def _write_json(path: Path, state: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, path)
+    """Write a record whole (a temporary file renamed over it); on any failure the temporary file is removed."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _NOFOLLOW | _BINARY, 0o600)
+        try:
+            _write_record_bytes(fd, json.dumps(state).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        raise
+
+
+def _open_part(part: Path, identity: tuple[int, int] | None, offset: int) -> tuple[int, tuple[int, int]]:
+    """A file descriptor to write ``part`` from ``offset``, and the file's (device, inode).
+
+    Without an ``identity`` the file is created, and must not exist (``FileExistsError`` otherwise: whatever is
+    there is left alone). With one, it is reopened only if it is still that regular file (never through a
+    symbolic link), and cut back to ``offset``.
+    """
+    if identity is None:
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | _BINARY, 0o666)
+    else:
+        fd = os.open(part, os.O_WRONLY | _NOFOLLOW | _BINARY)
+    try:
+        st = os.fstat(fd)
+        if identity is not None and not _is_own_part(st, identity):
+            raise OSError(errno.EEXIST, "it is no longer the partial file this transfer created", str(part))
+        if identity is not None:
+            os.ftruncate(fd, offset)
+        os.lseek(fd, offset, os.SEEK_SET)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, (st.st_dev, st.st_ino)
+
+
+def _is_own_part(st: os.stat_result, identity: tuple[int, int]) -> bool:
+    """Whether ``st`` is the partial file with ``identity``: a regular file with that device and inode, and no
+    other name (a finished file was linked to its final name, which a partial file never is)."""
+    return stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) == tuple(identity) and st.st_nlink == 1
+
+
+def _remove_own_part(part: Path, identity: tuple[int, int] | None) -> None:
+    """Delete ``part`` if it is the partial file with ``identity``; anything else there is left alone."""
+    if identity is None:
+        return
+    try:
+        if _is_own_part(os.lstat(part), identity):
+            part.unlink()
+    except OSError:
+        pass
 
 
 def _claim(part: Path, target: Path, download_dir: Path | None) -> Path:
@@ -781,28 +907,108 @@ def _claim(part: Path, target: Path, download_dir: Path | None) -> Path:
         return target
 
 
+def _read_record(path: Path) -> dict | None:
+    try:
+        fd = os.open(path, os.O_RDONLY | _NOFOLLOW | _BINARY)
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                return None
+            state = json.loads(f.read(_MAX_RECORD_BYTES))
+    except (OSError, ValueError):
+        return None
+    if isinstance(state, dict) and isinstance(state.get("files"), list):
+        return state
+    return None
+
+
 def _load_sidecars(download_dir: Path) -> list[tuple[Path, dict]]:
     found = []
     for path in download_dir.glob(f"{SIDECAR_PREFIX}*{SIDECAR_SUFFIX}"):
-        try:
-            state = json.loads(path.read_text())
-            if isinstance(state, dict) and isinstance(state.get("files"), list):
-                found.append((path, state))
-        except (OSError, ValueError):
-            continue
+        state = _read_record(path)
+        if state is not None:
+            found.append((path, state))
     return found
 
 
-def _plan_receive(download_dir: Path,
-                  offer: Offer) -> tuple[list[tuple[Path, Path]], list[int], list[Any], list[Path]]:
-    """Where each offered file goes, how much of it is already here (resume) and its hash so far; the offered
-    folders, created.
+def _own_part(download_dir: Path, item: object) -> tuple[Path, os.stat_result, tuple[int, int], int] | None:
+    """The partial file a record's ``item`` names, if it is still the one its transfer created: (path, its stat,
+    its identity, the confirmed offset). None for anything else: an item without identity (written by an older
+    version), a path outside ``download_dir`` or not ending in ``.part``, a symbolic link, another file."""
+    if not isinstance(item, dict) or item.get("done"):
+        return None
+    identity, rel, confirmed = item.get("part_id"), item.get("part"), item.get("confirmed")
+    if not (isinstance(identity, list) and len(identity) == 2 and all(type(n) is int for n in identity)
+            and isinstance(rel, str) and type(confirmed) is int and confirmed >= 0):
+        return None
+    relative = Path(rel)
+    if relative.is_absolute() or ".." in relative.parts or not relative.name.endswith(PART_SUFFIX):
+        return None
+    try:
+        folder = (download_dir / relative).parent.resolve()
+        if not folder.is_relative_to(download_dir.resolve()):
+            return None
+        part = folder / relative.name
+        st = os.lstat(part)
+    except OSError:
+        return None
+    if not _is_own_part(st, (identity[0], identity[1])):
+        return None
+    return part, st, (identity[0], identity[1]), confirmed
 
-    Partial files are found through sidecars: the same transfer id first, then any with the same SHA-256 and size.
-    Raises InsufficientSpaceError (before touching anything) if the rest of the files does not fit. A reused
-    partial file is cut back to its confirmed offset and hashed again.
+
+def _has_resumable_record(download_dir: Path, transfer_id: str, max_age: float) -> bool:
+    """Whether ``download_dir`` holds this transfer's record, younger than ``max_age`` seconds, with at least one
+    partial file it created."""
+    record = download_dir / f"{SIDECAR_PREFIX}{transfer_id}{SIDECAR_SUFFIX}"
+    try:
+        if os.lstat(record).st_mtime < time.time() - max_age:
+            return False
+    except OSError:
+        return False
+    state = _read_record(record)
+    return state is not None and state.get("id") == transfer_id and any(
+        _own_part(download_dir, item) is not None for item in state["files"])
+
+
+def sweep_stale_records(download_dir: Path, max_age: float, now: float | None = None) -> None:
+    """Delete this side's records older than ``max_age`` seconds (by modification time), the partial files they
+    created, and leftover temporary records. Files the records do not prove to be theirs are left alone."""
+    cutoff = (time.time() if now is None else now) - max_age
+    try:
+        paths = list(download_dir.glob(f"{SIDECAR_PREFIX}*"))
+    except OSError:
+        return
+    for path in paths:
+        if not path.name.endswith((SIDECAR_SUFFIX, SIDECAR_SUFFIX + TMP_SUFFIX)):
+            continue
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISREG(st.st_mode) or st.st_mtime >= cutoff:
+                continue
+            state = _read_record(path) if path.name.endswith(SIDECAR_SUFFIX) else None
+            for item in state["files"] if state else ():
+                own = _own_part(download_dir, item)
+                if own is not None:
+                    _remove_own_part(own[0], own[2])
+            path.unlink()
+        except OSError:
+            continue
+
+
+def _plan_receive(download_dir: Path, offer: Offer, resume_max_age: float | None = None
+                  ) -> tuple[list[tuple[Path, Path]], list[int], list[Any], list[Path], list[tuple[int, int] | None]]:
+    """Where each offered file goes, how much of it is already here (resume) and its hash so far; the offered
+    folders, created; the identity of each partial file reused (None for a new one).
+
+    Records older than ``resume_max_age`` are swept first (:func:`sweep_stale_records`). Partial files are found
+    through records: the same transfer id first, then any with the same SHA-256 and size; a record is honoured
+    only for the partial file its transfer created (same device and inode, a regular file with one name). Raises
+    InsufficientSpaceError (before touching anything) if the rest of the files does not fit. A reused partial
+    file is cut back to its confirmed offset and hashed again.
     """
     base = download_dir.resolve()
+    if resume_max_age is not None:
+        sweep_stale_records(download_dir, resume_max_age)
     sidecars = _load_sidecars(download_dir)
     sidecars.sort(key=lambda item: item[1].get("id") != offer.id)
     candidates: dict[tuple[Any, Any], list[tuple[Path, dict, dict]]] = {}
@@ -812,28 +1018,32 @@ def _plan_receive(download_dir: Path,
                 candidates.setdefault((item.get("sha256"), item.get("size")), []).append((path, state, item))
     taken: set[Path] = set()
     plan: list[tuple[Path, Path, int]] = []
+    identities: list[tuple[int, int] | None] = []
     adopted: dict[Path, tuple[dict, list[dict]]] = {}
     for entry in offer.files:
         found = None
+        identity = None
         for candidate in candidates.get((entry.sha256, entry.size), []):
             sidecar, state, item = candidate
-            try:
-                part = (download_dir / str(item["part"])).resolve()
-                target = (download_dir / str(item["target"])).resolve()
-                confirmed = int(item["confirmed"])
-            except (KeyError, TypeError, ValueError):
+            own = _own_part(download_dir, item)
+            target_name = item.get("target")
+            if own is None or not isinstance(target_name, str):
                 continue
-            if (part.is_relative_to(base) and target.is_relative_to(base) and part.is_file()
-                    and target not in taken and not os.path.lexists(target) and 0 <= confirmed <= entry.size):
-                found = (target, part, min(confirmed, part.stat().st_size))
+            part, st, identity, confirmed = own
+            target = (download_dir / target_name).resolve()
+            if (target.with_name(target.name + PART_SUFFIX) == part and target not in taken
+                    and not os.path.lexists(target) and confirmed <= entry.size):
+                found = (target, part, min(confirmed, st.st_size))
                 taken.add(target)
                 adopted.setdefault(sidecar, (state, []))[1].append(item)
                 candidates[(entry.sha256, entry.size)].remove(candidate)
                 break
+            identity = None
         if found is None:
             target = unique_target(download_dir, safe_relative_path(entry.path), taken)
             found = (target, target.with_name(target.name + PART_SUFFIX), 0)
         plan.append(found)
+        identities.append(identity)
     folders = list(dict.fromkeys(folder_target(download_dir, name) for name in offer.folders))
     for folder in folders:
         for step in (folder, *folder.parents):
@@ -851,11 +1061,11 @@ def _plan_receive(download_dir: Path,
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
     digests = []
-    for target, part, offset in plan:
+    for (target, part, offset), identity in zip(plan, identities):
         target.parent.mkdir(parents=True, exist_ok=True)
-        if offset:
-            with open(part, "r+b") as f:
-                f.truncate(offset)
+        if identity is not None:
+            fd, _ = _open_part(part, identity, offset)  # raises unless it is still the file the record created
+            os.close(fd)
             digests.append(_sha256_of(part, offset))
         else:
             digests.append(hashlib.sha256())
@@ -868,7 +1078,7 @@ def _plan_receive(download_dir: Path,
             _write_json(sidecar, {**state, "files": rest})
         else:
             sidecar.unlink(missing_ok=True)
-    return [(t, p) for t, p, _ in plan], [o for _, _, o in plan], digests, folders
+    return [(t, p) for t, p, _ in plan], [o for _, _, o in plan], digests, folders, identities
 
 
 class IncomingOffer:
@@ -943,11 +1153,13 @@ class FileTransfers:
         self.transfers: dict[str, Transfer] = {}
         self._finished_ids: deque[str] = deque(maxlen=1000)
         self._assembler = OfferAssembler()
+        self._refused: deque[str] = deque(maxlen=1000)  # offers declined for lack of room or dropped part way
         self._outbox = _Outbox()
         self._closed = False
         self._pump = asyncio.get_running_loop().create_task(self._send_loop())
         connection.events.on(ev.BINARY, self._on_binary)
         connection.events.on(ev.CLOSED, self._on_closed)
+        self._sweep = self._start_sweep()
 
     async def __aenter__(self) -> FileTransfers:
         return self
@@ -1028,8 +1240,8 @@ class FileTransfers:
         if not already and not self.connection.is_closed:
             for transfer in list(self.transfers.values()):
                 actions = transfer._machine.interrupt()
-                goodbyes += [a.data for a in actions if isinstance(a, SendFrame)]
-                transfer._apply_sync([a for a in actions if not isinstance(a, SendFrame)])
+                goodbyes += [a.data for a in actions if isinstance(a, SendMessage)]
+                transfer._apply_sync([a for a in actions if not isinstance(a, SendMessage)])
         for event, handler in ((ev.BINARY, self._on_binary), (ev.CLOSED, self._on_closed)):
             if handler in self.connection.events.listeners(event):
                 self.connection.events.remove_listener(event, handler)
@@ -1041,9 +1253,18 @@ class FileTransfers:
             except (PeerchatError, OSError, TimeoutError):
                 break
         tasks = [t._task for t in list(self.transfers.values()) if t._task is not None]
-        await asyncio.gather(*tasks, self._pump, return_exceptions=True)
+        await asyncio.gather(*tasks, self._pump, self._sweep, return_exceptions=True)
 
     # -- internals
+
+    def _start_sweep(self) -> asyncio.Future[None]:
+        """Sweep the download folder's stale records (:func:`sweep_stale_records`) in a thread, once."""
+        if self.download_dir is None or not self.download_dir.is_dir():
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return done
+        return asyncio.ensure_future(asyncio.to_thread(sweep_stale_records, self.download_dir,
+                                                       self.options.resume_max_age))
 
     def _max_chunk(self) -> int:
         return max_chunk_payload(self.connection, self.options)
@@ -1068,7 +1289,7 @@ class FileTransfers:
 
     def _on_binary(self, event: ev.BinaryData) -> None:
         try:
-            message = decode_frame(event.data)
+            message = decode_message(event.data)
         except ProtocolError as exc:
             self._protocol_error(exc)
             return
@@ -1092,8 +1313,31 @@ class FileTransfers:
         if existing is not None and not existing._machine.ended:
             self._protocol_error(ProtocolError("The other device offered a transfer that is already running."))
             return
+        now = _now()
+        idle = self.options.offer_idle_timeout
+        for stale in self._assembler.expire(now - idle):
+            self._refused.append(stale)
+            self._protocol_error(ProtocolError(
+                f"The other device stopped sending the parts of an offer ({stale[:8]}); gave up on it after {idle:g} s "
+                f"without a part."))
+        if part.id in self._refused:
+            if part.part > 0:
+                return  # the rest of an offer already refused or dropped
+            self._refused.remove(part.id)  # offered again from the start
+        if part.id not in self._assembler:  # a new offer: is there room for it?
+            waiting = len(self._assembler) + sum(
+                1 for t in self.transfers.values()
+                if t.direction == "receive" and not t._machine.accepted and not t._machine.ended)
+            limit = self.options.max_pending_offers
+            if waiting >= limit:
+                self._refused.append(part.id)
+                log.warning("declined an offer: %d offers are already waiting", waiting)
+                self._outbox.control(part.id, encode_message(Decline(id=part.id, reason=(
+                    f"too many offers at once: {waiting} offers are waiting for an answer or for their remaining "
+                    f"parts (at most {limit}). Send the files again once those are answered."))))
+                return
         try:
-            offer = self._assembler.feed(part)
+            offer = self._assembler.feed(part, now)
         except ProtocolError as exc:
             self._protocol_error(exc)
             return
@@ -1103,8 +1347,8 @@ class FileTransfers:
         self.transfers[offer.id] = transfer
         transfer._task = asyncio.get_running_loop().create_task(transfer._run())
         incoming = IncomingOffer(transfer)
-        sidecar = self.download_dir / f"{SIDECAR_PREFIX}{offer.id}{SIDECAR_SUFFIX}" if self.download_dir else None
-        if sidecar is not None and sidecar.exists():
+        if self.download_dir is not None and _has_resumable_record(self.download_dir, offer.id,
+                                                                   self.options.resume_max_age):
             asyncio.get_running_loop().create_task(self._auto_resume(incoming))
         else:
             self._emit(ev.INCOMING_TRANSFER, IncomingTransfer(incoming))

@@ -7,7 +7,8 @@
 - :mod:`~core.protocol.presence`: who is online (:class:`PresenceView`) and whether the relay answers
   (:class:`RelayHealth`);
 - :mod:`~core.protocol.packets`: the WebRTC data channel's packets (1-byte header, fragments);
-- :mod:`~core.protocol.linkframes`: one stream frame as one message on a link other than the relay.
+- :mod:`~core.protocol.linkframes`: one stream frame as one message on a link other than the relay;
+- :mod:`~core.protocol.ice`: why ICE found no path between two devices, and what would help.
 
 It imports only core's vocabulary (``errors``, ``peer``, ``events``).
 """

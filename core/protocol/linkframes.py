@@ -27,6 +27,7 @@ import json
 from typing import Any
 
 from ..errors import ProtocolError
+from .records import decode_base64
 
 __all__ = ["decode_frame", "encode_frame"]
 
@@ -56,7 +57,7 @@ def encode_frame(frame: dict[str, Any]) -> str | bytes:
     if "data" not in frame:
         return f"{_KIND_CODES[kind]}{frame['seq']}"
     if kind == "binary":
-        raw = base64.b64decode(frame["data"], validate=True)
+        raw = decode_base64(frame["data"])
         return f"{_header(frame)}\n".encode("ascii") + raw
     return f"{_header(frame)}\n{frame['data']}"
 

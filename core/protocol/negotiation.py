@@ -2,10 +2,12 @@
 
 A device that wants to connect writes ONE value at ``relay/negotiation/{userId}/{targetDeviceId}``::
 
-    {"initiator": "<its device id>", "sessionId": "<new random id>", "updatedWhen": <server timestamp>}
+    {"initiator": "<its device id>", "sessionId": "<new random id>", "hello": "<handshake>", "updatedWhen": <server timestamp>}
+
+``hello`` is the first message of the session's key exchange (:mod:`core.protocol.handshake`).
 
 The target listens at its own negotiation path. For every value that arrives it calls :func:`read_request`, which
-returns an :class:`Offer` or raises :class:`NegotiationIgnored` (malformed, from itself, or older than
+returns an :class:`NegotiationRequest` or raises :class:`NegotiationIgnored` (malformed, from itself, or older than
 ``negotiation_max_age`` on the server's clock: a leftover of a crashed initiator). The target deletes the value,
 starts listening to its inbox in the session, and answers by writing its first acknowledgement (``seq`` 0) into the
 initiator's inbox: that is the "accepted" the initiator waits for (see :mod:`core.relay.connection` for the session layout).
@@ -21,6 +23,7 @@ from typing import Any
 from .records import SERVER_TIMESTAMP, valid_id
 
 SESSION_ID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
+MAX_HELLO = 400
 
 
 class NegotiationIgnored(Exception):
@@ -28,10 +31,11 @@ class NegotiationIgnored(Exception):
 
 
 @dataclass(frozen=True)
-class Offer:
+class NegotiationRequest:
     initiator: str
     session_id: str
     updated_when_ms: float
+    hello: str
 
 
 def new_session_id() -> str:
@@ -43,16 +47,18 @@ def valid_session_id(value: object) -> bool:
     return isinstance(value, str) and SESSION_ID_RE.match(value) is not None
 
 
-def make_request(initiator: str, session_id: str) -> dict[str, Any]:
+def make_request(initiator: str, session_id: str, hello: str) -> dict[str, Any]:
     """The value an initiator writes at ``relay/negotiation/{userId}/{targetDeviceId}``."""
     if not valid_id(initiator):
         raise ValueError(f"invalid device id {initiator!r}")
     if not valid_session_id(session_id):
         raise ValueError(f"invalid session id {session_id!r}")
-    return {"initiator": initiator, "sessionId": session_id, "updatedWhen": SERVER_TIMESTAMP}
+    if not isinstance(hello, str) or not 1 <= len(hello) <= MAX_HELLO:
+        raise ValueError("invalid handshake hello")
+    return {"initiator": initiator, "sessionId": session_id, "hello": hello, "updatedWhen": SERVER_TIMESTAMP}
 
 
-def read_request(value: object, *, own_id: str, server_now: float, max_age: float) -> Offer:
+def read_request(value: object, *, own_id: str, server_now: float, max_age: float) -> NegotiationRequest:
     """Check a negotiation value that arrived for ``own_id``.
 
     Args:
@@ -68,7 +74,7 @@ def read_request(value: object, *, own_id: str, server_now: float, max_age: floa
         raise NegotiationIgnored("no request")
     if not isinstance(value, dict):
         raise NegotiationIgnored(f"a request must be an object, not {type(value).__name__}")
-    extra = set(value) - {"initiator", "sessionId", "updatedWhen"}
+    extra = set(value) - {"initiator", "sessionId", "hello", "updatedWhen"}
     if extra:
         raise NegotiationIgnored(f"unknown fields {sorted(extra)}")
     initiator, session_id, updated = value.get("initiator"), value.get("sessionId"), value.get("updatedWhen")
@@ -83,5 +89,8 @@ def read_request(value: object, *, own_id: str, server_now: float, max_age: floa
     age = server_now - updated / 1000.0
     if age > max_age:
         raise NegotiationIgnored(f"stale: written {age:.1f} s ago (limit {max_age:g} s)")
+    hello = value.get("hello")
+    if not isinstance(hello, str) or not 1 <= len(hello) <= MAX_HELLO:
+        raise NegotiationIgnored("no handshake hello (a device of an older peerchat, or a forged request)")
     assert isinstance(initiator, str) and isinstance(session_id, str)
-    return Offer(initiator, session_id, float(updated))
+    return NegotiationRequest(initiator, session_id, float(updated), hello)

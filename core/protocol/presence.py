@@ -24,6 +24,7 @@ from typing import Any
 
 from ..events import RelayRestored, RelayUnavailable
 from ..peer import DeviceStatus, PeerInfo
+from .identity import parse_key_text
 from .records import valid_id, valid_label
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class _Record:
     label: str
     last_seen_ms: float
     online: bool
+    key: str | None = None
 
 
 @dataclass
@@ -99,14 +101,15 @@ class PresenceView:
                 PeerInfo(device_id, rec.label),
                 rec.online and server_now - rec.last_seen_ms / 1000.0 <= self.stale_after,
                 rec.last_seen_ms / 1000.0 - offset,
+                rec.key,
             )
             for device_id, rec in sorted(self._records.items())
             if device_id != self.own_id
         )
         online = tuple(status.info for status in known if status.online)
         # Heartbeats move last_seen all the time: only who is known, and as what, counts as a change.
-        changed = online != self._online or [(s.info, s.online) for s in known] != [
-            (s.info, s.online) for s in self._known
+        changed = online != self._online or [(s.info, s.online, s.key) for s in known] != [
+            (s.info, s.online, s.key) for s in self._known
         ]
         self._online = online
         self._known = known
@@ -133,7 +136,12 @@ def _parse(device_id: object, raw: object) -> _Record | None:
         return None
     if isinstance(last_seen, bool) or not isinstance(last_seen, int | float):
         return None
-    return _Record(label, float(last_seen), online)
+    key = raw.get("key")
+    try:
+        parse_key_text(key)
+    except ValueError:
+        key = None  # no key (an older device) or a malformed one: shown without
+    return _Record(label, float(last_seen), online, key)
 
 
 class RelayHealth:

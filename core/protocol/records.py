@@ -4,6 +4,8 @@ paths of the data layout (see :mod:`core.relay.connection` and ``docs/relay-layo
 
 from __future__ import annotations
 
+import base64
+import binascii
 import re
 from typing import Any
 
@@ -23,9 +25,28 @@ def valid_label(value: object) -> bool:
     return isinstance(value, str) and 1 <= len(value) <= MAX_LABEL
 
 
-def heartbeat_record(label: str, *, online: bool = True) -> dict[str, Any]:
-    """The value a device writes at ``presence/{userId}/{deviceId}``."""
-    return {"label": label, "lastSeen": SERVER_TIMESTAMP, "online": online}
+def decode_base64(text: str) -> bytes:
+    """The bytes of a ``binary`` frame's ``data``, which must be canonical base64 (what ``base64.b64encode``
+    writes: padded, no extra ``=``, no spaces, no bits set past the end).
+
+    Raises:
+        ValueError: anything else, saying what is wrong.
+    """
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError(f"not valid base64 ({exc})") from None
+    if base64.b64encode(raw).decode("ascii") != text:
+        raise ValueError("not canonical base64 (wrong padding or bits past the end)")
+    return raw
+
+
+def heartbeat_record(label: str, *, online: bool = True, key: str | None = None) -> dict[str, Any]:
+    """The value a device writes at ``presence/{userId}/{deviceId}`` (``key``: its identity key in base64)."""
+    record: dict[str, Any] = {"label": label, "lastSeen": SERVER_TIMESTAMP, "online": online}
+    if key is not None:
+        record["key"] = key
+    return record
 
 
 def presence_path(uid: str, device_id: str | None = None) -> str:

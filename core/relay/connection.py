@@ -3,11 +3,13 @@
 
 Data layout (``{uid}`` is ``auth.uid``; every path is scoped by it so the security rules can check it)::
 
-    presence/{uid}/{deviceId}                          {label, lastSeen: <server ms>, online}      core.protocol.presence
-    relay/negotiation/{uid}/{targetDeviceId}           {initiator, sessionId, updatedWhen}         core.protocol.negotiation
+    presence/{uid}/{deviceId}                          {label, lastSeen: <server ms>, online, key}  core.protocol.presence
+    relay/negotiation/{uid}/{targetDeviceId}           {initiator, sessionId, hello, updatedWhen}  core.protocol.negotiation
     relay/sessions/{uid}/{sessionId}/{deviceId}/       the INBOX of deviceId in that session:
-        messages/{key}                                   {kind, seq, data?, confirm?, updatedWhen}  frames FOR it
-        acknowledgement                                  {peerId, seq, updatedWhen}       the peer's cumulative ack
+        handshake                                        the other side's handshake message   core.protocol.handshake
+        messages/{key}                                   {kind, seq, data, confirm?, more?, updatedWhen}  SEALED frames
+                                                                                          FOR it (core.protocol.sealing)
+        acknowledgement                                  {peerId, seq, tag, updatedWhen}  the peer's cumulative ack
                                                                                           of what deviceId SENT
 
 The request's ``relay/session/messages/{sessionId}`` and ``relay/session/acknowledgements/{sessionId}`` became one
@@ -38,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import enum
 import inspect
 import json
@@ -62,8 +63,9 @@ from ..errors import (
 )
 from ..link import Link
 from ..options import ManagerOptions
-from ..peer import MAX_DECLINE_REASON, PeerConnection, PeerInfo, Transport
-from ..protocol.records import SERVER_TIMESTAMP, message_key
+from ..peer import MAX_DECLINE_REASON, PeerConnection, PeerInfo, Route, Transport
+from ..protocol.records import SERVER_TIMESTAMP, decode_base64, message_key
+from ..protocol.sealing import FrameSealer, sealed_frame_limit
 from ..protocol.stream import (
     DECLINED,
     SEQUENCED_KINDS,
@@ -126,9 +128,12 @@ class _RelayWriter:
             return
         await self._idle.wait()
 
-    def _take_batch(self) -> tuple[dict[str, Any], list[int]]:
+    def _take_batch(self) -> tuple[dict[str, Any], list[int], dict[str, dict[str, Any]]]:
+        """The next update's payload, the sequence numbers it writes, and its plain frames by key."""
         conn = self._conn
+        sealer = conn._sealer
         payload: dict[str, Any] = {}
+        plain: dict[str, dict[str, Any]] = {}
         seqs: list[int] = []
         size = 0
         for key in list(self._frames):
@@ -138,22 +143,23 @@ class _RelayWriter:
                 break
             del self._frames[key]
             size += cost
-            payload[f"{conn.peer.id}/messages/{key}"] = {**frame, "updatedWhen": SERVER_TIMESTAMP}
+            plain[key] = frame
+            stored = sealer.seal(frame) if sealer is not None else frame
+            payload[f"{conn.peer.id}/messages/{key}"] = {**stored, "updatedWhen": SERVER_TIMESTAMP}
             if frame["kind"] in SEQUENCED_KINDS:
                 seqs.append(frame["seq"])
         if self._ack is not None:
-            payload[f"{conn.peer.id}/acknowledgement"] = {
-                "peerId": conn.own_id,
-                "seq": self._ack,
-                "updatedWhen": SERVER_TIMESTAMP,
-            }
+            ack: dict[str, Any] = {"peerId": conn.own_id, "seq": self._ack, "updatedWhen": SERVER_TIMESTAMP}
+            if sealer is not None:
+                ack["tag"] = sealer.ack_tag(self._ack)
+            payload[f"{conn.peer.id}/acknowledgement"] = ack
             self._ack = None
         for key in self._trims:
             payload[f"{conn.own_id}/messages/{key}"] = None
         self._trims = set()
-        return payload, seqs
+        return payload, seqs, plain
 
-    def _put_back(self, payload: dict[str, Any]) -> None:
+    def _put_back(self, payload: dict[str, Any], plain: dict[str, dict[str, Any]]) -> None:
         conn = self._conn
         for path, value in payload.items():
             owner, _, rest = path.partition("/")
@@ -164,8 +170,7 @@ class _RelayWriter:
             else:
                 key = rest.rpartition("/")[2]
                 if key not in self._frames:  # a newer copy queued meanwhile wins
-                    frame = {k: v for k, v in value.items() if k != "updatedWhen"}
-                    self._frames[key] = frame
+                    self._frames[key] = plain[key]
 
     async def _run(self) -> None:
         conn = self._conn
@@ -176,14 +181,14 @@ class _RelayWriter:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            payload, seqs = self._take_batch()
+            payload, seqs, plain = self._take_batch()
             try:
                 await conn._db.update(conn._session_path, payload)
             except RelayUnavailableError as exc:
                 # The relay is down (or restarting): keep everything and try again; the peer time-out decides
                 # when to give up.
                 self.failures += 1
-                self._put_back(payload)
+                self._put_back(payload, plain)
                 conn._relay_trouble(exc)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 1.0)
@@ -224,6 +229,10 @@ class RelayConnection(PeerConnection):
         own_id: this device's id (its inbox is ``{session_path}/{own_id}``).
         session_path: where this session's data lives (``relay/sessions/{uid}/{sessionId}``).
         on_closed: called once, when the connection has closed, with its ``closed`` payload (before the event).
+        sealed: every frame on the relay is sealed (:mod:`core.protocol.sealing`) with the keys given to
+            :meth:`set_sealer` after the session's handshake; frames that arrive before the keys, or fail
+            authentication, are dropped as protocol errors. The manager always seals; False only for tests and
+            benchmarks that build connections directly.
     """
 
     def __init__(
@@ -238,6 +247,7 @@ class RelayConnection(PeerConnection):
         initiator: bool,
         confirm_data_receival: bool,
         on_closed: Callable[[RelayConnection, ev.ConnectionClosed], None] | None = None,
+        sealed: bool = False,
     ) -> None:
         self.events = AsyncIOEventEmitter()
         self._db = db
@@ -249,7 +259,15 @@ class RelayConnection(PeerConnection):
         self.is_initiator = initiator
         self.confirm_data_receival = confirm_data_receival
         self._session_path = session_path
+        self.sealed = sealed
+        self._sealer: FrameSealer | None = None
+        loop = asyncio.get_running_loop()
+        # The other side's handshake message (in this side's inbox), and the inbox's deletion after it arrived:
+        # the other side abandoned the session before it opened.
+        self._handshake: asyncio.Future[str] = loop.create_future()
+        self._peer_left: asyncio.Future[None] = loop.create_future()
         opts = self._options
+        self._frame_limit = sealed_frame_limit(opts.relay_frame_bytes) if sealed else opts.relay_frame_bytes
         self._stream = ReliableStream(
             StreamTimers(
                 window=opts.send_window,
@@ -259,7 +277,7 @@ class RelayConnection(PeerConnection):
                 slow_after=opts.slow_after,
                 peer_timeout=opts.peer_timeout,
                 ack_delay=opts.ack_delay,
-                max_frame_bytes=opts.relay_frame_bytes,
+                max_frame_bytes=self._frame_limit,
                 max_message_bytes=opts.max_message_bytes,
                 window_bytes=opts.send_window_bytes,
             ),
@@ -306,6 +324,10 @@ class RelayConnection(PeerConnection):
         return self._link.transport if self._link is not None else "relay"
 
     @property
+    def route(self) -> Route | None:
+        return self._link.route if self._link is not None else None
+
+    @property
     def rtt(self) -> float | None:
         return self._rtt
 
@@ -329,9 +351,9 @@ class RelayConnection(PeerConnection):
     @property
     def max_bytes_message(self) -> int:
         """The largest ``send_bytes()`` message that travels as ONE frame (on every link, and after a fallback to
-        the relay): 3/4 of ``options.relay_frame_bytes`` (base64). Larger ones, up to ``options.max_message_bytes``,
+        the relay): 3/4 of ``options.relay_frame_bytes`` (base64), less the room sealing takes in a sealed session. Larger ones, up to ``options.max_message_bytes``,
         are split into several frames; the file transfer sizes its chunks by this."""
-        return self._options.relay_frame_bytes // 4 * 3
+        return self._frame_limit // 4 * 3
 
     @property
     def is_closed(self) -> bool:
@@ -430,6 +452,39 @@ class RelayConnection(PeerConnection):
         """Done when the peer answered the connection request (initiator side); fails if it closed first."""
         return self._accepted
 
+    @property
+    def handshake(self) -> asyncio.Future[str]:
+        """Done with the other side's handshake message when it arrives in this side's inbox."""
+        return self._handshake
+
+    @property
+    def peer_left(self) -> asyncio.Future[None]:
+        """Done when the other side deleted the session after its handshake message (it gave up)."""
+        return self._peer_left
+
+    async def write_handshake(self, message: str) -> None:
+        """Write this side's handshake message into the peer's inbox."""
+        await self._db.set(f"{self._session_path}/{self._peer.id}/handshake", message)
+
+    def set_sealer(self, sealer: FrameSealer) -> None:
+        """Seal and open relay frames with ``sealer`` from now on (once the handshake gave the session keys); ignored
+        by a connection made with ``sealed=False``."""
+        if self.sealed:
+            self._sealer = sealer
+
+    async def refuse(self, reason: str | None = None) -> None:
+        """Decline a session that was never handed out: one sealed close frame ("declined"), written before the
+        session's data is deleted. The peer's ``connect_to_peer`` raises :class:`ConnectionDeclinedError`."""
+        data = DECLINED if not reason else f"{DECLINED}\n{reason[:MAX_DECLINE_REASON]}"
+        _, actions = self._stream.send("close", data, time.monotonic())
+        self._run(actions)
+        try:
+            async with asyncio.timeout(self._options.close_timeout):
+                await self._writer.flush()
+        except TimeoutError:
+            log.info("session %s: the refusal was not written in time", self._session_id)
+        await self._finish("local-closed", None)
+
     async def wait_closed(self) -> None:
         await self._closed_event.wait()
 
@@ -445,7 +500,7 @@ class RelayConnection(PeerConnection):
         self._run(self._stream.resend_unacked(now))
         self._run(self._stream.set_window(self._options.webrtc_send_window, now))
         if link.transport != previous:
-            emit_safely(self.events, ev.LINK_CHANGED, ev.LinkChanged(link.transport, previous, reason))
+            emit_safely(self.events, ev.LINK_CHANGED, ev.LinkChanged(link.transport, previous, reason, link.route))
 
     def detach_link(self, link: Link, reason: str = "link failed") -> None:
         """Stop using ``link`` (it failed or closed); the relay carries frames again, unacknowledged ones first."""
@@ -631,7 +686,12 @@ class RelayConnection(PeerConnection):
             if isinstance(action, WriteFrame):
                 self._write(action.frame)
             elif isinstance(action, Deliver):
-                if self._held is not None and action.kind != "signal":
+                if action.kind == "close" and self.is_initiator and not self._accepted.done():
+                    # Closed before it accepted: the other side refused the session.
+                    self._accepted.set_exception(self._declined_error(action.data) or ConnectionDeclinedError(
+                        f"{self._peer.label} closed the session before accepting it.", label=self._peer.label
+                    ))
+                elif self._held is not None and action.kind != "signal":
                     self._held.append(action)
                 else:
                     self._deliver(action)
@@ -688,8 +748,8 @@ class RelayConnection(PeerConnection):
             emit_safely(self.events, ev.DATA, ev.Data(action.data))
         elif action.kind == "binary":
             try:
-                raw = base64.b64decode(action.data, validate=True)
-            except (binascii.Error, ValueError) as exc:
+                raw = decode_base64(action.data)
+            except ValueError as exc:
                 self._protocol_error(ProtocolError(f"Binary message {action.seq} is not valid base64: {exc}"))
                 return
             emit_safely(self.events, ev.BINARY, ev.BinaryData(raw))
@@ -737,6 +797,7 @@ class RelayConnection(PeerConnection):
     def _inbox_put(self, parts: list[str], data: Any) -> None:
         if not parts:
             if data is None:
+                self._inbox_deleted()
                 return
             if not isinstance(data, dict):
                 self._protocol_error(ProtocolError(f"The session inbox holds {type(data).__name__}, not an object."))
@@ -758,8 +819,19 @@ class RelayConnection(PeerConnection):
         elif parts[0] == "acknowledgement" and len(parts) == 1:
             if data is not None:
                 self._inbox_ack(data)
+        elif parts[0] == "handshake" and len(parts) == 1:
+            if data is None:
+                self._inbox_deleted()
+            elif not isinstance(data, str):
+                self._protocol_error(ProtocolError("The session's handshake message is not a string."))
+            elif not self._handshake.done():
+                self._handshake.set_result(data)
         else:
             self._protocol_error(ProtocolError(f"Unexpected data at {'/'.join(parts)} in the session was ignored."))
+
+    def _inbox_deleted(self) -> None:
+        if self._handshake.done() and not self._peer_left.done():
+            self._peer_left.set_result(None)
 
     def _inbox_message(self, key: str, value: Any) -> None:
         if value is None:
@@ -769,6 +841,15 @@ class RelayConnection(PeerConnection):
             self._protocol_error(ProtocolError(f"Message {key} is {type(value).__name__}, not an object."))
             return
         frame = {k: v for k, v in value.items() if k != "updatedWhen"}
+        if self.sealed:
+            if self._sealer is None:
+                self._protocol_error(ProtocolError(f"Message {key} arrived before the session's keys; dropped."))
+                return
+            try:
+                frame = self._sealer.open(frame)
+            except ProtocolError as exc:
+                self._protocol_error(exc)
+                return
         try:
             expected = message_key(frame)
         except (KeyError, TypeError, ValueError):
@@ -783,6 +864,15 @@ class RelayConnection(PeerConnection):
             self._protocol_error(ProtocolError(f"A malformed acknowledgement was ignored: {str(value)[:200]}"))
             return
         seq = value.get("seq")
+        if self.sealed:
+            if self._sealer is None:
+                self._protocol_error(ProtocolError("An acknowledgement arrived before the session's keys; dropped."))
+                return
+            try:
+                seq = self._sealer.check_ack(seq, value.get("tag"))
+            except ProtocolError as exc:
+                self._protocol_error(exc)
+                return
         if not self._accepted.done():
             self._accepted.set_result(None)
         self.receive_frame({"kind": "ack", "seq": seq})
@@ -803,11 +893,7 @@ class RelayConnection(PeerConnection):
 
     async def _peer_closed(self, data: str = "") -> None:
         self._state = _State.CLOSING
-        declined: ConnectionDeclinedError | None = None
-        if data == DECLINED or data.startswith(DECLINED + "\n"):
-            reason = data[len(DECLINED) + 1 :][:MAX_DECLINE_REASON].strip() or None
-            message = f"{self._peer.label} declined the connection" + (f": {reason}." if reason else ".")
-            declined = ConnectionDeclinedError(message, label=self._peer.label, reason=reason)
+        declined = self._declined_error(data)
         # The acknowledgement of the close frame went out on the active link; another link (WebRTC) is closed
         # below, perhaps before its queue drained, so acknowledge over the relay too, where flush() waits for it.
         if self._link is not None:
@@ -818,6 +904,14 @@ class RelayConnection(PeerConnection):
         except TimeoutError:
             pass
         await self._finish("peer-requested-closed", declined)
+
+    def _declined_error(self, data: str) -> ConnectionDeclinedError | None:
+        """The error a close frame's ``data`` stands for when the peer declined, else None."""
+        if data == DECLINED or data.startswith(DECLINED + "\n"):
+            reason = data[len(DECLINED) + 1 :][:MAX_DECLINE_REASON].strip() or None
+            message = f"{self._peer.label} declined the connection" + (f": {reason}." if reason else ".")
+            return ConnectionDeclinedError(message, label=self._peer.label, reason=reason)
+        return None
 
     async def abandon(self) -> None:
         """Tear down a connection that was never handed out (a failed attempt)."""

@@ -31,9 +31,11 @@ class Heartbeat:
         interval: float,
         on_error: Callable[[BaseException], None] | None = None,
         on_success: Callable[[], None] | None = None,
+        key: str | None = None,
     ) -> None:
         self._write = write
         self._label = label
+        self._key = key
         self._interval = interval
         self._on_error = on_error
         self._on_success = on_success
@@ -42,7 +44,7 @@ class Heartbeat:
         self.failures = 0
 
     async def beat(self) -> None:
-        await self._write(heartbeat_record(self._label))
+        await self._write(heartbeat_record(self._label, key=self._key))
         self.beats += 1
 
     def start(self) -> None:

@@ -34,7 +34,13 @@ Candidates: by default aioice gathers host candidates on every interface except 
 (on by default) adds 127.0.0.1, so two processes on one machine connect even where no other interface is usable;
 across machines the loopback pairs simply fail their checks. ``host_addresses`` replaces the gathered addresses
 entirely (tests use ``("127.0.0.1",)`` so no packet leaves loopback). STUN/TURN come from ``ice_servers``; with
-none, only host candidates are used (aiortc's default of a public Google STUN server is turned off).
+none, only host candidates are used (aiortc's default of a public Google STUN server is turned off). aiortc uses
+at most one STUN and one TURN server (the first of each). A STUN or TURN server that does not answer delays
+gathering by at most ``gather_timeout``.
+
+Once open, :attr:`WebRTCLink.route` says how the link got through (host, NAT or TURN relay), from the candidate
+pair ICE selected. When ICE finds no pair, ``open()`` raises :class:`~core.errors.NoRouteError`, whose message
+says what would help (a STUN server, a TURN server, a firewall to check).
 """
 
 from __future__ import annotations
@@ -57,6 +63,8 @@ from pyee.asyncio import AsyncIOEventEmitter
 from .._tasks import emit_safely
 from ..errors import ClosedError, ConnectionClosedError, MessageTooLargeError, PeerchatError, ProtocolError, UpgradeError
 from ..events import ProtocolErrorEvent
+from ..peer import Route
+from ..protocol.ice import no_route_error
 from ..protocol.packets import (
     BINARY,
     DEFAULT_MAX_MESSAGE_BYTES,
@@ -99,6 +107,8 @@ class LinkOptions:
     # SO_RCVBUF of the link's UDP sockets (None: aioice's 256 KiB); bigger buffers avoid drops under bursts.
     receive_buffer: int | None = 4 * 1024 * 1024
     open_timeout: float = 5.0
+    # How long gathering waits for the STUN and TURN servers' answers (a dead server costs this much of open_timeout).
+    gather_timeout: float = 2.0
     # Flow control: send() waits while more than high_water bytes are queued, until they drop to low_water.
     high_water: int = 1024 * 1024
     low_water: int = 256 * 1024
@@ -119,8 +129,8 @@ class LinkOptions:
             )
         if self.max_message_bytes < 1:
             raise ValueError(f"max_message_bytes must be at least 1, not {self.max_message_bytes}")
-        if self.open_timeout <= 0 or self.close_linger < 0:
-            raise ValueError("open_timeout must be positive and close_linger not negative")
+        if self.open_timeout <= 0 or self.close_linger < 0 or self.gather_timeout <= 0:
+            raise ValueError("open_timeout and gather_timeout must be positive and close_linger not negative")
 
     @classmethod
     def from_manager_options(cls, options: ManagerOptions, **overrides: Any) -> Self:
@@ -189,12 +199,13 @@ def _gather_on(pc: RTCPeerConnection, options: LinkOptions) -> None:
     connection = gatherer._connection
     original = connection.get_component_candidates
 
-    async def get_component_candidates(component: int, addresses: list[str], timeout: int = 5) -> list[Any]:
+    async def get_component_candidates(component: int, addresses: list[str], timeout: float = 5) -> list[Any]:
         if options.host_addresses is not None:
             addresses = list(options.host_addresses)
         elif options.include_loopback and LOOPBACK_ADDRESS not in addresses:
             addresses = [*addresses, LOOPBACK_ADDRESS]
-        candidates = await original(component=component, addresses=addresses, timeout=timeout)
+        candidates = await original(component=component, addresses=addresses,
+                                    timeout=min(timeout, options.gather_timeout))
         if options.receive_buffer:
             for protocol in getattr(connection, "_protocols", []):
                 sock = protocol.transport.get_extra_info("socket") if protocol.transport else None
@@ -204,6 +215,19 @@ def _gather_on(pc: RTCPeerConnection, options: LinkOptions) -> None:
         return candidates
 
     connection.get_component_candidates = get_component_candidates
+
+
+def _selected_pair(pc: RTCPeerConnection | None) -> Any:
+    """The candidate pair ICE nominated for the data (aioice's ``CandidatePair``), or None.
+
+    aiortc has no public way to it: this reads aiortc's ``RTCIceTransport._connection`` (the aioice connection) and
+    aioice's ``Connection._nominated`` (component -> pair; a data channel uses component 1), read only.
+    """
+    if pc is None or pc.sctp is None:
+        return None
+    connection = getattr(pc.sctp.transport.transport, "_connection", None)
+    nominated = getattr(connection, "_nominated", None)
+    return nominated.get(1) if isinstance(nominated, dict) else None
 
 
 class WebRTCLink:
@@ -261,6 +285,14 @@ class WebRTCLink:
         return self._channel.bufferedAmount if self._channel is not None else 0
 
     @property
+    def route(self) -> Route | None:
+        """How the link reaches the peer, from the candidate pair ICE selected (None before that)."""
+        pair = _selected_pair(self._pc)
+        if pair is None:
+            return None
+        return Route.from_candidates(pair.local_candidate.type, pair.remote_candidate.type)
+
+    @property
     def peer_connection(self) -> RTCPeerConnection | None:
         """The aiortc peer connection, for diagnostics and tests; do not send through it."""
         return self._pc
@@ -295,7 +327,7 @@ class WebRTCLink:
         except TimeoutError:
             if opened.done() and opened.exception() is not None:
                 raise opened.exception() from None
-            error = UpgradeError(self._timeout_reason(timeout))
+            error = self._timeout_error(timeout)
             await self._begin_shutdown("failure", str(error), error)
             raise error from None
         except UpgradeError as error:
@@ -415,6 +447,12 @@ class WebRTCLink:
     def _fail_opening(self, error: UpgradeError) -> None:
         self._begin_shutdown("failure", str(error), error)
 
+    def _timeout_error(self, timeout: float) -> UpgradeError:
+        pc = self._pc
+        if self._remote_set and (pc is None or pc.iceConnectionState in ("new", "checking")):
+            return self._no_route(f"within {timeout:g} s")
+        return UpgradeError(self._timeout_reason(timeout))
+
     def _timeout_reason(self, timeout: float) -> str:
         within = f"within {timeout:g} s"
         if not self._remote_set:
@@ -423,17 +461,30 @@ class WebRTCLink:
             return f"no WebRTC offer arrived {within}"
         pc = self._pc
         if pc is None or pc.iceConnectionState in ("new", "checking"):
-            return (f"no network path to the other device was found {within} (ICE checks did not succeed; "
-                    "a firewall may block UDP, or a TURN server is needed)")
+            return str(self._no_route(within))
         dtls = pc.sctp.transport.state if pc.sctp is not None else "new"
         if dtls != "connected":
             return f"the encrypted (DTLS) handshake did not finish {within}"
         return f"the data channel did not open {within}"
 
+    def _no_route(self, within: str = "") -> UpgradeError:
+        """The error for ICE checks that found no path, with advice from the candidates each side had."""
+        pc = self._pc
+        local: list[str] = []
+        remote: list[str] = []
+        if pc is not None and pc.sctp is not None:
+            ice = pc.sctp.transport.transport
+            local = [candidate.type for candidate in ice.iceGatherer.getLocalCandidates()]
+            remote = [candidate.type for candidate in ice.getRemoteCandidates()]
+        schemes = {url.split(":", 1)[0] for server in self._options.ice_servers
+                   for url in ([server.urls] if isinstance(server.urls, str) else server.urls)}
+        return no_route_error(local, remote, stun="stun" in schemes, turn=bool(schemes & {"turn", "turns"}),
+                              within=within)
+
     def _failure_reason(self) -> str:
         pc = self._pc
         if pc is not None and pc.iceConnectionState == "failed":
-            return "no network path to the other device (ICE failed)"
+            return str(self._no_route())
         if pc is not None and pc.sctp is not None and pc.sctp.transport.state == "failed":
             return "the encrypted (DTLS) handshake with the other device failed"
         return "the WebRTC connection failed"
@@ -570,7 +621,9 @@ class WebRTCLink:
             return
         if pc.connectionState == "failed":
             reason = self._failure_reason()
-            error = UpgradeError(reason) if self._state is LinkState.CONNECTING else None
+            error: UpgradeError | None = None
+            if self._state is LinkState.CONNECTING:
+                error = self._no_route() if pc.iceConnectionState == "failed" else UpgradeError(reason)
             self._begin_shutdown("failure", reason, error)
         elif pc.connectionState == "closed":
             if self._peer_close_reason is not None:

@@ -48,6 +48,7 @@ from .._tasks import emit_safely
 from ..errors import ClosedError, ConnectionClosedError, PeerchatError, ProtocolError, UpgradeError
 from ..link import Link, LinkHost
 from ..options import ManagerOptions
+from ..peer import Route
 from ..protocol.linkframes import decode_frame, encode_frame
 from ..protocol.packets import ChannelMessage
 from .link import LinkClosed, LinkOptions, LinkState, Role, WebRTCLink
@@ -166,6 +167,8 @@ class ConnectionUpgrade:
                 self.failures.append(reason)
                 log.info("WebRTC attempt %d failed: %s", self.attempt, reason)
                 self._retry_later()
+            if isinstance(exc, UpgradeError):
+                raise  # NoRouteError keeps its type (and its advice)
             raise UpgradeError(reason) from exc
         frame_link = _FrameLink(link, self.connection)
         self._attached = frame_link
@@ -300,6 +303,10 @@ class _FrameLink(Link):
         self._queue: asyncio.Queue[str | bytes] = asyncio.Queue()
         self._writer = asyncio.ensure_future(self._write())
         link.events.on("message", self._on_message)
+
+    @property
+    def route(self) -> Route | None:
+        return self.link.route
 
     def send_frame(self, frame: dict[str, Any]) -> None:
         # The stream bounds the frames in flight (its send window), so this queue stays small.

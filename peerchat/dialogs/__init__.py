@@ -4,5 +4,6 @@ from .confirm import ConfirmDialog
 from .file_picker import FilePickerDialog
 from .incoming import IncomingConnectionDialog
 from .incoming_files import IncomingFilesDialog
+from .verify import VerifyDeviceDialog
 
-__all__ = ["ConfirmDialog", "FilePickerDialog", "IncomingConnectionDialog", "IncomingFilesDialog"]
+__all__ = ["ConfirmDialog", "FilePickerDialog", "IncomingConnectionDialog", "IncomingFilesDialog", "VerifyDeviceDialog"]

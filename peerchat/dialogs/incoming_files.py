@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.app import ComposeResult
 from textual.widgets import Label
 
-from ..models import format_bytes
+from ..models import format_bytes, shown
 from .answer import AnswerDialog
 
 MAX_LISTED = 6
@@ -27,9 +27,9 @@ class IncomingFilesDialog(AnswerDialog):
 
     def body(self) -> ComposeResult:
         total = sum(size for _, size in self.files)
-        yield Label(Text.assemble((self.label, "bold"), f" offers {len(self.files)} file(s), {format_bytes(total)}:"))
+        yield Label(Text.assemble((shown(self.label), "bold"), f" offers {len(self.files)} file(s), {format_bytes(total)}:"))
         for path, size in self.files[:MAX_LISTED]:
-            yield Label(Text.assemble("  ", path, (f"  {format_bytes(size)}", "dim")), classes="offered-file")
+            yield Label(Text.assemble("  ", shown(path), (f"  {format_bytes(size)}", "dim")), classes="offered-file")
         if len(self.files) > MAX_LISTED:
             yield Label(f"  … and {len(self.files) - MAX_LISTED} more", classes="dialog-hint")
         yield Label(f"Saved to {self.download_dir}", classes="dialog-hint")

@@ -11,6 +11,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
+from textual.content import Content
 from textual.widgets import Footer, Header, Label, Static, TabbedContent, TabPane
 
 from core import PeerInfo
@@ -133,7 +134,7 @@ class MainScreen(Screen[None]):
             self._pane_count += 1
             view = SessionView(peer, self.history, link, clock=self._clock, show_latency=self._show_latency,
                                webrtc=self._webrtc, label=label)
-            pane = TabPane(view.peer_label, view, id=f"session-{self._pane_count}")
+            pane = TabPane(Content(view.peer_label), view, id=f"session-{self._pane_count}")  # never markup
             await self.query_one(TabbedContent).add_pane(pane)
             self._update_placeholder()
         if activate:
@@ -196,5 +197,5 @@ class MainScreen(Screen[None]):
         pane = view.parent
         if isinstance(pane, TabPane) and pane.id:
             tab = self.query_one(TabbedContent).get_tab(pane.id)
-            tab.label = f"{view.peer_label} ●" if unread else view.peer_label
+            tab.label = Content(f"{view.peer_label} ●" if unread else view.peer_label)
             tab.set_class(unread, "unread")

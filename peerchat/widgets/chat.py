@@ -11,7 +11,7 @@ from textual.message import Message
 from textual.widgets import RichLog
 
 from ..history import Entry
-from ..models import entry_parts
+from ..models import entry_parts, shown
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class ChatLog(RichLog):
 
     def render_item(self, item: Entry | Note) -> Text:
         if isinstance(item, Note):
-            return Text(item.text, style=item.style)
+            return Text(shown(item.text, keep_newlines=True), style=item.style)
         return Text.assemble(*entry_parts(item, self._me, self._clock()))
 
     def add(self, item: Entry | Note) -> None:

@@ -13,7 +13,11 @@ from textual.widgets import DataTable
 
 from core import PeerInfo
 
-from ..models import DeviceRow, format_ago
+from ..models import DeviceRow, format_ago, shown
+
+
+TRUST_LABELS = {"verified": "verified", "trusted": "trusted", "new": "new", "key-changed": "CHANGED"}
+TRUST_STYLES = {"verified": "green", "trusted": "", "new": "yellow", "key-changed": "bold red"}
 
 
 class DeviceList(DataTable[Text]):
@@ -52,6 +56,7 @@ class DeviceList(DataTable[Text]):
         if not self.compact:
             self.add_column("ID", key="id", width=13)
         self.add_column("Seen", key="seen", width=10)
+        self.add_column("Trust", key="trust", width=8)
 
     def watch_compact(self) -> None:
         rows = list(self._rows.values())
@@ -70,15 +75,16 @@ class DeviceList(DataTable[Text]):
                 dot = Text("⇄", style="bold green")
             else:
                 dot = Text("●", style="bold green") if row.online else Text("○", style="dim")
-            name = Text(row.peer.label, style="bold" if row.online else "dim")
-            ident = Text(row.peer.id, style="dim")
+            name = Text(shown(row.peer.label), style="bold" if row.online else "dim")
+            ident = Text(shown(row.peer.id), style="dim")
             if row.online:
                 seen = Text("online", style="green")
             elif row.last_seen is not None:
                 seen = Text(format_ago(now - row.last_seen), style="dim")
             else:
                 seen = Text("offline", style="dim")
-            cells = (dot, name, seen) if self.compact else (dot, name, ident, seen)
+            trust = Text(TRUST_LABELS.get(row.trust or "", ""), style=TRUST_STYLES.get(row.trust or "", "dim"))
+            cells = (dot, name, seen, trust) if self.compact else (dot, name, ident, seen, trust)
             self.add_row(*cells, key=row.peer.id)
         if selected is not None and selected.id in self._rows:
             self.move_cursor(row=self.get_row_index(selected.id))

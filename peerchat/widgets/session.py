@@ -50,6 +50,7 @@ from ..models import (
     format_bytes,
     missing_paths_error,
     parse_chat_input,
+    shown,
 )
 from .chat import ChatLog, Note
 from .transfers import TransferList
@@ -142,7 +143,8 @@ class SessionView(Vertical):
 
     @property
     def peer_label(self) -> str:
-        return self._label or self.peer.label
+        """The other device's label, safe to show (:func:`~peerchat.models.shown`; never read it as markup)."""
+        return shown(self._label or self.peer.label)
 
     @property
     def closed(self) -> bool:
@@ -178,9 +180,11 @@ class SessionView(Vertical):
                 self._close_old(old)
         self.link = link
         connection = link.connection
-        self.status = LinkStatus(transport=connection.transport, rtt=connection.rtt, webrtc_off=not self._webrtc)
+        self.status = LinkStatus(transport=connection.transport, route=connection.route,
+                                 peer_label=self._label or connection.peer.label, rtt=connection.rtt,
+                                 webrtc_off=not self._webrtc)
         self.remove_class("closed")
-        self.note(f"Session with {self.peer_label} ({connection.peer.id}) open.")
+        self.note(f"Session with {self.peer_label} ({shown(connection.peer.id)}) open.")
         self._refresh_input()
         self.refresh_status()
         link.tap.attach(lambda name, payload: self.post_message(self.CoreEvent(link, name, payload)))
@@ -219,14 +223,14 @@ class SessionView(Vertical):
         entries = await self.history.page(self.peer.id, limit=PAGE)
         self._all_loaded = len(entries) < PAGE
         log = self.query_one(ChatLog)
-        shown = log.items
+        earlier = log.items
         log.items = []
         log.clear()
         if entries:
             log.add(Note(f"History with {self.peer_label}", "dim"))
         for entry in entries:
             log.add(entry)
-        for item in shown:  # anything noted while the history loaded comes after it
+        for item in earlier:  # anything noted while the history loaded comes after it
             log.add(item)
         self._queue.extend(entry for entry in entries if entry.status == "queued")
         older = [e for e in await self.history.queued(self.peer.id) if e.id not in {q.id for q in self._queue}]

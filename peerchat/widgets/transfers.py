@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Label, ProgressBar
 
-from ..models import format_bytes, format_duration, format_rate
+from ..models import format_bytes, format_duration, format_rate, shown
 
 
 class TransferRow(Vertical):
@@ -29,7 +29,7 @@ class TransferRow(Vertical):
     def compose(self) -> ComposeResult:
         arrow = "↑" if self.outgoing else "↓"
         with Horizontal(classes="transfer-head"):
-            yield Label(Text.assemble((arrow, "bold"), " ", self.file_name), classes="transfer-name")
+            yield Label(Text.assemble((arrow, "bold"), " ", shown(self.file_name)), classes="transfer-name")
             stats = "preparing (computing SHA-256)… Ctrl+X cancels" if self.preparing else \
                 f"{format_bytes(self.total)} · waiting"
             yield Label(stats, classes="transfer-stats")
@@ -49,7 +49,7 @@ class TransferRow(Vertical):
         """The files are read and offered: this row is now transfer ``key`` of ``total`` bytes."""
         self.key, self.file_name, self.total, self.preparing, self.worker = key, name, total, False, None
         arrow = "↑" if self.outgoing else "↓"
-        self.query_one(".transfer-name", Label).update(Text.assemble((arrow, "bold"), " ", name))
+        self.query_one(".transfer-name", Label).update(Text.assemble((arrow, "bold"), " ", shown(name)))
         self.query_one(".transfer-stats", Label).update(f"{format_bytes(total)} · waiting for the other device")
         self.query_one(ProgressBar).update(total=max(total, 1), progress=0)
 
@@ -68,7 +68,7 @@ class TransferRow(Vertical):
             self.query_one(ProgressBar).update(total=1, progress=0)
         self.set_class(ok, "done")
         self.set_class(not ok, "failed")
-        self.query_one(".transfer-stats", Label).update(Text(text, style="green" if ok else "red"))
+        self.query_one(".transfer-stats", Label).update(Text(shown(text), style="green" if ok else "red"))
 
 
 class TransferList(Vertical):

@@ -44,6 +44,8 @@ async def test_webrtc_link_is_shown(make_manager, tmp_path):
         view = await open_from_list(app, pilot)
         await wait_until(lambda: "WEBRTC" in status_text(view), pilot, what="the WebRTC link in the status line")
         assert view.has_class("webrtc")
+        # How it got through: both devices on this machine, so between host addresses.
+        assert "WEBRTC via host" in status_text(view)
 
 
 async def test_a_broken_webrtc_link_falls_back_to_the_relay_with_its_reason_then_upgrades_again(make_manager,
@@ -78,6 +80,7 @@ async def test_a_broken_webrtc_link_falls_back_to_the_relay_with_its_reason_then
         assert in_log(f"Fell back to the relay ({reason})", view.query_one(RichLog))
         await wait_until(lambda: "WEBRTC" in status_text(view), pilot, what="WebRTC again after the re-upgrade")
         assert "fell back" not in status_text(view)
+        assert "WEBRTC via host" in status_text(view)  # the new link's route, from its link_changed event
         assert view.has_class("webrtc")
         # Messages still flow over the new link.
         await pilot.press(*"still there?", "enter")

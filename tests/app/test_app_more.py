@@ -162,11 +162,12 @@ async def test_a_narrow_terminal_leaves_the_ids_out_of_the_device_list(make_mana
     async with app.run_test(size=(80, 24)) as pilot:
         devices = app.main.query_one(DeviceList)
         await wait_until(lambda: rows(app), pilot, what="the desktop in the list")
-        assert [str(c.label) for c in devices.ordered_columns] == [" ", "Device", "Seen"]
+        assert [str(c.label) for c in devices.ordered_columns] == [" ", "Device", "Seen", "Trust"]
         assert devices.get_row("desktop-id")[2].plain == "online"
-        await wait_until(lambda: app.main.query_one("#sidebar").outer_size.width == 31, pilot, what="a narrow sidebar")
+        assert devices.get_row("desktop-id")[3].plain == "new"
+        await wait_until(lambda: app.main.query_one("#sidebar").outer_size.width == 41, pilot, what="a narrow sidebar")
         await pilot.resize_terminal(120, 30)
-        await wait_until(lambda: len(devices.ordered_columns) == 4, pilot, what="the ID column back")
+        await wait_until(lambda: len(devices.ordered_columns) == 5, pilot, what="the ID column back")
         assert devices.get_cell("desktop-id", "id").plain == "desktop-id"
         assert devices.selected_peer is not None and devices.selected_peer.id == "desktop-id"
 

@@ -24,6 +24,9 @@ def notifications(app) -> list[str]:
     return [f"{n.title}: {n.message}" for n in app._notifications]
 
 
+OUTAGE_REASONS = ("could not be reached", "has not answered this device's heartbeat")
+
+
 async def test_relay_outage_is_shown_in_the_relay_line_and_notified_then_cleared(tmp_path):
     options = dataclasses.replace(FAST, heartbeat_interval=0.3, listener_silence_timeout=30.0,
                                   peer_timeout=60.0, ack_timeout=60.0)
@@ -43,12 +46,11 @@ async def test_relay_outage_is_shown_in_the_relay_line_and_notified_then_cleared
                 await emulator.stop()
                 line = await wait_until(lambda: "relay unreachable" in relay_line(app) and relay_line(app), pilot,
                                         what="the outage in the relay line")
-                # The first sign is a failed call or the heartbeat's lag, whichever comes first.
-                assert "— retrying" in line, line
-                assert "could not be reached" in line or "has not answered" in line, line
+                # The reason is whichever failure the heartbeat met first: a refused connection, or (on a loaded
+                # machine) its own time-out before that.
+                assert "— retrying" in line and any(reason in line for reason in OUTAGE_REASONS), line
                 assert app.main.query_one("#relay", Static).has_class("error")
-                await wait_until(lambda: any("could not be reached" in n or "has not answered" in n
-                                             for n in notifications(app)), pilot,
+                await wait_until(lambda: any(r in n for n in notifications(app) for r in OUTAGE_REASONS), pilot,
                                  what="a notification with the reason")
                 await emulator.start()
                 await wait_until(lambda: "online via" in relay_line(app), pilot, what="the relay line cleared")

@@ -40,7 +40,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 def test_send_a_text_and_a_file_to_a_receiving_process(emulator, cli_env, tmp_path):
     # WebRTC stays on (the commands upgrade as they do for a user), with candidates on loopback only.
     common = ["--emulator", emulator.host_port, "--user", f"e2e{uuid.uuid4().hex[:8]}",
-              "--webrtc-addresses", "127.0.0.1"]
+              "--webrtc-addresses", "127.0.0.1", "--ice-server", "none"]
     downloads = tmp_path / "downloads"
     payload = tmp_path / "notes.bin"
     payload.write_bytes(os.urandom(200_000))
@@ -52,6 +52,7 @@ def test_send_a_text_and_a_file_to_a_receiving_process(emulator, cli_env, tmp_pa
         code, out, err = finish(sender, 90)
         assert code == 0, err
         assert "text delivered" in err and "files delivered and verified" in err
+        assert "connected over WEBRTC via host" in err
         code, out, err = finish(receiver, 60)
         assert code == 0, err
     finally:

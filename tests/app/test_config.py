@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from peerchat.config import ConfigError, device_id_for, parse_host_port, resolve_settings
+from peerchat.config import (
+    DEFAULT_ICE_SERVERS,
+    ICE_SERVERS_ENV,
+    ConfigError,
+    device_id_for,
+    parse_host_port,
+    resolve_settings,
+)
 
 
 @pytest.fixture
@@ -155,3 +162,109 @@ def test_webrtc_addresses_from_a_flag_or_the_file(dirs):
     assert resolve(dirs, {"webrtc_addresses": "127.0.0.1, ::1"}).webrtc_addresses == ("127.0.0.1", "::1")
     dirs[0].write_text('webrtc_addresses = "192.168.1.20"')
     assert resolve(dirs).webrtc_addresses == ("192.168.1.20",)
+
+
+# --- ICE servers --------------------------------------------------------------------------------------------------
+
+def test_the_default_is_one_public_stun_server_and_none_turns_it_off(dirs):
+    assert resolve(dirs).ice_servers == DEFAULT_ICE_SERVERS
+    assert DEFAULT_ICE_SERVERS[0].startswith("stun:")
+    assert resolve(dirs, {"ice_servers": ["none"]}).ice_servers == ()
+    assert resolve(dirs, env={ICE_SERVERS_ENV: "none"}).ice_servers == ()
+    dirs[0].write_text('ice_servers = "none"')
+    assert resolve(dirs).ice_servers == ()
+
+
+def test_ice_servers_from_flags_the_environment_or_the_file(dirs):
+    turn = {"ice_servers": ["stun:192.0.2.1", "turn:turn.example.org:3479?transport=tcp"],
+            "ice_username": "alice", "ice_credential": "secret"}
+    settings = resolve(dirs, turn)
+    assert settings.ice_servers == ("stun:192.0.2.1", "turn:turn.example.org:3479?transport=tcp")
+    assert (settings.ice_username, settings.ice_credential) == ("alice", "secret")
+    dirs[0].write_text('ice_servers = ["turns:t.example.org"]\nice_username = "u"\nice_credential = "p"\n')
+    assert resolve(dirs).ice_servers == ("turns:t.example.org",)
+    # The flag wins over the environment, which wins over the file.
+    assert resolve(dirs, env={ICE_SERVERS_ENV: "stun:e.example.org"}).ice_servers == ("stun:e.example.org",)
+    assert resolve(dirs, {"ice_servers": ["stun:f.example.org"]},
+                   {ICE_SERVERS_ENV: "none"}).ice_servers == ("stun:f.example.org",)
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        (["stun.example.org"], "not a STUN or TURN URL"),
+        (["http://stun.example.org"], "not a STUN or TURN URL"),
+        (["stun:stun.example.org:99999"], "between 1 and 65535"),
+        (["stun:s.example.org?transport=udp"], "takes no"),
+        (["turns:t.example.org?transport=udp"], "TCP"),
+        (["stun:a.example.org", "stun:b.example.org"], "one STUN server"),
+        (["none", "stun:a.example.org"], "cannot be combined"),
+        (["turn:t.example.org"], "needs --ice-username and --ice-credential"),
+    ],
+)
+def test_bad_ice_servers_are_refused_with_what_to_write(dirs, values, match):
+    with pytest.raises(ConfigError, match=match):
+        resolve(dirs, {"ice_servers": values})
+
+
+def test_the_ice_flags_parse_repeated_and_reach_the_managers_options(dirs, tmp_path):
+    import argparse
+
+    from core import IceServer
+    from peerchat.backend import Backend
+    from peerchat.config import add_settings_arguments, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    args = parser.parse_args(["--ice-server", "stun:192.0.2.1:3478", "--ice-server", "turn:192.0.2.2",
+                              "--ice-username", "u", "--ice-credential", "p", "--device-id", "d1"])
+    settings = settings_from_args(args, env={})
+    assert Backend(settings).options.ice_servers == (IceServer("stun:192.0.2.1:3478"),
+                                                     IceServer("turn:192.0.2.2", "u", "p"))
+
+
+def test_no_test_run_can_reach_the_default_public_stun_server(tmp_path):
+    # The suite's conftest turns the default off for this process and every process a test starts. If it stopped
+    # doing so, any test that runs the app or a command with WebRTC on would send STUN requests to the internet.
+    import os
+    import subprocess
+    import sys
+
+    from peerchat.backend import Backend
+    from peerchat.config import Settings
+
+    assert os.environ.get(ICE_SERVERS_ENV) == "none"
+    missing = tmp_path / "no-config.toml"
+    assert resolve_settings({}, config_file=missing, state_dir=tmp_path).ice_servers == ()
+    assert Backend(Settings()).options.ice_servers == ()  # a Settings made directly names no server either
+    child = subprocess.run(
+        [sys.executable, "-c", "from pathlib import Path; from peerchat.config import resolve_settings; "
+         f"print(resolve_settings({{}}, config_file=Path({str(missing)!r}), state_dir=Path({str(tmp_path)!r}))"
+         ".ice_servers)"],
+        capture_output=True, text=True, timeout=60, check=True)
+    assert child.stdout.strip() == "()"
+
+
+def test_trust_settings_from_flags_and_file(dirs, tmp_path):
+    settings = resolve(dirs)
+    assert settings.ask == "new" and settings.require_verified is False
+    assert settings.key_store_dir == settings.keys_dir / settings.device_id
+    flags = resolve(dirs, {"ask": "always", "require_verified": True})
+    assert flags.ask == "always" and flags.require_verified is True
+    config = tmp_path / "trust.toml"
+    config.write_text('ask = "unverified"\nrequire-verified = true\n')
+    from_file = resolve_settings({}, env={}, config_file=config, state_dir=dirs[1])
+    assert from_file.ask == "unverified" and from_file.require_verified is True
+    with pytest.raises(ConfigError, match="ask"):
+        resolve(dirs, {"ask": "sometimes"})
+
+
+@pytest.mark.parametrize(("setting", "trust", "asked"), [
+    ("new", "new", True), ("new", "trusted", False), ("new", "verified", False),
+    ("unverified", "trusted", True), ("unverified", "verified", False),
+    ("always", "verified", True), ("never", "new", False),
+])
+def test_which_sessions_the_app_asks_about(setting, trust, asked):
+    from peerchat.app import should_ask
+
+    assert should_ask(setting, trust) is asked

@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from core.events import ConnectionClosed, Latency, LinkChanged, ProtocolErrorEvent, Recovered, Slow, UpgradeFailed
-from core.peer import DeviceStatus, PeerInfo
+from core.errors import NoRouteError
+from core.peer import DeviceStatus, PeerInfo, Route
 from peerchat.models import (
     CloseSession,
     DeviceDirectory,
@@ -15,6 +16,8 @@ from peerchat.models import (
     SendFiles,
     SendText,
     ShowHelp,
+    describe_link,
+    describe_upgrade_failure,
     find_device,
     format_ago,
     format_bytes,
@@ -222,3 +225,31 @@ def test_an_entry_reads_as_one_line_with_its_mark():
     assert line(Entry(4, "d", "desktop", "in", "file", "a.jpg", "received", now, "/dl/a.jpg", 2048)) == (
         "09:30  desktop  ✓ received: a.jpg (2.0 KiB), saved to /dl/a.jpg")
     assert line(Entry(5, "d", "desktop", "out", "text", "x", "failed", now)).endswith("✗ failed, Ctrl+R retries")
+
+
+@pytest.mark.parametrize(("route", "shown"), [(Route("host", "host", "host"), "WEBRTC via host"),
+                                              (Route("nat", "srflx", "srflx"), "WEBRTC via NAT"),
+                                              (Route("turn", "relay", "srflx"), "WEBRTC via TURN relay"),
+                                              (None, "WEBRTC")])
+def test_the_status_line_says_how_webrtc_got_through(route, shown):
+    status = LinkStatus()
+    notice = status.apply(LinkChanged(transport="webrtc", previous="relay", reason="upgraded", route=route))
+    assert f"● {shown}[/]" in status.render()
+    assert notice is not None and (str(route) in notice.text if route else notice.text == "Direct WebRTC link open.")
+    status.apply(LinkChanged(transport="relay", previous="webrtc", reason="link lost"))
+    assert status.route is None and "● RELAY" in status.render()
+    assert describe_link("webrtc", route) == shown and describe_link("relay", None) == "RELAY"
+
+
+@pytest.mark.parametrize(("missing", "advice"), [("stun", "add a STUN server with --ice-server stun:"),
+                                                 ("turn", "add a TURN server with --ice-server turn:"),
+                                                 (None, "the TURN server could not carry it either")])
+def test_a_failed_nat_traversal_says_there_is_no_route_and_what_to_add(missing, advice):
+    error = NoRouteError("no network path to the other device was found within 5 s: ...", missing=missing)
+    status = LinkStatus(peer_label="desktop")
+    notice = status.apply(UpgradeFailed(reason=str(error), error=error))
+    assert notice is not None and notice.severity == "warning"
+    assert notice.text.startswith("No route to desktop except the relay: ")
+    assert f"no route to desktop except the relay: {advice}" in status.render()
+    assert describe_upgrade_failure(UpgradeFailed("x", error), "desktop").startswith("no route to desktop")
+    assert describe_upgrade_failure(UpgradeFailed("timed out"), "desktop") == "no WebRTC: timed out"

@@ -9,6 +9,9 @@ port), and WebRTC is off so the link is always the relay. Update the pictures wi
 from __future__ import annotations
 
 import asyncio
+import base64
+import concurrent.futures
+import hashlib
 import os
 import threading
 import time
@@ -23,7 +26,8 @@ from google.auth.credentials import AnonymousCredentials
 from textual.widgets import Input
 
 from app_helpers import wait_until
-from core import FirebasePeerConnectionManager, ManagerOptions, PeerInfo
+from core import FirebasePeerConnectionManager, ManagerOptions, MemoryKeyStore, PeerInfo
+from core.protocol.identity import DeviceKey
 from emulator import Emulator
 from peerchat.app import create_app
 from peerchat.backend import open_session
@@ -66,12 +70,17 @@ class OtherDevices:
         self.apps.append(app)
 
         async def make() -> FirebasePeerConnectionManager:
-            manager = FirebasePeerConnectionManager(USER, PeerInfo(f"{label}-1", label), app=app, options=OPTIONS)
+            manager = FirebasePeerConnectionManager(USER, PeerInfo(f"{label}-1", label), app=app, options=OPTIONS,
+                                                    keys=MemoryKeyStore(fixed_key(label)))
             await manager.start()
             return manager
 
         self.managers[label] = self.run(make())
         return self.managers[label]
+
+    def begin(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        """Start ``coro`` on the devices' loop without waiting for it."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
     def stop(self, label: str) -> None:
         self.run(self.managers.pop(label).stop())
@@ -112,11 +121,20 @@ def utc() -> Iterator[None]:
     time.tzset()
 
 
+def fixed_key(label: str) -> DeviceKey:
+    """The same identity key for ``label`` in every run (fingerprints and codes are in the pictures)."""
+    return DeviceKey.from_private_bytes(hashlib.sha256(f"snapshot {label}".encode()).digest())
+
+
 def laptop_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relay: Emulator, *, data_dir: Path | None = None,
                picker_start: Path | None = None) -> Any:
     monkeypatch.setenv("HOME", str(tmp_path))
+    keys = tmp_path / "keys"
+    (keys / "laptop-1").mkdir(parents=True)
+    (keys / "laptop-1" / "identity.key").write_text(base64.b64encode(fixed_key("laptop").private_bytes()).decode())
     settings = Settings(user=USER, label="laptop", device_id="laptop-1", emulator=relay.host_port, webrtc=False,
-                        download_dir=Path("/home/me/Downloads/peerchat"), relay_name=RELAY_NAME, data_dir=data_dir)
+                        download_dir=Path("/home/me/Downloads/peerchat"), relay_name=RELAY_NAME, keys_dir=keys,
+                        data_dir=data_dir)
     return create_app(settings, clock=lambda: FIXED_TIME, show_latency=False, picker_start=picker_start)
 
 
@@ -160,7 +178,7 @@ def test_incoming_connection_dialog(snap_compare, devices, utc, tmp_path, monkey
 
     async def run_before(pilot: Any) -> None:
         await wait_until(lambda: online_rows(pilot)() == 1, pilot, what="the desktop online")
-        await devices.wait(desktop.connect_to_peer("laptop-1"))
+        devices.begin(desktop.connect_to_peer("laptop-1"))  # returns once accepted: never, here
         await wait_until(lambda: isinstance(pilot.app.screen, IncomingConnectionDialog), pilot, what="the dialog")
         await settle(pilot)
 
@@ -173,9 +191,10 @@ def test_chat_session(snap_compare, devices, utc, tmp_path, monkeypatch):
 
     async def run_before(pilot: Any) -> None:
         await wait_until(lambda: online_rows(pilot)() == 2, pilot, what="two devices online")
-        connection = await devices.wait(desktop.connect_to_peer("laptop-1"))
+        connecting = devices.begin(desktop.connect_to_peer("laptop-1"))
         await wait_until(lambda: isinstance(pilot.app.screen, IncomingConnectionDialog), pilot, what="the dialog")
         await pilot.press("a")
+        connection = await asyncio.wrap_future(connecting)
         view = await wait_until(lambda: pilot.app.main.active_session, pilot, what="the session")
         await devices.wait(connection.send("Hi! Are the holiday photos on the laptop?"))
         await wait_until(lambda: len(view.query_one("RichLog").lines) >= 2, pilot, what="the first message")

@@ -5,7 +5,7 @@ The floors, bottom up (``docs/architecture.md`` explains them):
 
     vocabulary   core.errors, core.options, core._tasks, core.peer, core.events, core.link
     protocol     core.protocol.*          sans-I/O; imports only the vocabulary
-    I/O          core.relay.*, core.webrtc.*   never each other
+    I/O          core.relay.*, core.webrtc.*, core.trust.*   never each other
     feature      core.files.*             over ANY PeerConnection: errors, options, peer, events, _tasks only
     top          core.manager             the one module that wires relay and WebRTC together
     face         core (``__init__``)      re-exports; nothing inside core imports it
@@ -34,9 +34,10 @@ FLOOR_MAY_IMPORT = {
     "protocol": {"vocabulary", "protocol"},
     "relay": {"vocabulary", "protocol", "relay"},
     "webrtc": {"vocabulary", "protocol", "webrtc"},
+    "trust": {"vocabulary", "protocol", "trust"},
     "files": {"files"},  # and the vocabulary modules in FILES_VOCABULARY
-    "manager": {"vocabulary", "protocol", "relay", "webrtc"},
-    "face": {"vocabulary", "protocol", "relay", "webrtc", "files", "manager"},
+    "manager": {"vocabulary", "protocol", "relay", "webrtc", "trust"},
+    "face": {"vocabulary", "protocol", "relay", "webrtc", "trust", "files", "manager"},
 }
 FILES_VOCABULARY = {"core.errors", "core.options", "core.peer", "core.events", "core._tasks"}
 

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import pytest
 
-from core.protocol.negotiation import NegotiationIgnored, Offer, make_request, new_session_id, read_request, valid_session_id
+from core.protocol.negotiation import NegotiationIgnored, NegotiationRequest, make_request, new_session_id, read_request, valid_session_id
 
 SID = "abcdefghijklmnopqrstuv"
 
 
 def test_request_carries_a_server_timestamp():
-    assert make_request("laptop", SID) == {
+    assert make_request("laptop", SID, "HELLO") == {
         "initiator": "laptop",
         "sessionId": SID,
+        "hello": "HELLO",
         "updatedWhen": {".sv": "timestamp"},
     }
 
 
 def test_make_request_refuses_bad_ids():
     with pytest.raises(ValueError):
-        make_request("a/b", SID)
+        make_request("a/b", SID, "H")
     with pytest.raises(ValueError):
-        make_request("a", "short")
+        make_request("a", "short", "H")
+    with pytest.raises(ValueError):
+        make_request("a", SID, "")
 
 
 def test_session_ids_are_fresh_and_valid():
@@ -30,9 +33,9 @@ def test_session_ids_are_fresh_and_valid():
 
 
 def test_fresh_request_is_accepted():
-    offer = read_request({"initiator": "phone", "sessionId": SID, "updatedWhen": 100_000}, own_id="laptop",
-                         server_now=101.0, max_age=30)
-    assert offer == Offer("phone", SID, 100_000.0)
+    offer = read_request({"initiator": "phone", "sessionId": SID, "hello": "H", "updatedWhen": 100_000},
+                         own_id="laptop", server_now=101.0, max_age=30)
+    assert offer == NegotiationRequest("phone", SID, 100_000.0, "H")
 
 
 @pytest.mark.parametrize(
@@ -47,7 +50,9 @@ def test_fresh_request_is_accepted():
         ({"initiator": "laptop", "sessionId": SID, "updatedWhen": 100_000}, "itself"),
         ({"initiator": "phone", "sessionId": "x/y", "updatedWhen": 100_000}, "session id"),
         ({"initiator": "phone", "sessionId": SID, "updatedWhen": 100_000, "extra": 1}, "unknown"),
-        ({"initiator": "phone", "sessionId": SID, "updatedWhen": 60_000}, "stale"),
+        ({"initiator": "phone", "sessionId": SID, "hello": "H", "updatedWhen": 60_000}, "stale"),
+        ({"initiator": "phone", "sessionId": SID, "updatedWhen": 100_000}, "hello"),
+        ({"initiator": "phone", "sessionId": SID, "hello": 5, "updatedWhen": 100_000}, "hello"),
     ],
 )
 def test_bad_or_stale_requests_are_ignored_with_a_reason(value, reason):

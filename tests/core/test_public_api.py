@@ -13,6 +13,14 @@ from core import errors, events, peer
 from core.files import transfers
 
 INTERFACES = {
+    "ConnectionRequest",
+    "FileKeyStore",
+    "KeyStore",
+    "KnownDevice",
+    "MemoryKeyStore",
+    "Trust",
+    "comparison_code",
+    "fingerprint",
     "DeviceStatus",
     "FirebasePeerConnectionManager",
     "IceServer",
@@ -20,6 +28,7 @@ INTERFACES = {
     "PeerConnection",
     "PeerConnectionManager",
     "PeerInfo",
+    "Route",
     "Transport",
     "WebRTCUpgrader",
     "webrtc_upgrader",
@@ -86,6 +95,7 @@ def test_file_transfers_are_exported_from_their_modules():
 
 def test_payloads_are_the_documented_ones():
     assert _payload_names() == {
+        "AwaitingAccept", "PeerKeyChanged",
         "BinaryData", "ConnectionClosed", "Data", "IncomingConnection", "Latency", "LinkChanged", "PeersChanged",
         "ProtocolErrorEvent", "Recovered", "RelayRestored", "RelayUnavailable", "Slow", "UpgradeFailed",
         "IncomingTransfer", "TransferProgress", "TransferFileDone", "TransferFinished", "TransferFailed",

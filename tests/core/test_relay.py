@@ -359,6 +359,25 @@ async def test_malformed_data_from_a_third_client_is_a_protocol_error(relay, cle
         await admin.close()
 
 
+@pytest.mark.parametrize("data", ["QUJD=", "QUJD==", "QUI", "QUJ=", "QU JD"])
+async def test_a_binary_frame_whose_base64_is_not_canonical_is_a_protocol_error(relay, cleanup, data):
+    """Base64 is decoded strictly: extra or missing padding, bits set past the end, spaces: a protocol error, never
+    bytes handed to the application."""
+    a, b, conn_a, conn_b = await pair(relay, cleanup)
+    errors = Recorder(conn_b.events, ev.PROTOCOL_ERROR, ev.BINARY)
+    intruder = Database(relay.factory.make({"uid": USER}))
+    seq = conn_a._stream.next_seq
+    try:
+        await intruder.set(f"relay/sessions/{USER}/{conn_a.session_id}/phone/messages/s{seq:010d}",
+                           {"kind": "binary", "seq": seq, "data": data, "updatedWhen": {".sv": "timestamp"}})
+        await wait_for(lambda: errors.items, what="the frame handled")
+    finally:
+        await intruder.close()
+    assert errors.of(ev.BINARY) == []
+    (error,) = errors.of(ev.PROTOCOL_ERROR)
+    assert "base64" in str(error.error)
+
+
 class LoopbackLink(Link):
     """A test link that hands frames straight to the peer connection (no relay), and can break."""
 
@@ -391,8 +410,9 @@ async def test_attached_link_carries_frames_and_detaching_falls_back_without_los
     assert link_ab.sent >= 1
     # The link breaks while messages are in flight: everything unacknowledged goes over the relay again.
     link_ba.broken = True  # acks from b cannot come back over the link
+    before = link_ab.sent
     sends = [asyncio.ensure_future(conn_a.send(f"m{i}")) for i in range(5)]
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: link_ab.sent >= before + 5, what="the five messages sent over the link")
     link_ab.broken = True
     conn_b.detach_link(link_ba, "test")
     conn_a.detach_link(link_ab, "test")

@@ -16,6 +16,8 @@ from core.protocol.records import heartbeat_record
 RULES = Path(__file__).resolve().parents[2] / "firebase" / "database.rules.json"
 TS = {".sv": "timestamp"}
 SID = "abcdefghijklmnopqrstuv"
+KEY = "Y9kKQJRxfTRpRzzIT/FgsnQvxqOfKLEndOIXdtVmvak="  # an Ed25519 public key, base64
+HELLO = "A" * 88  # the handshake's first message: two 32-byte keys, base64
 SESSION = f"relay/sessions/alice/{SID}"
 INBOX = f"{SESSION}/laptop"
 STALE = 1_000_000  # a timestamp from 1970
@@ -36,8 +38,11 @@ SEED = {
     "presence": {"alice": {"laptop": {"label": "Laptop", "lastSeen": 1, "online": True}}},
     "relay": {
         "negotiation": {"alice": {"phone": {"initiator": "laptop", "sessionId": SID, "updatedWhen": 1}}},
-        "sessions": {"alice": {SID: {"laptop": {"messages": {"s0000000001": {"kind": "data", "seq": 1, "data": "x",
-                                                                                 "updatedWhen": 1}}}}}},
+        "sessions": {"alice": {SID: {"laptop": {"messages": {
+            "s0000000001": {"kind": "data", "seq": 1, "data": "x", "updatedWhen": 1},
+            # the first fragment of a longer message
+            "s0000000005": {"kind": "data", "seq": 5, "data": "x", "more": True, "updatedWhen": 1},
+        }}}}},
     },
 }
 
@@ -76,10 +81,13 @@ async def run(database: Database, op: str, path: str, value=None):
 # Every kind of operation core performs, as alice on alice's data.
 ALLOWED = [
     ("heartbeat", "set", "presence/alice/laptop", heartbeat_record("Laptop")),
+    ("heartbeat with key", "set", "presence/alice/laptop", heartbeat_record("Laptop", key=KEY)),
     ("clean stop", "set", "presence/alice/laptop", heartbeat_record("Laptop", online=False)),
     ("read presence", "get", "presence/alice", None),
     ("listen presence", "listen", "presence/alice", None),
-    ("negotiate", "set", "relay/negotiation/alice/phone", make_request("laptop", SID)),
+    ("negotiate", "set", "relay/negotiation/alice/phone", make_request("laptop", SID, HELLO)),
+    ("handshake answer", "set", f"{SESSION}/laptop/handshake", "B" * 172),
+    ("handshake refusal", "set", f"{SESSION}/laptop/handshake", "refused:key-changed"),
     ("read negotiation", "get", "relay/negotiation/alice/laptop", None),
     ("listen negotiation", "listen", "relay/negotiation/alice/laptop", None),
     ("clear negotiation", "delete", "relay/negotiation/alice/phone", None),
@@ -99,7 +107,7 @@ ALLOWED = [
             "phone/messages/s0000000007": frame("binary", 7, "AAEC", more=False),
             "phone/messages/ping0000000001": frame("ping", 1, None),
             "phone/messages/pong0000000009": frame("pong", 9, None),
-            "phone/acknowledgement": ack("laptop", 0),
+            "phone/acknowledgement": ack("laptop", 0, tag="A" * 22 + "=="),
             "laptop/messages/s0000000001": None,
         },
     ),
@@ -174,6 +182,10 @@ DENIED = [
     ("presence not an object", "alice", "set", "presence/alice/laptop", "online"),
     ("presence bad device id", "alice", "set", "presence/alice/bad id", _presence()),
     ("presence partial stale", "alice", "set", "presence/alice/laptop/lastSeen", STALE),
+    ("presence key a number", "alice", "set", "presence/alice/laptop", _presence(key=5)),
+    ("presence key too long", "alice", "set", "presence/alice/laptop", _presence(key=KEY + "A")),
+    ("presence key not base64", "alice", "set", "presence/alice/laptop", _presence(key="!" * 43 + "=")),
+    ("presence key not canonical", "alice", "set", "presence/alice/laptop", _presence(key="A" * 42 + "B=")),
     # negotiation
     ("negotiation missing sessionId", "alice", "set", "relay/negotiation/alice/phone", _negotiation(sessionId=M)),
     ("negotiation short sessionId", "alice", "set", "relay/negotiation/alice/phone", _negotiation(sessionId="abc")),
@@ -183,6 +195,12 @@ DENIED = [
     ("negotiation initiator a number", "alice", "set", "relay/negotiation/alice/phone", _negotiation(initiator=7)),
     ("negotiation stale", "alice", "set", "relay/negotiation/alice/phone", _negotiation(updatedWhen=STALE)),
     ("negotiation extra field", "alice", "set", "relay/negotiation/alice/phone", _negotiation(note="hi")),
+    ("negotiation hello a number", "alice", "set", "relay/negotiation/alice/phone", _negotiation(hello=5)),
+    ("negotiation hello too long", "alice", "set", "relay/negotiation/alice/phone", _negotiation(hello="A" * 401)),
+    ("negotiation hello empty", "alice", "set", "relay/negotiation/alice/phone", _negotiation(hello="")),
+    ("handshake a number", "alice", "set", f"{INBOX}/handshake", 5),
+    ("handshake too long", "alice", "set", f"{INBOX}/handshake", "A" * 401),
+    ("handshake an object", "alice", "set", f"{INBOX}/handshake", {"a": "b"}),
     # session messages
     ("message too large", "alice", "set", f"{INBOX}/messages/s0000000002", frame(seq=2, data="x" * 65537)),
     ("message unknown kind", "alice", "set", f"{INBOX}/messages/s0000000002", frame("exec", 2)),
@@ -210,8 +228,30 @@ DENIED = [
     ("ack seq a string", "alice", "set", f"{INBOX}/acknowledgement", ack(seq="3")),
     ("ack stale", "alice", "set", f"{INBOX}/acknowledgement", {**ack(), "updatedWhen": STALE}),
     ("ack extra field", "alice", "set", f"{INBOX}/acknowledgement", ack(extra=1)),
+    ("ack tag a number", "alice", "set", f"{INBOX}/acknowledgement", ack(tag=5)),
+    ("ack tag too long", "alice", "set", f"{INBOX}/acknowledgement", ack(tag="A" * 65)),
     ("batch with one bad key", "alice", "update", SESSION,
      {"phone/messages/s0000000001": frame(), "phone/messages/s0000000002": frame(seq=2, data=5)}),
+    # a plain value where the layout has an object, at every level
+    ("user's presence a string", "alice", "set", "presence/alice", "online"),
+    ("user's presence a number", "alice", "set", "presence/alice", 1),
+    ("user's negotiations a string", "alice", "set", "relay/negotiation/alice", "x"),
+    ("user's negotiations a boolean", "alice", "set", "relay/negotiation/alice", True),
+    ("user's sessions a string", "alice", "set", "relay/sessions/alice", "x"),
+    ("session a string", "alice", "set", SESSION, "x"),
+    ("session a number", "alice", "update", "relay/sessions/alice", {SID: 5}),
+    ("inbox a string", "alice", "set", INBOX, "x"),
+    ("inbox a string in a batch", "alice", "update", SESSION, {"laptop": "x"}),
+    ("messages a string", "alice", "set", f"{INBOX}/messages", "x"),
+    ("messages a string in a batch", "alice", "update", INBOX, {"messages": "x"}),
+    ("acknowledgement a string", "alice", "set", f"{INBOX}/acknowledgement", "x"),
+    ("negotiation a string", "alice", "set", "relay/negotiation/alice/phone", "x"),
+    ("frame a string", "alice", "set", f"{INBOX}/messages/s0000000002", "x"),
+    # cross-field checks run whatever part of a frame is written
+    ("a fragment turned into a signal", "alice", "set", f"{INBOX}/messages/s0000000005/kind", "signal"),
+    ("a fragment turned into a close", "alice", "update", f"{INBOX}/messages/s0000000005", {"kind": "close"}),
+    ("a fragment turned into a ping", "alice", "update", f"{INBOX}/messages/s0000000005", {"kind": "ping"}),
+    ("a fragment's data removed", "alice", "delete", f"{INBOX}/messages/s0000000005/data", None),
 ]
 
 

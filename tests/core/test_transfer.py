@@ -33,13 +33,13 @@ from core.files.protocol import (
     ReadChunk,
     ReceiveMachine,
     Rewind,
-    SendFrame,
+    SendMessage,
     SendMachine,
     Verified,
     VerifyFile,
     WriteChunk,
-    decode_frame,
-    encode_frame,
+    decode_message,
+    encode_message,
     encode_offer,
     new_transfer_id,
 )
@@ -52,7 +52,7 @@ def entry(path: str, size: int) -> FileEntry:
 
 
 def frames(actions: list) -> list:
-    return [decode_frame(a.data) for a in actions if isinstance(a, SendFrame)]
+    return [decode_message(a.data) for a in actions if isinstance(a, SendMessage)]
 
 
 def of_type(actions: list, cls: type) -> list:
@@ -75,11 +75,11 @@ def of_type(actions: list, cls: type) -> list:
     ],
 )
 def test_frames_round_trip(message) -> None:
-    assert decode_frame(encode_frame(message)) == message
+    assert decode_message(encode_message(message)) == message
 
 
 def test_chunk_frame_is_binary_with_small_fixed_header() -> None:
-    frame = encode_frame(Chunk(id=TID, file=0, offset=0, data=b"abc"))
+    frame = encode_message(Chunk(id=TID, file=0, offset=0, data=b"abc"))
     assert len(frame) == CHUNK_HEADER_SIZE + 3
     assert frame.endswith(b"abc")
 
@@ -91,7 +91,7 @@ def test_offer_round_trips_and_splits_into_parts_that_fit_a_frame_budget() -> No
     assert len(parts) > 1
     assert all(len(p) <= 4000 for p in parts)
     assembler = OfferAssembler()
-    results = [assembler.feed(decode_frame(p)) for p in parts]
+    results = [assembler.feed(decode_message(p)) for p in parts]
     assert results[:-1] == [None] * (len(parts) - 1)
     assert results[-1] == offer
 
@@ -99,7 +99,7 @@ def test_offer_round_trips_and_splits_into_parts_that_fit_a_frame_budget() -> No
 def test_single_part_offer() -> None:
     offer = Offer(id=TID, files=(entry("a.txt", 3),), chunk_size=64, window=4)
     (part,) = encode_offer(offer, max_frame=65536)
-    assert OfferAssembler().feed(decode_frame(part)) == offer
+    assert OfferAssembler().feed(decode_message(part)) == offer
 
 
 @pytest.mark.parametrize(
@@ -126,13 +126,13 @@ def test_single_part_offer() -> None:
 )
 def test_malformed_frames_raise_protocol_error(frame: bytes, words: str) -> None:
     with pytest.raises(ProtocolError) as caught:
-        decode_frame(frame)
+        decode_message(frame)
     assert words in str(caught.value).lower()
 
 
 def test_offer_parts_out_of_order_are_a_protocol_error() -> None:
     offer = Offer(id=TID, files=tuple(entry(f"f{i}", 1) for i in range(100)), chunk_size=10, window=2)
-    parts = [decode_frame(p) for p in encode_offer(offer, max_frame=2000)]
+    parts = [decode_message(p) for p in encode_offer(offer, max_frame=2000)]
     assembler = OfferAssembler()
     with pytest.raises(ProtocolError):
         assembler.feed(parts[1])
@@ -141,7 +141,7 @@ def test_offer_parts_out_of_order_are_a_protocol_error() -> None:
 def test_an_offer_without_files_is_a_protocol_error() -> None:
     (part,) = encode_offer(Offer(id=TID, files=(), chunk_size=10, window=2), max_frame=1000)
     with pytest.raises(ProtocolError, match="no files"):
-        OfferAssembler().feed(decode_frame(part))
+        OfferAssembler().feed(decode_message(part))
 
 
 def test_offer_with_folders_round_trips_across_parts() -> None:
@@ -151,20 +151,20 @@ def test_offer_with_folders_round_trips_across_parts() -> None:
     parts = encode_offer(offer, max_frame=3000)
     assert len(parts) > 2 and all(len(p) <= 3000 for p in parts)
     assembler = OfferAssembler()
-    assert [assembler.feed(decode_frame(p)) for p in parts][-1] == offer
+    assert [assembler.feed(decode_message(p)) for p in parts][-1] == offer
     assert offer.total_bytes == sum(range(100))  # folders add no bytes
 
 
 def test_an_offer_from_an_older_peer_without_folders_is_read() -> None:
     body = {"v": 1, "id": TID, "chunk_size": 10, "window": 2, "part": 0, "parts": 1,
             "files": [["a.txt", 3, "0" * 64]]}
-    offer = OfferAssembler().feed(decode_frame(b"\x01" + json.dumps(body).encode()))
+    offer = OfferAssembler().feed(decode_message(b"\x01" + json.dumps(body).encode()))
     assert offer is not None and offer.folders == () and offer.files == (FileEntry("a.txt", 3, "0" * 64),)
 
 
 def test_an_offer_of_only_empty_folders_is_valid() -> None:
     (part,) = encode_offer(Offer(id=TID, files=(), chunk_size=10, window=2, folders=("empty",)), max_frame=1000)
-    offer = OfferAssembler().feed(decode_frame(part))
+    offer = OfferAssembler().feed(decode_message(part))
     assert offer is not None and offer.folders == ("empty",) and offer.files == ()
 
 
@@ -177,7 +177,7 @@ def _offer_body(folders) -> bytes:
                          ids=["string", "object", "number", "list", "null", "empty", "too-long"])
 def test_malformed_folder_entries_raise_protocol_error(folders) -> None:
     with pytest.raises(ProtocolError, match="folder"):
-        decode_frame(_offer_body(folders))
+        decode_message(_offer_body(folders))
 
 
 def test_too_many_folders_in_an_offer_is_a_protocol_error(monkeypatch) -> None:
@@ -185,13 +185,13 @@ def test_too_many_folders_in_an_offer_is_a_protocol_error(monkeypatch) -> None:
 
     monkeypatch.setattr(transfer_module, "MAX_FILES", 5)
     with pytest.raises(ProtocolError, match="folder"):
-        decode_frame(_offer_body([f"d{i}" for i in range(6)]))
+        decode_message(_offer_body([f"d{i}" for i in range(6)]))
     # The bound holds for the whole offer, not only one part.
     folders = tuple(f"a-rather-long-folder-name-{i:02d}" for i in range(8))
     offer = Offer(id=TID, files=(entry("a", 1),), chunk_size=10, window=2, folders=folders)
     budget = len(encode_offer(Offer(id=TID, files=(), chunk_size=10, window=2, folders=folders[:1]),
                               max_frame=10_000)[0]) + 100
-    parts = [decode_frame(p) for p in encode_offer(offer, max_frame=budget)]
+    parts = [decode_message(p) for p in encode_offer(offer, max_frame=budget)]
     assert len(parts) > 2 and all(len(p.folders) <= 5 for p in parts)
     assembler = OfferAssembler()
     with pytest.raises(ProtocolError, match="too many"):
@@ -203,9 +203,9 @@ def test_folders_only_offer_finishes_on_both_sides_at_accept() -> None:
     offer = Offer(id=TID, files=(), chunk_size=10, window=2, folders=("a", "a/b"))
     receiver = ReceiveMachine(offer)
     actions = receiver.accept(())
-    assert isinstance(actions[0], SendFrame) and isinstance(actions[-1], Finished) and receiver.finished
+    assert isinstance(actions[0], SendMessage) and isinstance(actions[-1], Finished) and receiver.finished
     sender = SendMachine(offer)
-    assert sender.handle(decode_frame(actions[0].data)) == [Finished()]
+    assert sender.handle(decode_message(actions[0].data)) == [Finished()]
     assert sender.finished and sender.next_reads(10) == []
 
 

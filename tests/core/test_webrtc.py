@@ -13,7 +13,15 @@ from pathlib import Path
 import pytest
 from aiortc import RTCConfiguration, RTCIceServer
 
-from core.errors import ClosedError, ConnectionClosedError, MessageTooLargeError, ProtocolError, UpgradeError
+from core.errors import (
+    ClosedError,
+    ConnectionClosedError,
+    MessageTooLargeError,
+    NoRouteError,
+    ProtocolError,
+    UpgradeError,
+)
+from core.peer import Route
 from core.events import ProtocolErrorEvent
 from core.protocol.packets import MAX_PACKET_BYTES, ChannelMessage
 from core.options import IceServer
@@ -108,6 +116,29 @@ async def test_open_then_text_and_binary_round_trip() -> None:
         await pair.b.send(b"")
         assert await pair.rb.wait_for(2) == ["hello from a", b"\x00\x01binary"]
         assert await pair.ra.wait_for(2) == ["héllo from b", b""]
+
+
+async def test_an_open_link_says_it_got_through_between_host_addresses() -> None:
+    async with link_pair() as pair:
+        assert pair.a.route is None  # nothing selected yet
+        await pair.open()
+        assert pair.a.route == pair.b.route == Route("host", "host", "host")
+        assert str(pair.a.route) == "via host"
+
+
+async def test_a_dead_stun_server_delays_gathering_by_the_gather_timeout_only() -> None:
+    # A STUN server on loopback that never answers (a bound socket that reads nothing): both sides still connect
+    # over their host candidates, within an open time-out shorter than aioice's own 5 s gathering wait.
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    silent.bind(("127.0.0.1", 0))
+    try:
+        stun = (IceServer(f"stun:127.0.0.1:{silent.getsockname()[1]}"),)
+        options = replace(LOOPBACK, ice_servers=stun, gather_timeout=0.5)
+        async with link_pair(options, options) as pair:
+            await asyncio.gather(pair.a.open(4.0), pair.b.open(4.0))
+            assert pair.a.route is not None and pair.a.route.kind == "host"
+    finally:
+        silent.close()
 
 
 async def test_signals_are_small_json_with_loopback_candidates_only() -> None:
@@ -239,11 +270,12 @@ async def test_abort_fails_a_waiting_open_with_the_given_reason() -> None:
 
 
 async def test_no_network_path_is_reported_as_an_ice_problem() -> None:
-    # The answerer gathers no candidate at all, so ICE can never find a pair: the time-out says so.
+    # The answerer gathers no candidate at all, so ICE can never find a pair: the time-out says so, and what to add.
     async with link_pair(LOOPBACK, replace(LOOPBACK, host_addresses=())) as pair:
         answering = asyncio.create_task(pair.b.open(WAIT))
-        with pytest.raises(UpgradeError, match="network path"):
+        with pytest.raises(NoRouteError, match="network path.*add a STUN server") as caught:
             await pair.a.open(1.5)
+        assert caught.value.missing == "stun"
         await pair.b.close()
         with pytest.raises(ClosedError):
             await answering

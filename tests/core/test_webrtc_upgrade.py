@@ -12,7 +12,7 @@ import pytest
 
 from core import events as ev
 from core.options import ManagerOptions
-from core.peer import PeerConnection, PeerInfo
+from core.peer import PeerConnection, PeerInfo, Route
 from core.manager import FirebasePeerConnectionManager
 from core.protocol.linkframes import decode_frame
 from core.webrtc.upgrade import ConnectionUpgrade, WebRTCUpgrader, webrtc_upgrader
@@ -42,6 +42,14 @@ async def wait_for(predicate: Callable[[], bool], what: str) -> None:
                 await asyncio.sleep(0.02)
     except TimeoutError:
         raise AssertionError(f"timed out waiting for {what}") from None
+
+
+async def both_on_webrtc(conn_a: PeerConnection, conn_b: PeerConnection) -> None:
+    """Wait (bounded) until both sides carry their frames over a WebRTC link. Each side attaches its link when its
+    own data channel opens, and on a loaded machine one side may still be (or be back) on the relay when the other
+    is already on WebRTC: a test that needs both links waits for them instead of assuming them."""
+    await wait_for(lambda: all(c.transport == "webrtc" and c._link is not None for c in (conn_a, conn_b)),
+                   "both sides on WebRTC")
 
 
 class Recorder:
@@ -109,6 +117,8 @@ async def test_both_sides_upgrade_before_the_connection_is_handed_out(managers: 
     conn_a, conn_b = await pair.connect()
     assert conn_a.transport == "webrtc"
     assert conn_b.transport == "webrtc"
+    # Both on 127.0.0.1: the selected candidate pair is host to host, and the connection says so.
+    assert conn_a.route == conn_b.route == Route("host", "host", "host")
     # More frames in flight over WebRTC (so fewer acknowledgements); the relay's window comes back on fallback.
     assert conn_a._stream.timers.window == conn_b._stream.timers.window == FAST.webrtc_send_window
     got_b = Recorder(conn_b.events, ev.DATA, ev.BINARY)
@@ -158,13 +168,15 @@ async def test_a_thousand_confirmed_messages_survive_a_torn_down_transport_and_c
 ) -> None:
     pair = await managers(webrtc_upgrader(FAST, **LINK), webrtc_upgrader(FAST, **LINK))
     conn_a, conn_b = await pair.connect(confirm=True)
-    assert conn_a.transport == "webrtc"
+    await both_on_webrtc(conn_a, conn_b)
     changes = Recorder(conn_a.events, ev.LINK_CHANGED)
     got = Recorder(conn_b.events, ev.DATA)
     count = 1000
     sending = asyncio.gather(*(conn_a.send(f"m{i}") for i in range(count)))
     await wait_for(lambda: len(got.items) >= count // 3, "a third of the messages")
-    # Tear down the phone's aiortc transport, as a network failure would.
+    # Tear down the phone's aiortc transport, as a network failure would: once the phone is on WebRTC (a loaded
+    # machine may have sent it back to the relay for a moment meanwhile).
+    await wait_for(lambda: conn_b._link is not None, "the phone's WebRTC link")
     link = conn_b._link.link  # the WebRTC link the connection carries its frames over now
     await link.peer_connection.sctp.transport.transport.stop()
     async with asyncio.timeout(WAIT * 2):
@@ -174,6 +186,9 @@ async def test_a_thousand_confirmed_messages_survive_a_torn_down_transport_and_c
     await wait_for(lambda: conn_a.transport == "webrtc" and conn_b.transport == "webrtc", "the re-upgrade")
     transports = [change.transport for change in changes.of(ev.LINK_CHANGED)]
     assert transports[:2] == ["relay", "webrtc"], changes.items
+    # The fallback has no route; the re-opened link says how it got through.
+    assert [change.route for change in changes.of(ev.LINK_CHANGED)][:2] == [None, Route("host", "host", "host")]
+    assert conn_a.route == Route("host", "host", "host")
     await conn_a.send("after the re-upgrade")
     await wait_for(lambda: len(got.items) == count + 1, "the last message")
 
@@ -191,7 +206,7 @@ async def test_the_manager_upgrades_by_default_and_declines_with_webrtc_off(mana
 async def test_a_mebibyte_string_and_bytes_cross_webrtc_intact(managers: Any, confirm: bool) -> None:
     pair = await managers(webrtc_upgrader(FAST, **LINK), webrtc_upgrader(FAST, **LINK))
     conn_a, conn_b = await pair.connect(confirm=confirm)
-    assert conn_a.transport == "webrtc"
+    await both_on_webrtc(conn_a, conn_b)
     changes = Recorder(conn_a.events, ev.LINK_CHANGED)
     got = Recorder(conn_b.events, ev.DATA, ev.BINARY)
     text = "".join(chr(0x20 + i % 0x3000) for i in range(1024 * 1024 // 2))
@@ -210,7 +225,7 @@ async def test_a_mebibyte_string_and_bytes_cross_webrtc_intact(managers: Any, co
 async def test_a_large_message_cut_by_a_torn_down_transport_arrives_once_intact(managers: Any, kind: str) -> None:
     pair = await managers(webrtc_upgrader(FAST, **LINK), webrtc_upgrader(FAST, **LINK))
     conn_a, conn_b = await pair.connect(confirm=True)
-    assert conn_b.transport == "webrtc"
+    await both_on_webrtc(conn_a, conn_b)
     changes = Recorder(conn_a.events, ev.LINK_CHANGED)
     got = Recorder(conn_b.events, ev.DATA, ev.BINARY)
     # The phone's WebRTC link passes 20 fragments on, then its transport is torn down and nothing more of the
