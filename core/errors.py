@@ -172,7 +172,7 @@ class TransferError(PeerchatError):
 
 
 class TransferDeclinedError(TransferError):
-    """The receiving device declined the files."""
+    """The other device declined the files."""
 
 
 class TransferCancelledError(TransferError):

@@ -22,6 +22,7 @@ from . import events as ev
 from ._tasks import emit_safely
 from .errors import (
     ClosedError,
+    ConnectError,
     ConnectionDeclinedError,
     HandshakeError,
     PeerchatError,
@@ -256,10 +257,13 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         for listener in self._listeners:
             await listener.close()
         try:
-            await self._database().set(
-                presence_path(self.user_id, self._device.id),
-                heartbeat_record(self._device.label, online=False, key=self._identity.public_text),
-            )
+            if self.options.leave_presence:
+                await self._database().set(
+                    presence_path(self.user_id, self._device.id),
+                    heartbeat_record(self._device.label, online=False, key=self._identity.public_text),
+                )
+            else:
+                await self._database().delete(presence_path(self.user_id, self._device.id))
         except PeerchatError as exc:
             log.warning("could not mark this device offline: %s", exc)
         await self._database().close()
@@ -328,6 +332,21 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         self._check_started()
         self._view.refresh(time.time())
         return list(self._view.known)
+
+    async def forget_peer(self, peer_id: str) -> None:
+        """Remove the presence record of the offline device ``peer_id``, so that no device lists it any more (it
+        appears again when it next comes online).
+
+        Raises:
+            ClosedError: the manager is not running.
+            ConnectError: ``peer_id`` is this device or online now (only a device that is gone can be forgotten).
+            RelayError: the relay refused or could not be reached.
+        """
+        self._check_started()
+        self._view.refresh(time.time())
+        if peer_id == self._device.id or any(peer.id == peer_id for peer in self._view.online):
+            raise ConnectError(f"{peer_id} is online (or is this device): only an offline device can be forgotten.")
+        await self._database().delete(presence_path(self.user_id, peer_id))  # the presence listener hears it
 
     async def _peer_for(self, device_id: str) -> PeerInfo:
         """The device ``device_id`` as presence names it. A device that connects right after coming online can

@@ -31,6 +31,9 @@ class ManagerOptions:
     # Presence: a device is online while its heartbeat is younger than ``heartbeat_interval * presence_misses``.
     heartbeat_interval: float = 5.0
     presence_misses: int = 3
+    # On stop(), leave this device's presence record as "offline, last seen now" (True), or remove it (False: a
+    # short-lived device, such as a command-line tool, that nobody should list once it is gone).
+    leave_presence: bool = True
     # Connecting: negotiation and the key exchange (the peer's answer) must finish within this.
     connect_timeout: float = 15.0
     # A negotiation request older than this is stale and ignored.

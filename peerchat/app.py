@@ -7,11 +7,13 @@ import asyncio
 import sys
 import time
 from collections.abc import Callable, Iterable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from textual import work
 from textual.app import App, SystemCommand
+from textual.command import Hit, Hits, Provider
 from textual.notifications import SeverityLevel
 from textual.screen import Screen
 from textual.timer import Timer
@@ -24,9 +26,10 @@ from core import RelayRestored as RelayRestoredEvent
 from core import RelayUnavailable as RelayUnavailableEvent
 from core.events import INCOMING_CONNECTION, PEER_KEY_CHANGED, PEERS_CHANGED, RELAY_RESTORED, RELAY_UNAVAILABLE
 
-from .backend import Backend, SessionLink, describe_error, open_session
+from .backend import Backend, RelayGoneError, SessionLink, describe_error, open_session
 from .config import ConfigError, Settings, settings_from_args
-from .dialogs import FilePickerDialog, IncomingConnectionDialog, IncomingFilesDialog, VerifyDeviceDialog
+from .dialogs import ConfirmDialog, FilePickerDialog, IncomingConnectionDialog, IncomingFilesDialog, VerifyDeviceDialog
+from .history import AsyncHistory, History, HistoryError
 from .messages import (
     AcceptRequested,
     AcceptWithdrawn,
@@ -40,14 +43,32 @@ from .messages import (
     RelayStatus,
     SessionOpened,
 )
-from .models import DeviceDirectory, format_duration, markup_escape, relay_outage_line, shown
+from .models import DeviceDirectory, DeviceRow, format_duration, markup_escape, relay_outage_line, shown
 from .screens import MainScreen
 from .widgets import DeviceList, SessionView
+
+
+class HistorySearch(Provider):
+    """The command palette's search through every conversation: a hit opens that device's conversation."""
+
+    async def search(self, query: str) -> Hits:
+        app = self.app
+        assert isinstance(app, PeerchatApp)
+        if len(query.strip()) < 2:
+            return
+        matcher = self.matcher(query)
+        for entry in await app.history.search(query.strip(), limit=20):
+            who = "you" if entry.direction == "out" else entry.label
+            text = f"{entry.label}: {who}: {entry.body}"
+            peer = PeerInfo(entry.peer_id, entry.label)
+            yield Hit(matcher.match(text) or 0.5, matcher.highlight(text), partial(app.show_conversation, peer),
+                      help=time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.at)) + " · in the history")
 
 
 class PeerchatApp(App[None]):
     """Chat and send files to this user's other devices. Build it with :func:`create_app`."""
 
+    COMMANDS = App.COMMANDS | {HistorySearch}
     CSS_PATH = "peerchat.tcss"
     TITLE = "peerchat"
     NOTIFICATION_TIMEOUT = 6
@@ -76,6 +97,15 @@ class PeerchatApp(App[None]):
         self._relay_description = ""
         self._relay_outage: RelayUnavailableEvent | None = None
         self._relay_timer: Timer | None = None
+        self._connecting: set[str] = set()
+        self._show_all_devices = False
+        self._history_problem: HistoryError | None = None
+        try:
+            store = History(settings.history_path, clock=clock)
+        except HistoryError as exc:  # the app still works; nothing is kept until it is fixed
+            self._history_problem = exc
+            store = History(None, clock=clock)
+        self.history = AsyncHistory(store)
         self.sub_title = f"{settings.label} · {settings.device_id} · user {settings.user}"
 
 
@@ -87,7 +117,7 @@ class PeerchatApp(App[None]):
                        markup=False)
 
     def get_default_screen(self) -> Screen[None]:
-        return MainScreen(clock=self._clock, show_latency=self._show_latency, webrtc=self.settings.webrtc)
+        return MainScreen(self.history, clock=self._clock, show_latency=self._show_latency, webrtc=self.settings.webrtc)
 
     @property
     def main(self) -> MainScreen:
@@ -98,24 +128,45 @@ class PeerchatApp(App[None]):
     # --- the backend -----------------------------------------------------------------------------------------
 
     def on_main_screen_ready(self, message: MainScreen.Ready) -> None:
+        if self._history_problem is not None:
+            self.notify(f"{self._history_problem} Nothing is kept until then.", title="History off",
+                        severity="error", timeout=30)
+        self._restore_queues()
         if self._given_manager is not None:
             self.post_message(BackendReady(self._given_manager, self.settings.describe_relay()))
         else:
             self._start_backend()
 
+    RETRY_RELAY_EVERY = 3.0  # seconds between attempts while the relay does not answer
+
     @work(group="backend", exclusive=True, exit_on_error=False)
     async def _start_backend(self) -> None:
-        backend = Backend(self.settings, on_relay_status=lambda text, ok: self.post_message(RelayStatus(text, ok)))
-        try:
-            manager = await backend.start()
-        except asyncio.CancelledError:  # the app quit while starting: leave nothing running
-            await backend.stop()
-            raise
-        except Exception as exc:
-            self.post_message(BackendFailed(exc))
-            return
+        """Start the backend; while the relay does not answer (an emulator not started yet), try again every few
+        seconds, so the app comes online by itself once it does."""
+        failures = 0
+        while True:
+            backend = Backend(self.settings,
+                              on_relay_status=lambda text, ok: self.post_message(RelayStatus(text, ok)))
+            try:
+                manager = await backend.start()
+            except asyncio.CancelledError:  # the app quit while starting: leave nothing running
+                await backend.stop()
+                raise
+            except RelayGoneError as exc:
+                await backend.stop()
+                self.post_message(BackendFailed(exc, retrying=self.RETRY_RELAY_EVERY, first=failures == 0))
+                failures += 1
+                await asyncio.sleep(self.RETRY_RELAY_EVERY)
+                continue
+            except Exception as exc:
+                await backend.stop()
+                self.post_message(BackendFailed(exc))
+                return
+            break
         self._backend = backend
-        self.post_message(BackendReady(manager, self.settings.describe_relay()))
+        if failures:
+            self.post_message(RelayStatus(f"The relay answers now ({self.settings.describe_relay()}).", True))
+        self.post_message(BackendReady(manager, backend.relay_description))
 
     def on_backend_ready(self, message: BackendReady) -> None:
         manager = self.manager = message.manager
@@ -134,11 +185,24 @@ class PeerchatApp(App[None]):
 
     def on_backend_failed(self, message: BackendFailed) -> None:
         text = describe_error("Starting peerchat", message.error)
+        if message.retrying is not None:
+            self.main.show_relay(f"✗ offline: {text} — retrying every {message.retrying:g} s", ok=False)
+            if message.first:  # said once; the relay line keeps saying it
+                self.notify(f"{text}. Retrying every {message.retrying:g} s.", title="Not connected",
+                            severity="error", timeout=30)
+            return
         self.main.show_relay(f"✗ offline: {text}", ok=False)
         self.notify(text, title="Not connected", severity="error", timeout=30)
 
     def on_relay_status(self, message: RelayStatus) -> None:
-        self.main.show_relay(("● " if message.ok else "✗ ") + message.text, ok=message.ok)
+        if message.ok and self.manager is not None:
+            # Back (or restarted here): the line says where the relay is now; the news is in the notification.
+            if self._backend is not None:
+                self._relay_description = self._backend.relay_description
+            if self._relay_outage is None:
+                self.main.show_relay(f"● online via {self._relay_description}", ok=True)
+        elif not message.ok:
+            self.main.show_relay(f"✗ {message.text}", ok=False)
         self.notify(message.text, title="Relay", severity="information" if message.ok else "error",
                     timeout=6 if message.ok else 30)
 
@@ -156,6 +220,8 @@ class PeerchatApp(App[None]):
                         title="Relay unreachable", severity="error", timeout=30)
         elif isinstance(event, RelayRestoredEvent):
             self._relay_outage = None
+            if self._backend is not None:  # the emulator may run here now, or in another peerchat
+                self._relay_description = self._backend.relay_description
             if self._relay_timer is not None:
                 self._relay_timer.stop()
                 self._relay_timer = None
@@ -167,6 +233,16 @@ class PeerchatApp(App[None]):
         outage = self._relay_outage
         if outage is not None:
             self.main.show_relay(relay_outage_line(outage.reason, outage.since, self._clock()), ok=False)
+
+    @work(group="history", exit_on_error=False)
+    async def _restore_queues(self) -> None:
+        """Open the conversations that still have queued messages (from before a restart): they go out once their
+        device is online."""
+        peers: dict[str, PeerInfo] = {}
+        for entry in await self.history.queued():
+            peers.setdefault(entry.peer_id, PeerInfo(entry.peer_id, entry.label))
+        for peer in peers.values():
+            await self.main.open_conversation(peer, activate=False)
 
     def _subscribe(self, manager: PeerConnectionManager, name: str, handler: Callable[..., None]) -> None:
         manager.events.on(name, handler)
@@ -252,16 +328,64 @@ class PeerchatApp(App[None]):
             self._directory.update_devices(message.devices, self._clock())
         else:
             self._directory.update(message.peers, self._clock())
-        self.main.show_devices(self._directory.rows())
+        self.main.show_devices(self._device_rows())
+        for view in self.main.sessions():
+            if view.queued:
+                self._connect_when_online(view)
+
+    HIDE_OFFLINE_AFTER = 7 * 86400.0  # devices offline for longer are hidden (the palette shows them again)
+
+    def _device_rows(self) -> list[DeviceRow]:
+        keep = {view.peer.id for view in self.main.sessions()} if self.screen_stack else set()
+        return self._directory.rows(now=self._clock(),
+                                    hide_after=None if self._show_all_devices else self.HIDE_OFFLINE_AFTER,
+                                    keep=keep)
+
+    def action_toggle_old_devices(self) -> None:
+        self._show_all_devices = not self._show_all_devices
+        self.main.show_devices(self._device_rows())
+
+    @work(group="forget", exit_on_error=False)
+    async def _remove_device(self, peer: PeerInfo) -> None:
+        """Remove an offline device's presence record (core's forget_peer); its key and its history stay."""
+        forget = getattr(self.manager, "forget_peer", None)
+        if forget is None:
+            self.notify("Not connected to the relay yet.", severity="warning")
+            return
+        try:
+            await forget(peer.id)
+        except Exception as exc:
+            self.post_message(ActionFailed(f"Forgetting {peer.label}", exc))
+            return
+        self._directory.forget(peer.id)
+        self.main.show_devices(self._device_rows())
+        self.notify(f"{peer.label} is removed from the list; it shows up again when it comes online. Its history "
+                    "stays here.")
+
+    def on_session_view_wants_connection(self, message: SessionView.WantsConnection) -> None:
+        self._connect_when_online(message.view)
+
+    def _connect_when_online(self, view: SessionView) -> None:
+        """Connect to the device of ``view`` if it is online and no connection is open or being opened."""
+        if (self.manager is not None and view.closed and self._directory.is_online(view.peer.id)
+                and view.peer.id not in self._connecting):
+            self.connect(self._directory.find(view.peer.id)[0], quiet=True)
 
     async def on_unmount(self) -> None:
+        try:
+            await self._stop_sessions()
+        finally:
+            await self.history.close()
+
+    async def _stop_sessions(self) -> None:
         if self.manager is not None:
             for name, handler in self._subscriptions:
                 self.manager.events.remove_listener(name, handler)
         self._subscriptions.clear()
         for view in self.main.sessions() if self.screen_stack else []:
             try:
-                await view.link.close()
+                if view.link is not None:
+                    await view.link.close()
             except PeerchatError:
                 pass
         if self._backend is not None:
@@ -273,31 +397,48 @@ class PeerchatApp(App[None]):
         self.open_session_with(message.peer, online=message.online)
 
     def open_session_with(self, peer: PeerInfo, *, online: bool = True) -> None:
-        """Show the open session with ``peer``, or connect to it (the device list and the command palette)."""
+        """Show the conversation with ``peer`` at once (its history) and connect to it when it is online (the
+        device list and the command palette)."""
+        self._open_session_with(peer, online)
+
+    @work(group="open", exit_on_error=False)
+    async def _open_session_with(self, peer: PeerInfo, online: bool) -> None:
         existing = self.main.open_session_for(peer.id)
         if existing is not None:
             self.main.activate(existing)
-        elif self.manager is None:
-            self.notify("Not connected to the relay yet; wait a moment or check the relay line.", severity="warning")
-        elif not online:
-            self.notify(f"{peer.label} is offline. Start peerchat on it and it will show up here.",
+            return
+        await self.main.open_conversation(peer)
+        if self.manager is None:
+            self.notify("Not connected to the relay yet: what you write is queued and sent once it is.",
                         severity="warning")
-        else:
+        elif not online:
+            self.notify(f"{peer.label} is offline: what you write is queued and sent when it comes online.",
+                        severity="warning")
+        elif peer.id not in self._connecting:
             self.connect(peer)
 
-    def connect(self, peer: PeerInfo) -> None:
+    def show_conversation(self, peer: PeerInfo) -> None:
+        """Open the tab of the conversation with ``peer`` (connecting when it is online); the history search."""
+        self.open_session_with(peer, online=self._directory.is_online(peer.id))
+
+    def connect(self, peer: PeerInfo, *, quiet: bool = False) -> None:
         """Open a session with ``peer`` (a worker; the result arrives as SessionOpened or ActionFailed)."""
-        self.notify(f"Connecting to {peer.label}…", timeout=3)
+        if not quiet:
+            self.notify(f"Connecting to {peer.label}…", timeout=3)
+        self._connecting.add(peer.id)
         self._connect(peer)
 
     @work(group="connect", exit_on_error=False)
     async def _connect(self, peer: PeerInfo) -> None:
         assert self.manager is not None
         try:
-            connection = await self.manager.connect_to_peer(peer.id)
+            # Confirmed: a message is marked delivered once the other device's application has it.
+            connection = await self.manager.connect_to_peer(peer.id, confirm_data_receival=True)
         except Exception as exc:
             self.post_message(ActionFailed(f"Connecting to {peer.label}", exc))
             return
+        finally:
+            self._connecting.discard(peer.id)
         self.post_message(SessionOpened(open_session(connection, self.settings.download_dir)))
 
     async def on_session_opened(self, message: SessionOpened) -> None:
@@ -308,7 +449,13 @@ class PeerchatApp(App[None]):
         # Also when the other device left meanwhile (``peerchat send`` disconnects once its text is confirmed): the
         # tab replays what arrived, then shows the session closed.
         link = message.link
-        await self.main.add_session(link, label=link.connection.peer.label)
+        link = message.link
+        connection = link.connection
+        # This side's messages are confirmed too, so that they can be marked delivered. The attribute is core's
+        # connection setting (RelayConnection.confirm_data_receival), read at every send.
+        if hasattr(connection, "confirm_data_receival"):
+            connection.confirm_data_receival = True
+        await self.main.add_session(link, label=connection.peer.label)
         self._load_peers()  # a new device is trusted now: the list says so
 
     @work(group="disconnect", exit_on_error=False)
@@ -329,7 +476,21 @@ class PeerchatApp(App[None]):
         await self._close_session(view)
 
     async def _close_session(self, view: SessionView) -> None:
-        self._close_link(view.link)
+        if view.transfer_running:
+            async def answered(yes: bool | None) -> None:
+                if yes:
+                    await self._really_close(view)
+
+            self.push_screen(ConfirmDialog(
+                "Close this session?",
+                f"A transfer with {view.peer_label} is still running. Closing the session stops it (a file that "
+                "was partly received resumes in a later session).", yes="Close"), answered)
+            return
+        await self._really_close(view)
+
+    async def _really_close(self, view: SessionView) -> None:
+        if view.link is not None:
+            self._close_link(view.link)
         await self.main.remove_session(view)
 
     # --- files -----------------------------------------------------------------------------------------------
@@ -342,6 +503,7 @@ class PeerchatApp(App[None]):
 
         def picked(path: Path | None) -> None:
             if path is not None:
+                self._picker_start = path.parent  # the picker opens where the last file was found
                 view.send_files((path,))
 
         self.push_screen(FilePickerDialog(self._picker_start), picked)
@@ -358,6 +520,30 @@ class PeerchatApp(App[None]):
                 view.decline_files(offer)
 
         self.push_screen(IncomingFilesDialog(view.peer_label, files, download_dir), answered)
+
+    def action_retry(self) -> None:
+        view = self.main.active_session
+        if view is None:
+            self.notify("No conversation is open.", severity="warning")
+            return
+        view.action_retry()
+
+    def action_clear_history(self) -> None:
+        async def answered(yes: bool | None) -> None:
+            if yes:
+                self._clear_history()
+
+        where = "kept on this device" if self.history.persistent else "kept in memory (history is off)"
+        self.push_screen(ConfirmDialog("Clear the history?", f"Every conversation {where} is forgotten, and "
+                                       "queued messages are not sent. This cannot be undone.", yes="Clear"),
+                         answered)
+
+    @work(group="history", exit_on_error=False)
+    async def _clear_history(self) -> None:
+        count = await self.history.clear()
+        for view in self.main.sessions():
+            view.forget_history()
+        self.notify(f"History cleared ({count} entries).", title="History")
 
     def action_cancel_transfer(self) -> None:
         view = self.main.active_session
@@ -410,14 +596,31 @@ class PeerchatApp(App[None]):
 
     def get_system_commands(self, screen: Screen[object]) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)
-        for row in self._directory.rows():
+        for row in self._device_rows():
+            peer = row.peer
+            label = markup_escape(shown(peer.label))  # the palette reads its titles as markup
             if row.online:
-                peer = row.peer
-                label = markup_escape(shown(peer.label))  # the palette reads its titles as markup
                 yield SystemCommand(
                     f"Connect to {label}", f"Open a session with {label} ({markup_escape(peer.id)})",
                     lambda peer=peer: self.open_session_with(peer),
                 )
+            else:
+                yield SystemCommand(
+                    f"Conversation with {label}", f"Show the history with {label} ({markup_escape(peer.id)}, offline)",
+                    lambda peer=peer: self.open_session_with(peer, online=False),
+                )
+                yield SystemCommand(
+                    f"Remove {label} from the list", f"Remove {label} ({markup_escape(peer.id)}, offline) from every "
+                    "device's list until it comes online again", lambda peer=peer: self._remove_device(peer),
+                )
+        hidden = self._directory.hidden(self._clock(), self.HIDE_OFFLINE_AFTER)
+        if self._show_all_devices or hidden:
+            days = self.HIDE_OFFLINE_AFTER / 86400
+            yield SystemCommand(
+                f"{'Hide' if self._show_all_devices else 'Show'} devices offline for more than {days:g} days",
+                f"{hidden} device(s) offline for long" + (" are listed" if self._show_all_devices else " are hidden"),
+                self.action_toggle_old_devices,
+            )
         if hasattr(self.manager, "verify_device"):
             for row in self._directory.rows():
                 peer = row.peer
@@ -427,11 +630,21 @@ class PeerchatApp(App[None]):
                 if row.trust in ("trusted", "verified", "key-changed"):
                     yield SystemCommand(f"Forget the key of {peer.label}", f"{peer.label}'s next session counts "
                                         "as a new device", lambda peer=peer: self.forget_device(peer))
-        yield SystemCommand("Send a file", "Pick a file and send it in the current session", self.action_send_file)
-        yield SystemCommand("Close session", "End the current session", self.action_close_session)
-        yield SystemCommand("Cancel transfer", "Cancel the newest transfer of this session",
+        # Every binding of the footer is here too, with its key.
+        yield SystemCommand("Devices (Ctrl+D)", "Move to the device list", lambda: self.main.action_focus_devices())
+        yield SystemCommand("Next session (Ctrl+T)", "Show the next session's tab", lambda: self.main.action_next_session())
+        yield SystemCommand("Send a file (Ctrl+F)", "Pick a file and send it in the current session",
+                            self.action_send_file)
+        yield SystemCommand("Cancel transfer (Ctrl+X)", "Cancel the newest transfer of this session",
                             self.action_cancel_transfer)
-        yield SystemCommand("Devices", "Move to the device list", lambda: self.main.action_focus_devices())
+        yield SystemCommand("Close session (Ctrl+W)", "End the current session", self.action_close_session)
+        yield SystemCommand("Retry failed messages (Ctrl+R)", "Send this conversation's failed messages again",
+                            self.action_retry)
+        yield SystemCommand("Clear history", "Forget every conversation kept on this device (and queued messages)",
+                            self.action_clear_history)
+        yield SystemCommand("Search history", "Type in the palette: matching messages of every conversation show "
+                            "up", lambda: self.notify("Type a word in the command palette (Ctrl+P) to search "
+                                                      "every conversation."))
 
 
 def run_app(args: argparse.Namespace) -> int:

@@ -14,7 +14,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,7 +71,8 @@ def describe_error(what: str, error: BaseException) -> str:
     hint = (type(error).__doc__ or "").strip().splitlines()[0] if isinstance(error, PeerchatError) else ""
     if not text:
         text = hint or type(error).__name__
-    elif hint and hint not in text:
+    elif hint and hint not in text and hint.split(". ")[0].rstrip(".") not in text:
+        # The class's advice, unless the message already says it (then once is enough).
         text = f"{text.rstrip('.')}. {hint}"
     if not isinstance(error, PeerchatError | OSError | LookupError | ValueError):
         text = f"unexpected {type(error).__name__}: {text}"
@@ -154,17 +158,61 @@ def load_relay_machinery() -> None:
         importlib.import_module(module)
 
 
-async def relay_answers(host: str, port: int, *, timeout: float = 2.0) -> bool:
-    """True when something at host:port answers like a Realtime Database (an HTTP reply to a shallow read)."""
+@dataclass(frozen=True)
+class RelayProbe:
+    """What answers at an emulator's address: ``ok`` when it is a Realtime Database; otherwise ``what`` says in
+    words what is there ("nothing answers (connection refused)", "an HTTP server that is not a Realtime Database
+    (HTTP 404, text/html)")."""
+
+    ok: bool
+    what: str
+
+    def problem(self, host: str, port: int) -> str:
+        """One line: what is at host:port instead of a database."""
+        return f"{self.what} at {host}:{port}"
+
+
+async def probe_relay(host: str, port: int, *, timeout: float = 2.0) -> RelayProbe:
+    """Ask host:port for a shallow read, as a Realtime Database answers it: JSON (``null``, an object, or an error
+    object such as "Permission denied"). Anything else (an HTML page, no HTTP at all, no answer) is not one."""
     import aiohttp  # loads with the relay, not for `peerchat --help`
 
     url = f"http://{host}:{port}/.json?ns=peerchat&shallow=true"
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http:
             async with http.get(url) as response:
-                return response.status < 500
-    except (aiohttp.ClientError, OSError, asyncio.TimeoutError):
-        return False
+                kind = response.content_type or "no content type"
+                server = response.headers.get("Server")
+                body = await response.content.read(4096)
+    except aiohttp.ClientConnectorError as exc:
+        error = exc.os_error
+        if isinstance(error, socket.gaierror):
+            reason = f"the host name is not known: {error.strerror}"
+        elif error is not None and error.errno:
+            reason = os.strerror(error.errno)
+        else:
+            reason = str(error or exc)
+        return RelayProbe(False, f"nothing answers ({(reason or 'no connection').lower()})")
+    except (aiohttp.ClientResponseError, aiohttp.ServerDisconnectedError, aiohttp.ClientPayloadError):
+        return RelayProbe(False, "something that does not speak HTTP answers")
+    except asyncio.TimeoutError:
+        return RelayProbe(False, f"nothing answers within {timeout:g} s")
+    except (aiohttp.ClientError, OSError) as exc:
+        return RelayProbe(False, f"nothing answers ({type(exc).__name__}: {exc})".rstrip(": )") + ")")
+    if kind == "application/json":
+        try:
+            json.loads(body or b"null")
+        except ValueError:
+            pass
+        else:
+            return RelayProbe(True, "a Realtime Database")
+    by = f", {server}" if server else ""
+    return RelayProbe(False, f"an HTTP server that is not a Realtime Database (HTTP {response.status}, {kind}{by})")
+
+
+async def relay_answers(host: str, port: int, *, timeout: float = 2.0) -> bool:
+    """True when something at host:port answers like a Realtime Database (see :func:`probe_relay`)."""
+    return (await probe_relay(host, port, timeout=timeout)).ok
 
 
 class Backend:
@@ -178,6 +226,7 @@ class Backend:
             from the settings); the settings' ``addresses``, ``direct`` and ``direct_timeout`` apply to them.
         accept: the manager's ``accept`` callable (None: every device whose key has not changed is accepted).
         embedded_at: where the embedded emulator lives (default 127.0.0.1:9000; tests use a free port).
+        short_lived: a headless command: this device leaves no presence record behind when it stops.
     """
 
     def __init__(
@@ -189,6 +238,7 @@ class Backend:
         options: ManagerOptions | None = None,
         embedded_at: tuple[str, int] | None = None,
         accept: Any = None,
+        short_lived: bool = False,
     ) -> None:
         self.settings = settings
         self._address = settings.emulator_address if settings.mode != "embedded" or embedded_at is None \
@@ -198,12 +248,14 @@ class Backend:
         self._accept = accept
         options = options or ManagerOptions(webrtc=settings.webrtc, ice_servers=ice_servers_of(settings),
                                             require_verified=settings.require_verified)
-        # The settings' link choices apply to given options too (addresses, the direct link and its time-out).
+        # The settings' link choices apply to given options too (addresses, the direct link and its time-out), and a
+        # short-lived device (a headless command) removes its presence record when it stops: no one lists it after.
         self._options = dataclasses.replace(
             options,
             addresses=settings.addresses or options.addresses,
             direct=options.direct and settings.direct,
             direct_timeout=settings.direct_timeout or options.direct_timeout,
+            leave_presence=options.leave_presence and not short_lived,
         )
         self._emulator: Any = None
         self._firebase_app: Any = None
@@ -223,6 +275,18 @@ class Backend:
     def emulator(self) -> Any:
         """The emulator this backend started in this process (emulator.Emulator), or None."""
         return self._emulator
+
+    @property
+    def relay_description(self) -> str:
+        """Where the relay is, in words, as it is now: "embedded emulator HOST:PORT" only while this process runs
+        it; the emulator of another peerchat on this machine is "emulator HOST:PORT (shared with another peerchat)"."""
+        settings = self.settings
+        if settings.relay_name or settings.mode != "embedded":
+            return settings.describe_relay()
+        host, port = self._address
+        if self._emulator is not None:
+            return f"embedded emulator {host}:{port}"
+        return f"emulator {host}:{port} (shared with another peerchat)"
 
     @property
     def relay_address(self) -> tuple[str, int]:
@@ -274,13 +338,21 @@ class Backend:
         if settings.mode == "firebase":
             return
         host, port = self._address
-        if await relay_answers(host, port):
+        probe = await probe_relay(host, port)
+        if probe.ok:
             return
         if settings.mode == "emulator":
-            raise RelayGoneError(
-                f"no emulator answers at {host}:{port}. Start one with `peerchat emulator --port {port}` "
-                "or fix --emulator / FIREBASE_DATABASE_EMULATOR_HOST"
-            )
+            if probe.what.startswith("nothing"):
+                why = probe.what.removeprefix("nothing answers ").strip("()")
+                raise RelayGoneError(
+                    f"no emulator answers at {host}:{port} ({why}). Start one with `peerchat emulator "
+                    f"--port {port}` or fix --emulator / FIREBASE_DATABASE_EMULATOR_HOST"
+                )
+            raise RelayGoneError(f"{probe.problem(host, port)}. Point --emulator (or "
+                                 "FIREBASE_DATABASE_EMULATOR_HOST) at a Realtime Database emulator")
+        if not probe.what.startswith("nothing"):
+            raise RelayGoneError(f"{probe.problem(host, port)}, where the embedded emulator should run. "
+                                 "Stop that server, or run peerchat with --emulator HOST:PORT")
         await self._start_emulator()
 
     async def stop(self) -> None:

@@ -55,5 +55,7 @@ def _emulator(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> None:
     """The ``peerchat`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # said by the subcommand's own parser, with its own usage (`peerchat send --bogus`)
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     sys.exit(args.handler(args))  # no command: the app

@@ -34,8 +34,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, TextIO
@@ -62,6 +64,7 @@ from core.events import (
     LINK_CHANGED,
     TRANSFER_FAILED,
     TRANSFER_FILE_DONE,
+    TRANSFER_FINISHED,
     TRANSFER_PROGRESS,
 )
 
@@ -72,9 +75,11 @@ from .models import (
     describe_link,
     describe_upgrade_failure,
     find_device,
+    format_ago,
     format_bytes,
     format_duration,
     format_rate,
+    path_problem,
 )
 
 EXIT_OK = 0
@@ -125,23 +130,28 @@ def register(subparsers: Any) -> None:
     peers.add_argument("--wait", type=float, default=2.0, metavar="S",
                        help="how long to wait for the first device to show up (default: 2)")
     add_settings_arguments(peers)
-    peers.set_defaults(command_main=peers_main, handler=run_command)
+    peers.set_defaults(command_main=peers_main, handler=run_command, command_parser=peers)
 
     send = subparsers.add_parser("send", help="send text and files to one of your devices", epilog=epilog)
     send.add_argument("device", metavar="DEVICE", help="the device's label or id")
-    send.add_argument("files", metavar="FILE", nargs="*", type=Path, help="files or folders to send")
-    send.add_argument("--text", help="a message to send before the files")
+    send.add_argument("files", metavar="FILE", nargs="*", help="files or folders to send; - sends standard input as "
+                      "a file")
+    send.add_argument("--text", help="a message to send before the files; - reads it from standard input")
+    send.add_argument("--name", help="the file name standard input is sent as (with FILE -; default: stdin)")
     send.add_argument("--wait", type=float, default=10.0, metavar="S",
                       help="how long to wait for DEVICE to come online (default: 10)")
     add_settings_arguments(send)
-    send.set_defaults(command_main=send_main, handler=run_command)
+    send.set_defaults(command_main=send_main, handler=run_command, command_parser=send)
 
     receive = subparsers.add_parser("receive", help="stay online and save what your devices send", epilog=epilog)
-    receive.add_argument("--count", type=int, metavar="N", help="exit after N texts and files")
+    receive.add_argument("--count", type=int, metavar="N", help="exit after N texts and files (default: keep receiving)")
     receive.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds (code 5 if --count "
-                         "was not reached)")
+                         "was not reached; default: wait for ever)")
+    receive.add_argument("--stdout", action="store_true", help="write the first text or file received to standard "
+                         "output (a file byte for byte, a text with a newline) and exit; everything else goes to "
+                         "standard error")
     add_settings_arguments(receive)  # --download-dir is one of the settings
-    receive.set_defaults(command_main=receive_main, handler=run_command)
+    receive.set_defaults(command_main=receive_main, handler=run_command, command_parser=receive)
 
     from .trust_commands import register as register_trust
 
@@ -208,11 +218,40 @@ def say_link_changes(connection: PeerConnection, err: TextIO) -> None:
     connection.events.on(LINK_CHANGED, changed)
 
 
+class Recorder:
+    """Keeps what a headless command sent and received in this device's conversation history, where the app shows
+    it (nothing with history off). A history that cannot be written is said once on ``err`` and never fails the
+    command."""
+
+    def __init__(self, settings: Settings, err: TextIO) -> None:
+        self._err = err
+        self._path = settings.history_path  # opened at the first entry: a command that gets nothing writes nothing
+        self._history: Any = None
+
+    def add(self, peer: PeerInfo, direction: str, kind: str, body: str, status: str, **kwargs: Any) -> None:
+        if self._path is None:
+            return
+        from .history import History, HistoryError
+
+        try:
+            if self._history is None:
+                self._history = History(self._path)
+            self._history.add(peer.id, peer.label, direction, kind, body, status, **kwargs)
+        except HistoryError as exc:
+            _say(self._err, f"peerchat: not kept in the history: {exc}")
+            self._path = None
+
+    def close(self) -> None:
+        if self._history is not None:
+            self._history.close()
+            self._history = None
+
+
 # --- peers -----------------------------------------------------------------------------------------------------
 
 
 async def peers_main(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    async with Backend(settings, watch_interval=0) as manager:
+    async with Backend(settings, watch_interval=0, short_lived=True) as manager:
         # The presence listener delivers the whole list in its first event, just after start(): wait for it.
         deadline = time.monotonic() + args.wait
         while not (peers := await manager.get_online_peers()) and time.monotonic() < deadline:
@@ -227,28 +266,115 @@ async def peers_main(settings: Settings, args: argparse.Namespace, out: TextIO, 
 # --- send ------------------------------------------------------------------------------------------------------
 
 
-async def find_online(manager: PeerConnectionManager, name: str, wait: float) -> PeerInfo:
-    """The online device called ``name`` (label or id), waiting up to ``wait`` seconds for it to appear."""
+async def find_online(manager: PeerConnectionManager, name: str, wait: float, err: TextIO | None = None,
+                      *, clock: Any = time.time) -> PeerInfo:
+    """The online device called ``name`` (label or id), waiting up to ``wait`` seconds for it to appear; on ``err``
+    it says at once that it waits, for how long, and when a known device was last seen.
+
+    Raises:
+        LookupError: not online within ``wait`` (the message names its last-seen time when it is known), or
+            several online devices share that label.
+    """
     deadline = time.monotonic() + wait
+    said = False
     while True:
         peers = await manager.get_online_peers()
         try:
             return find_device(peers, name)
         except LookupError as exc:
-            if "several" in str(exc) or time.monotonic() >= deadline:
+            if "several" in str(exc):
                 raise
+            absent = await _absent(manager, name, clock())
+            if time.monotonic() >= deadline:
+                if absent is None:
+                    raise
+                raise LookupError(f"{absent}; start peerchat on it, or wait longer with --wait S") from None
+            if not said and err is not None:
+                said = True
+                _say(err, f"{absent or f'no device called {name!r} is online'}; waiting up to {wait:g} s for it…")
         await asyncio.sleep(0.25)
 
 
+async def _absent(manager: PeerConnectionManager, name: str, now: float) -> str | None:
+    """"desktop is offline (last seen 5 min ago)" when ``name`` is a known offline device, else None."""
+    try:
+        known = await manager.get_known_peers()
+    except PeerchatError:
+        return None
+    try:
+        device = find_device([status.info for status in known], name)
+    except LookupError:
+        return None
+    status = next(s for s in known if s.info.id == device.id)
+    seen = f"last seen {format_ago(now - status.last_seen)}" if status.last_seen is not None else "last seen: unknown"
+    return f"{device.label} is offline ({seen})"
+
+
+STDIN_NAME = "stdin"
+
+
+def read_send_inputs(args: argparse.Namespace, spool: Path, stdin: Any) -> tuple[list[Path], str | None]:
+    """The files and the text ``send`` sends, checked before anything connects. ``-`` as a FILE copies standard
+    input into ``spool`` as ``--name``; ``--text -`` reads the text from it (one trailing newline dropped).
+
+    Raises:
+        CommandError: (exit 2) nothing to send, a path that cannot be sent, standard input asked for twice or
+            a terminal, a bad ``--name``.
+    """
+    names: list[str] = list(args.files)
+    text: str | None = args.text
+    dash = names.count("-")
+    name = getattr(args, "name", None)
+    if dash > 1 or (dash and text == "-"):
+        raise CommandError("standard input can be read once: use it as one FILE (-) or as --text -", EXIT_USAGE)
+    if name is not None and not dash:
+        raise CommandError("--name names standard input sent as a file: give - as a FILE too", EXIT_USAGE)
+    if not names and text is None:
+        raise CommandError("nothing to send: give files, --text TEXT, or both (- reads standard input)", EXIT_USAGE)
+    files: list[Path] = []
+    for item in names:
+        if item == "-":
+            continue
+        problem = path_problem(Path(item))
+        if problem is not None:
+            raise CommandError(f"nothing sent: {problem}", EXIT_USAGE)
+        files.append(Path(item))
+    if (dash or text == "-") and stdin.isatty():
+        raise CommandError("standard input is a terminal: pipe something in, like: tar c photos | peerchat send "
+                           "DEVICE - --name photos.tar", EXIT_USAGE)
+    if text == "-":
+        try:
+            text = stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise CommandError(f"--text -: standard input is not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                               "send it as a file with -", EXIT_USAGE) from None
+        text = text[:-1] if text.endswith("\n") else text
+    if dash:
+        name = STDIN_NAME if name is None else name
+        if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
+            raise CommandError(f"--name: {name!r} is not a file name (no folders, no / or \\)", EXIT_USAGE)
+        target = spool / name
+        with target.open("wb") as sink:
+            shutil.copyfileobj(stdin.buffer, sink, 1024 * 1024)
+        files.insert(names.index("-"), target)
+    return files, text
+
+
 async def send_main(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    files: list[Path] = list(args.files)
-    missing = [str(path) for path in files if not path.exists()]
-    if missing:
-        raise CommandError(f"nothing sent: {', '.join(missing)} does not exist", EXIT_USAGE)
-    if not files and args.text is None:
-        raise CommandError("nothing to send: give files, --text TEXT, or both", EXIT_USAGE)
-    async with Backend(settings, watch_interval=0) as manager:
-        peer = await find_online(manager, args.device, args.wait)
+    with tempfile.TemporaryDirectory(prefix="peerchat-send-") as spool:
+        files, text = read_send_inputs(args, Path(spool), getattr(args, "stdin", None) or sys.stdin)
+        recorder = Recorder(settings, err)
+        try:
+            return await _send(settings, args, err, files, text, recorder,
+                               stdin_file=files[args.files.index("-")] if "-" in args.files else None)
+        finally:
+            recorder.close()
+
+
+async def _send(settings: Settings, args: argparse.Namespace, err: TextIO, files: list[Path],
+                text: str | None, recorder: Recorder, *, stdin_file: Path | None = None) -> int:
+    async with Backend(settings, watch_interval=0, short_lived=True) as manager:
+        peer = await find_online(manager, args.device, args.wait, err)
 
         def declined_error(declined: ConnectionDeclinedError) -> CommandError:
             who = declined.label or peer.label
@@ -277,11 +403,15 @@ async def send_main(settings: Settings, args: argparse.Namespace, out: TextIO, e
         async def send_all() -> None:
             async with connection:
                 _say(err, f"connected over {describe_connection(connection, peer.label)}")
-                if args.text is not None:
-                    await connection.send(args.text)
+                if text is not None:
+                    await connection.send(text)
                     _say(err, "text delivered")
+                    recorder.add(peer, "out", "text", text, "delivered")
                 if files:
-                    await send_files(connection, files, settings, err)
+                    transfer = await send_files(connection, files, settings, err)
+                    for path, entry in zip(files, _top_level(transfer, files)):
+                        source = None if path == stdin_file else str(path.resolve())
+                        recorder.add(peer, "out", "file", entry[0], "delivered", path=source, size=entry[1])
 
         sending = asyncio.ensure_future(send_all())
         try:
@@ -330,8 +460,18 @@ async def _declined(connection: PeerConnection, closed: asyncio.Future[Any],
     return None
 
 
-async def send_files(connection: PeerConnection, files: list[Path], settings: Settings, err: TextIO) -> None:
-    """Send ``files`` and wait until the other device verified every one (progress on ``err``)."""
+def _top_level(transfer: Any, paths: list[Path]) -> list[tuple[str, int]]:
+    """``(name, bytes)`` of each path sent (a folder counts everything in it), for the history."""
+    sizes: dict[str, int] = {}
+    for entry in transfer.files:
+        top = entry.path.split("/", 1)[0]
+        sizes[top] = sizes.get(top, 0) + entry.size
+    return [(path.name, sizes.get(path.name, 0)) for path in paths]
+
+
+async def send_files(connection: PeerConnection, files: list[Path], settings: Settings, err: TextIO) -> Any:
+    """Send ``files`` and wait until the other device verified every one (progress on ``err``); returns the
+    finished transfer."""
     from core import FileTransfers
 
     transfers = FileTransfers(connection, download_dir=settings.download_dir)
@@ -345,10 +485,12 @@ async def send_files(connection: PeerConnection, files: list[Path], settings: Se
         progress.close()
         await transfers.close()
     _say(err, f"files delivered and verified ({format_bytes(transfer.bytes_total)})")
+    return transfer
 
 
 class ProgressPrinter:
-    """Progress lines on stderr: rewritten in place on a terminal, at most one every few seconds otherwise."""
+    """Progress lines on stderr: rewritten in place on a terminal (and cleared before any other line, see
+    :meth:`clear`), at most one every few seconds otherwise."""
 
     def __init__(self, stream: TextIO, *, interval: float | None = None) -> None:
         self.stream = stream
@@ -359,11 +501,15 @@ class ProgressPrinter:
 
     def update(self, event: Any) -> None:
         now = time.monotonic()
-        if now - self._last < self.interval and event.bytes_done < event.bytes_total:
+        complete = event.bytes_done >= event.bytes_total
+        if now - self._last < self.interval and not complete:
             return
         self._last = now
         percent = 100 * event.bytes_done / event.bytes_total if event.bytes_total else 100.0
-        line = (f"{event.direction} {event.files_done}/{event.files_total} files  {percent:5.1f}%  "
+        # The last progress event can come before the file's own "done": all bytes there means all files.
+        files_done = event.files_total if complete else event.files_done
+        verb = "sending" if event.direction == "send" else "receiving"
+        line = (f"{verb} {files_done}/{event.files_total} files  {percent:5.1f}%  "
                 f"{format_bytes(event.bytes_done)} of {format_bytes(event.bytes_total)}  {format_rate(event.rate)}  "
                 f"{format_duration(event.eta)} left")
         if self.tty:
@@ -373,14 +519,32 @@ class ProgressPrinter:
             self.stream.write(line + "\n")
         self.stream.flush()
 
-    def close(self) -> None:
+    def clear(self) -> None:
+        """Take the progress line off a terminal, so that the next line starts clean (the next update redraws)."""
         if self._dirty:
-            self.stream.write("\n")
+            self.stream.write("\r\033[K")
             self.stream.flush()
             self._dirty = False
 
+    close = clear
+
 
 # --- receive ---------------------------------------------------------------------------------------------------
+
+
+def check_download_dir(download_dir: Path) -> None:
+    """Fail at start, not at the first file, when ``download_dir`` cannot take files.
+
+    Raises:
+        CommandError: (exit 2) it cannot be created or written.
+    """
+    try:
+        download_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=download_dir, prefix=".peerchat-check-"):
+            pass
+    except OSError as exc:
+        raise CommandError(f"--download-dir: cannot save files in {download_dir} ({exc.strerror or exc}); choose "
+                           "a folder you can write to", EXIT_USAGE) from None
 
 
 async def receive_main(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -388,73 +552,164 @@ async def receive_main(settings: Settings, args: argparse.Namespace, out: TextIO
         raise CommandError("--count must be at least 1", EXIT_USAGE)
     if args.timeout is not None and args.timeout <= 0:
         raise CommandError("--timeout must be more than 0 seconds", EXIT_USAGE)
-    download_dir = settings.download_dir
+    to_stdout = getattr(args, "stdout", False)
+    if to_stdout and args.count not in (None, 1):
+        raise CommandError("--stdout writes one text or file: leave out --count (or give --count 1)", EXIT_USAGE)
+    count = 1 if to_stdout else args.count
+    if not to_stdout:
+        check_download_dir(settings.download_dir)
+    recorder = Recorder(settings, err)
+    try:
+        if to_stdout:
+            with tempfile.TemporaryDirectory(prefix="peerchat-receive-") as spool:
+                return await _receive(settings, args, out, err, count, Path(spool), recorder, to_stdout=True)
+        return await _receive(settings, args, out, err, count, settings.download_dir, recorder, to_stdout=False)
+    finally:
+        recorder.close()
+
+
+async def _receive(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO, count: int | None,
+                   download_dir: Path, recorder: Recorder, *, to_stdout: bool) -> int:
     received = 0
     enough = asyncio.Event()
     closers: list[Any] = []
+    progress = ProgressPrinter(err)
+    for_stdout: list[tuple[str, str]] = []
+    running: set[str] = set()  # incoming transfers not finished yet
+    idle = asyncio.Event()
+    idle.set()
+
+    finished: set[str] = set()
+
+    def track(event: Any, done: bool) -> None:
+        if done:
+            finished.add(event.transfer.id)
+            running.discard(event.transfer.id)
+        elif event.transfer.id not in finished:
+            running.add(event.transfer.id)
+        idle.clear() if running else idle.set()
+
+    def say(stream: TextIO, text: str) -> None:
+        progress.clear()
+        _say(stream, text)
 
     def arrived(kind: str, label: str, value: str) -> None:
         nonlocal received
-        _say(out, f"{kind}\t{escape_line(label)}\t{escape_line(value)}")
+        if enough.is_set():
+            return  # --count is reached: what comes after it is not taken
+        if to_stdout:  # written once the sessions are closed: a slow reader never stalls them
+            for_stdout.append((kind, value))
+            say(err, f"received {'a text' if kind == 'text' else Path(value).name} from {label}")
+        else:
+            say(out, f"{kind}\t{escape_line(label)}\t{escape_line(value)}")
         received += 1
-        if args.count is not None and received >= args.count:
+        if count is not None and received >= count:
             enough.set()
 
     def on_incoming(event: Any) -> None:
         connection: PeerConnection = event.connection
         label = connection.peer.label
-        connection.events.on(DATA, lambda data: arrived("text", label, data.data))
-        connection.events.on(CLOSED, lambda closed: _say(
+        peer = connection.peer
+
+        def got(kind: str, label: str, value: str) -> None:
+            if not enough.is_set():  # what --count does not take is not kept either
+                if kind == "text":
+                    recorder.add(peer, "in", "text", value, "received")
+                else:
+                    recorder.add(peer, "in", "file", Path(value).name, "received",
+                                 path=None if to_stdout else value, size=_size(value))
+            arrived(kind, label, value)
+
+        connection.events.on(DATA, lambda data: got("text", label, data.data))
+        # Once --count is reached this command closes the sessions itself: that is no news.
+        connection.events.on(CLOSED, lambda closed: enough.is_set() or say(
             err, f"session with {label} ended: {describe_close(closed.reason, closed.error)}"))
         closers.append(connection.disconnect)
-        _say(err, f"session from {label} ({connection.peer.id}) over {describe_connection(connection, label)}")
+        say(err, f"session from {label} ({connection.peer.id}) over {describe_connection(connection, label)}")
         say_link_changes(connection, err)
-        attach_receiver(connection, download_dir, arrived, err, closers)
+        transfers = attach_receiver(connection, download_dir, got, err, closers, progress=progress, say=say)
+        transfers.events.on(TRANSFER_PROGRESS, lambda event: track(event, False))
+        transfers.events.on(TRANSFER_FILE_DONE, lambda event: track(event, False))
+        transfers.events.on(TRANSFER_FINISHED, lambda event: track(event, True))
+        transfers.events.on(TRANSFER_FAILED, lambda event: track(event, True))
 
-    async with Backend(settings, watch_interval=0) as manager:
+    async with Backend(settings, watch_interval=0, short_lived=True) as manager:
         manager.events.on(INCOMING_CONNECTION, on_incoming)
-        _say(err, f"receiving as {settings.label} ({settings.device_id}) of user {settings.user} on "
-                  f"{settings.describe_relay()}; files go to {download_dir}")
+        where = "the first text or file goes to standard output" if to_stdout else f"files go to {download_dir}"
+        say(err, f"receiving as {settings.label} ({settings.device_id}) of user {settings.user} on "
+                 f"{settings.describe_relay()}; {where}")
         try:
             async with asyncio.timeout(args.timeout):
                 await enough.wait()
         except TimeoutError:
-            if args.count is not None:
-                raise CommandError(f"timed out after {args.timeout:g} s with {received} of {args.count} items "
+            if count is not None:
+                raise CommandError(f"timed out after {args.timeout:g} s with {received} of {count} items "
                                    "received", EXIT_TIMEOUT) from None
         finally:
             manager.events.remove_listener(INCOMING_CONNECTION, on_incoming)
+            # The last file is saved, but its transfer says so to the sender just after: let it, briefly.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(10):
+                    await idle.wait()
             for close in reversed(closers):
                 with contextlib.suppress(Exception):
                     await close()
+            progress.clear()
+    for kind, value in for_stdout:
+        await asyncio.to_thread(_write_stdout, out, kind, value)
     return EXIT_OK
 
 
+def _size(path: str) -> int | None:
+    try:
+        return Path(path).stat().st_size
+    except OSError:
+        return None
+
+
+def _write_stdout(out: TextIO, kind: str, value: str) -> None:
+    """``receive --stdout``: a text with a newline, a file's bytes exactly (then the file is not kept)."""
+    if kind == "text":
+        out.write(value if value.endswith("\n") else value + "\n")
+        out.flush()
+        return
+    out.flush()
+    sink = getattr(out, "buffer", None)
+    with open(value, "rb") as source:
+        if sink is None:  # a text stream (tests): the bytes as Latin-1, one character per byte
+            out.write(source.read().decode("latin-1"))
+        else:
+            shutil.copyfileobj(source, sink, 1024 * 1024)
+            sink.flush()
+    out.flush()
+
+
 def attach_receiver(connection: PeerConnection, download_dir: Path, arrived: Any, err: TextIO,
-                    closers: list[Any]) -> None:
+                    closers: list[Any], *, progress: ProgressPrinter | None = None, say: Any = None) -> Any:
     """Accept every file offer on ``connection`` into ``download_dir``; report each saved file."""
     from core import FileTransfers
 
     label = connection.peer.label
     transfers = FileTransfers(connection, download_dir=download_dir)
-    progress = ProgressPrinter(err)
+    progress = progress or ProgressPrinter(err)
+    say = say or _say
     closers.append(transfers.close)
 
     async def on_offer(event: Any) -> None:
         offer = event.offer
         if offer.transfer is not None:
-            _say(err, f"resuming {len(offer.files)} file(s) from {label} into {download_dir}")
+            say(err, f"resuming {len(offer.files)} file(s) from {label} into {download_dir}")
             return
-        _say(err, f"accepting {len(offer.files)} file(s) ({format_bytes(offer.total_bytes)}) from {label} "
-                  f"into {download_dir}")
+        say(err, f"accepting {len(offer.files)} file(s) ({format_bytes(offer.total_bytes)}) from {label}")
         try:
             await offer.accept(download_dir)
         except Exception as exc:  # refused for want of space or a disk error: say so, keep receiving
-            _say(err, describe_error(f"accepting files from {label}", exc))
+            say(err, describe_error(f"accepting files from {label}", exc))
 
     transfers.events.on(INCOMING_TRANSFER, on_offer)
     transfers.events.on(TRANSFER_PROGRESS, progress.update)
     transfers.events.on(TRANSFER_FILE_DONE,
                         lambda done: done.direction == "receive" and arrived("file", label, str(done.saved_to)))
     transfers.events.on(TRANSFER_FAILED,
-                        lambda failed: _say(err, describe_error(f"a transfer from {label}", failed.error)))
+                        lambda failed: say(err, describe_error(f"a transfer from {label}", failed.error)))
+    return transfers

@@ -17,6 +17,8 @@ takes the same keys as the flags, with ``_`` or ``-``::
     ice_username = "alice"                 # for the TURN server
     ice_credential = "secret"
     download_dir = "~/Downloads/peerchat"
+    history = true                         # keep conversations (false: nothing is written to disk)
+    data_dir = "~/.local/share/peerchat"   # where the history lives
 
 Where the relay is (:attr:`Settings.mode`):
 
@@ -69,8 +71,8 @@ Mode = Literal["embedded", "emulator", "firebase"]
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-:@+=~]{1,64}$")
 _KEYS = ("user", "label", "device_id", "database_url", "credentials", "emulator", "webrtc", "addresses",
          "webrtc_addresses", "direct", "direct_timeout", "ice_servers", "ice_username", "ice_credential",
-         "download_dir", "ask", "require_verified")
-_BOOL_KEYS = ("webrtc", "direct", "require_verified")
+         "download_dir", "ask", "require_verified", "history", "data_dir")
+_BOOL_KEYS = ("webrtc", "direct", "require_verified", "history")
 ASK_CHOICES = ("new", "unverified", "always", "never")
 """When the app asks the person to accept an incoming session: from new devices only (the default), from devices
 not verified with the comparison code, always, or never (every device whose key has not changed is accepted)."""
@@ -110,6 +112,19 @@ class Settings:
     namespace: str = DEFAULT_NAMESPACE
     # What the app calls the relay in its status line (None: its kind and address, see describe_relay).
     relay_name: str | None = None
+    # Keep the conversation history on disk in data_dir (history off, or no data_dir: in memory only).
+    history: bool = True
+    data_dir: Path | None = None
+
+    @property
+    def history_path(self) -> Path | None:
+        """The history database of this device, or None when history is kept in memory only."""
+        if not self.history or self.data_dir is None:
+            return None
+        from .history import history_file
+
+        return history_file(self.data_dir, self.device_id)
+
     # Where this device's identity key and the keys of the devices it trusts are kept (one folder per device id);
     # None: in memory only (a new identity every run; tests).
     keys_dir: Path | None = None
@@ -168,6 +183,10 @@ def default_config_file() -> Path:
 
 def default_state_dir() -> Path:
     return Path(platformdirs.user_state_dir(APP_NAME))
+
+
+def default_data_dir() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME))
 
 
 def default_keys_dir() -> Path:
@@ -392,6 +411,8 @@ def resolve_settings(
         ice_servers, ice_username, ice_credential)
     download = pick("download_dir")
     download_dir = Path(download).expanduser() if download else default_download_dir()
+    data = pick("data_dir")
+    data_dir = Path(data).expanduser() if data else default_data_dir()
     ask = str(pick("ask", "new"))
     if ask not in ASK_CHOICES:
         raise ConfigError(f"ask: {ask!r} must be one of {', '.join(ASK_CHOICES)}")
@@ -410,6 +431,8 @@ def resolve_settings(
         ice_username=ice_username,
         ice_credential=ice_credential,
         download_dir=download_dir,
+        history=bool(pick("history", True)),
+        data_dir=data_dir,
         keys_dir=default_keys_dir(),
         ask=ask,
         require_verified=bool(pick("require_verified", False)),
@@ -425,14 +448,16 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("settings (also read from the config file)")
     add = group.add_argument
     add("--user", default=argparse.SUPPRESS, help=f"the user whose devices these are (default: {DEFAULT_USER})")
-    add("--label", default=argparse.SUPPRESS, help="this device's name, shown to the other devices (default: host)")
+    add("--label", default=argparse.SUPPRESS, help="this device's name, shown to the other devices (default: this host's name, "
+        f"{default_label()})")
     add("--device-id", dest="device_id", default=argparse.SUPPRESS,
         help="this device's id (default: generated once per label and kept)")
     add("--database-url", dest="database_url", default=argparse.SUPPRESS,
         help="a real Firebase Realtime Database, https://PROJECT-default-rtdb.firebaseio.com")
     add("--credentials", default=argparse.SUPPRESS, help="the service-account JSON for --database-url")
     add("--emulator", default=argparse.SUPPRESS, metavar="HOST:PORT",
-        help="use the emulator at HOST:PORT (also FIREBASE_DATABASE_EMULATOR_HOST)")
+        help=f"use the emulator at HOST:PORT (also FIREBASE_DATABASE_EMULATOR_HOST; default: the one on "
+        f"{EMBEDDED_HOST}:{EMBEDDED_PORT}, started in this process if none answers there)")
     add("--no-webrtc", dest="webrtc", action="store_const", const=False, default=argparse.SUPPRESS,
         help="stay on the relay; never open a direct WebRTC link")
     add("--addresses", "--webrtc-addresses", dest="addresses", default=argparse.SUPPRESS, metavar="IP[,IP...]",
@@ -449,7 +474,11 @@ def add_settings_arguments(parser: argparse.ArgumentParser) -> None:
     add("--ice-credential", dest="ice_credential", default=argparse.SUPPRESS, metavar="PASSWORD",
         help="the TURN server's password")
     add("--download-dir", dest="download_dir", default=argparse.SUPPRESS, metavar="DIR",
-        help="where received files are saved")
+        help=f"where received files are saved (default: {default_download_dir()})")
+    add("--no-history", dest="history", action="store_const", const=False, default=argparse.SUPPRESS,
+        help="keep no conversation history on disk (default: kept in the data directory)")
+    add("--data-dir", dest="data_dir", default=argparse.SUPPRESS, metavar="DIR",
+        help=f"where the conversation history is kept (default: {default_data_dir()})")
     add("--ask", choices=ASK_CHOICES, default=argparse.SUPPRESS,
         help="which incoming sessions to ask about: new devices (default), unverified ones, always, never")
     add("--require-verified", dest="require_verified", action="store_const", const=True, default=argparse.SUPPRESS,

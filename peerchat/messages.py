@@ -23,9 +23,12 @@ class BackendReady(Message):
 
 @dataclass
 class BackendFailed(Message):
-    """Starting the relay or the manager failed; the app cannot work until it is fixed."""
+    """Starting the relay or the manager failed; the app cannot work until it is fixed, or, with ``retrying``
+    (seconds), until the relay answers (the app tries again by itself; ``first`` is the first failure)."""
 
     error: BaseException
+    retrying: float | None = None
+    first: bool = True
 
 
 @dataclass

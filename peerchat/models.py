@@ -7,10 +7,11 @@ show, so the widgets stay thin and these rules are tested without a terminal or 
 from __future__ import annotations
 
 import shlex
+import time
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from core import (
     ConnectionClosed,
@@ -131,11 +132,26 @@ class DeviceDirectory:
                 if status.last_seen is not None:
                     self._last_seen[status.info.id] = status.last_seen
 
-    def rows(self) -> list[DeviceRow]:
-        """Online devices first, then offline ones, each by label."""
+    def rows(self, *, now: float | None = None, hide_after: float | None = None,
+             keep: set[str] | frozenset[str] = frozenset()) -> list[DeviceRow]:
+        """Online devices first, then offline ones, each by label. With ``now`` and ``hide_after`` (seconds),
+        devices offline for longer than that are left out, unless their id is in ``keep``."""
         rows = [DeviceRow(p, p.id in self._online, self._last_seen.get(p.id), self._trust.get(p.id))
                 for p in self._known.values()]
+        if now is not None and hide_after is not None:
+            rows = [r for r in rows if r.online or r.peer.id in keep or r.last_seen is None
+                    or now - r.last_seen <= hide_after]
         return sorted(rows, key=lambda r: (not r.online, r.peer.label.lower(), r.peer.id))
+
+    def hidden(self, now: float, hide_after: float) -> int:
+        """How many devices :meth:`rows` leaves out with these values."""
+        return len(self._known) - len(self.rows(now=now, hide_after=hide_after))
+
+    def forget(self, peer_id: str) -> None:
+        """Leave ``peer_id`` out until it is heard of again."""
+        self._known.pop(peer_id, None)
+        self._last_seen.pop(peer_id, None)
+        self._online.discard(peer_id)
 
     def find(self, name: str) -> list[PeerInfo]:
         """Devices whose id is ``name``, or else whose label is ``name`` (case-insensitive)."""
@@ -355,12 +371,54 @@ class ShowHelp:
     pass
 
 
-ChatCommand = SendText | SendFiles | CloseSession | ShowHelp
+@dataclass(frozen=True)
+class RetryFailed:
+    pass
+
+
+ChatCommand = SendText | SendFiles | CloseSession | ShowHelp | RetryFailed
 
 CHAT_HELP = (
     "Type a message and press Enter. Commands: /send PATH [PATH ...] sends files (quote paths with spaces), "
-    "/close ends the session, /help shows this. Start a message with // to send a leading /."
+    "/retry sends the failed messages again, /close ends the session, /help shows this. Start a message with // to send a leading /."
 )
+
+
+def path_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be sent ("x does not exist", "x cannot be read (permission denied)", "x is not a
+    regular file or folder ..."), or None when it can: checked before connecting, so that a bad path never makes the
+    other device answer an offer."""
+    try:
+        if not path.exists():
+            return f"{path} does not exist"
+        if path.is_dir():
+            next(iter(path.iterdir()), None)
+        elif not path.is_file():
+            return f"{path} is not a regular file or folder (a device, pipe or socket)"
+        else:
+            with path.open("rb"):
+                pass
+    except PermissionError:
+        return f"{path} cannot be read (permission denied)"
+    except OSError as exc:
+        return f"{path} cannot be read ({exc.strerror or exc})"
+    return None
+
+
+def missing_paths_error(paths: tuple[Path, ...] | list[Path], typed: str = "") -> str | None:
+    """The app's notification when one of ``paths`` cannot be sent (see :func:`path_problem`), or None. ``typed``
+    is what the person typed: a hint about quoting when it has unquoted spaces."""
+    for path in paths:
+        problem = path_problem(path)
+        if problem is not None:
+            hint = ""
+            words = typed.partition(" ")[2].strip()  # what followed "/send "
+            if problem.endswith("does not exist") and " " in words and '"' not in words and "'" not in words:
+                hint = ' Quote a path with spaces: /send "my file.txt".'
+            elif problem.endswith("does not exist"):
+                hint = " Check the path."
+            return f"Not sent: {problem}.{hint}"
+    return None
 
 
 def parse_chat_input(text: str) -> ChatCommand | None:
@@ -388,4 +446,47 @@ def parse_chat_input(text: str) -> ChatCommand | None:
         return CloseSession()
     if name == "help":
         return ShowHelp()
+    if name == "retry":
+        return RetryFailed()
     raise ValueError(f"unknown command /{name}. {CHAT_HELP}")
+
+
+# --- the conversation ------------------------------------------------------------------------------------------
+
+DELIVERY_MARKS: dict[str, tuple[str, str]] = {
+    # status: (mark, style). Outgoing texts only; what arrived needs no mark.
+    "queued": ("◷ queued", "yellow"),
+    "sent": ("✓ sent", "dim"),
+    "delivered": ("✓✓ delivered", "green"),
+    "failed": ("✗ failed, Ctrl+R retries", "bold red"),
+}
+
+
+def entry_parts(entry: Any, me: str, now: float) -> list[tuple[str, str]]:
+    """One history entry as ``(text, style)`` parts: ``09:30  you  hello  ✓✓ delivered``.
+
+    The time has the date in front when the entry is not from today (``now``'s day), so an old conversation reads
+    as one.
+    """
+    stamp = time.strftime("%H:%M", time.localtime(entry.at))
+    if time.localtime(entry.at)[:3] != time.localtime(now)[:3]:
+        stamp = time.strftime("%Y-%m-%d ", time.localtime(entry.at)) + stamp
+    # What another device wrote (its label, a text, a file name) is shown literally (see shown()).
+    who, style = ("you", "bold green") if entry.direction == "out" else (shown(entry.label), "bold cyan")
+    parts = [(stamp, "dim"), ("  ", ""), (who, style), ("  ", "")]
+    if entry.kind == "text":
+        parts.append((shown(entry.body, keep_newlines=True), ""))
+        if entry.direction == "out":
+            mark, mark_style = DELIVERY_MARKS.get(entry.status, ("", ""))
+            parts.extend([("  ", ""), (mark, mark_style)])
+        return parts
+    size = f" ({format_bytes(entry.size)})" if entry.size is not None else ""
+    name = shown(entry.body)
+    if entry.direction == "out":
+        verb = {"delivered": "✓ sent and verified", "failed": "✗ not sent"}.get(entry.status, "↑ sending")
+        parts.append((f"{verb}: {name}{size}", "red" if entry.status == "failed" else "green"))
+    else:
+        where = f", saved to {shown(entry.path)}" if entry.path else ""
+        verb = "✗ not received" if entry.status == "failed" else "✓ received"
+        parts.append((f"{verb}: {name}{size}{where}", "red" if entry.status == "failed" else "green"))
+    return parts

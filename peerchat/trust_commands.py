@@ -62,7 +62,7 @@ async def _known_devices(manager: Any, wait: float) -> list[Any]:
 
 
 async def list_main(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    async with Backend(settings, watch_interval=0) as manager:
+    async with Backend(settings, watch_interval=0, short_lived=True) as manager:
         devices = await _known_devices(manager, args.wait)
         keys = manager.keys
         rows = {}
@@ -102,7 +102,7 @@ def _find(devices: list[Any], keys: KeyStore, name: str) -> tuple[str, str]:
 async def verify_main(settings: Settings, args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .commands import CommandError, EXIT_FAILED
 
-    async with Backend(settings, watch_interval=0) as manager:
+    async with Backend(settings, watch_interval=0, short_lived=True) as manager:
         devices = await _known_devices(manager, 2.0)
         device_id, label = _find(devices, manager.keys, args.device)
         published = next((s.key for s in devices if s.info.id == device_id), None)

@@ -3,8 +3,9 @@
     uv run python scripts/screenshots.py [--out screenshots]
 
 Each scene runs the app (``peerchat.app.create_app``) with a real manager on a local emulator that this script
-starts, next to real managers for the user's other devices: the device list, a chat over WebRTC, a file transfer in
-progress, and the warning shown while the relay does not answer.
+starts, next to real managers for the user's other devices: the device list, a chat over WebRTC with its delivery
+marks, a file transfer in progress, the history of an offline device with a queued message, and the warning shown
+while the relay does not answer.
 """
 
 from __future__ import annotations
@@ -151,7 +152,7 @@ async def scene_transfer(emulator: Emulator, out: Path, downloads: Path, work: P
             view = await open_session_with(app, pilot, "desktop")
             await until(lambda: incoming, pilot)
             view.send_files([video])
-            row = await until(lambda: list(view.query(TransferRow)), pilot, timeout=60)
+            row = await until(lambda: [r for r in view.query(TransferRow) if not r.preparing], pilot, timeout=60)
             await until(lambda: (row[0].query_one("ProgressBar").percentage or 0) > 0.3, pilot, timeout=120)
             app.clear_notifications()
             await shoot(app, pilot, out, "transfer")
@@ -185,6 +186,53 @@ async def scene_warning(out: Path, downloads: Path) -> None:
             await devices.close()
 
 
+async def scene_history(emulator: Emulator, out: Path, downloads: Path, work: Path) -> None:
+    """Yesterday's conversation with the desktop, which is offline now, and a message written since: queued."""
+    import time
+
+    from peerchat.history import History, history_file
+
+    data = work / "data"
+    history = History(history_file(data, "3f9a2c7e41b8"))
+    now = time.time()
+    yesterday = now - 86400
+    for at, direction, kind, body, status, path, size in (
+        (yesterday - 600, "in", "text", "Can you send me the slides for tomorrow?", "received", None, None),
+        (yesterday - 540, "out", "text", "Sure, here they are.", "delivered", None, None),
+        (yesterday - 530, "out", "file", "slides.pdf", "delivered", "/home/alice/talks/slides.pdf", 2_411_520),
+        (yesterday - 300, "in", "file", "notes.md", "received", "/home/alice/Downloads/peerchat/notes.md", 5_120),
+        (yesterday - 120, "in", "text", "Thanks! Got them.", "received", None, None),
+    ):
+        history.add("8c1d5e0b92f4", "desktop", direction, kind, body, status, path=path, size=size, at=at)
+    history.close()
+    devices = Devices(emulator, dataclasses.replace(OPTIONS, webrtc=False))
+    try:
+        laptop = await devices.start("laptop", "3f9a2c7e41b8")
+        desktop = await devices.start("desktop", "8c1d5e0b92f4")
+        await devices.start("phone", "b27e9a4c6d13")
+        settings = dataclasses.replace(laptop_settings(downloads, emulator, webrtc=False), data_dir=data)
+        app = create_app(settings, manager=laptop)
+        async with app.run_test(size=SIZE) as pilot:
+            rows = app.main.query_one(DeviceList)
+            await until(lambda: sum(r.online for r in rows._rows.values()) == 2, pilot)
+            await desktop.stop()
+            devices.managers.remove(desktop)
+            await until(lambda: sum(r.online for r in rows._rows.values()) == 1, pilot)
+            while rows.selected_peer is None or rows.selected_peer.label != "desktop":
+                await pilot.press("down")
+            await pilot.press("enter")
+            view = await until(lambda: app.main.active_session, pilot)
+            await until(lambda: view.loaded, pilot)
+            view.query_one("Input").focus()
+            await pilot.press(*"How did the talk go?", "enter")
+            await until(lambda: view.queued, pilot)
+            await pilot.pause(0.5)
+            app.clear_notifications()
+            await shoot(app, pilot, out, "history")
+    finally:
+        await devices.close()
+
+
 def to_png(svg: Path) -> bool:
     """Convert with rsvg-convert; Textual's non-breaking spaces become preserved plain spaces so text lines up."""
     converter = shutil.which("rsvg-convert")
@@ -211,6 +259,7 @@ async def main(out: Path) -> None:
         async with Emulator() as emulator:
             await scene_devices_and_chat(emulator, out, downloads)
             await scene_transfer(emulator, out, downloads, work)
+            await scene_history(emulator, out, downloads, work)
         await scene_warning(out, downloads)
     converted = [to_png(svg) for svg in sorted(out.glob("*.svg"))]
     if not all(converted):

@@ -81,6 +81,8 @@ _CANCEL_KINDS = ("cancelled", "disk", "space", "integrity", "protocol", "interru
 _ID = re.compile(r"[0-9a-f]{32}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
+NO_REASON = "no reason given"  # the reason a decline without one carries on the wire
+
 
 def new_transfer_id() -> str:
     """A fresh random transfer id (32 lowercase hex digits)."""
@@ -586,7 +588,8 @@ class SendMachine(_Machine):
                     return [Finished()]
                 return []
             case Decline(reason=reason):
-                return self._end(TransferDeclinedError(f"The other device declined the files: {reason}"),
+                said = f" ({reason})" if reason and reason != NO_REASON else ""
+                return self._end(TransferDeclinedError(f"The other device declined the files{said}."),
                                  tell_peer=False)
             case Cancel():
                 return self._on_cancel(message)
@@ -676,8 +679,9 @@ class ReceiveMachine(_Machine):
     def decline(self, reason: str = "") -> list[Action]:
         if self.accepted or self.ended:
             return []
-        reason = reason or "no reason given"
-        self.error = TransferDeclinedError(f"You declined the files: {reason}")
+        said = f" ({reason})" if reason else ""
+        reason = reason or NO_REASON
+        self.error = TransferDeclinedError(f"You declined the files{said}.")
         return [SendMessage(encode_message(Decline(id=self.id, reason=reason))), Failed(self.error)]
 
     def handle(self, message: TransferMessage) -> list[Action]:

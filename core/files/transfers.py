@@ -40,10 +40,11 @@ import logging
 import os
 import shutil
 import stat
+import threading
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -320,15 +321,22 @@ def _open_regular(path: Path) -> int:
     return fd
 
 
-def _sha256_of(path: Path, limit: int | None = None) -> Any:
+def _sha256_of(path: Path, limit: int | None = None, *, on_block: Callable[[int], None] | None = None,
+               stop: threading.Event | None = None) -> Any:
+    """The SHA-256 of ``path`` (its first ``limit`` bytes); ``on_block(n)`` after each block read, and an early
+    return (None) once ``stop`` is set: the caller was cancelled and nobody wants the digest."""
     digest = hashlib.sha256()
     left = limit
     with open(_open_regular(path), "rb") as f:
         while left is None or left > 0:
+            if stop is not None and stop.is_set():
+                return None
             block = f.read(1 << 20 if left is None else min(1 << 20, left))
             if not block:
                 break
             digest.update(block)
+            if on_block is not None:
+                on_block(len(block))
             if left is not None:
                 left -= len(block)
     return digest
@@ -1221,7 +1229,8 @@ class FileTransfers:
         await self.close()
 
     async def send_files(self, paths: Iterable[str | os.PathLike[str]], *,
-                         transfer_id: str | None = None) -> Transfer:
+                         transfer_id: str | None = None,
+                         on_prepare: Callable[[int, int], None] | None = None) -> Transfer:
         """Hash and offer ``paths`` (files and folders). Returns once offered; ``await transfer.wait()`` for the end.
 
         Every folder is offered too, so empty ones arrive. Symbolic links and special files inside a folder are not
@@ -1229,6 +1238,9 @@ class FileTransfers:
 
         Pass the ``id`` of an interrupted transfer as ``transfer_id`` to continue it (the receiver also recognises
         the same files by their SHA-256). Raises DiskError if a path cannot be read.
+
+        Reading the files (their SHA-256) comes first and can take a while for large ones: ``on_prepare(done,
+        total)`` is called with the bytes read so far, and cancelling this call stops the reading.
         """
         if self._closed or self.connection.is_closed:
             raise TransferInterruptedError("The connection is closed: connect again before sending files.")
@@ -1237,11 +1249,32 @@ class FileTransfers:
         if not found and not tree.folders:
             skipped = f" (skipped: {' '.join(tree.skipped[:5])})" if tree.skipped else ""
             raise DiskError(f"There are no files to send in the chosen paths{skipped}.")
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        hashed = 0
+
+        def advance(size: int) -> None:
+            nonlocal hashed
+            hashed += size
+            if on_prepare is not None and not stop.is_set():
+                try:
+                    on_prepare(hashed, total)
+                except Exception:  # a progress display must not break the transfer
+                    log.exception("on_prepare failed")
+
+        def on_block(size: int) -> None:
+            loop.call_soon_threadsafe(advance, size)
+
         try:
-            digests = await asyncio.gather(*(asyncio.to_thread(_sha256_of, path) for path, _ in found))
             sizes = [path.stat().st_size for path, _ in found]
+            total = sum(sizes)
+            digests = await asyncio.gather(*(asyncio.to_thread(_sha256_of, path, on_block=on_block, stop=stop)
+                                             for path, _ in found))
         except OSError as exc:
             raise _disk_error("reading", exc.filename or "a file", exc) from exc
+        except asyncio.CancelledError:
+            stop.set()  # the reading threads stop at their next block
+            raise
         if self._closed or self.connection.is_closed:  # it closed while the files were read: nobody would answer
             raise TransferInterruptedError("The connection closed before the files were offered: connect again.")
         tid = transfer_id or new_transfer_id()

@@ -31,6 +31,7 @@ import concurrent.futures
 import functools
 import json
 import logging
+import os
 import re
 import socket
 import threading
@@ -54,9 +55,35 @@ _END_OF_EVENT = re.compile(r"\r\n\r\n|\r\r|\n\n")
 
 
 # ------------------------------------------------------------------------------------------------------ errors
+def describe_failure(exc: BaseException) -> str:
+    """Why ``exc`` happened, in a few words for a person: the operating system's reason behind a failed connection
+    ("connection refused", "the host name is not known"), never a connection pool's repr or a whole HTML page."""
+    stack: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while stack:
+        error = stack.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, socket.gaierror):
+            return "the host name is not known"
+        if isinstance(error, OSError) and error.errno:
+            return os.strerror(error.errno).lower()
+        # requests wraps urllib3's MaxRetryError, whose ``reason`` wraps the socket's error.
+        nested = [error.__cause__, error.__context__, getattr(error, "reason", None), *getattr(error, "args", ())]
+        stack.extend(item for item in nested if isinstance(item, BaseException))
+    if isinstance(exc, requests.Timeout):
+        return "no answer in time"
+    text = " ".join((str(exc) or type(exc).__name__).split())
+    if re.search(r"<\s*(html|!doctype|body)", text, re.IGNORECASE):
+        return "the server answered with a web page: it is not a Realtime Database"
+    text = re.sub(r"HTTPS?ConnectionPool\([^)]*\)(: )?", "", text)
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
 def map_error(exc: BaseException, what: str) -> PeerchatError:
     """The :mod:`core.errors` class for an SDK or ``requests`` error raised while doing ``what``."""
-    detail = str(exc) or type(exc).__name__
+    detail = describe_failure(exc)
     if isinstance(exc, PeerchatError):
         return exc
     if isinstance(exc, fb_exc.UnauthenticatedError | fb_exc.PermissionDeniedError):

@@ -14,7 +14,10 @@ from textual.screen import Screen
 from textual.content import Content
 from textual.widgets import Footer, Header, Label, Static, TabbedContent, TabPane
 
+from core import PeerInfo
+
 from ..backend import SessionLink
+from ..history import AsyncHistory
 from ..models import DeviceRow
 from ..widgets import DeviceList, SessionView
 
@@ -45,9 +48,10 @@ class MainScreen(Screen[None]):
     class Ready(Message):
         """The screen is composed: the app may fill it."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time, show_latency: bool = True,
+    def __init__(self, history: AsyncHistory, *, clock: Callable[[], float] = time.time, show_latency: bool = True,
                  webrtc: bool = True) -> None:
         super().__init__()
+        self.history = history
         self._clock = clock
         self._show_latency = show_latency
         self._webrtc = webrtc
@@ -75,8 +79,11 @@ class MainScreen(Screen[None]):
 
     # --- what the app calls ----------------------------------------------------------------------------------
 
-    def show_devices(self, rows: list[DeviceRow]) -> None:
-        self.query_one(DeviceList).show_rows(rows)
+    def show_devices(self, rows: list[DeviceRow] | None = None) -> None:
+        """Show ``rows`` (None: the same rows again, with the current sessions marked)."""
+        devices = self.query_one(DeviceList)
+        devices.connected = {view.peer.id for view in self.sessions() if not view.closed}
+        devices.show_rows(devices.device_rows if rows is None else rows)
 
     def show_relay(self, text: str, *, ok: bool) -> None:
         relay = self.query_one("#relay", Static)
@@ -87,8 +94,14 @@ class MainScreen(Screen[None]):
         return list(self.query(SessionView))
 
     def open_session_for(self, peer_id: str) -> SessionView | None:
+        """The tab with an open connection to ``peer_id``, or None."""
+        view = self.view_for(peer_id)
+        return view if view is not None and not view.closed else None
+
+    def view_for(self, peer_id: str) -> SessionView | None:
+        """The tab of the conversation with ``peer_id`` (connected or not), or None."""
         for view in self.sessions():
-            if view.connection.peer.id == peer_id and not view.closed:
+            if view.peer.id == peer_id:
                 return view
         return None
 
@@ -101,14 +114,31 @@ class MainScreen(Screen[None]):
         return views[0] if views else None
 
     async def add_session(self, link: SessionLink, *, label: str | None = None) -> SessionView:
-        self._pane_count += 1
-        view = SessionView(link, clock=self._clock, show_latency=self._show_latency, webrtc=self._webrtc,
-                           label=label)
-        pane = TabPane(Content(view.peer_label), view, id=f"session-{self._pane_count}")  # never markup
-        tabs = self.query_one(TabbedContent)
-        await tabs.add_pane(pane)
+        """Show ``link`` in the tab of its device's conversation (opened if needed) and make that tab active."""
+        view = self.view_for(link.connection.peer.id)
+        if view is None:
+            view = await self.open_conversation(link.connection.peer, link=link, label=label)
+        elif view.loaded:
+            view.attach(link)
+        else:
+            view._first_link = link
         self.activate(view)
-        self._update_placeholder()
+        self.show_devices()
+        return view
+
+    async def open_conversation(self, peer: PeerInfo, *, link: SessionLink | None = None, label: str | None = None,
+                                activate: bool = True) -> SessionView:
+        """The tab of the conversation with ``peer``, opened (showing its history) if it is not open yet."""
+        view = self.view_for(peer.id)
+        if view is None:
+            self._pane_count += 1
+            view = SessionView(peer, self.history, link, clock=self._clock, show_latency=self._show_latency,
+                               webrtc=self._webrtc, label=label)
+            pane = TabPane(Content(view.peer_label), view, id=f"session-{self._pane_count}")  # never markup
+            await self.query_one(TabbedContent).add_pane(pane)
+            self._update_placeholder()
+        if activate:
+            self.activate(view)
         return view
 
     def activate(self, view: SessionView) -> None:
@@ -119,10 +149,12 @@ class MainScreen(Screen[None]):
 
     async def remove_session(self, view: SessionView) -> None:
         pane = view.parent
-        view.link.tap.close()
+        if view.link is not None:
+            view.link.tap.close()
         if isinstance(pane, TabPane) and pane.id:
             await self.query_one(TabbedContent).remove_pane(pane.id)
         self._update_placeholder()
+        self.show_devices()
         if not self.sessions():
             self.query_one(DeviceList).focus()
         elif (active := self.active_session) is not None:
@@ -152,6 +184,9 @@ class MainScreen(Screen[None]):
         if views:
             views[0].focus_input()
             self._mark(views[0], unread=False)
+
+    def on_session_view_connection_changed(self, event: SessionView.ConnectionChanged) -> None:
+        self.show_devices()
 
     def on_session_view_activity(self, event: SessionView.Activity) -> None:
         if event.view is not self.active_session:

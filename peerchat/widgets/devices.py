@@ -1,4 +1,5 @@
-"""The device list: this user's devices, online ones first, offline ones with when they were last seen."""
+"""The device list: this user's devices, online ones first, offline ones with when they were last seen; ⇄ marks
+a device with an open session."""
 
 from __future__ import annotations
 
@@ -37,6 +38,11 @@ class DeviceList(DataTable[Text]):
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)  # type: ignore[arg-type]
         self._clock = clock
         self._rows: dict[str, DeviceRow] = {}
+        self.connected: set[str] = set()  # devices with an open session: marked ⇄
+
+    @property
+    def device_rows(self) -> list[DeviceRow]:
+        return list(self._rows.values())
 
     def on_mount(self) -> None:
         self._add_columns()
@@ -65,7 +71,10 @@ class DeviceList(DataTable[Text]):
         self._rows = {row.peer.id: row for row in rows}
         now = self._clock()
         for row in rows:
-            dot = Text("●", style="bold green") if row.online else Text("○", style="dim")
+            if row.peer.id in self.connected:
+                dot = Text("⇄", style="bold green")
+            else:
+                dot = Text("●", style="bold green") if row.online else Text("○", style="dim")
             name = Text(shown(row.peer.label), style="bold" if row.online else "dim")
             ident = Text(shown(row.peer.id), style="dim")
             if row.online:

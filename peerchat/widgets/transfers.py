@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.containers import Horizontal, Vertical
@@ -13,20 +15,43 @@ from ..models import format_bytes, format_duration, format_rate, shown
 class TransferRow(Vertical):
     """One transfer going one way: ``↑ photo.jpg        1.2 MiB of 3.0 MiB · 1.2 MiB/s · 2 s left`` over its bar."""
 
-    def __init__(self, key: str, name: str, total: int, *, outgoing: bool) -> None:
+    def __init__(self, key: str, name: str, total: int, *, outgoing: bool, preparing: bool = False) -> None:
         super().__init__(classes="transfer")
         self.key = key
         self.file_name = name
         self.total = total
         self.outgoing = outgoing
+        self.preparing = preparing  # still reading the files (SHA-256) before the offer: the bar is indeterminate
         self.finished = False
+        self.worker: Any = None  # the task preparing the offer (cancelling it cancels the transfer)
+        self.source: str | None = None  # the paths this device sent
 
     def compose(self) -> ComposeResult:
         arrow = "↑" if self.outgoing else "↓"
         with Horizontal(classes="transfer-head"):
             yield Label(Text.assemble((arrow, "bold"), " ", shown(self.file_name)), classes="transfer-name")
-            yield Label(f"{format_bytes(self.total)} · waiting", classes="transfer-stats")
-        yield ProgressBar(total=max(self.total, 1), show_eta=False, classes="transfer-bar")
+            stats = "preparing (computing SHA-256)… Ctrl+X cancels" if self.preparing else \
+                f"{format_bytes(self.total)} · waiting"
+            yield Label(stats, classes="transfer-stats")
+        yield ProgressBar(total=None if self.preparing else max(self.total, 1), show_eta=False,
+                          classes="transfer-bar")
+
+    def preparing_progress(self, done: int, total: int) -> None:
+        """How much of the files is read (their SHA-256) before the offer."""
+        if self.finished or not self.preparing:
+            return
+        self.query_one(ProgressBar).update(total=max(total, 1), progress=done)
+        percent = 100 * done / total if total else 100.0
+        self.query_one(".transfer-stats", Label).update(
+            f"preparing: {percent:.0f}% of {format_bytes(total)} read (SHA-256) · Ctrl+X cancels")
+
+    def ready(self, key: str, name: str, total: int) -> None:
+        """The files are read and offered: this row is now transfer ``key`` of ``total`` bytes."""
+        self.key, self.file_name, self.total, self.preparing, self.worker = key, name, total, False, None
+        arrow = "↑" if self.outgoing else "↓"
+        self.query_one(".transfer-name", Label).update(Text.assemble((arrow, "bold"), " ", shown(name)))
+        self.query_one(".transfer-stats", Label).update(f"{format_bytes(total)} · waiting for the other device")
+        self.query_one(ProgressBar).update(total=max(total, 1), progress=0)
 
     def progress(self, done: int, rate: float | None, eta: float | None) -> None:
         if self.finished:
@@ -38,7 +63,9 @@ class TransferRow(Vertical):
     def finish(self, text: str, *, ok: bool) -> None:
         self.finished = True
         if ok:
-            self.query_one(ProgressBar).update(progress=max(self.total, 1))
+            self.query_one(ProgressBar).update(total=max(self.total, 1), progress=max(self.total, 1))
+        elif self.preparing:
+            self.query_one(ProgressBar).update(total=1, progress=0)
         self.set_class(ok, "done")
         self.set_class(not ok, "failed")
         self.query_one(".transfer-stats", Label).update(Text(shown(text), style="green" if ok else "red"))
@@ -53,11 +80,17 @@ class TransferList(Vertical):
                 return row
         return None
 
-    def add(self, key: str, name: str, size: int, *, outgoing: bool) -> TransferRow:
-        row = TransferRow(key, name, size, outgoing=outgoing)
+    def add(self, key: str, name: str, size: int, *, outgoing: bool, preparing: bool = False) -> TransferRow:
+        row = TransferRow(key, name, size, outgoing=outgoing, preparing=preparing)
         self.mount(row)
         self.add_class("has-transfers")
         return row
 
     def active(self) -> list[TransferRow]:
         return [row for row in self.query(TransferRow) if not row.finished]
+
+    async def drop(self, row: TransferRow) -> None:
+        """Take ``row`` out of the list (hidden again once empty)."""
+        if row.parent is self:
+            await row.remove()
+        self.set_class(bool(self.query(TransferRow)), "has-transfers")

@@ -19,8 +19,8 @@ FAST = ManagerOptions(webrtc=False, direct=False, connect_timeout=10.0, close_ti
 def settings_for(label: str, tmp_path: Path, **changes: Any) -> Settings:
     download = tmp_path / f"{label}-downloads"
     download.mkdir(exist_ok=True)
-    return dataclasses.replace(Settings(user=USER, label=label, device_id=f"{label}-id", download_dir=download),
-                               **changes)
+    return dataclasses.replace(Settings(user=USER, label=label, device_id=f"{label}-id", download_dir=download,
+                                        data_dir=tmp_path / f"{label}-data"), **changes)
 
 
 async def wait_until(predicate: Callable[[], Any], pilot: Any = None, *, timeout: float = 20.0,

@@ -38,6 +38,7 @@ async def test_connect_from_the_device_list_and_chat_both_ways(make_manager, tmp
 
         await pilot.press("enter")
         view = await wait_until(lambda: app.main.active_session, pilot, what="the session tab")
+        await wait_until(lambda: view.connection is not None, pilot, what="the connection in the tab")
         assert view.connection.peer.label == "desktop"
         assert "RELAY" in str(view.query_one(".status", Static).render())
         assert app.focused is view.query_one(Input)
@@ -57,11 +58,11 @@ async def test_connect_from_the_device_list_and_chat_both_ways(make_manager, tmp
         await pilot.press("ctrl+d", "enter")
         assert len(app.main.sessions()) == 1
 
-        # The desktop closes: the status line says so and the input is disabled.
+        # The desktop closes: the status line says so, and what is typed now is queued for the next session.
         await remote.disconnect()
         await wait_until(lambda: view.closed, pilot, what="the session to show closed")
         assert "the other device closed it" in str(view.query_one(".status", Static).render())
-        assert view.query_one(Input).disabled
+        assert "queued until it is connected" in view.query_one(Input).placeholder
 
 
 async def test_incoming_connection_accepted(make_manager, tmp_path):
@@ -165,10 +166,11 @@ async def test_the_initiators_tab_says_the_other_device_declined(make_manager, t
         await wait_until(lambda: devices.row_count == 1, pilot, what="desktop in the device list")
         await pilot.press("enter")
         view: SessionView = await wait_until(lambda: app.main.active_session, pilot, what="the session tab")
-        await wait_until(lambda: view.closed, pilot, what="the session to show closed")
-        assert "desktop declined the session" in str(view.query_one(".status", Static).render())
+        await wait_until(lambda: "desktop declined the session" in str(view.query_one(".status", Static).render()),
+                         pilot, what="the session to show declined")
+        assert view.closed
         assert any("desktop declined the session" in n.message for n in app._notifications)
-        assert view.query_one(Input).disabled
+        assert "queued until it is connected" in view.query_one(Input).placeholder
 
 
 async def test_typed_command_errors_are_explained(make_manager, tmp_path):
@@ -180,13 +182,31 @@ async def test_typed_command_errors_are_explained(make_manager, tmp_path):
         await wait_until(lambda: devices.row_count == 1, pilot, what="desktop in the device list")
         await pilot.press("enter")
         view: SessionView = await wait_until(lambda: app.main.active_session, pilot, what="the session")
+        message = view.query_one(Input)
         await pilot.press(*"/frobnicate", "enter")
-        view.query_one(Input).value = f"/send {tmp_path / 'nope.txt'}"  # pilot.press reads "_" as a pause
+        assert message.value == "/frobnicate"  # kept, to be corrected
+        message.value = f"/send {tmp_path / 'nope.txt'}"  # pilot.press reads "_" as a pause
         await pilot.press("enter")
         await pilot.pause()
         messages = [n.message for n in app._notifications]
         assert any("unknown command /frobnicate" in m for m in messages)
-        assert any("nope.txt does not exist" in m for m in messages)
+        assert any("nope.txt does not exist. Check the path." in m for m in messages)
+        assert message.value == f"/send {tmp_path / 'nope.txt'}"
+
+        # A path with a space: unquoted it is two paths, and the error says to quote it; quoted it is sent.
+        spaced = tmp_path / "my notes.txt"
+        spaced.write_text("hello")
+        message.value = f"/send {spaced}"
+        await pilot.press("enter")
+        await pilot.pause()
+        assert any('Quote a path with spaces: /send "my file.txt"' in n.message for n in app._notifications)
+        assert message.value == f"/send {spaced}"
+        message.value = f'/send "{spaced}"'
+        await pilot.press("enter")
+        await wait_until(lambda: message.value == "", pilot, what="the input cleared once sent")
+        from peerchat.widgets import TransferRow
+        row = await wait_until(lambda: next(iter(view.query(TransferRow)), None), pilot, what="the transfer row")
+        assert row.file_name == "my notes.txt"
 
 
 async def test_verify_and_forget_a_device_from_the_command_palette(make_manager, tmp_path):
@@ -227,3 +247,49 @@ async def test_a_changed_key_is_said_and_shown(make_manager, tmp_path):
             await desktop.connect_to_peer("laptop-id")
         await wait_until(lambda: any("showed another key" in n.message for n in app._notifications), pilot,
                          what="the key-changed notification")
+
+
+async def test_a_restarted_device_gets_the_same_tab_and_the_list_marks_open_sessions(make_manager, tmp_path):
+    from core import MemoryKeyStore
+
+    keys = MemoryKeyStore()  # the desktop keeps its identity across the restart, as on disk
+    laptop = await make_manager("laptop")
+    desktop = await make_manager("desktop", keys=keys)
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_until(lambda: app.manager is not None, pilot, what="the app's manager")
+        connecting = asyncio.ensure_future(desktop.connect_to_peer("laptop-id"))
+        await wait_until(lambda: isinstance(app.screen, IncomingConnectionDialog), pilot, what="the dialog")
+        await pilot.press("a")
+        first = await asyncio.wait_for(connecting, 10)
+        view = await wait_until(lambda: app.main.active_session, pilot, what="the tab")
+        devices = app.main.query_one(DeviceList)
+        await wait_until(lambda: "desktop-id" in devices.connected, pilot, what="the desktop marked in the list")
+        await first.send("before the restart")
+        chat = view.query_one(RichLog)
+        await wait_until(lambda: "desktop  before the restart" in log_text(chat), pilot, what="the first message")
+
+        # The desktop restarts and connects again (known now: not asked about again).
+        await desktop.stop()
+        desktop = await make_manager("desktop", keys=keys)
+        second = await asyncio.wait_for(desktop.connect_to_peer("laptop-id"), 10)
+        await wait_until(lambda: view.connection is not None and view.connection.session_id == second.session_id,
+                         pilot, what="the new connection in the same tab")
+        assert app.main.sessions() == [view]
+        await second.send("after the restart")
+        await wait_until(lambda: "desktop  after the restart" in log_text(chat), pilot, what="the second message")
+        assert "desktop  before the restart" in log_text(chat)
+
+        await pilot.press("ctrl+w")
+        await wait_until(lambda: "desktop-id" not in devices.connected, pilot, what="the mark gone")
+
+
+async def test_every_footer_binding_is_in_the_command_palette(make_manager, tmp_path):
+    laptop = await make_manager("laptop")
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        titles = [command.title for command in app.get_system_commands(app.main)]
+        for binding in app.main.BINDINGS:
+            key = binding.key.replace("ctrl+", "Ctrl+").upper().replace("CTRL+", "Ctrl+")
+            assert any(f"({key})" in title for title in titles), (binding, titles)

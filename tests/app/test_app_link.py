@@ -11,7 +11,7 @@ import firebase_admin
 from google.auth.credentials import AnonymousCredentials
 from textual.widgets import Input, ProgressBar, RichLog, Static
 
-from app_helpers import FAST, USER, in_log, settings_for, wait_until
+from app_helpers import FAST, USER, in_log, log_text, settings_for, wait_until
 from core import FirebasePeerConnectionManager, ManagerOptions, PeerInfo, webrtc_upgrader
 from emulator import Emulator
 from core.events import INCOMING_CONNECTION
@@ -163,7 +163,7 @@ async def test_send_a_file_with_progress_and_receive_one_after_accepting(make_ma
         assert row.has_class("done")
         assert row.query_one(ProgressBar).percentage == 1.0
         assert (desktop_downloads / "report.bin").read_bytes() == outgoing.read_bytes()
-        await wait_until(lambda: in_log("report.bin (293.0 KiB) delivered and verified", view.query_one(RichLog)),
+        await wait_until(lambda: in_log("✓ sent and verified: report.bin (293.0 KiB)", view.query_one(RichLog)),
                          pilot, what="the delivery line")
 
         # Receive: the dialog asks first, then the file is saved where the chat says.
@@ -176,6 +176,24 @@ async def test_send_a_file_with_progress_and_receive_one_after_accepting(make_ma
         await pilot.press("a")
         saved = app.settings.download_dir / "photo.jpg"
         chat = view.query_one(RichLog)
-        await wait_until(lambda: in_log(f"received photo.jpg, saved to {saved}", chat), pilot, what="the saved line")
+        await wait_until(lambda: in_log(f"✓ received: photo.jpg (4.9 KiB), saved to {saved}", chat), pilot, what="the saved line")
         assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(incoming.read_bytes()).digest()
+
+        # Declined: each side says so once, in words for its person.
+        failed = []
+        link.transfers.events.on("transfer_failed", failed.append)
+        other = tmp_path / "other.jpg"
+        other.write_bytes(b"x" * 100)
+        app.clear_notifications()
+        await link.transfers.send_files([other])
+        await wait_until(lambda: isinstance(app.screen, IncomingFilesDialog), pilot, what="the dialog again")
+        await pilot.press("d")
+        await wait_until(lambda: failed, what="the desktop to see the decline")
+        assert str(failed[0].error) == "The other device declined the files."
+        from peerchat.backend import describe_error
+        assert describe_error("Sending", failed[0].error) == "Sending failed: The other device declined the files."
+        await wait_until(lambda: in_log("Declined 1 file(s) from desktop.", chat), pilot, what="the declined line")
+        await pilot.pause(0.2)
+        assert "declined the files" not in log_text(chat)
+        assert not [n for n in app._notifications if n.severity == "error"]
         await link.close()

@@ -7,9 +7,9 @@ import dataclasses
 import os
 import time
 
-from textual.widgets import DirectoryTree, Input, TabbedContent
+from textual.widgets import DirectoryTree, Input, RichLog, TabbedContent
 
-from app_helpers import FAST, settings_for, wait_until
+from app_helpers import FAST, in_log, settings_for, wait_until
 from core.errors import TransferCancelledError
 from core.events import INCOMING_CONNECTION
 from peerchat.app import create_app
@@ -33,6 +33,7 @@ async def test_connect_from_the_command_palette(make_manager, tmp_path):
         await pilot.pause(0.5)
         await pilot.press("enter")
         view = await wait_until(lambda: app.main.active_session, pilot, what="the session")
+        await wait_until(lambda: view.connection is not None, pilot, what="the connection in the tab")
         assert view.connection.peer.label == "desktop"
         # Again: the open session is shown, not a second one opened.
         await pilot.press("ctrl+d", "ctrl+p")
@@ -45,7 +46,7 @@ async def test_connect_from_the_command_palette(make_manager, tmp_path):
         assert len(laptop.connections) == 1
 
 
-async def test_offline_device_is_explained_instead_of_connecting(make_manager, tmp_path):
+async def test_an_offline_device_shows_its_conversation_and_says_messages_are_queued(make_manager, tmp_path):
     laptop = await make_manager("laptop", options=dataclasses.replace(FAST, heartbeat_interval=1.0))
     desktop = await make_manager("desktop")
     app = create_app(settings_for("laptop", tmp_path), manager=laptop)
@@ -55,8 +56,10 @@ async def test_offline_device_is_explained_instead_of_connecting(make_manager, t
         await wait_until(lambda: not rows(app)["desktop-id"].online, pilot, what="the desktop offline")
         await pilot.press("enter")
         await pilot.pause()
-        assert app.main.sessions() == []
-        assert any("desktop is offline. Start peerchat on it" in n.message for n in app._notifications)
+        view = await wait_until(lambda: app.main.active_session, pilot, what="the conversation tab")
+        assert view.closed and view.peer.id == "desktop-id"
+        assert len(laptop.connections) == 0
+        assert any("desktop is offline: what you write is queued" in n.message for n in app._notifications)
 
 
 async def test_send_from_the_file_picker_and_cancel(make_manager, tmp_path):
@@ -82,9 +85,10 @@ async def test_send_from_the_file_picker_and_cancel(make_manager, tmp_path):
                                   what="the file picker")
         tree = dialog.query_one(DirectoryTree)
         await wait_until(lambda: tree.root.children, pilot, what="the folder's files")
-        await pilot.press("down", "enter")
+        await pilot.press("tab", "down", "enter")
         row = await wait_until(lambda: next(iter(view.query(TransferRow)), None), pilot, what="the transfer row")
         assert row.file_name == "big.bin"
+        await wait_until(lambda: not row.preparing, pilot, what="the offer to be made")
 
         # The desktop never answers the offer; Ctrl+X cancels it on both sides.
         await pilot.press("ctrl+x")
@@ -166,3 +170,30 @@ async def test_a_narrow_terminal_leaves_the_ids_out_of_the_device_list(make_mana
         await wait_until(lambda: len(devices.ordered_columns) == 5, pilot, what="the ID column back")
         assert devices.get_cell("desktop-id", "id").plain == "desktop-id"
         assert devices.selected_peer is not None and devices.selected_peer.id == "desktop-id"
+
+
+async def test_a_transfer_can_be_cancelled_while_its_file_is_read(make_manager, tmp_path):
+    laptop = await make_manager("laptop")
+    desktop = await make_manager("desktop")
+    remote = []
+    desktop.events.on(INCOMING_CONNECTION, lambda e: remote.append(open_session(e.connection, tmp_path / "dl")))
+    big = tmp_path / "huge.img"
+    with big.open("wb") as f:
+        f.truncate(8 * 1024 * 1024 * 1024)  # sparse: reading all of it would take a long while
+    app = create_app(settings_for("laptop", tmp_path), manager=laptop)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await wait_until(lambda: rows(app), pilot, what="the desktop in the list")
+        await pilot.press("enter")
+        view = await wait_until(lambda: app.main.active_session, pilot, what="the session")
+        await wait_until(lambda: not view.closed, pilot, what="the connection")
+        view.query_one(Input).value = f"/send {big}"
+        await pilot.press("enter")
+        row = await wait_until(lambda: next(iter(view.query(TransferRow)), None), pilot, what="the row")
+        stats = row.query_one(".transfer-stats")
+        await wait_until(lambda: "% of 8.0 GiB read (SHA-256)" in str(stats.render()), pilot,
+                         what="the reading progress")
+        await pilot.press("ctrl+x")
+        await wait_until(lambda: row.finished, pilot, what="the row to end")
+        assert "cancelled while preparing" in str(stats.render())
+        assert in_log("Cancelled sending huge.img.", view.query_one(RichLog))
+        assert remote[0].transfers.transfers == {}  # nothing was ever offered

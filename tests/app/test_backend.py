@@ -48,6 +48,7 @@ async def test_embedded_relay_already_running_is_shared_and_restarted_when_it_go
     try:
         manager = await laptop.start()
         assert laptop.emulator is None  # it used the one that answered
+        assert laptop.relay_description == f"emulator 127.0.0.1:{port} (shared with another peerchat)"
         desktop = Backend(Settings(user=laptop.settings.user, label="desktop", device_id="desktop-1", webrtc=False, direct=False,
                                    download_dir=tmp_path), embedded_at=("127.0.0.1", port), watch_interval=0,
                           options=options)
@@ -59,6 +60,7 @@ async def test_embedded_relay_already_running_is_shared_and_restarted_when_it_go
         await wait_until(lambda: news, timeout=30, what="the watchdog's news")
         assert news[0] == (f"The embedded emulator stopped; restarted it on 127.0.0.1:{port}.", True)
         assert laptop.emulator is not None
+        assert laptop.relay_description == f"embedded emulator 127.0.0.1:{port}"
         assert await relay_answers("127.0.0.1", port)
     finally:
         await laptop.stop()
@@ -85,3 +87,50 @@ async def test_a_named_emulator_that_goes_away_is_reported_not_replaced(tmp_path
     finally:
         await backend.stop()
         await external.stop()
+
+
+async def test_a_web_server_on_the_port_is_named_in_one_line(tmp_path):
+    from aiohttp import web
+
+    from peerchat.backend import RelayGoneError, probe_relay
+
+    async def page(request):
+        return web.Response(text="<html><body>It works!</body></html>", content_type="text/html", status=404)
+
+    server = web.Application()
+    server.router.add_get("/{tail:.*}", page)
+    runner = web.AppRunner(server)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        probe = await probe_relay("127.0.0.1", port)
+        assert not probe.ok
+        assert probe.what.startswith("an HTTP server that is not a Realtime Database (HTTP 404, text/html")
+        for settings, advice in (
+            (Settings(label="laptop", device_id="l-1", emulator=f"127.0.0.1:{port}", download_dir=tmp_path),
+             "Point --emulator (or FIREBASE_DATABASE_EMULATOR_HOST) at a Realtime Database emulator"),
+            (embedded("laptop", tmp_path), "Stop that server, or run peerchat with --emulator HOST:PORT"),
+        ):
+            backend = Backend(settings, embedded_at=("127.0.0.1", port), watch_interval=0)
+            try:
+                await backend.start()
+            except RelayGoneError as exc:
+                text = str(exc)
+            else:
+                raise AssertionError("started on a web server")
+            finally:
+                await backend.stop()
+            assert "\n" not in text and "<html" not in text and advice in text
+            assert f"an HTTP server that is not a Realtime Database (HTTP 404, text/html" in text
+            assert f"at 127.0.0.1:{port}" in text
+    finally:
+        await runner.cleanup()
+
+
+async def test_nothing_at_the_address_says_why():
+    from peerchat.backend import probe_relay
+
+    probe = await probe_relay("127.0.0.1", free_port())
+    assert (probe.ok, probe.what) == (False, "nothing answers (connection refused)")

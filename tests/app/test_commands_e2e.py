@@ -33,6 +33,7 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     env.pop("FIREBASE_DATABASE_EMULATOR_HOST", None)  # --emulator names it
     env["XDG_CONFIG_HOME"] = str(tmp_path / "config")
     env["XDG_STATE_HOME"] = str(tmp_path / "state")
+    env["XDG_DATA_HOME"] = str(tmp_path / "data")  # the history
     return env
 
 

@@ -30,7 +30,7 @@ def parser() -> argparse.ArgumentParser:
 
 def test_send_and_receive_arguments():
     args = parser().parse_args(["send", "laptop", "a.txt", "b.txt", "--text", "hi", "--emulator", "127.0.0.1:1"])
-    assert (args.device, args.files, args.text, args.emulator) == ("laptop", [Path("a.txt"), Path("b.txt")], "hi",
+    assert (args.device, args.files, args.text, args.emulator) == ("laptop", ["a.txt", "b.txt"], "hi",
                                                                     "127.0.0.1:1")
     args = parser().parse_args(["receive", "--count", "2", "--timeout", "30", "--download-dir", "/tmp/x"])
     assert (args.count, args.timeout, args.download_dir) == (2, 30.0, "/tmp/x")
@@ -58,6 +58,7 @@ def test_exit_codes(error, code):
 
 def test_bad_input_is_one_line_with_its_exit_code(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     err = io.StringIO()
     args = parser().parse_args(["send", "laptop", str(tmp_path / "missing.txt"), "--emulator", "127.0.0.1:1"])
@@ -79,6 +80,7 @@ def test_unreachable_emulator_exits_4(tmp_path, monkeypatch):
     import socket
 
     monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -101,7 +103,26 @@ def test_progress_printer_without_a_terminal_prints_whole_lines():
                              eta=0.25, files_done=0, files_total=1)
     printer.update(event)
     printer.close()
-    assert stream.getvalue() == "send 0/1 files   50.0%  512 B of 1.0 KiB  2.0 KiB/s  0 s left\n"
+    assert stream.getvalue() == "sending 0/1 files   50.0%  512 B of 1.0 KiB  2.0 KiB/s  0 s left\n"
+
+
+class FakeTerminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_the_last_progress_line_counts_every_file_and_is_cleared_before_the_next_line():
+    stream = FakeTerminal()
+    printer = ProgressPrinter(stream, interval=0)
+    done = TransferProgress(transfer=None, direction="receive", bytes_done=1024, bytes_total=1024, rate=None,  # type: ignore[arg-type]
+                            eta=0.0, files_done=0, files_total=1)
+    printer.update(done)
+    assert "receiving 1/1 files  100.0%" in stream.getvalue()
+    printer.clear()
+    stream.write("file\tlaptop\t/x\n")
+    assert stream.getvalue().endswith("\r\x1b[Kfile\tlaptop\t/x\n")
+    printer.clear()  # nothing to clear twice
+    assert stream.getvalue().count("\r\x1b[K") == 2
 
 
 def test_every_link_change_is_printed_with_its_reason():

@@ -185,6 +185,64 @@ def test_relay_outage_line_says_how_long_why_and_that_it_retries():
     assert "for 0 s" in relay_outage_line("  ", since=5.0, now=1.0)
 
 
+def test_devices_offline_for_long_are_hidden_unless_kept_or_asked_for():
+    from core import DeviceStatus
+    from peerchat.models import DeviceDirectory
+
+    directory = DeviceDirectory()
+    now = 1_000_000.0
+    directory.update_devices([
+        DeviceStatus(PeerInfo("a", "old"), False, now - 8 * 86400),
+        DeviceStatus(PeerInfo("b", "recent"), False, now - 3600),
+        DeviceStatus(PeerInfo("c", "online"), True, None),
+        DeviceStatus(PeerInfo("d", "unknown"), False, None),
+    ], now)
+    week = 7 * 86400
+    assert [r.peer.id for r in directory.rows(now=now, hide_after=week)] == ["c", "b", "d"]
+    assert directory.hidden(now, week) == 1
+    assert [r.peer.id for r in directory.rows(now=now, hide_after=week, keep={"a"})] == ["c", "a", "b", "d"]
+    assert [r.peer.id for r in directory.rows()] == ["c", "a", "b", "d"]
+    directory.forget("b")
+    assert [r.peer.id for r in directory.rows()] == ["c", "a", "d"]
+
+
+def test_paths_that_cannot_be_sent_are_explained_before_anything_connects(tmp_path):
+    import os
+
+    from peerchat.models import missing_paths_error, path_problem
+
+    good = tmp_path / "a.txt"
+    good.write_text("x")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    assert path_problem(good) is None and path_problem(tmp_path) is None
+    assert path_problem(tmp_path / "nope") == f"{tmp_path / 'nope'} does not exist"
+    assert path_problem(fifo) == f"{fifo} is not a regular file or folder (a device, pipe or socket)"
+    assert missing_paths_error([good]) is None
+    assert missing_paths_error([tmp_path / "my"], "/send my notes.txt").endswith(
+        'Quote a path with spaces: /send "my file.txt".')
+    assert missing_paths_error([tmp_path / "nope"], "/send nope").endswith("does not exist. Check the path.")
+
+
+def test_an_entry_reads_as_one_line_with_its_mark():
+    import time as _time
+
+    from peerchat.history import Entry
+    from peerchat.models import entry_parts
+
+    now = _time.mktime((2026, 1, 15, 9, 30, 0, 0, 0, -1))
+    def line(entry):
+        return "".join(text for text, _ in entry_parts(entry, "you", now))
+
+    text = Entry(1, "d", "desktop", "out", "text", "hello", "delivered", now)
+    assert line(text) == "09:30  you  hello  ✓✓ delivered"
+    assert line(Entry(2, "d", "desktop", "out", "text", "hi", "queued", now - 86400)).startswith("2026-01-14 09:30")
+    assert line(Entry(3, "d", "desktop", "in", "text", "yo", "received", now)) == "09:30  desktop  yo"
+    assert line(Entry(4, "d", "desktop", "in", "file", "a.jpg", "received", now, "/dl/a.jpg", 2048)) == (
+        "09:30  desktop  ✓ received: a.jpg (2.0 KiB), saved to /dl/a.jpg")
+    assert line(Entry(5, "d", "desktop", "out", "text", "x", "failed", now)).endswith("✗ failed, Ctrl+R retries")
+
+
 @pytest.mark.parametrize(("route", "shown"), [(Route("host", "host", "host"), "WEBRTC via host"),
                                               (Route("nat", "srflx", "srflx"), "WEBRTC via NAT"),
                                               (Route("turn", "relay", "srflx"), "WEBRTC via TURN relay"),

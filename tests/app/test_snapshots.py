@@ -126,15 +126,22 @@ def fixed_key(label: str) -> DeviceKey:
     return DeviceKey.from_private_bytes(hashlib.sha256(f"snapshot {label}".encode()).digest())
 
 
-def laptop_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relay: Emulator) -> Any:
+def laptop_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, relay: Emulator, *, data_dir: Path | None = None,
+               picker_start: Path | None = None) -> Any:
     monkeypatch.setenv("HOME", str(tmp_path))
     keys = tmp_path / "keys"
     (keys / "laptop-1").mkdir(parents=True)
     (keys / "laptop-1" / "identity.key").write_text(base64.b64encode(fixed_key("laptop").private_bytes()).decode())
     settings = Settings(user=USER, label="laptop", device_id="laptop-1", emulator=relay.host_port, webrtc=False,
                         direct=False, download_dir=Path("/home/me/Downloads/peerchat"), relay_name=RELAY_NAME,
-                        keys_dir=keys)
-    return create_app(settings, clock=lambda: FIXED_TIME, show_latency=False)
+                        keys_dir=keys,
+                        data_dir=data_dir)
+    return create_app(settings, clock=lambda: FIXED_TIME, show_latency=False, picker_start=picker_start)
+
+
+def chat_text(view: Any) -> str:
+    """The conversation's text without whitespace (the log wraps lines where it must)."""
+    return "".join("".join(line.text for line in view.query_one("RichLog").lines).split())
 
 
 async def settle(pilot: Any) -> None:
@@ -193,8 +200,9 @@ def test_chat_session(snap_compare, devices, utc, tmp_path, monkeypatch):
         await devices.wait(connection.send("Hi! Are the holiday photos on the laptop?"))
         await wait_until(lambda: len(view.query_one("RichLog").lines) >= 2, pilot, what="the first message")
         await pilot.press(*"Yes, sending them in a minute.", "enter")
+        await wait_until(lambda: "minute.✓✓delivered" in chat_text(view), pilot, what="the reply delivered")
         await pilot.press(*"/help", "enter")
-        await wait_until(lambda: len(view.query_one("RichLog").lines) >= 4, pilot, what="the reply and the help")
+        await wait_until(lambda: "/helpshowsthis" in chat_text(view), pilot, what="the help")
         await settle(pilot)
 
     assert snap_compare(laptop_app(tmp_path, monkeypatch, devices.relay), terminal_size=SIZE, run_before=run_before)
@@ -221,6 +229,103 @@ def test_finished_transfer(snap_compare, devices, utc, tmp_path, monkeypatch):
         await pilot.press("enter")
         await wait_until(lambda: [row for row in view.query(TransferRow) if row.finished], pilot,
                          what="the transfer to finish")
+        await wait_until(lambda: "✓sentandverified" in chat_text(view), pilot, what="the result in the chat")
+        await settle(pilot)
+
+    assert snap_compare(laptop_app(tmp_path, monkeypatch, devices.relay), terminal_size=SIZE, run_before=run_before)
+
+
+def test_history_and_queued_messages_of_an_offline_device(snap_compare, devices, utc, tmp_path, monkeypatch):
+    """The conversation with a device that is offline: yesterday's history, and what was written since, queued."""
+    from peerchat.history import History, history_file
+
+    data = tmp_path / "data"
+    history = History(history_file(data, "laptop-1"))
+    day = 86400
+    for at, direction, kind, body, status, path, size in (
+        (FIXED_TIME - day - 600, "in", "text", "Can you send me the slides for tomorrow?", "received", None, None),
+        (FIXED_TIME - day - 540, "out", "text", "Sure, here they are.", "delivered", None, None),
+        (FIXED_TIME - day - 530, "out", "file", "slides.pdf", "delivered", "/home/me/talks/slides.pdf", 2_411_520),
+        (FIXED_TIME - day - 300, "in", "file", "notes.md", "received", "/home/me/Downloads/peerchat/notes.md", 5_120),
+        (FIXED_TIME - day - 120, "in", "text", "Thanks! Got them.", "received", None, None),
+        (FIXED_TIME - 900, "out", "text", "Did the talk go well?", "failed", None, None),
+    ):
+        history.add("desktop-1", "desktop", direction, kind, body, status, path=path, size=size, at=at)
+    history.close()
+    devices.start("desktop")
+    devices.start("phone")
+
+    async def run_before(pilot: Any) -> None:
+        await wait_until(lambda: online_rows(pilot)() == 2, pilot, what="two devices online")
+        await devices.wait(devices.managers.pop("desktop").stop())
+        await wait_until(lambda: online_rows(pilot)() == 1, pilot, what="the desktop offline")
+        await pilot.press("down", "enter")  # the desktop, second in the list (offline)
+        view = await wait_until(lambda: pilot.app.main.active_session, pilot, what="the conversation")
+        await wait_until(lambda: view.loaded, pilot, what="the history")
+        view.query_one(Input).focus()
+        await pilot.press(*"Call me when you are back online.", "enter")
+        await wait_until(lambda: "online.◷queued" in chat_text(view), pilot, what="the queued message")
+        await settle(pilot)
+
+    assert snap_compare(laptop_app(tmp_path, monkeypatch, devices.relay, data_dir=data), terminal_size=SIZE,
+                        run_before=run_before)
+
+
+PICKER_FOLDER = Path("/tmp/peerchat-snapshot-picker")
+
+
+def test_file_picker_with_a_typed_filter(snap_compare, devices, utc, tmp_path, monkeypatch):
+    import shutil
+
+    shutil.rmtree(PICKER_FOLDER, ignore_errors=True)
+    (PICKER_FOLDER / "photos").mkdir(parents=True)
+    for name in ("holiday.jpg", "holiday-2.jpg", "notes.txt", "report.pdf"):
+        (PICKER_FOLDER / name).write_text(name)
+    devices.start("desktop")
+
+    async def run_before(pilot: Any) -> None:
+        from peerchat.dialogs import FilePickerDialog
+        from peerchat.dialogs.file_picker import PickerTree
+
+        await wait_until(lambda: online_rows(pilot)() == 1, pilot, what="the desktop online")
+        await pilot.press("enter")
+        view = await wait_until(lambda: pilot.app.main.active_session, pilot, what="the session")
+        await wait_until(lambda: not view.closed, pilot, what="the connection")
+        await pilot.press("ctrl+f")
+        dialog = await wait_until(lambda: isinstance(pilot.app.screen, FilePickerDialog) and pilot.app.screen,
+                                  pilot, what="the picker")
+        await pilot.press(*"holi")
+        tree = dialog.query_one(PickerTree)
+        await wait_until(lambda: len(tree.root.children) == 2, pilot, what="the filtered entries")
+        await settle(pilot)
+
+    try:
+        assert snap_compare(laptop_app(tmp_path, monkeypatch, devices.relay, picker_start=PICKER_FOLDER),
+                            terminal_size=SIZE, run_before=run_before)
+    finally:
+        shutil.rmtree(PICKER_FOLDER, ignore_errors=True)
+
+
+def test_closing_with_a_transfer_running_asks_first(snap_compare, devices, utc, tmp_path, monkeypatch):
+    devices.start("desktop")  # it never answers the offer: the transfer stays running
+    big = tmp_path / "video.mp4"
+    big.write_bytes(bytes(range(256)) * 4096)
+
+    async def run_before(pilot: Any) -> None:
+        from peerchat.dialogs import ConfirmDialog
+
+        await wait_until(lambda: online_rows(pilot)() == 1, pilot, what="the desktop online")
+        await pilot.press("enter")
+        view = await wait_until(lambda: pilot.app.main.active_session, pilot, what="the session")
+        await wait_until(lambda: not view.closed and pilot.app.focused is view.query_one(Input), pilot,
+                         what="the connection")
+        view.query_one(Input).value = f"/send {big}"
+        await pilot.press("enter")
+        await wait_until(lambda: [row for row in view.query(TransferRow) if not row.preparing], pilot,
+                         what="the offer")
+        await settle(pilot)  # the "Connecting…" notification must not stay frozen behind the dialog
+        await pilot.press("ctrl+w")
+        await wait_until(lambda: isinstance(pilot.app.screen, ConfirmDialog), pilot, what="the question")
         await settle(pilot)
 
     assert snap_compare(laptop_app(tmp_path, monkeypatch, devices.relay), terminal_size=SIZE, run_before=run_before)

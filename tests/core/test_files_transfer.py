@@ -721,10 +721,10 @@ async def test_a_connection_closing_while_the_files_are_hashed_fails_the_send(tm
     hashing, release = threading.Event(), threading.Event()
     real_sha = core.files.transfers._sha256_of
 
-    def slow_sha(path):
+    def slow_sha(path, *args, **kwargs):
         hashing.set()
         release.wait(10)
-        return real_sha(path)
+        return real_sha(path, *args, **kwargs)
 
     monkeypatch.setattr(core.files.transfers, "_sha256_of", slow_sha)
     pair = MemoryConnectionPair()
@@ -740,4 +740,46 @@ async def test_a_connection_closing_while_the_files_are_hashed_fails_the_send(tm
     finally:
         release.set()
         await transfers.close()
+        await pair.close()
+
+
+async def test_reading_the_files_reports_progress_and_stops_when_cancelled(tmp_path: Path, monkeypatch) -> None:
+    pair = MemoryConnectionPair()
+    try:
+        sender = Side(pair.a)
+        (tmp_path / "a.bin").write_bytes(os.urandom(3 * 1024 * 1024 + 5))
+        (tmp_path / "b.bin").write_bytes(os.urandom(1024))
+        seen: list[tuple[int, int]] = []
+        transfer = await sender.transfers.send_files([tmp_path / "a.bin", tmp_path / "b.bin"],
+                                                      on_prepare=lambda done, total: seen.append((done, total)))
+        total = 3 * 1024 * 1024 + 5 + 1024
+        assert seen and seen[-1] == (total, total)
+        assert all(t == total for _, t in seen) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+        await transfer.cancel()
+
+        # A big (sparse) file: cancelling while it is read stops the reading thread at its next block.
+        big = tmp_path / "big.bin"
+        with big.open("wb") as f:
+            f.truncate(4 * 1024 * 1024 * 1024)
+        first = asyncio.Event()
+        returned: list[object] = []
+        real = files_module._sha256_of
+
+        def recording(*args, **kwargs):
+            result = real(*args, **kwargs)
+            returned.append(result)
+            return result
+
+        monkeypatch.setattr(files_module, "_sha256_of", recording)
+        task = asyncio.ensure_future(sender.transfers.send_files([big], on_prepare=lambda done, total: first.set()))
+        async with asyncio.timeout(30):
+            await first.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        async with asyncio.timeout(30):
+            while not returned:
+                await asyncio.sleep(0.01)
+        assert returned == [None]  # it stopped early instead of reading the 4 GiB to the end
+    finally:
         await pair.close()

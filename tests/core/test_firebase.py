@@ -43,6 +43,29 @@ def test_map_error_picks_the_specific_class():
     assert isinstance(map_error(fb_exc.UnavailableError("down"), "read y"), RelayUnavailableError)
 
 
+def test_a_refused_connection_is_said_in_words_not_as_a_connection_pool():
+    import socket
+
+    import requests
+    from firebase_admin import exceptions as fb_exc
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    try:
+        requests.get(f"http://127.0.0.1:{port}/x.json", timeout=5)
+    except requests.ConnectionError as exc:
+        error = map_error(exc, "read x")
+    else:
+        raise AssertionError("nothing listens there")
+    assert isinstance(error, RelayUnavailableError)
+    assert "(connection refused)" in str(error)
+    assert "ConnectionPool" not in str(error) and "Max retries" not in str(error)
+    html = fb_exc.UnknownError("<!DOCTYPE html><html><body><h1>404 Not Found</h1></body></html>")
+    assert "answered with a web page: it is not a Realtime Database" in str(map_error(html, "read x"))
+    assert "<html" not in str(map_error(html, "read x"))
+
+
 # ------------------------------------------------------------------------------------------------- against the emulator
 @pytest.fixture
 def rules_app(firebase_app_factory):

@@ -15,6 +15,7 @@ import pytest
 from core import events as ev
 from core.errors import (
     ClosedError,
+    ConnectError,
     ConnectionClosedError,
     MessageTooLargeError,
     PeerOfflineError,
@@ -570,3 +571,24 @@ async def test_an_incoming_connection_is_named_by_presence_even_before_presence_
         conn_a = await incoming
     assert conn_a.peer == PeerInfo("phone", "Phone")
     await conn_b.disconnect()
+
+
+async def test_a_short_lived_device_leaves_no_record_and_an_offline_one_can_be_forgotten(relay, cleanup):
+    a = relay("laptop", "Laptop")
+    cli = relay("cli", "Script", options=dataclasses.replace(FAST, leave_presence=False))
+    tablet = relay("tablet", "Tablet")
+    cleanup += [a, cli, tablet]
+    await a.start()
+    await cli.start()
+    await tablet.start()
+    await wait_for(lambda: len(a._view.online) == 2, what="both devices online")
+    await cli.stop()
+    await tablet.stop()
+    # The tablet stays known (offline, last seen); the short-lived one is gone from every list.
+    await wait_for(lambda: [(s.info.id, s.online) for s in a._view.known] == [("tablet", False)],
+                   what="only the tablet known, offline")
+    with pytest.raises(ConnectError, match="only an offline device can be forgotten"):
+        await a.forget_peer("laptop")
+    await a.forget_peer("tablet")
+    await wait_for(lambda: a._view.known == [] or list(a._view.known) == [], what="the tablet forgotten")
+    assert await a.get_known_peers() == []
