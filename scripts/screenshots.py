@@ -3,7 +3,7 @@
     uv run python scripts/screenshots.py [--out screenshots]
 
 Each scene runs the app (``peerchat.app.create_app``) with a real manager on a local emulator that this script
-starts, next to real managers for the user's other devices: the device list, a chat over WebRTC with its delivery
+starts, next to real managers for the user's other devices: the device list, a chat over the direct link with its delivery
 marks, a file transfer in progress, the history of an offline device with a queued message, and the warning shown
 while the relay does not answer.
 """
@@ -114,7 +114,7 @@ async def scene_devices_and_chat(emulator: Emulator, out: Path, downloads: Path)
 
             view = await open_session_with(app, pilot, "desktop")
             link = (await until(lambda: incoming, pilot))[0]
-            await until(lambda: view.status.transport == "webrtc" and view.status.rtt is not None, pilot)
+            await until(lambda: view.status.transport == "direct" and view.status.rtt is not None, pilot)
             await pilot.press(*"Are the holiday photos on the desktop?", "enter")
             await pilot.pause(0.5)
             await link.connection.send("Yes, all 214 of them. Sending the album now.")
@@ -122,7 +122,7 @@ async def scene_devices_and_chat(emulator: Emulator, out: Path, downloads: Path)
             await pilot.press(*"Great, thanks!", "enter")
             await pilot.pause(0.5)
             app.clear_notifications()
-            await shoot(app, pilot, out, "chat-webrtc")
+            await shoot(app, pilot, out, "chat")
             await link.close()
     finally:
         await devices.close()
