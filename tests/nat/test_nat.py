@@ -85,12 +85,14 @@ def send_across(net: Internet, tmp_path: Path, sender: str, receiver: str, ice: 
             if sending.poll() is None:
                 sending.kill()
                 sending.communicate()
+        if sending.returncode != 0:  # the receiver's side of the story, for the failure message
+            receiving.kill()
         receiver_out, receiver_err = receiving.communicate(timeout=LIMIT)
     finally:
         if receiving.poll() is None:
             receiving.kill()
             receiving.communicate()
-    assert sending.returncode == 0, sender_err
+    assert sending.returncode == 0, f"{sender_err}\n--- the receiver said:\n{receiver_err}"
     assert receiving.returncode == 0, receiver_err
     after = net.counters()
     forwarded = {router: {name: after[router][name] - before[router][name] for name in after[router]}
