@@ -350,3 +350,78 @@ async def test_forged_tampered_and_replayed_frames_are_dropped_and_signals_canno
     await conn.send("second")
     await wait_for(lambda: len(errors.of(ev.DATA)) == 2, what="the second message")
     await conn.disconnect()
+
+
+async def test_a_database_writer_cannot_redirect_the_direct_link(world):
+    """A writer with every right on the database (a leaked service-account key) tries to redirect a real direct
+    upgrade to itself: it writes a direct-link offer and answer naming its own listener and certificate into both
+    inboxes while the session upgrades, at the sequence numbers the signals use. Its frames fail authentication, no
+    device ever dials it, and the link that opens is the real one between the two devices."""
+    import json
+
+    from core.direct.certs import session_certificate
+    from core.protocol.direct import DirectSignal
+
+    options = dataclasses.replace(OPTIONS, direct=True, webrtc=False, addresses=("127.0.0.1",),
+                                  retransmit_interval=0.3)
+    laptop, phone = await world("laptop", options=options), await world("phone", options=options)
+    await online(laptop, phone)
+    dialled: list[object] = []
+
+    async def trap(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        dialled.append(writer.get_extra_info("peername"))
+        writer.close()
+
+    server = await asyncio.start_server(trap, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        cert = session_certificate()
+        ts = {".sv": "timestamp"}
+        admin = world.admin
+
+        async def inject(session_id: str, inbox_of: str, kind: str) -> None:
+            signal = DirectSignal(1, kind, (("127.0.0.1", port),), cert.der).to_json()
+            messages = await admin.get(f"relay/sessions/{USER}/{session_id}/{inbox_of}/messages") or {}
+            # Over every signal frame already waiting there, and at the next few sequence numbers.
+            seqs = {int(key[1:]) for key in messages if key.startswith("s")} | set(range(1, 6))
+            for seq in sorted(seqs):
+                await admin.set(f"relay/sessions/{USER}/{session_id}/{inbox_of}/messages/s{seq:010d}",
+                                {"kind": "signal", "seq": seq, "data": json.dumps(signal), "updatedWhen": ts})
+
+        errors_at: dict[str, Recorder] = {}
+        incoming = incoming_of(phone)
+        connecting = asyncio.ensure_future(laptop.connect_to_peer("phone", confirm_data_receival=True))
+        # The writer sees the session request and strikes as soon as the session exists.
+        session_id = None
+        async with asyncio.timeout(10):  # the request, or the session's data once the request was cleared
+            while session_id is None:
+                value = await admin.get(negotiation_path(USER, "phone"))
+                sessions = await admin.get(f"relay/sessions/{USER}")
+                if isinstance(value, dict) and value.get("sessionId"):
+                    session_id = value["sessionId"]
+                elif isinstance(sessions, dict) and sessions:
+                    session_id = next(iter(sessions))
+                else:
+                    await asyncio.sleep(0.01)
+        await inject(session_id, "phone", "offer")
+        await inject(session_id, "laptop", "answer")
+        conn = await asyncio.wait_for(connecting, 15)
+        other = await asyncio.wait_for(incoming, 15)
+        errors_at["phone"] = Recorder(other.events, ev.PROTOCOL_ERROR)
+        errors_at["laptop"] = Recorder(conn.events, ev.PROTOCOL_ERROR)
+        # Once more while the session runs, so that both sides certainly process forged signals.
+        await inject(conn.session_id, "phone", "offer")
+        await inject(conn.session_id, "laptop", "answer")
+        await wait_for(lambda: errors_at["phone"].items and errors_at["laptop"].items, what="the forged frames")
+        for recorder in errors_at.values():
+            assert all("failed authentication" in str(e.error) for e in recorder.of(ev.PROTOCOL_ERROR))
+        await wait_for(lambda: conn.transport == "direct" and other.transport == "direct", what="the direct link")
+        got = Recorder(other.events, ev.DATA)
+        await conn.send("over the real link")
+        await wait_for(lambda: got.of(ev.DATA), what="the message")
+        assert [d.data for d in got.of(ev.DATA)] == ["over the real link"]
+        assert dialled == []  # nobody ever dialled the writer's listener
+        await conn.disconnect()
+    finally:
+        server.close()
+        await server.wait_closed()
