@@ -1,9 +1,11 @@
-"""Utilities shared inside ``core``: :func:`cancel_and_wait` and :func:`emit_safely`."""
+"""Utilities shared inside ``core``: :func:`cancel_and_wait`, :func:`spawn` and :func:`emit_safely`."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 from pyee.asyncio import AsyncIOEventEmitter
 
@@ -27,3 +29,14 @@ def emit_safely(emitter: AsyncIOEventEmitter, name: str, payload: object) -> Non
         emitter.emit(name, payload)
     except Exception:  # noqa: BLE001 - the boundary to consumer code
         log.exception("a %r event handler failed", name)
+
+
+def spawn(
+    tasks: set[asyncio.Future[Any]], coroutine: Coroutine[Any, Any, Any] | asyncio.Future[Any]
+) -> asyncio.Future[Any]:
+    """Run ``coroutine`` as a background task held in ``tasks`` until it ends (asyncio keeps only weak references
+    to tasks, and the owner cancels what is left in ``tasks`` when it closes)."""
+    task = asyncio.ensure_future(coroutine)
+    tasks.add(task)
+    task.add_done_callback(tasks.discard)
+    return task

@@ -18,7 +18,7 @@ from typing import Any
 from pyee.asyncio import AsyncIOEventEmitter
 
 from . import events as ev
-from ._tasks import emit_safely
+from ._tasks import emit_safely, spawn
 from .direct.upgrade import DirectOptions, DirectUpgrade
 from .errors import ProtocolError, UpgradeError
 from .link import Link, LinkHost, Upgrader
@@ -257,6 +257,4 @@ class ConnectionLinks:
             task.cancel()
 
     def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(self._tasks, coroutine)

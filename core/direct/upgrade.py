@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import events as ev
-from .._tasks import emit_safely
+from .._tasks import emit_safely, spawn
 from ..errors import PeerchatError, ProtocolError, UpgradeError
 from ..link import LinkHost
 from ..options import ManagerOptions
@@ -254,6 +254,4 @@ class DirectUpgrade:
             self._first.set_result(None)
 
     def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(self._tasks, coroutine)

@@ -44,7 +44,7 @@ from functools import partial
 from typing import Any
 
 from .. import events as ev
-from .._tasks import emit_safely
+from .._tasks import emit_safely, spawn
 from ..errors import ClosedError, ConnectionClosedError, PeerchatError, ProtocolError, UpgradeError
 from ..link import Link, LinkHost
 from ..options import ManagerOptions
@@ -270,26 +270,17 @@ class ConnectionUpgrade:
         for task in self._tasks:
             task.cancel()
         if self.link is not None:
-            closing = asyncio.ensure_future(self.link.close())
-            _keep(closing)
+            spawn(_background, self.link.close())
 
     def _spawn(self, coroutine: Any) -> None:
-        task = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        spawn(self._tasks, coroutine)
 
 
 def _without_key(signal: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in signal.items() if key != SIGNAL_KEY}
 
 
-_background: set[asyncio.Future[Any]] = set()
-
-
-def _keep(future: asyncio.Future[Any]) -> None:
-    """Hold a reference to a fire-and-forget task until it ends (asyncio keeps only weak ones)."""
-    _background.add(future)
-    future.add_done_callback(_background.discard)
+_background: set[asyncio.Future[Any]] = set()  # closing links nobody waits for, held until they end
 
 
 class _FrameLink(Link):
@@ -340,4 +331,4 @@ class _FrameLink(Link):
     def close(self) -> None:
         self._writer.cancel()
         if self.link.state is not LinkState.CLOSED:
-            _keep(asyncio.ensure_future(self.link.close()))
+            spawn(_background, self.link.close())
