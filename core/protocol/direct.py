@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ProtocolError
-from .linkframes import decode_frame, encode_frame
+from .linkframes import binary_head, decode_frame, encode_frame
 
 __all__ = [
     "BINARY", "CHOSEN", "HEADER", "HELLO", "MAX_BODY", "SIGNAL_KEY", "TEXT", "DirectSignal", "FrameReader",
@@ -138,12 +138,12 @@ def candidates_for(addresses: tuple[str, ...], port: int) -> tuple[tuple[str, in
 
 
 def encode_stream_frame(frame: dict[str, Any]) -> bytes:
-    """A stream frame as header + body bytes (see the module docstring)."""
-    message = encode_frame(frame)
-    if isinstance(message, str):
-        body = message.encode("utf-8")
-        return HEADER.pack(len(body), TEXT) + body
-    return HEADER.pack(len(message), BINARY) + message
+    """A stream frame as header + body bytes (see the module docstring); a binary frame's bytes are copied once."""
+    if frame["kind"] == "binary":
+        head, data = binary_head(frame), frame["data"]
+        return b"".join((HEADER.pack(len(head) + len(data), BINARY), head, data))
+    body = encode_frame(frame).encode("utf-8")  # type: ignore[union-attr]
+    return HEADER.pack(len(body), TEXT) + body
 
 
 def parse_header(header: bytes) -> tuple[int, int]:
