@@ -162,9 +162,9 @@ def encode_stream_frame(frame: dict[str, Any]) -> bytes:
 def _frame_parts(frame: dict[str, Any]) -> list[Any]:
     if frame["kind"] == "binary":
         head, data = binary_head(frame), frame["data"]
-        return [HEADER.pack(len(head) + len(data), BINARY), head, data]
+        return [HEADER.pack(len(head) + len(data), BINARY) + head, data]
     body = encode_frame(frame).encode("utf-8")  # type: ignore[union-attr]
-    return [HEADER.pack(len(body), TEXT), body]
+    return [HEADER.pack(len(body), TEXT) + body]
 
 
 def _is_fragment(frame: dict[str, Any]) -> bool:
@@ -174,7 +174,9 @@ def _is_fragment(frame: dict[str, Any]) -> bool:
 
 def encode_stream_frames(frames: list[dict[str, Any]]) -> list[Any]:
     """The parts (bytes and memoryviews, to be joined or written in order) of ``frames`` on the byte stream:
-    consecutive fragments of one binary message as runs, every other frame as it is."""
+    consecutive fragments of one binary message as runs, every other frame as it is. Binary data is not copied (its
+    parts are the frames' own), and small parts that follow each other are joined (each part written on its own
+    would be a TLS record of its own)."""
     parts: list[Any] = []
     i, count = 0, len(frames)
     while i < count:
@@ -196,11 +198,27 @@ def encode_stream_frames(frames: list[dict[str, Any]]) -> list[Any]:
             continue
         last = frames[j - 1]
         flags = (_CONFIRM if last.get("confirm") else 0) | (_MORE if last.get("more") else 0)
-        parts.append(HEADER.pack(RUN_HEAD.size + size, RUN))
-        parts.append(RUN_HEAD.pack(first["seq"], j - i, step, flags))
+        parts.append(HEADER.pack(RUN_HEAD.size + size, RUN) + RUN_HEAD.pack(first["seq"], j - i, step, flags))
         parts += [frame["data"] for frame in frames[i:j]]
         i = j
-    return parts
+    return _join_small(parts)
+
+
+def _join_small(parts: list[Any], small: int = 4096) -> list[Any]:
+    """``parts`` with every sequence of consecutive parts under ``small`` bytes joined into one."""
+    out: list[Any] = []
+    pending: list[Any] = []
+    for part in parts:
+        if len(part) < small:
+            pending.append(part)
+            continue
+        if pending:
+            out.append(b"".join(pending) if len(pending) > 1 else pending[0])
+            pending = []
+        out.append(part)
+    if pending:
+        out.append(b"".join(pending) if len(pending) > 1 else pending[0])
+    return out
 
 
 def parse_header(header: bytes) -> tuple[int, int]:
