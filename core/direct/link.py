@@ -25,7 +25,10 @@ from ..protocol.direct import (
     CHOSEN,
     HEADER,
     HELLO,
+    RUN,
+    RUN_HEAD,
     decode_frames,
+    decode_run,
     encode_stream_frames,
     fingerprint,
     parse_header,
@@ -332,10 +335,17 @@ class DirectLink(Link):
         try:
             while True:
                 length, kind = parse_header(await reader.readexactly(HEADER.size))
-                body = await reader.readexactly(length)
+                run = kind == RUN and length >= RUN_HEAD.size
+                if run:
+                    # A run's data read apart from its header: a whole message in it is delivered as these very
+                    # bytes (the stream joins nothing).
+                    head = await reader.readexactly(RUN_HEAD.size)
+                    body = await reader.readexactly(length - RUN_HEAD.size)
+                else:
+                    body = await reader.readexactly(length)
                 self._last_heard = time.monotonic()
                 try:
-                    frames = decode_frames(kind, body)
+                    frames = decode_run(head, body) if run else decode_frames(kind, body)
                 except ProtocolError as exc:
                     log.warning("direct link: %s", exc)
                     continue

@@ -43,7 +43,7 @@ from .linkframes import binary_head, decode_frame, encode_frame
 
 __all__ = [
     "BINARY", "CHOSEN", "HEADER", "HELLO", "MAX_BODY", "MAX_RUN_BYTES", "RUN", "RUN_HEAD", "SIGNAL_KEY", "TEXT",
-    "DirectSignal", "FrameReader", "decode_frames", "encode_stream_frame", "encode_stream_frames", "fingerprint",
+    "DirectSignal", "FrameReader", "decode_frames", "decode_run", "encode_stream_frame", "encode_stream_frames", "fingerprint",
     "parse_header", "parse_signal",
 ]
 
@@ -251,13 +251,23 @@ def decode_frames(kind: int, body: bytes) -> list[dict[str, Any]]:
         return [decode_frame(body)]
     if len(body) < RUN_HEAD.size:
         raise ProtocolError(f"a direct-link run of {len(body)} bytes is shorter than its header")
-    first, count, step, flags = RUN_HEAD.unpack_from(body)
-    size = len(body) - RUN_HEAD.size
+    return decode_run(body[:RUN_HEAD.size], memoryview(body)[RUN_HEAD.size:])
+
+
+def decode_run(head: bytes, data: bytes | memoryview) -> list[dict[str, Any]]:
+    """The fragments of a run from its header (:data:`RUN_HEAD`) and its data: their ``data`` are memoryviews of
+    ``data``, so that a message that is all of one run's bytes is those very bytes again (the stream's join).
+
+    Raises:
+        ProtocolError: the run is malformed (the counts and sizes do not agree).
+    """
+    first, count, step, flags = RUN_HEAD.unpack(head)
+    size = len(data)
     if not (2 <= count <= MAX_RUN_FRAMES and step >= 1 and (count - 1) * step < size <= count * step
             and first >= 1 and flags <= _CONFIRM | _MORE):
         raise ProtocolError(f"a malformed direct-link run: {count} fragments of {step} bytes from {first}, "
                             f"{size} bytes, flags {flags}")
-    view = memoryview(body)[RUN_HEAD.size:]
+    view = memoryview(data)
     frames: list[dict[str, Any]] = [
         {"kind": "binary", "seq": first + index, "data": view[index * step:(index + 1) * step], "more": True}
         for index in range(count - 1)

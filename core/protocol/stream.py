@@ -493,7 +493,7 @@ class ReliableStream:
         if more:
             return None
         parts = self._partial
-        whole: Any = b"".join(parts) if kind == "binary" else "".join(parts)
+        whole: Any = _join_bytes(parts) if kind == "binary" else "".join(parts)
         self._partial_kind, self._partial, self._partial_size = None, [], 0
         return Deliver(kind, frame["seq"], whole)
 
@@ -560,6 +560,19 @@ def _whole(kind: str, seq: int, data: Any) -> Deliver:
     if kind == "binary" and type(data) is not bytes:
         data = bytes(data)
     return Deliver(kind, seq, data)
+
+
+def _join_bytes(parts: list[Any]) -> bytes:
+    """The bytes of a binary message's fragments. When they are views of one ``bytes`` object that they cover
+    entirely (a link read them in one piece and cut them apart), that object is the message: nothing is copied.
+    Fragments join in sequence order, and one object's views come from one read, cut in that order."""
+    first = parts[0]
+    if isinstance(first, memoryview) and type(first.obj) is bytes:
+        whole = first.obj
+        if (all(isinstance(part, memoryview) and part.obj is whole for part in parts)
+                and sum(len(part) for part in parts) == len(whole)):
+            return whole
+    return b"".join(parts)
 
 
 def binary_frame_bytes(max_frame_bytes: int) -> int:

@@ -208,3 +208,29 @@ def test_the_bytes_in_flight_are_bounded_too_and_the_receiver_acks_by_bytes():
     assert [f["seq"] for f in frames(a.receive(acks[-1], 0.0))] == [5, 6, 7, 8]
     big = ReliableStream(StreamTimers(window_bytes=10, max_frame_bytes=16))
     assert len(frames(big.send_message("data", "y" * 32, 0.0)[1])) == 1  # one frame may always be in flight
+
+
+def test_a_message_that_is_all_of_one_buffer_is_delivered_as_that_buffer_and_any_other_is_joined():
+    timers = StreamTimers(ack_delay=0, max_frame_bytes=16, max_message_bytes=100, window=100)  # 12-byte fragments
+    buffer = bytes(range(30))
+    view = memoryview(buffer)
+    pieces = [view[0:12], view[12:24], view[24:30]]
+
+    def receive(datas: list) -> bytes:
+        b = ReliableStream(timers)
+        got: list = []
+        for seq, data in enumerate(datas, start=1):
+            frame = {"kind": "binary", "seq": seq, "data": data}
+            if seq < len(datas):
+                frame["more"] = True
+            got += delivered(b.receive(frame, 0.0))
+        ((_, _, whole),) = got
+        return whole
+
+    assert receive(pieces) is buffer  # one link read: no copy
+    # One fragment resent on another link (its own bytes), part of a buffer, two buffers: joined.
+    assert receive([pieces[0], bytes(pieces[1]), pieces[2]]) == buffer
+    assert receive(pieces[:2]) == buffer[:24]
+    other = memoryview(bytes(range(30)))
+    assert receive([pieces[0], other[12:24], pieces[2]]) == buffer
+    assert all(type(receive(p)) is bytes for p in ([pieces[0], bytes(6)], pieces[:2]))
