@@ -53,7 +53,8 @@ def frame_to_store(frame: dict[str, Any]) -> dict[str, Any]:
 
 def frame_from_store(frame: dict[str, Any]) -> dict[str, Any]:
     """A frame read from the relay as the stream takes it: a binary frame's base64 text becomes its bytes (taken from
-    a :class:`~core.protocol.binary.Base64Text` as they are, else decoded and checked).
+    a :class:`~core.protocol.binary.Base64Text` as they are, else decoded and checked); bytes (what opening a sealed
+    frame may give) stay as they are.
 
     Raises:
         ProtocolError: a binary frame's data is not canonical base64 (or not text at all), saying why.
@@ -61,6 +62,8 @@ def frame_from_store(frame: dict[str, Any]) -> dict[str, Any]:
     if frame.get("kind") != "binary":
         return frame
     data = frame.get("data")
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return frame if isinstance(data, bytes) else {**frame, "data": bytes(data)}
     raw = getattr(data, "raw", None)
     if raw is None:
         if not isinstance(data, str):

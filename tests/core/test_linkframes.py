@@ -119,6 +119,8 @@ def test_binary_data_is_base64_only_on_the_relay() -> None:
     assert frame["data"] == raw  # the stream's frame is left as it is (it may be resent on another link)
     assert frame_from_store(stored)["data"] == raw  # taken from the text's bytes, nothing decoded
     assert frame_from_store({**stored, "data": str(stored["data"])}) == frame  # plain text is decoded and checked
+    opened = {"kind": "binary", "seq": 5, "data": raw}  # what opening a sealed frame may give: kept as it is
+    assert frame_from_store(opened) is opened
     text = {"kind": "data", "seq": 6, "data": "hi"}
     assert frame_to_store(text) is text and frame_from_store(text) is text
     for bad in ("not base64!", "QUJD=", 7):
