@@ -5,8 +5,8 @@ traffic on a connection; strings (``data``) are left to chat.
 
 Control frames are the type byte followed by a JSON object that always names the transfer (``id``, 32 hex digits)::
 
-    0x01 OFFER     {"v", "id", "chunk_size", "window", "part", "parts", "files": [[path, size, sha256], ...],
-                    "folders": [path, ...]}      folders to create even when empty (optional: older peers omit it)
+    0x01 OFFER     {"v", "id", "chunk_size", "window", "part", "parts", "files": [[path, size, fingerprint], ...],
+                    "folders": [path, ...]}      folders to create even when empty (optional)
     0x02 ACCEPT    {"id", "offsets": [bytes the receiver already has, per file]}
     0x03 DECLINE   {"id", "reason"}
     0x04 ACK       {"id", "file", "offset"}      the receiver wrote file[0:offset]
@@ -14,26 +14,40 @@ Control frames are the type byte followed by a JSON object that always names the
     0x06 CANCEL    {"id", "kind", "message"}     either side ends the transfer; kind says why: cancelled,
                                                  disk, space, integrity, protocol, interrupted (resumable)
     0x07 REWIND    {"id", "file", "offset"}      a chunk went missing: send again from offset
+    0x08 DIGEST    {"id", "file", "sha256"}      the SHA-256 of the whole file, sent after its last chunk
 
 A chunk is the type byte 0x10, the transfer id as 16 raw bytes, the file index (u32, big-endian), the offset (u64)
 and the payload, so file data crosses WebRTC without any encoding.
+
+No byte waits for a hash. The offer names each file by a *fingerprint* (:func:`fingerprint_of`: the SHA-256 of its
+size, modification time and first and last 64 KiB, two small reads whatever the size), which only serves to find a
+partial file to resume; the sender hashes each file while it reads the chunks and sends its SHA-256 in a DIGEST
+frame after the last one. The receiver hashes what it writes (after a resume, the part it already had first), and a
+file gets its final name only when the two digests match. A sender that resumes at offset N hashes [0, N) from its
+disk first, so a resumed file is verified whole, and a file changed under the same fingerprint fails integrity.
+
+Version 2 (this one) replaced version 1's SHA-256 in the offer by the fingerprint and added DIGEST. A receiver
+declines an offer of any other version with a reason saying which device to update, so the sender fails at once
+instead of waiting for an answer; a version 1 receiver cannot read a version 2 offer and reports a protocol error
+saying to update peerchat, without answering.
 
 An offer too large for one frame (thousands of files) is split into ``parts`` frames that arrive in order. An offer
 holds at least one file or folder; an offer of only (empty) folders ends as soon as it is accepted.
 
 The flow: the sender offers; the receiver accepts with the offsets it already has (resume) or declines; the sender
-streams chunks with at most ``window`` chunks read or unacknowledged, file after file; the receiver acknowledges
-every ``window // 2`` chunks and at the end of each file, checks the file's SHA-256, renames it and says VERIFIED.
-The sender is done when every file is verified. A chunk that arrives past a gap makes the receiver ask once for a
-REWIND; duplicates are ignored.
+streams chunks with at most ``window`` chunks read or unacknowledged, file after file, each file's DIGEST after its
+last chunk; the receiver acknowledges every ``window // 2`` chunks and at the end of each file, and once it has
+every byte and the digest, compares, renames the file and says VERIFIED. The sender is done when every file is
+verified. A chunk that arrives past a gap makes the receiver ask once for a REWIND; duplicates are ignored.
 
 The machines take messages (and the results of the I/O they asked for) and return actions: :class:`SendMessage`,
-:class:`ReadChunk`, :class:`WriteChunk`, :class:`VerifyFile`, :class:`FileDone`, :class:`Finished`,
-:class:`Failed`. ``core.files.transfers`` performs them.
+:class:`ReadChunk`, :class:`HashFile`, :class:`WriteChunk`, :class:`VerifyFile`, :class:`FileDone`,
+:class:`Finished`, :class:`Failed`. ``core.files.transfers`` performs them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import struct
@@ -54,7 +68,7 @@ from ..errors import (
     TransferInterruptedError,
 )
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 OFFER = 0x01
 ACCEPT = 0x02
@@ -63,6 +77,7 @@ ACK = 0x04
 VERIFIED = 0x05
 CANCEL = 0x06
 REWIND = 0x07
+DIGEST = 0x08
 CHUNK = 0x10
 
 _CHUNK_HEADER = struct.Struct(">B16sIQ")
@@ -79,9 +94,27 @@ CancelKind = Literal["cancelled", "disk", "space", "integrity", "protocol", "int
 _CANCEL_KINDS = ("cancelled", "disk", "space", "integrity", "protocol", "interrupted")
 
 _ID = re.compile(r"[0-9a-f]{32}")
-_SHA256 = re.compile(r"[0-9a-f]{64}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")  # a SHA-256, and a fingerprint, in hex
 
 NO_REASON = "no reason given"  # the reason a decline without one carries on the wire
+
+# How much of each end of a file its fingerprint covers.
+FINGERPRINT_BLOCK = 64 * 1024
+
+
+def fingerprint(size: int, mtime_ns: int, head: bytes, tail: bytes) -> str:
+    """A file's resume key (hex): the SHA-256 of its ``size``, its modification time in nanoseconds and its first
+    and last :data:`FINGERPRINT_BLOCK` bytes (``head``, ``tail``; the same bytes twice for a small file).
+
+    It costs two small reads whatever the file's size, and it changes when the file is rewritten, appended to or
+    touched; it is not a digest of the content. A file changed in its middle with its modification time put back
+    keeps its fingerprint: a resume then goes ahead, and the whole file's SHA-256 after the last chunk fails it.
+    """
+    digest = hashlib.sha256(b"peerchat-fingerprint-v2\0")
+    digest.update(f"{size}:{mtime_ns}:{len(head)}:{len(tail)}\0".encode())
+    digest.update(head)
+    digest.update(tail)
+    return digest.hexdigest()
 
 
 def new_transfer_id() -> str:
@@ -94,11 +127,12 @@ def new_transfer_id() -> str:
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One offered file: its relative ``path`` with ``/`` separators, its ``size`` and its SHA-256 (hex)."""
+    """One offered file: its relative ``path`` with ``/`` separators, its ``size`` and its ``fingerprint`` (hex,
+    :func:`fingerprint`), the key a receiver finds a partial copy by. Its SHA-256 follows its last chunk."""
 
     path: str
     size: int
-    sha256: str
+    fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -170,6 +204,40 @@ class Rewind:
 
 
 @dataclass(frozen=True)
+class Digest:
+    """The SHA-256 (hex) of the whole of file ``file``, sent after its last chunk."""
+
+    id: str
+    file: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ForeignOffer:
+    """An offer in another version of this protocol (``version``, as the sender wrote it): declined, saying why."""
+
+    id: str
+    version: object
+
+    @property
+    def newer(self) -> bool:
+        """Whether the sender speaks a newer version than this device."""
+        return type(self.version) is int and self.version > PROTOCOL_VERSION
+
+    def error(self) -> ProtocolError:
+        """What this (the receiving) device tells its person."""
+        which = "this device" if self.newer else "the other device"
+        return ProtocolError(f"The other device offered files in file-transfer protocol version {self.version!r:.20}, "
+                             f"and this device speaks version {PROTOCOL_VERSION}: update peerchat on {which}.")
+
+    def decline_reason(self) -> str:
+        """The reason sent back, as the sending device shows it ("The other device declined the files (...)")."""
+        which = "the other device" if self.newer else "this device"
+        return (f"it speaks file-transfer protocol version {PROTOCOL_VERSION}, and this device offered them in version "
+                f"{self.version!r:.20}: update peerchat on {which}")
+
+
+@dataclass(frozen=True)
 class Chunk:
     id: str
     file: int
@@ -177,7 +245,7 @@ class Chunk:
     data: bytes
 
 
-TransferMessage = OfferPart | Accept | Decline | Ack | Verified | Cancel | Rewind | Chunk
+TransferMessage = OfferPart | ForeignOffer | Accept | Decline | Ack | Verified | Cancel | Rewind | Digest | Chunk
 
 
 # --- encoding ---------------------------------------------------------------------------------------------------
@@ -204,6 +272,8 @@ def encode_message(message: TransferMessage) -> bytes:
             return _control(CANCEL, {"id": tid, "kind": kind, "message": text[:MAX_TEXT_CHARS]})
         case Rewind(id=tid, file=file, offset=offset):
             return _control(REWIND, {"id": tid, "file": file, "offset": offset})
+        case Digest(id=tid, file=file, sha256=sha256):
+            return _control(DIGEST, {"id": tid, "file": file, "sha256": sha256})
         case OfferPart():
             return _offer_frame(message.id, message.files, message.chunk_size, message.window, message.part,
                                 message.parts, message.folders)
@@ -213,8 +283,8 @@ def encode_message(message: TransferMessage) -> bytes:
 def _offer_frame(tid: str, files: tuple[FileEntry, ...], chunk_size: int, window: int, part: int,
                  parts: int, folders: tuple[str, ...] = ()) -> bytes:
     body: dict = {"v": PROTOCOL_VERSION, "id": tid, "chunk_size": chunk_size, "window": window, "part": part,
-                  "parts": parts, "files": [[f.path, f.size, f.sha256] for f in files]}
-    if folders:  # omitted when empty, so an offer of files alone is the same frame an older peer sends
+                  "parts": parts, "files": [[f.path, f.size, f.fingerprint] for f in files]}
+    if folders:  # omitted when empty
         body["folders"] = list(folders)
     return _control(OFFER, body)
 
@@ -224,7 +294,7 @@ def encode_offer(offer: Offer, *, max_frame: int) -> list[bytes]:
     overhead = len(_offer_frame(offer.id, (), offer.chunk_size, offer.window, 999_999, 999_999, ("",)))
     groups: list[tuple[list[FileEntry], list[str]]] = [([], [])]
     used = overhead
-    items = [(f.path, [f.path, f.size, f.sha256], f) for f in offer.files] + [(d, d, d) for d in offer.folders]
+    items = [(f.path, [f.path, f.size, f.fingerprint], f) for f in offer.files] + [(d, d, d) for d in offer.folders]
     for name, encoded, item in items:
         size = len(json.dumps(encoded, ensure_ascii=False).encode()) + 1
         if overhead + size > max_frame:
@@ -257,15 +327,16 @@ def _text(body: dict, key: str) -> str:
 
 def _decode_file(item: object) -> FileEntry:
     if not (isinstance(item, list) and len(item) == 3):
-        raise ProtocolError(f"The other device offered a file described as {item!r}; expected [path, size, sha256].")
-    path, size, sha256 = item
+        raise ProtocolError(f"The other device offered a file described as {item!r:.200}; expected [path, size, "
+                            f"fingerprint].")
+    path, size, key = item
     if not isinstance(path, str) or not 0 < len(path) <= MAX_PATH_CHARS:
         raise ProtocolError(f"The other device offered a file with a bad path: {path!r:.100}.")
     if type(size) is not int or not 0 <= size <= MAX_FILE_SIZE:
         raise ProtocolError(f"The other device offered {path!r:.100} with a bad size: {size!r}.")
-    if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
-        raise ProtocolError(f"The other device offered {path!r:.100} with a bad SHA-256: {sha256!r:.80}.")
-    return FileEntry(path=path, size=size, sha256=sha256)
+    if not isinstance(key, str) or not _SHA256.fullmatch(key):
+        raise ProtocolError(f"The other device offered {path!r:.100} with a bad fingerprint: {key!r:.80}.")
+    return FileEntry(path=path, size=size, fingerprint=key)
 
 
 def _decode_folders(value: object) -> tuple[str, ...]:
@@ -291,7 +362,7 @@ def decode_message(frame: bytes) -> TransferMessage:
                                 f"{CHUNK_HEADER_SIZE}.")
         _, raw_id, file, offset = _CHUNK_HEADER.unpack_from(frame)
         return Chunk(id=raw_id.hex(), file=file, offset=offset, data=bytes(frame[CHUNK_HEADER_SIZE:]))
-    if kind not in (OFFER, ACCEPT, DECLINE, ACK, VERIFIED, CANCEL, REWIND):
+    if kind not in (OFFER, ACCEPT, DECLINE, ACK, VERIFIED, CANCEL, REWIND, DIGEST):
         raise ProtocolError(f"The other device sent an unknown frame type 0x{kind:02x}.")
     try:
         body = json.loads(bytes(frame[1:]).decode())
@@ -304,8 +375,7 @@ def decode_message(frame: bytes) -> TransferMessage:
         raise ProtocolError(f"The other device sent a transfer frame with a bad transfer id: {tid!r:.80}.")
     if kind == OFFER:
         if body.get("v") != PROTOCOL_VERSION:
-            raise ProtocolError(f"The other device speaks file-transfer protocol version {body.get('v')!r}; this "
-                                f"one speaks {PROTOCOL_VERSION}. Update peerchat on both devices.")
+            return ForeignOffer(id=tid, version=body.get("v"))
         files = body.get("files")
         if not isinstance(files, list) or len(files) > MAX_FILES:
             raise ProtocolError("The other device sent an offer without a valid file list.")
@@ -329,6 +399,11 @@ def decode_message(frame: bytes) -> TransferMessage:
     file = _int(body, "file", 0, MAX_FILES)
     if kind == VERIFIED:
         return Verified(id=tid, file=file)
+    if kind == DIGEST:
+        sha256 = body.get("sha256")
+        if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
+            raise ProtocolError(f"The other device sent a bad SHA-256 for file {file}: {sha256!r:.80}.")
+        return Digest(id=tid, file=file, sha256=sha256)
     offset = _int(body, "offset", 0, MAX_FILE_SIZE)
     return Ack(id=tid, file=file, offset=offset) if kind == ACK else Rewind(id=tid, file=file, offset=offset)
 
@@ -404,6 +479,14 @@ class ReadChunk:
 
 
 @dataclass(frozen=True)
+class HashFile:
+    """File ``file`` has nothing left to send (it is empty, or the receiver has all of it): hash it whole and give
+    its SHA-256 to :meth:`SendMachine.file_hashed`."""
+
+    file: int
+
+
+@dataclass(frozen=True)
 class WriteChunk:
     """Write ``data`` at ``offset`` of file ``file``'s .part (and hash it), then call ``chunk_written``."""
 
@@ -414,9 +497,11 @@ class WriteChunk:
 
 @dataclass(frozen=True)
 class VerifyFile:
-    """Every byte of ``file`` is written: compare its SHA-256, rename it, then call ``file_verified``."""
+    """Every byte of ``file`` is written and the sender's digest is here: compare the SHA-256 of what was written
+    with ``sha256``, rename the file, then call ``file_verified``."""
 
     file: int
+    sha256: str
 
 
 @dataclass(frozen=True)
@@ -434,7 +519,7 @@ class Failed:
     error: PeerchatError
 
 
-Action = SendMessage | ReadChunk | WriteChunk | VerifyFile | FileDone | Finished | Failed
+Action = SendMessage | ReadChunk | HashFile | WriteChunk | VerifyFile | FileDone | Finished | Failed
 
 _KIND_OF_ERROR: tuple[tuple[type[PeerchatError], CancelKind], ...] = (
     (InsufficientSpaceError, "space"), (IntegrityError, "integrity"), (DiskError, "disk"),
@@ -455,7 +540,7 @@ def _error_from_peer(cancel: Cancel) -> PeerchatError:
         case "space":
             return InsufficientSpaceError(f"The other device has not enough free space: {text}")
         case "integrity":
-            return IntegrityError(f"The received file did not match its SHA-256: {text}")
+            return IntegrityError(f"The file did not arrive intact: {text}")
         case "disk":
             return DiskError(f"The other device could not read or write the files: {text}")
         case "protocol":
@@ -531,6 +616,7 @@ class SendMachine(_Machine):
         self._sent = [0] * n
         self._in_flight: deque[tuple[int, int]] = deque()  # (file, end offset) of chunks read or unacknowledged
         self._verified = [False] * n
+        self._digest_sent = [False] * n
         self._generation = 0
         self.start_offsets: tuple[int, ...] = (0,) * n
 
@@ -565,10 +651,21 @@ class SendMachine(_Machine):
         if self.ended or read.generation != self._generation:
             return []
         if len(data) != read.size:
-            return self.fail(DiskError(f"{self.offer.files[read.file].path} changed while it was being sent "
-                                       f"(expected {read.size} bytes at offset {read.offset}, read {len(data)})."))
+            return self.fail(IntegrityError(
+                f"{self.offer.files[read.file].path} changed while it was being sent (expected {read.size} bytes at "
+                f"offset {read.offset}, read {len(data)}). Send it again."))
         self._sent[read.file] = max(self._sent[read.file], read.offset + read.size)
         return [SendMessage(encode_message(Chunk(id=self.id, file=read.file, offset=read.offset, data=data)))]
+
+    def file_hashed(self, file: int, sha256: str) -> list[Action]:
+        """The SHA-256 (hex) of all of file ``file``, hashed while its chunks were read (and, after a resume, the part
+        the receiver had, from disk first) or for a :class:`HashFile`: returns the DIGEST frame, once per file.
+
+        The I/O calls it right after the :meth:`chunk_read` of the file's last bytes, so the digest follows them."""
+        if self.ended or not 0 <= file < len(self.offer.files) or self._digest_sent[file]:
+            return []
+        self._digest_sent[file] = True
+        return [SendMessage(encode_message(Digest(id=self.id, file=file, sha256=sha256)))]
 
     def handle(self, message: TransferMessage) -> list[Action]:
         if self.ended:
@@ -586,7 +683,8 @@ class SendMachine(_Machine):
                 if not files:  # only folders: the receiver created them before accepting
                     self.finished = True
                     return [Finished()]
-                return []
+                # Files with no bytes left to send still need their digest.
+                return [HashFile(i) for i, f in enumerate(files) if offsets[i] == f.size]
             case Decline(reason=reason):
                 said = f" ({reason})" if reason and reason != NO_REASON else ""
                 return self._end(TransferDeclinedError(f"The other device declined the files{said}."),
@@ -602,6 +700,8 @@ class SendMachine(_Machine):
             case Verified(file=file) if self.accepted:
                 if file >= len(files) or self.acked[file] != files[file].size:
                     return self._protocol(f"it verified file {file} before receiving all of it")
+                if not self._digest_sent[file]:
+                    return self._protocol(f"it verified file {file} before its SHA-256 was sent")
                 if self._verified[file]:
                     return []
                 self._verified[file] = True
@@ -637,6 +737,8 @@ class ReceiveMachine(_Machine):
         self._since_ack = 0
         self._rewind_asked: dict[int, int] = {}
         self._verified = [False] * n
+        self._digests: list[str | None] = [None] * n  # the sender's SHA-256 of each file, once it came
+        self._verify_asked = [False] * n
         self._ack_every = max(1, offer.window // 2)
         self.start_offsets: tuple[int, ...] = (0,) * n
 
@@ -658,7 +760,8 @@ class ReceiveMachine(_Machine):
         return sum(self._verified)
 
     def accept(self, offsets: tuple[int, ...]) -> list[Action]:
-        """Accept, already having ``offsets`` bytes of each file. Files already complete are verified at once."""
+        """Accept, already having ``offsets`` bytes of each file. Each file is verified once all its bytes are
+        written and its digest arrived (also one this side already had whole, and an empty one)."""
         if self.accepted or self.ended:
             return []
         files = self.offer.files
@@ -670,7 +773,6 @@ class ReceiveMachine(_Machine):
         self._written = list(offsets)
         self._confirmed = list(offsets)
         actions: list[Action] = [SendMessage(encode_message(Accept(id=self.id, offsets=tuple(offsets))))]
-        actions += [VerifyFile(i) for i, f in enumerate(files) if offsets[i] == f.size]
         if not files:  # only folders, already created
             self.finished = True
             actions.append(Finished())
@@ -710,6 +812,16 @@ class ReceiveMachine(_Machine):
                 self._rewind_asked.pop(file, None)
                 self._expected[file] = offset + len(data)
                 return [WriteChunk(file=file, offset=offset, data=data)]
+            case Digest(file=file, sha256=sha256) if self.accepted:
+                if file >= len(files):
+                    return self._protocol(f"it sent the SHA-256 of file {file}; the offer has {len(files)} files")
+                known = self._digests[file]
+                if known is not None:
+                    if known != sha256:
+                        return self._protocol(f"it sent two different SHA-256 for {files[file].path}")
+                    return []
+                self._digests[file] = sha256
+                return self._maybe_verify(file)
         return self._protocol(f"a {type(message).__name__} message is not expected by the receiver now")
 
     def chunk_written(self, write: WriteChunk) -> list[Action]:
@@ -724,8 +836,17 @@ class ReceiveMachine(_Machine):
         if complete or self._since_ack >= self._ack_every:
             actions += self._ack(file)
         if complete:
-            actions.append(VerifyFile(file))
+            actions += self._maybe_verify(file)
         return actions
+
+    def _maybe_verify(self, file: int) -> list[Action]:
+        """Verify ``file`` once every byte is written and its digest is here (in whichever order they came)."""
+        sha256 = self._digests[file]
+        if (self._verify_asked[file] or sha256 is None
+                or self._written[file] != self.offer.files[file].size):
+            return []
+        self._verify_asked[file] = True
+        return [VerifyFile(file, sha256)]
 
     def _ack(self, file: int) -> list[Action]:
         self._since_ack = 0
@@ -742,6 +863,47 @@ class ReceiveMachine(_Machine):
             self.finished = True
             actions.append(Finished())
         return actions
+
+
+# --- the sender's running hash -------------------------------------------------------------------------------------
+
+
+class FileHasher:
+    """The SHA-256 of one file being sent, taken in order from the chunks as they are read.
+
+    Chunks are read in order, except after a REWIND (bytes already hashed: skipped) and after a resume from offset N
+    (nothing before N is read for sending): :meth:`gap` says which bytes the I/O must hash from disk first, so the
+    digest always covers the whole file. No I/O here: the caller reads, in its worker thread.
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.hashed = 0  # bytes [0, hashed) are in the digest
+        self._digest = hashlib.sha256()
+
+    @property
+    def complete(self) -> bool:
+        return self.hashed >= self.size
+
+    def gap(self, offset: int) -> tuple[int, int] | None:
+        """The bytes [start, end) to hash from disk before a chunk at ``offset``, or None when there are none."""
+        return (self.hashed, offset) if offset > self.hashed else None
+
+    def update(self, offset: int, data: bytes | memoryview) -> None:
+        """Add the bytes ``data`` read at ``offset``; the part already hashed is skipped. Raises ValueError for
+        bytes past a gap (hash :meth:`gap` first)."""
+        if offset > self.hashed:
+            raise ValueError(f"bytes at {offset} come after a gap: only {self.hashed} are hashed")
+        end = offset + len(data)
+        if end > self.hashed:
+            self._digest.update(memoryview(data)[self.hashed - offset:])
+            self.hashed = end
+
+    def hexdigest(self) -> str:
+        """The SHA-256 of the whole file (hex). Raises ValueError before every byte was hashed."""
+        if not self.complete:
+            raise ValueError(f"only {self.hashed} of {self.size} bytes are hashed")
+        return self._digest.hexdigest()
 
 
 # --- progress ---------------------------------------------------------------------------------------------------
@@ -772,8 +934,9 @@ class RateMeter:
 
 
 __all__ = [
-    "CHUNK_HEADER_SIZE", "PROTOCOL_VERSION", "Accept", "Ack", "Action", "Cancel", "CancelKind", "Chunk", "Decline",
-    "Failed", "FileDone", "FileEntry", "Finished", "TransferMessage", "Offer", "OfferAssembler", "OfferPart", "RateMeter",
-    "ReadChunk", "ReceiveMachine", "Rewind", "SendMessage", "SendMachine", "TransferError", "Verified", "VerifyFile",
-    "WriteChunk", "decode_message", "encode_message", "encode_offer", "new_transfer_id",
+    "CHUNK_HEADER_SIZE", "FINGERPRINT_BLOCK", "PROTOCOL_VERSION", "Accept", "Ack", "Action", "Cancel", "CancelKind",
+    "Chunk", "Decline", "Digest", "Failed", "FileDone", "FileEntry", "FileHasher", "Finished", "ForeignOffer",
+    "HashFile", "TransferMessage", "Offer", "OfferAssembler", "OfferPart", "RateMeter", "ReadChunk", "ReceiveMachine",
+    "Rewind", "SendMessage", "SendMachine", "TransferError", "Verified", "VerifyFile", "WriteChunk", "decode_message",
+    "encode_message", "encode_offer", "fingerprint", "new_transfer_id",
 ]

@@ -2,7 +2,7 @@
 :class:`IncomingOffer`, and the file-system side (safe names, .part files, resume state, free space).
 
 ``FileTransfers(connection, download_dir=...)`` owns every ``binary`` message of the connection
-(``core.files.protocol`` describes the protocol); strings stay free for chat. ``await transfers.send_files(paths)`` hashes and offers files
+(``core.files.protocol`` describes the protocol); strings stay free for chat. ``await transfers.send_files(paths)`` offers files
 and folders and returns a :class:`Transfer`; the other side gets an ``incoming_transfer`` event whose offer it
 accepts or declines. Both sides get ``transfer_progress``, ``transfer_file_done``, ``transfer_finished`` and
 ``transfer_failed`` events (see ``core.events``) and can ``await transfer.wait()`` or ``await transfer.cancel()``.
@@ -13,12 +13,18 @@ written again over the relay after a fallback. Over WebRTC the connection sends 
 message, without base64 (``core.protocol.linkframes``). On a connection that keeps call order, up to
 ``DEFAULT_SEND_CONCURRENCY`` chunks are handed to it at once, so the relay writes several in each database update.
 
+Nothing is hashed before the offer: it names each file by its fingerprint (size, modification time, first and last
+64 KiB: two small reads), so the first chunk leaves as soon as the offer is accepted, whatever the size. The sender
+hashes each file in the same worker-thread call that reads its chunks, and sends the SHA-256 after the last one;
+before that it checks that the file's size and modification time are still those it offered (a file written to
+while it was sent fails integrity, on both sides). After a resume at offset N it hashes [0, N) from its disk first.
+
 On disk, the receiver creates ``<name>.part`` (exclusively: never over an existing file), hashes while it writes,
-and renames it to ``<name>`` only when the SHA-256 matches. Once data arrived, a small record,
-``.peerchat-<id>.transfer``, holds the offer id, each file's hash, the offset confirmed to the sender, and which
-``.part`` file the transfer created (its device and inode). When the same files are offered again, on this
-connection or a new one (same transfer id, or the same SHA-256 and size), the receiver answers with those offsets
-and the sender continues there. A record is honoured only for the ``.part`` file it names that is still the one
+and renames it to ``<name>`` only when its SHA-256 matches the sender's. Once data arrived, a small record,
+``.peerchat-<id>.transfer``, holds the offer id, each file's fingerprint, the offset confirmed to the sender, and
+which ``.part`` file the transfer created (its device and inode). When the same files are offered again, on this
+connection or a new one (same transfer id, or the same fingerprint and size), the receiver hashes what it has and
+answers with those offsets, and the sender continues there. A record is honoured only for the ``.part`` file it names that is still the one
 its transfer created; received names can never be mistaken for the receiver's own files (``.peerchat-...``,
 ``.part`` and ``.tmp`` names are renamed on arrival); records older than ``ManagerOptions.resume_max_age`` are
 swept with the partial files they created (when ``FileTransfers`` starts on a download folder, and before each
@@ -67,6 +73,8 @@ from ..peer import PeerConnection
 from .protocol import (
     CHUNK,
     CHUNK_HEADER_SIZE,
+    DIGEST,
+    FINGERPRINT_BLOCK,
     Action,
     Cancel,
     Decline,
@@ -74,7 +82,10 @@ from .protocol import (
     FileDone,
     MAX_WINDOW,
     FileEntry,
+    FileHasher,
     Finished,
+    ForeignOffer,
+    HashFile,
     TransferMessage,
     Offer,
     OfferAssembler,
@@ -89,6 +100,7 @@ from .protocol import (
     decode_message,
     encode_message,
     encode_offer,
+    fingerprint,
     new_transfer_id,
 )
 
@@ -121,7 +133,8 @@ MAX_DEPTH = 32
 _SIDECAR_INTERVAL = 0.5
 _now = time.monotonic  # the clock of offer time-outs (tests replace it)
 # Records say which .part file their transfer created (device and inode); older ones, without it, are not honoured.
-RECORD_VERSION = 2
+# Version 3 keys files by fingerprint; version 2 records (keyed by SHA-256) match no offer and are only swept.
+RECORD_VERSION = 3
 _MAX_RECORD_BYTES = 64 * 1024 * 1024
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 _BINARY = getattr(os, "O_BINARY", 0)
@@ -321,24 +334,83 @@ def _open_regular(path: Path) -> int:
     return fd
 
 
-def _sha256_of(path: Path, limit: int | None = None, *, on_block: Callable[[int], None] | None = None,
-               stop: threading.Event | None = None) -> Any:
-    """The SHA-256 of ``path`` (its first ``limit`` bytes); ``on_block(n)`` after each block read, and an early
-    return (None) once ``stop`` is set: the caller was cancelled and nobody wants the digest."""
+def _sha256_of(path: Path, limit: int) -> Any:
+    """The running SHA-256 of the first ``limit`` bytes of ``path`` (a resumed partial file)."""
     digest = hashlib.sha256()
     left = limit
     with open(_open_regular(path), "rb") as f:
-        while left is None or left > 0:
-            if stop is not None and stop.is_set():
-                return None
-            block = f.read(1 << 20 if left is None else min(1 << 20, left))
+        while left > 0:
+            block = f.read(min(1 << 20, left))
             if not block:
                 break
             digest.update(block)
-            if on_block is not None:
-                on_block(len(block))
-            if left is not None:
-                left -= len(block)
+            left -= len(block)
+    return digest
+
+
+def _fingerprint_of(path: Path) -> tuple[str, int, int]:
+    """The file's fingerprint (:func:`core.files.protocol.fingerprint`), size and modification time (ns): one open,
+    one fstat and two reads of at most 64 KiB whatever the file's size."""
+    fd = _open_regular(path)
+    try:
+        st = os.fstat(fd)
+        head = _read_at(fd, 0, FINGERPRINT_BLOCK)
+        tail = _read_at(fd, max(0, st.st_size - FINGERPRINT_BLOCK), FINGERPRINT_BLOCK)
+    finally:
+        os.close(fd)
+    return fingerprint(st.st_size, st.st_mtime_ns, head, tail), st.st_size, st.st_mtime_ns
+
+
+class _Stopped(Exception):
+    """The transfer ended while a worker thread was hashing: nobody wants the digest."""
+
+
+class _SourceChanged(Exception):
+    """The file's size or modification time is not what was offered."""
+
+
+def _hash_range(fd: int, hasher: FileHasher, end: int, stopped: Callable[[], bool]) -> None:
+    """Hash the file from ``hasher.hashed`` to ``end`` from disk, 1 MiB at a time (a resumed prefix, an empty file
+    or one the receiver already has whole). Raises _Stopped once ``stopped()``, _SourceChanged if the file is short."""
+    while hasher.hashed < end:
+        if stopped():
+            raise _Stopped
+        block = _read_at(fd, hasher.hashed, min(1 << 20, end - hasher.hashed))
+        if not block:
+            raise _SourceChanged
+        hasher.update(hasher.hashed, block)
+
+
+def _digest_if_complete(fd: int, hasher: FileHasher, stamp: tuple[int, int]) -> str | None:
+    """The file's SHA-256 once every byte is hashed, after checking that its size and modification time are still
+    ``stamp``: the digest must be of the file that was offered, not of one written to meanwhile."""
+    if not hasher.complete:
+        return None
+    st = os.fstat(fd)
+    if (st.st_size, st.st_mtime_ns) != stamp:
+        raise _SourceChanged
+    return hasher.hexdigest()
+
+
+def _read_and_hash(fd: int, hasher: FileHasher, stamp: tuple[int, int], offset: int, size: int,
+                   stopped: Callable[[], bool]) -> tuple[bytes, str | None]:
+    """ONE worker-thread call per chunk: read ``size`` bytes at ``offset``, add them to the file's running hash
+    (after hashing any bytes before them not hashed yet: a resume's prefix) and return them with the file's SHA-256
+    if that completed it."""
+    gap = hasher.gap(offset)
+    if gap is not None:
+        _hash_range(fd, hasher, gap[1], stopped)
+    data = _read_at(fd, offset, size)
+    if len(data) != size:
+        return data, None  # the file shrank: the machine fails the transfer
+    hasher.update(offset, data)
+    return data, _digest_if_complete(fd, hasher, stamp)
+
+
+def _hash_whole(fd: int, hasher: FileHasher, stamp: tuple[int, int], stopped: Callable[[], bool]) -> str:
+    _hash_range(fd, hasher, hasher.size, stopped)
+    digest = _digest_if_complete(fd, hasher, stamp)
+    assert digest is not None
     return digest
 
 
@@ -510,13 +582,14 @@ def _read_at(fd: int, offset: int, size: int) -> bytes:
 
 
 class _SourceFile:
-    """A file being sent: each chunk read at its offset with ONE thread hop (``os.pread``, no seek)."""
+    """A file being sent: each chunk read at its offset and hashed with ONE thread hop (``os.pread``, no seek)."""
 
     def __init__(self, fd: int) -> None:
         self._fd = fd
 
-    async def read(self, offset: int, size: int) -> bytes:
-        return await asyncio.to_thread(_read_at, self._fd, offset, size)
+    async def read_and_hash(self, hasher: FileHasher, stamp: tuple[int, int], offset: int, size: int,
+                            stopped: Callable[[], bool]) -> tuple[bytes, str | None]:
+        return await asyncio.to_thread(_read_and_hash, self._fd, hasher, stamp, offset, size, stopped)
 
     async def close(self) -> None:
         os.close(self._fd)
@@ -604,7 +677,7 @@ class Transfer:
     def _apply_one_sync(self, action: Action) -> None:
         match action:
             case SendMessage(data=data):
-                if data[0] == CHUNK:
+                if data[0] in (CHUNK, DIGEST):  # a file's digest queues behind its chunks
                     self._owner._outbox.chunk(self.id, data)
                 else:
                     self._owner._outbox.control(self.id, data)
@@ -650,20 +723,43 @@ class Transfer:
 class _Sending(Transfer):
     _machine: SendMachine
 
+    def __init__(self, owner: FileTransfers, machine: SendMachine, sources: list[Path],
+                 stamps: list[tuple[int, int]]) -> None:
+        super().__init__(owner, machine, sources)
+        self._stamps = stamps  # (size, modification time in ns) of each file when it was offered
+        self._hashers = [FileHasher(f.size) for f in machine.offer.files]
+        self._to_hash: deque[int] = deque()  # files to hash whole (HashFile)
+
+    def _stopped(self) -> bool:
+        """Whether the transfer ended (read from the worker threads that hash, to stop early)."""
+        return self._machine.ended
+
+    def _apply_sending(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, HashFile):
+                self._to_hash.append(action.file)
+            else:
+                self._apply_one_sync(action)
+
     async def _run(self) -> None:
         handles: dict[int, Any] = {}
         try:
             while not self._machine.ended:
+                while self._to_hash and not self._machine.ended:
+                    await self._hash_whole(self._to_hash.popleft())
                 for read in self._machine.next_reads(self._owner._max_chunk()):
-                    data = await self._read(handles, read)
-                    if data is None:
+                    result = await self._read(handles, read)
+                    if result is None:
                         break
+                    data, digest = result
                     self._apply_sync(self._machine.chunk_read(read, data))
+                    if digest is not None:
+                        self._apply_sync(self._machine.file_hashed(read.file, digest))
                 if self._machine.ended:
                     break
                 message = await self._inbox.get()
                 if message is not _WAKE:
-                    self._apply_sync(self._machine.handle(message))
+                    self._apply_sending(self._machine.handle(message))
                     if self.state is TransferState.OFFERED and self._machine.accepted:
                         self.state = TransferState.ACTIVE
                         self._meter = RateMeter(self.bytes_total, time.monotonic(), self.bytes_done)
@@ -672,19 +768,50 @@ class _Sending(Transfer):
             for handle in handles.values():
                 await handle.close()
 
-    async def _read(self, handles: dict[int, Any], read: ReadChunk) -> bytes | None:
+    def _changed(self, file: int) -> None:
+        self._apply_sync(self._machine.fail(IntegrityError(
+            f"{self.offer.files[file].path} changed while it was being sent (its size or modification time is not "
+            f"what was offered). Send it again.")))
+
+    async def _read(self, handles: dict[int, Any], read: ReadChunk) -> tuple[bytes, str | None] | None:
         path = self._sources[read.file]
         try:
             handle = handles.get(read.file)
             if handle is None:
                 handle = handles[read.file] = _SourceFile(await asyncio.to_thread(_open_regular, path))
-            data = await handle.read(read.offset, read.size)
+            result = await handle.read_and_hash(self._hashers[read.file], self._stamps[read.file], read.offset,
+                                                read.size, self._stopped)
             if read.offset + read.size >= self.offer.files[read.file].size:
                 await handles.pop(read.file).close()
-            return data
+            return result
+        except _Stopped:
+            return None
+        except _SourceChanged:
+            self._changed(read.file)
+            return None
         except OSError as exc:
             self._apply_sync(self._machine.fail(_disk_error("reading", path, exc)))
             return None
+
+    async def _hash_whole(self, file: int) -> None:
+        """The digest of a file with nothing left to send: empty, or the receiver has all of it (a resume)."""
+        path = self._sources[file]
+        try:
+            fd = await asyncio.to_thread(_open_regular, path)
+            try:
+                digest = await asyncio.to_thread(_hash_whole, fd, self._hashers[file], self._stamps[file],
+                                                 self._stopped)
+            finally:
+                os.close(fd)
+        except _Stopped:
+            return
+        except _SourceChanged:
+            self._changed(file)
+            return
+        except OSError as exc:
+            self._apply_sync(self._machine.fail(_disk_error("reading", path, exc)))
+            return
+        self._apply_sync(self._machine.file_hashed(file, digest))
 
 
 class _Receiving(Transfer):
@@ -758,8 +885,8 @@ class _Receiving(Transfer):
                 pass
             case WriteChunk():
                 await self._write(action)
-            case VerifyFile(file=file):
-                await self._verify(file)
+            case VerifyFile(file=file, sha256=sha256):
+                await self._verify(file, sha256)
             case _:
                 self._apply_one_sync(action)
 
@@ -780,7 +907,7 @@ class _Receiving(Transfer):
             await self._write_sidecar(force=any(isinstance(a, VerifyFile) for a in actions))
         self._progress()
 
-    async def _verify(self, file: int) -> None:
+    async def _verify(self, file: int, sha256: str) -> None:
         incoming = self._files[file]
         entry = self.offer.files[file]
         try:
@@ -791,11 +918,11 @@ class _Receiving(Transfer):
                 incoming.part.parent.mkdir(parents=True, exist_ok=True)
                 fd, incoming.identity = await asyncio.to_thread(_open_part, incoming.part, None, 0)
                 os.close(fd)
-            if incoming.digest.hexdigest() != entry.sha256:
+            if incoming.digest.hexdigest() != sha256:
                 await asyncio.to_thread(_remove_own_part, incoming.part, incoming.identity)
                 self._pending.extend(self._machine.fail(IntegrityError(
-                    f"{entry.path} arrived damaged (its SHA-256 did not match); the partial data was deleted. "
-                    f"Send it again.")))
+                    f"{entry.path} arrived damaged (its SHA-256 did not match the sender's): the partial data was "
+                    f"deleted. Send it again.")))
                 return
             target = await asyncio.to_thread(_claim, incoming.part, incoming.target, self.download_dir)
         except OSError as exc:
@@ -850,7 +977,7 @@ class _Receiving(Transfer):
                                           self.saved_to):
             if saved is None and i.identity is None:
                 continue
-            item = {"path": f.path, "size": f.size, "sha256": f.sha256, "confirmed": confirmed,
+            item = {"path": f.path, "size": f.size, "fingerprint": f.fingerprint, "confirmed": confirmed,
                     "part": os.path.relpath(i.part, self.download_dir),
                     "target": os.path.relpath(i.target, self.download_dir), "done": saved is not None}
             if saved is None:
@@ -1052,7 +1179,7 @@ def _plan_receive(download_dir: Path, offer: Offer, resume_max_age: float | None
     folders, created; the identity of each partial file reused (None for a new one).
 
     Records older than ``resume_max_age`` are swept first (:func:`sweep_stale_records`). Partial files are found
-    through records: the same transfer id first, then any with the same SHA-256 and size; a record is honoured
+    through records: the same transfer id first, then any with the same fingerprint and size; a record is honoured
     only for the partial file its transfer created (same device and inode, a regular file with one name). Raises
     InsufficientSpaceError (before touching anything) if the rest of the files does not fit. A reused partial
     file is cut back to its confirmed offset and hashed again.
@@ -1066,7 +1193,7 @@ def _plan_receive(download_dir: Path, offer: Offer, resume_max_age: float | None
     for path, state in sidecars:
         for item in state["files"]:
             if isinstance(item, dict) and not item.get("done"):
-                candidates.setdefault((item.get("sha256"), item.get("size")), []).append((path, state, item))
+                candidates.setdefault((item.get("fingerprint"), item.get("size")), []).append((path, state, item))
     taken: set[Path] = set()
     plan: list[tuple[Path, Path, int]] = []
     identities: list[tuple[int, int] | None] = []
@@ -1074,7 +1201,7 @@ def _plan_receive(download_dir: Path, offer: Offer, resume_max_age: float | None
     for entry in offer.files:
         found = None
         identity = None
-        for candidate in candidates.get((entry.sha256, entry.size), []):
+        for candidate in candidates.get((entry.fingerprint, entry.size), []):
             sidecar, state, item = candidate
             own = _own_part(download_dir, item)
             target_name = item.get("target")
@@ -1087,7 +1214,7 @@ def _plan_receive(download_dir: Path, offer: Offer, resume_max_age: float | None
                 found = (target, part, min(confirmed, st.st_size))
                 taken.add(target)
                 adopted.setdefault(sidecar, (state, []))[1].append(item)
-                candidates[(entry.sha256, entry.size)].remove(candidate)
+                candidates[(entry.fingerprint, entry.size)].remove(candidate)
                 break
             identity = None
         if found is None:
@@ -1133,7 +1260,7 @@ def _plan_receive(download_dir: Path, offer: Offer, resume_max_age: float | None
 
 
 class IncomingOffer:
-    """Files the peer offers: ``files`` (relative names, sizes, SHA-256), ``folders`` (to create, even empty),
+    """Files the peer offers: ``files`` (relative names, sizes, fingerprints), ``folders`` (to create, even empty),
     ``total_bytes``.
 
     ``await accept(download_dir)`` returns the running :class:`Transfer` (resuming whatever part of these files is
@@ -1231,16 +1358,18 @@ class FileTransfers:
     async def send_files(self, paths: Iterable[str | os.PathLike[str]], *,
                          transfer_id: str | None = None,
                          on_prepare: Callable[[int, int], None] | None = None) -> Transfer:
-        """Hash and offer ``paths`` (files and folders). Returns once offered; ``await transfer.wait()`` for the end.
+        """Offer ``paths`` (files and folders). Returns once offered; ``await transfer.wait()`` for the end.
 
         Every folder is offered too, so empty ones arrive. Symbolic links and special files inside a folder are not
         sent; ``transfer.skipped`` has a note for each.
 
-        Pass the ``id`` of an interrupted transfer as ``transfer_id`` to continue it (the receiver also recognises
-        the same files by their SHA-256). Raises DiskError if a path cannot be read.
+        Nothing is hashed before the offer: each file is named by its fingerprint (two reads of at most 64 KiB),
+        hashed while it is sent and verified by the receiver at its end. Pass the ``id`` of an interrupted transfer
+        as ``transfer_id`` to continue it (the receiver also recognises the same files by their fingerprint and
+        size). Raises DiskError if a path cannot be read.
 
-        Reading the files (their SHA-256) comes first and can take a while for large ones: ``on_prepare(done,
-        total)`` is called with the bytes read so far, and cancelling this call stops the reading.
+        ``on_prepare(done, total)`` is called with the bytes of the files fingerprinted so far (quick, but many files
+        take a moment); cancelling this call stops it.
         """
         if self._closed or self.connection.is_closed:
             raise TransferInterruptedError("The connection is closed: connect again before sending files.")
@@ -1251,41 +1380,46 @@ class FileTransfers:
             raise DiskError(f"There are no files to send in the chosen paths{skipped}.")
         loop = asyncio.get_running_loop()
         stop = threading.Event()
-        hashed = 0
 
-        def advance(size: int) -> None:
-            nonlocal hashed
-            hashed += size
+        def report(done: int, total: int) -> None:
             if on_prepare is not None and not stop.is_set():
                 try:
-                    on_prepare(hashed, total)
+                    on_prepare(done, total)
                 except Exception:  # a progress display must not break the transfer
                     log.exception("on_prepare failed")
 
-        def on_block(size: int) -> None:
-            loop.call_soon_threadsafe(advance, size)
+        def prepare() -> list[tuple[str, int, int]] | None:
+            total = sum(path.stat().st_size for path, _ in found)
+            done = 0
+            prints = []
+            for path, _ in found:
+                if stop.is_set():
+                    return None
+                key, size, mtime_ns = _fingerprint_of(path)
+                prints.append((key, size, mtime_ns))
+                done += size
+                loop.call_soon_threadsafe(report, done, max(total, done))
+            return prints
 
         try:
-            sizes = [path.stat().st_size for path, _ in found]
-            total = sum(sizes)
-            digests = await asyncio.gather(*(asyncio.to_thread(_sha256_of, path, on_block=on_block, stop=stop)
-                                             for path, _ in found))
+            prints = await asyncio.to_thread(prepare)
         except OSError as exc:
             raise _disk_error("reading", exc.filename or "a file", exc) from exc
         except asyncio.CancelledError:
-            stop.set()  # the reading threads stop at their next block
+            stop.set()  # the preparing thread stops before its next file
             raise
+        assert prints is not None
         if self._closed or self.connection.is_closed:  # it closed while the files were read: nobody would answer
             raise TransferInterruptedError("The connection closed before the files were offered: connect again.")
         tid = transfer_id or new_transfer_id()
         if tid in self.transfers and not self.transfers[tid]._machine.ended:
             raise ValueError(f"transfer {tid} is already running")
-        files = tuple(FileEntry(path=rel, size=size, sha256=digest.hexdigest())
-                      for (_, rel), size, digest in zip(found, sizes, digests))
+        files = tuple(FileEntry(path=rel, size=size, fingerprint=key) for (_, rel), (key, size, _) in zip(found, prints))
         offer = Offer(id=tid, files=files, chunk_size=self._offered_chunk_size(), window=self._window(),
                       folders=tuple(tree.folders))
         frames = encode_offer(offer, max_frame=max_frame_bytes(self.connection, self.options))
-        transfer = _Sending(self, SendMachine(offer), [path for path, _ in found])
+        transfer = _Sending(self, SendMachine(offer), [path for path, _ in found],
+                            [(size, mtime_ns) for _, size, mtime_ns in prints])
         transfer.skipped = tuple(tree.skipped)
         self.transfers[tid] = transfer
         for frame in frames:
@@ -1373,6 +1507,15 @@ class FileTransfers:
             return
         if isinstance(message, OfferPart):
             self._on_offer_part(message)
+            return
+        if isinstance(message, ForeignOffer):
+            # Another version of the protocol: say so here, and decline so that the sender fails at once saying
+            # which device to update, instead of waiting for an answer (or sending files this side cannot check).
+            if message.id not in self._refused:
+                self._refused.append(message.id)
+                self._protocol_error(message.error())
+                self._outbox.control(message.id, encode_message(Decline(id=message.id,
+                                                                        reason=message.decline_reason())))
             return
         transfer = self.transfers.get(message.id)
         if transfer is None or transfer._machine.ended:

@@ -79,7 +79,7 @@ def test_names_the_receiver_uses_for_itself_are_renamed_on_arrival(offered: str,
 def forged_record(transfer_id: str, entry: FileEntry, part: str, confirmed: int, **extra) -> bytes:
     """A resume record as the receiver wrote them before it recorded which .part file it created."""
     return json.dumps({"id": transfer_id, "files": [{
-        "path": entry.path, "size": entry.size, "sha256": entry.sha256, "confirmed": confirmed, "part": part,
+        "path": entry.path, "size": entry.size, "fingerprint": entry.fingerprint, "confirmed": confirmed, "part": part,
         "target": "stolen.txt", "done": False, **extra}]}).encode()
 
 
@@ -101,6 +101,7 @@ async def test_a_file_named_like_a_resume_record_cannot_take_over_a_file_that_wa
     first = await (await receiver.next_offer()).accept(downloads)
     await peer.expect(Accept)
     await peer.send(Chunk(id=peer.id, file=0, offset=0, data=record))
+    await peer.send_digest(0, record)
     await asyncio.wait_for(first.wait(), WAIT)
     assert not (downloads / f".peerchat-{attack_id}.transfer").exists()
     # Step 2: it offers the files the record describes, under the record's id.
@@ -152,6 +153,7 @@ async def test_a_resume_record_is_honoured_only_for_the_part_file_its_transfer_c
     assert (await peer.expect(Accept)).offsets == (0,)
     for offset in range(0, len(payload), 1024):
         await peer.send(Chunk(id=tid, file=0, offset=offset, data=payload[offset:offset + 1024]))
+    await peer.send_digest(0, payload)
     await asyncio.wait_for(transfer.wait(), WAIT)
     assert victim.read_bytes() == before
     assert transfer.saved_to[0].read_bytes() == payload
@@ -182,6 +184,7 @@ async def test_an_interrupted_transfer_still_resumes_from_the_part_file_it_creat
     assert (await peer.expect(Accept)).offsets == (4096,)
     for offset in range(4096, len(payload), 1024):
         await peer.send(Chunk(id=peer.id, file=0, offset=offset, data=payload[offset:offset + 1024]))
+    await peer.send_digest(0, payload)  # of the whole file: the receiver hashed the 4096 bytes it had first
     await asyncio.wait_for(resumed.wait(), WAIT)
     assert (downloads / "movie.bin").read_bytes() == payload
     assert leftovers(downloads) == []
@@ -340,6 +343,7 @@ async def test_no_temporary_record_file_stays_behind_after_a_full_disk(pair: Mem
     await again.expect(Accept)
     for offset in range(0, len(payload), 1024):
         await again.send(Chunk(id=again.id, file=0, offset=offset, data=payload[offset:offset + 1024]))
+    await again.send_digest(0, payload)
     await asyncio.wait_for(second.wait(), WAIT)
     assert second.saved_to[0].read_bytes() == payload
     assert leftovers(downloads) == []

@@ -36,6 +36,7 @@ from core.files.protocol import (
     Accept,
     Cancel,
     Chunk,
+    Digest,
     FileEntry,
     Offer,
     Verified,
@@ -308,6 +309,7 @@ async def test_hostile_folder_names_stay_inside_the_download_folder(tmp_path: Pa
         incoming = await (await receiver.next_offer()).accept(downloads)
         await peer.expect(Accept)
         await peer.send(Chunk(id=peer.id, file=0, offset=0, data=payload))
+        await peer.send_digest(0, payload)
         await asyncio.wait_for(incoming.wait(), WAIT)
         assert sorted(k for k, v in tree_of(downloads).items() if v == "folder") == [
             "a", "a/_CON", "abs", "abs/olute", "ok", "ok/bell", "unnamed", "up"]
@@ -464,6 +466,7 @@ async def test_hostile_names_stay_inside_the_download_folder(link: LinkFactory, 
     await peer.expect(Accept)
     for index in range(len(names)):
         await peer.send(Chunk(id=peer.id, file=index, offset=0, data=payload))
+        await peer.send_digest(index, payload)
     await asyncio.wait_for(incoming.wait(), WAIT)
     saved = sorted(str(p.relative_to(downloads.resolve())) for p in incoming.saved_to)
     assert saved == ["_CON", "bell.txt", "dir/_nul.txt", "escape.txt", "etc/passwd"]
@@ -481,6 +484,7 @@ async def test_a_hash_mismatch_deletes_the_partial_file_and_tells_the_sender(lin
     incoming = await (await receiver.next_offer()).accept(downloads)
     await peer.expect(Accept)
     await peer.send(Chunk(id=peer.id, file=0, offset=0, data=b"HELLO"))
+    await peer.send_digest(0, b"hello")  # the sender's file is not what arrived
     with pytest.raises(IntegrityError, match="x.bin"):
         await asyncio.wait_for(incoming.wait(), WAIT)
     assert (await peer.expect(Cancel)).kind == "integrity"
@@ -572,6 +576,10 @@ class ScriptedPeer:
 
     async def send(self, message) -> None:
         await self.connection.send_bytes(encode_message(message))
+
+    async def send_digest(self, file: int, content: bytes) -> None:
+        """The SHA-256 of ``content`` as file ``file``'s digest, as a sender does after its last chunk."""
+        await self.send(Digest(id=self.id, file=file, sha256=hashlib.sha256(content).hexdigest()))
 
     async def expect(self, kind: type):
         while True:
@@ -709,7 +717,7 @@ async def test_several_chunks_in_flight_only_on_connections_known_to_keep_call_o
         await transfers.close()
 
 
-async def test_a_connection_closing_while_the_files_are_hashed_fails_the_send(tmp_path: Path, monkeypatch) -> None:
+async def test_a_connection_closing_while_the_files_are_prepared_fails_the_send(tmp_path: Path, monkeypatch) -> None:
     """The connection closes after send_files() began but before the offer exists: the send fails at once with
     TransferInterruptedError instead of leaving a transfer that waits forever for a peer that is gone."""
     import threading
@@ -718,20 +726,20 @@ async def test_a_connection_closing_while_the_files_are_hashed_fails_the_send(tm
 
     source = tmp_path / "a.txt"
     source.write_bytes(b"hello")
-    hashing, release = threading.Event(), threading.Event()
-    real_sha = core.files.transfers._sha256_of
+    preparing, release = threading.Event(), threading.Event()
+    real = core.files.transfers._fingerprint_of
 
-    def slow_sha(path, *args, **kwargs):
-        hashing.set()
+    def slow_fingerprint(path):
+        preparing.set()
         release.wait(10)
-        return real_sha(path, *args, **kwargs)
+        return real(path)
 
-    monkeypatch.setattr(core.files.transfers, "_sha256_of", slow_sha)
+    monkeypatch.setattr(core.files.transfers, "_fingerprint_of", slow_fingerprint)
     pair = MemoryConnectionPair()
     transfers = FileTransfers(pair.a, download_dir=tmp_path / "in")
     try:
         send = asyncio.create_task(transfers.send_files([source]))
-        await asyncio.wait_for(asyncio.to_thread(hashing.wait, 10), 15)
+        await asyncio.wait_for(asyncio.to_thread(preparing.wait, 10), 15)
         await pair.a.disconnect()
         release.set()
         with pytest.raises(TransferInterruptedError):
@@ -743,7 +751,9 @@ async def test_a_connection_closing_while_the_files_are_hashed_fails_the_send(tm
         await pair.close()
 
 
-async def test_reading_the_files_reports_progress_and_stops_when_cancelled(tmp_path: Path, monkeypatch) -> None:
+async def test_preparing_the_files_reports_progress_and_stops_when_cancelled(tmp_path: Path, monkeypatch) -> None:
+    import threading
+
     pair = MemoryConnectionPair()
     try:
         sender = Side(pair.a)
@@ -753,33 +763,64 @@ async def test_reading_the_files_reports_progress_and_stops_when_cancelled(tmp_p
         transfer = await sender.transfers.send_files([tmp_path / "a.bin", tmp_path / "b.bin"],
                                                       on_prepare=lambda done, total: seen.append((done, total)))
         total = 3 * 1024 * 1024 + 5 + 1024
-        assert seen and seen[-1] == (total, total)
-        assert all(t == total for _, t in seen) and [d for d, _ in seen] == sorted(d for d, _ in seen)
+        assert seen == [(3 * 1024 * 1024 + 5, total), (total, total)]
         await transfer.cancel()
 
-        # A big (sparse) file: cancelling while it is read stops the reading thread at its next block.
-        big = tmp_path / "big.bin"
-        with big.open("wb") as f:
-            f.truncate(4 * 1024 * 1024 * 1024)
+        # Many files: cancelling while they are prepared stops the preparing thread before the next file.
+        folder = tmp_path / "many"
+        for i in range(20):
+            random_file(folder / f"f{i:02d}.bin", 100, seed=i)
+        called: list[Path] = []
+        cancelled = threading.Event()
+        real = files_module._fingerprint_of
+
+        def recording(path):
+            called.append(path)
+            if len(called) == 2:
+                cancelled.wait(30)  # the second file is still being read when the send is cancelled
+            return real(path)
+
+        monkeypatch.setattr(files_module, "_fingerprint_of", recording)
         first = asyncio.Event()
-        returned: list[object] = []
-        real = files_module._sha256_of
-
-        def recording(*args, **kwargs):
-            result = real(*args, **kwargs)
-            returned.append(result)
-            return result
-
-        monkeypatch.setattr(files_module, "_sha256_of", recording)
-        task = asyncio.ensure_future(sender.transfers.send_files([big], on_prepare=lambda done, total: first.set()))
+        task = asyncio.ensure_future(sender.transfers.send_files([folder], on_prepare=lambda done, total: first.set()))
         async with asyncio.timeout(30):
             await first.wait()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        async with asyncio.timeout(30):
-            while not returned:
+        cancelled.set()
+        await asyncio.sleep(0.2)  # room for a thread that did not stop to go on (it must not)
+        assert len(called) == 2
+    finally:
+        await pair.close()
+
+
+async def test_a_4_gib_file_is_offered_after_reading_at_most_128_kib_of_it(tmp_path: Path, monkeypatch) -> None:
+    """No hashing before the offer: a 4 GiB (sparse) file's offer reaches the receiver after two small reads, and
+    its first chunk follows the accept; its SHA-256 comes after its last chunk."""
+    read: list[int] = []
+    real = files_module._read_at
+
+    def counting(fd: int, offset: int, size: int) -> bytes:
+        data = real(fd, offset, size)
+        read.append(len(data))
+        return data
+
+    monkeypatch.setattr(files_module, "_read_at", counting)
+    big = tmp_path / "big.bin"
+    with big.open("wb") as f:
+        f.truncate(4 * 1024 * 1024 * 1024)
+    pair = MemoryConnectionPair()
+    try:
+        sender, receiver = Side(pair.a), Side(pair.b)
+        outgoing = await sender.transfers.send_files([big])
+        offer = await receiver.next_offer()
+        assert sum(read) <= 2 * 64 * 1024
+        incoming = await offer.accept(tmp_path / "downloads")
+        async with asyncio.timeout(WAIT):
+            while not incoming.bytes_done:
                 await asyncio.sleep(0.01)
-        assert returned == [None]  # it stopped early instead of reading the 4 GiB to the end
+        assert sum(read) < 64 * 1024 * 1024  # the first chunks went out without reading the file first
+        await outgoing.cancel()
     finally:
         await pair.close()

@@ -23,10 +23,14 @@ from core.files.protocol import (
     Cancel,
     Chunk,
     Decline,
+    Digest,
     FileDone,
     FileEntry,
     Failed,
+    FileHasher,
     Finished,
+    ForeignOffer,
+    HashFile,
     Offer,
     OfferAssembler,
     RateMeter,
@@ -41,6 +45,7 @@ from core.files.protocol import (
     decode_message,
     encode_message,
     encode_offer,
+    fingerprint,
     new_transfer_id,
 )
 
@@ -48,7 +53,11 @@ TID = "0123456789abcdef0123456789abcdef"
 
 
 def entry(path: str, size: int) -> FileEntry:
-    return FileEntry(path=path, size=size, sha256=hashlib.sha256(b"x" * size).hexdigest())
+    return FileEntry(path=path, size=size, fingerprint=fingerprint(size, 0, b"x" * size, b"x" * size))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def frames(actions: list) -> list:
@@ -71,6 +80,7 @@ def of_type(actions: list, cls: type) -> list:
         Verified(id=TID, file=0),
         Cancel(id=TID, kind="disk", message="disk full"),
         Rewind(id=TID, file=1, offset=128),
+        Digest(id=TID, file=4, sha256="ab" * 32),
         Chunk(id=TID, file=2, offset=2**40, data=b"\x00\xffpayload"),
     ],
 )
@@ -114,14 +124,16 @@ def test_single_part_offer() -> None:
         (b"\x04" + json.dumps({"id": TID, "file": "0", "offset": 0}).encode(), "file"),
         (b"\x06" + json.dumps({"id": TID, "kind": "bogus", "message": ""}).encode(), "kind"),
         (b"\x10" + b"\x00" * 5, "chunk header"),
-        (b"\x01" + json.dumps({"v": 1, "id": TID, "chunk_size": 0, "window": 1, "part": 0, "parts": 1,
+        (b"\x01" + json.dumps({"v": 2, "id": TID, "chunk_size": 0, "window": 1, "part": 0, "parts": 1,
                                 "files": []}).encode(), "chunk size"),
-        (b"\x01" + json.dumps({"v": 1, "id": TID, "chunk_size": 10, "window": 1, "part": 0, "parts": 1,
+        (b"\x08" + json.dumps({"id": TID, "file": 0, "sha256": "xyz"}).encode(), "sha-256"),
+        (b"\x08" + json.dumps({"id": TID, "file": 0}).encode(), "sha-256"),
+        (b"\x01" + json.dumps({"v": 2, "id": TID, "chunk_size": 10, "window": 1, "part": 0, "parts": 1,
                                 "files": [["a", -5, "0" * 64]]}).encode(), "size"),
-        (b"\x01" + json.dumps({"v": 1, "id": TID, "chunk_size": 10, "window": 1, "part": 0, "parts": 1,
-                                "files": [["a", 5, "xyz"]]}).encode(), "sha-256"),
-        (b"\x01" + json.dumps({"v": 99, "id": TID, "chunk_size": 10, "window": 1, "part": 0, "parts": 1,
-                                "files": []}).encode(), "version"),
+        (b"\x01" + json.dumps({"v": 2, "id": TID, "chunk_size": 10, "window": 1, "part": 0, "parts": 1,
+                                "files": [["a", 5, "xyz"]]}).encode(), "fingerprint"),
+        (b"\x01" + json.dumps({"v": 1, "id": "nothex", "chunk_size": 10, "window": 1, "part": 0, "parts": 1,
+                                "files": []}).encode(), "transfer id"),
     ],
 )
 def test_malformed_frames_raise_protocol_error(frame: bytes, words: str) -> None:
@@ -155,8 +167,8 @@ def test_offer_with_folders_round_trips_across_parts() -> None:
     assert offer.total_bytes == sum(range(100))  # folders add no bytes
 
 
-def test_an_offer_from_an_older_peer_without_folders_is_read() -> None:
-    body = {"v": 1, "id": TID, "chunk_size": 10, "window": 2, "part": 0, "parts": 1,
+def test_an_offer_without_folders_is_read() -> None:
+    body = {"v": 2, "id": TID, "chunk_size": 10, "window": 2, "part": 0, "parts": 1,
             "files": [["a.txt", 3, "0" * 64]]}
     offer = OfferAssembler().feed(decode_message(b"\x01" + json.dumps(body).encode()))
     assert offer is not None and offer.folders == () and offer.files == (FileEntry("a.txt", 3, "0" * 64),)
@@ -169,7 +181,7 @@ def test_an_offer_of_only_empty_folders_is_valid() -> None:
 
 
 def _offer_body(folders) -> bytes:
-    return b"\x01" + json.dumps({"v": 1, "id": TID, "chunk_size": 10, "window": 1, "part": 0, "parts": 1,
+    return b"\x01" + json.dumps({"v": 2, "id": TID, "chunk_size": 10, "window": 1, "part": 0, "parts": 1,
                                   "files": [["a", 1, "0" * 64]], "folders": folders}).encode()
 
 
@@ -256,9 +268,11 @@ def test_sender_starts_each_file_at_the_offset_the_receiver_already_has() -> Non
 
 def test_sender_finishes_when_every_file_is_verified() -> None:
     sender = make_sender([10, 0], chunk_size=10)
-    sender.handle(Accept(id=TID, offsets=(0, 0)))
+    assert sender.handle(Accept(id=TID, offsets=(0, 0))) == [HashFile(file=1)]  # the empty file's digest
     (read,) = sender.next_reads(10)
     sender.chunk_read(read, b"x" * 10)
+    sender.file_hashed(0, sha(b"x" * 10))
+    sender.file_hashed(1, sha(b""))
     assert sender.handle(Ack(id=TID, file=0, offset=10)) == []
     done = sender.handle(Verified(id=TID, file=0))
     assert of_type(done, FileDone) == [FileDone(file=0)]
@@ -340,6 +354,7 @@ def test_sender_rewinds_when_the_receiver_asks_and_drops_stale_reads() -> None:
         Ack(id=TID, file=5, offset=0),
         Ack(id=TID, file=0, offset=99),  # acknowledges what was never sent
         Verified(id=TID, file=0),  # not complete yet
+        Digest(id=TID, file=0, sha256="0" * 64),  # receivers do not send digests
         Chunk(id=TID, file=0, offset=0, data=b"x"),  # receivers do not send chunks
     ],
 )
@@ -361,12 +376,15 @@ def make_receiver(sizes: list[int], chunk_size: int = 10, window: int = 4) -> Re
     return ReceiveMachine(Offer(id=TID, files=files, chunk_size=chunk_size, window=window))
 
 
-def test_receiver_accept_sends_offsets_and_verifies_empty_and_complete_files_at_once() -> None:
+def test_receiver_accept_sends_offsets_and_verifies_empty_and_complete_files_once_their_digest_comes() -> None:
     receiver = make_receiver([0, 10, 20])
     actions = receiver.accept((0, 10, 5))
     assert frames(actions) == [Accept(id=TID, offsets=(0, 10, 5))]
-    assert of_type(actions, VerifyFile) == [VerifyFile(file=0), VerifyFile(file=1)]
+    assert of_type(actions, VerifyFile) == []  # nothing is verified without the sender's digest
     assert receiver.bytes_done == 15
+    assert receiver.handle(Digest(id=TID, file=0, sha256=sha(b""))) == [VerifyFile(file=0, sha256=sha(b""))]
+    assert receiver.handle(Digest(id=TID, file=1, sha256="1" * 64)) == [VerifyFile(file=1, sha256="1" * 64)]
+    assert receiver.handle(Digest(id=TID, file=2, sha256="2" * 64)) == []  # 15 bytes still to come
 
 
 def test_receiver_writes_in_order_chunks_and_acks_every_half_window() -> None:
@@ -384,7 +402,8 @@ def test_receiver_verifies_after_the_last_byte_and_finishes_after_the_last_file(
     receiver = make_receiver([10])
     receiver.accept((0,))
     (write,) = receiver.handle(Chunk(id=TID, file=0, offset=0, data=b"x" * 10))
-    assert of_type(receiver.chunk_written(write), VerifyFile) == [VerifyFile(file=0)]
+    assert of_type(receiver.chunk_written(write), VerifyFile) == []  # the digest is not here yet
+    assert receiver.handle(Digest(id=TID, file=0, sha256=sha(b"x" * 10))) == [VerifyFile(0, sha(b"x" * 10))]
     actions = receiver.file_verified(0)
     assert frames(actions) == [Verified(id=TID, file=0)]
     assert of_type(actions, Finished) and receiver.finished
@@ -457,6 +476,147 @@ def test_receiver_confirmed_offsets_follow_acks() -> None:
         receiver.chunk_written(receiver.handle(Chunk(id=TID, file=0, offset=offset, data=b"x" * 10))[0])
     assert receiver.confirmed == (20,)  # the ack at 20 went out; 30 is written but not yet acknowledged
     assert receiver.written == (30,)
+
+
+# --- digests after the last chunk, resume, versions --------------------------------------------------------------
+
+
+def test_the_sender_sends_each_files_digest_after_its_last_chunk_and_once() -> None:
+    sender = make_sender([25, 5], chunk_size=10, window=8)
+    assert sender.handle(Accept(id=TID, offsets=(0, 0))) == []
+    sent = []
+    for read in sender.next_reads(10):
+        sent += frames(sender.chunk_read(read, b"x" * read.size))
+        if read.offset + read.size == read_size(sender, read.file):
+            sent += frames(sender.file_hashed(read.file, sha(b"x" * read_size(sender, read.file))))
+    assert [(type(m).__name__, m.file) for m in sent] == [
+        ("Chunk", 0), ("Chunk", 0), ("Chunk", 0), ("Digest", 0), ("Chunk", 1), ("Digest", 1)]
+    assert sent[3].sha256 == sha(b"x" * 25)
+    assert sender.file_hashed(0, sha(b"x" * 25)) == []  # after a rewind the file is read again, not hashed again
+
+
+def read_size(sender: SendMachine, file: int) -> int:
+    return sender.offer.files[file].size
+
+
+def test_a_verified_before_the_digest_was_sent_is_a_protocol_error() -> None:
+    sender = make_sender([10])
+    sender.handle(Accept(id=TID, offsets=(0,)))
+    (read,) = sender.next_reads(10)
+    sender.chunk_read(read, b"x" * 10)
+    sender.handle(Ack(id=TID, file=0, offset=10))
+    (failed,) = of_type(sender.handle(Verified(id=TID, file=0)), Failed)
+    assert isinstance(failed.error, ProtocolError) and "SHA-256" in str(failed.error)
+
+
+def test_the_sender_asks_for_the_digest_of_files_it_has_nothing_left_to_send_of() -> None:
+    sender = make_sender([30, 30, 0], chunk_size=10, window=8)
+    assert sender.handle(Accept(id=TID, offsets=(30, 15, 0))) == [HashFile(file=0), HashFile(file=2)]
+    (digest,) = frames(sender.file_hashed(0, "a" * 64))
+    assert digest == Digest(id=TID, file=0, sha256="a" * 64)
+
+
+@pytest.mark.parametrize("digest_first", [True, False], ids=["digest-first", "digest-last"])
+def test_the_receiver_verifies_once_it_has_every_byte_and_the_digest_in_either_order(digest_first: bool) -> None:
+    receiver = make_receiver([20], chunk_size=10)
+    receiver.accept((0,))
+    digest = Digest(id=TID, file=0, sha256=sha(b"x" * 20))
+    verify = [VerifyFile(file=0, sha256=digest.sha256)]
+    if digest_first:  # a digest may overtake chunks (a rewind sends them again after it)
+        assert receiver.handle(digest) == []
+    receiver.chunk_written(receiver.handle(Chunk(id=TID, file=0, offset=0, data=b"x" * 10))[0])
+    last = receiver.chunk_written(receiver.handle(Chunk(id=TID, file=0, offset=10, data=b"x" * 10))[0])
+    assert of_type(last, VerifyFile) == (verify if digest_first else [])
+    if not digest_first:
+        assert receiver.handle(digest) == verify
+    assert receiver.handle(digest) == []  # the same digest again: nothing more
+
+
+def test_a_resumed_receiver_verifies_against_the_digest_of_the_whole_file() -> None:
+    """The receiver had 15 bytes; the sender hashes those from its disk and the rest as it sends it: the digest
+    that comes is the whole file's, and the receiver compares it with its own prefix plus what it wrote."""
+    data = bytes(range(30))
+    receiver = make_receiver([30], chunk_size=10)
+    assert frames(receiver.accept((15,))) == [Accept(id=TID, offsets=(15,))]
+    hasher = FileHasher(30)
+    assert hasher.gap(15) == (0, 15)
+    hasher.update(0, data[:15])  # the resumed prefix, from disk
+    for offset in (15, 25):
+        chunk = data[offset:offset + 10]
+        hasher.update(offset, chunk)
+        receiver.chunk_written(receiver.handle(Chunk(id=TID, file=0, offset=offset, data=chunk))[0])
+    assert hasher.complete and hasher.hexdigest() == sha(data)
+    assert receiver.handle(Digest(id=TID, file=0, sha256=hasher.hexdigest())) == [VerifyFile(0, sha(data))]
+
+
+def test_the_running_hash_covers_the_whole_file_whatever_the_order_of_reads() -> None:
+    data = bytes(range(256)) * 4
+    hasher = FileHasher(len(data))
+    hasher.update(0, data[:100])
+    hasher.update(50, data[50:300])  # read again after a rewind: only the new bytes count
+    assert hasher.gap(300) is None and hasher.gap(500) == (300, 500)
+    with pytest.raises(ValueError, match="gap"):
+        hasher.update(500, data[500:600])
+    with pytest.raises(ValueError):
+        hasher.hexdigest()
+    hasher.update(300, data[300:])
+    assert hasher.hexdigest() == sha(data)
+    empty = FileHasher(0)
+    assert empty.complete and empty.hexdigest() == sha(b"")
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        Digest(id=TID, file=3, sha256="0" * 64),  # no such file
+    ],
+)
+def test_the_receiver_treats_impossible_digests_as_protocol_errors(message) -> None:
+    receiver = make_receiver([10])
+    assert isinstance(of_type(receiver.handle(message), Failed)[0].error, ProtocolError)  # before accept
+    receiver = make_receiver([10])
+    receiver.accept((0,))
+    assert isinstance(of_type(receiver.handle(message), Failed)[0].error, ProtocolError)
+
+
+def test_two_different_digests_for_one_file_are_a_protocol_error() -> None:
+    receiver = make_receiver([10])
+    receiver.accept((0,))
+    receiver.handle(Digest(id=TID, file=0, sha256="0" * 64))
+    (failed,) = of_type(receiver.handle(Digest(id=TID, file=0, sha256="1" * 64)), Failed)
+    assert isinstance(failed.error, ProtocolError)
+
+
+def test_the_fingerprint_changes_with_size_time_and_both_ends() -> None:
+    base = fingerprint(100, 5, b"head", b"tail")
+    assert len(base) == 64 and base == fingerprint(100, 5, b"head", b"tail")
+    assert len({base, fingerprint(101, 5, b"head", b"tail"), fingerprint(100, 6, b"head", b"tail"),
+                fingerprint(100, 5, b"Head", b"tail"), fingerprint(100, 5, b"head", b"tails"),
+                fingerprint(100, 5, b"headt", b"ail")}) == 6
+
+
+def old_offer(version) -> bytes:
+    """An offer as a peer speaking another version writes it (version 1: [path, size, sha256])."""
+    return b"\x01" + json.dumps({"v": version, "id": TID, "chunk_size": 10, "window": 2, "part": 0, "parts": 1,
+                                  "files": [["a.txt", 3, "0" * 64]]}).encode()
+
+
+def test_an_offer_in_version_1_says_to_update_the_device_that_sent_it() -> None:
+    foreign = decode_message(old_offer(1))
+    assert foreign == ForeignOffer(id=TID, version=1)
+    assert "update peerchat on the other device" in str(foreign.error()).lower()
+    # What the old sender shows: "The other device declined the files (<reason>)."
+    reason = foreign.decline_reason()
+    assert "version 2" in reason and "version 1" in reason and "update peerchat on this device" in reason
+
+
+@pytest.mark.parametrize("version", [3, "2", None], ids=["newer", "text", "missing"])
+def test_an_offer_in_any_other_version_is_declined_saying_which_device_to_update(version) -> None:
+    foreign = decode_message(old_offer(version))
+    assert isinstance(foreign, ForeignOffer)
+    newer = version == 3
+    assert ("update peerchat on this device" in str(foreign.error())) is newer
+    assert ("update peerchat on the other device" in foreign.decline_reason()) is newer
 
 
 # --- rate meter -------------------------------------------------------------------------------------------------
