@@ -15,6 +15,8 @@ Control frames are the type byte followed by a JSON object that always names the
                                                  disk, space, integrity, protocol, interrupted (resumable)
     0x07 REWIND    {"id", "file", "offset"}      a chunk went missing: send again from offset
     0x08 DIGEST    {"id", "file", "sha256"}      the SHA-256 of the whole file, sent after its last chunk
+    0x09 HASHING   {"id", "file", "offset"}      the sender has hashed file[0:offset] from its disk (a resumed
+                                                 prefix): it is still there, however long a huge prefix takes
 
 A chunk is the type byte 0x10, the transfer id as 16 raw bytes, the file index (u32, big-endian), the offset (u64)
 and the payload, so file data crosses WebRTC without any encoding.
@@ -78,6 +80,7 @@ VERIFIED = 0x05
 CANCEL = 0x06
 REWIND = 0x07
 DIGEST = 0x08
+HASHING = 0x09
 CHUNK = 0x10
 
 _CHUNK_HEADER = struct.Struct(">B16sIQ")
@@ -213,6 +216,15 @@ class Digest:
 
 
 @dataclass(frozen=True)
+class Hashing:
+    """The sender hashed file ``file`` up to ``offset`` from its disk before sending more (a resume's prefix)."""
+
+    id: str
+    file: int
+    offset: int
+
+
+@dataclass(frozen=True)
 class ForeignOffer:
     """An offer in another version of this protocol (``version``, as the sender wrote it): declined, saying why."""
 
@@ -245,7 +257,8 @@ class Chunk:
     data: bytes
 
 
-TransferMessage = OfferPart | ForeignOffer | Accept | Decline | Ack | Verified | Cancel | Rewind | Digest | Chunk
+TransferMessage = (OfferPart | ForeignOffer | Accept | Decline | Ack | Verified | Cancel | Rewind | Digest | Hashing
+                   | Chunk)
 
 
 # --- encoding ---------------------------------------------------------------------------------------------------
@@ -274,6 +287,8 @@ def encode_message(message: TransferMessage) -> bytes:
             return _control(REWIND, {"id": tid, "file": file, "offset": offset})
         case Digest(id=tid, file=file, sha256=sha256):
             return _control(DIGEST, {"id": tid, "file": file, "sha256": sha256})
+        case Hashing(id=tid, file=file, offset=offset):
+            return _control(HASHING, {"id": tid, "file": file, "offset": offset})
         case OfferPart():
             return _offer_frame(message.id, message.files, message.chunk_size, message.window, message.part,
                                 message.parts, message.folders)
@@ -362,7 +377,7 @@ def decode_message(frame: bytes) -> TransferMessage:
                                 f"{CHUNK_HEADER_SIZE}.")
         _, raw_id, file, offset = _CHUNK_HEADER.unpack_from(frame)
         return Chunk(id=raw_id.hex(), file=file, offset=offset, data=bytes(frame[CHUNK_HEADER_SIZE:]))
-    if kind not in (OFFER, ACCEPT, DECLINE, ACK, VERIFIED, CANCEL, REWIND, DIGEST):
+    if kind not in (OFFER, ACCEPT, DECLINE, ACK, VERIFIED, CANCEL, REWIND, DIGEST, HASHING):
         raise ProtocolError(f"The other device sent an unknown frame type 0x{kind:02x}.")
     try:
         body = json.loads(bytes(frame[1:]).decode())
@@ -405,6 +420,8 @@ def decode_message(frame: bytes) -> TransferMessage:
             raise ProtocolError(f"The other device sent a bad SHA-256 for file {file}: {sha256!r:.80}.")
         return Digest(id=tid, file=file, sha256=sha256)
     offset = _int(body, "offset", 0, MAX_FILE_SIZE)
+    if kind == HASHING:
+        return Hashing(id=tid, file=file, offset=offset)
     return Ack(id=tid, file=file, offset=offset) if kind == ACK else Rewind(id=tid, file=file, offset=offset)
 
 
@@ -657,6 +674,13 @@ class SendMachine(_Machine):
         self._sent[read.file] = max(self._sent[read.file], read.offset + read.size)
         return [SendMessage(encode_message(Chunk(id=self.id, file=read.file, offset=read.offset, data=data)))]
 
+    def hashing(self, file: int, offset: int) -> list[Action]:
+        """The I/O hashed file ``file`` up to ``offset`` from disk (a long resumed prefix, in steps): tell the
+        receiver, whose idle time-out would otherwise end a transfer through which nothing arrives meanwhile."""
+        if self.ended:
+            return []
+        return [SendMessage(encode_message(Hashing(id=self.id, file=file, offset=offset)))]
+
     def file_hashed(self, file: int, sha256: str) -> list[Action]:
         """The SHA-256 (hex) of all of file ``file``, hashed while its chunks were read (and, after a resume, the part
         the receiver had, from disk first) or for a :class:`HashFile`: returns the DIGEST frame, once per file.
@@ -822,6 +846,10 @@ class ReceiveMachine(_Machine):
                     return []
                 self._digests[file] = sha256
                 return self._maybe_verify(file)
+            case Hashing(file=file, offset=offset) if self.accepted:
+                if file >= len(files) or offset > files[file].size:
+                    return self._protocol(f"it said it hashed file {file} up to {offset}, which does not fit the offer")
+                return []  # the sender is busy, not gone
         return self._protocol(f"a {type(message).__name__} message is not expected by the receiver now")
 
     def chunk_written(self, write: WriteChunk) -> list[Action]:
@@ -936,7 +964,7 @@ class RateMeter:
 __all__ = [
     "CHUNK_HEADER_SIZE", "FINGERPRINT_BLOCK", "PROTOCOL_VERSION", "Accept", "Ack", "Action", "Cancel", "CancelKind",
     "Chunk", "Decline", "Digest", "Failed", "FileDone", "FileEntry", "FileHasher", "Finished", "ForeignOffer",
-    "HashFile", "TransferMessage", "Offer", "OfferAssembler", "OfferPart", "RateMeter", "ReadChunk", "ReceiveMachine",
+    "HashFile", "Hashing", "TransferMessage", "Offer", "OfferAssembler", "OfferPart", "RateMeter", "ReadChunk", "ReceiveMachine",
     "Rewind", "SendMessage", "SendMachine", "TransferError", "Verified", "VerifyFile", "WriteChunk", "decode_message",
     "encode_message", "encode_offer", "fingerprint", "new_transfer_id",
 ]

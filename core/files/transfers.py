@@ -369,6 +369,11 @@ class _SourceChanged(Exception):
     """The file's size or modification time is not what was offered."""
 
 
+# A resumed prefix (or a whole file the receiver already has) is hashed from disk in steps of this many bytes, each
+# followed by a HASHING note, so that the receiver's idle time-out never ends a transfer that is busy hashing.
+_HASH_STEP = 256 * 1024 * 1024
+
+
 def _hash_range(fd: int, hasher: FileHasher, end: int, stopped: Callable[[], bool]) -> None:
     """Hash the file from ``hasher.hashed`` to ``end`` from disk, 1 MiB at a time (a resumed prefix, an empty file
     or one the receiver already has whole). Raises _Stopped once ``stopped()``, _SourceChanged if the file is short."""
@@ -591,6 +596,9 @@ class _SourceFile:
                             stopped: Callable[[], bool]) -> tuple[bytes, str | None]:
         return await asyncio.to_thread(_read_and_hash, self._fd, hasher, stamp, offset, size, stopped)
 
+    async def hash_up_to(self, hasher: FileHasher, end: int, stopped: Callable[[], bool]) -> None:
+        await asyncio.to_thread(_hash_range, self._fd, hasher, end, stopped)
+
     async def close(self) -> None:
         os.close(self._fd)
 
@@ -779,6 +787,7 @@ class _Sending(Transfer):
             handle = handles.get(read.file)
             if handle is None:
                 handle = handles[read.file] = _SourceFile(await asyncio.to_thread(_open_regular, path))
+            await self._hash_gap(handle, read.file, read.offset)
             result = await handle.read_and_hash(self._hashers[read.file], self._stamps[read.file], read.offset,
                                                 read.size, self._stopped)
             if read.offset + read.size >= self.offer.files[read.file].size:
@@ -793,16 +802,24 @@ class _Sending(Transfer):
             self._apply_sync(self._machine.fail(_disk_error("reading", path, exc)))
             return None
 
+    async def _hash_gap(self, handle: _SourceFile, file: int, end: int) -> None:
+        """Hash file ``file`` from disk up to ``end`` (a resumed prefix) in steps, telling the receiver after each."""
+        hasher = self._hashers[file]
+        while end - hasher.hashed > _HASH_STEP and not self._machine.ended:
+            await handle.hash_up_to(hasher, hasher.hashed + _HASH_STEP, self._stopped)
+            self._apply_sync(self._machine.hashing(file, hasher.hashed))
+
     async def _hash_whole(self, file: int) -> None:
         """The digest of a file with nothing left to send: empty, or the receiver has all of it (a resume)."""
         path = self._sources[file]
         try:
-            fd = await asyncio.to_thread(_open_regular, path)
+            handle = _SourceFile(await asyncio.to_thread(_open_regular, path))
             try:
-                digest = await asyncio.to_thread(_hash_whole, fd, self._hashers[file], self._stamps[file],
+                await self._hash_gap(handle, file, self.offer.files[file].size)
+                digest = await asyncio.to_thread(_hash_whole, handle._fd, self._hashers[file], self._stamps[file],
                                                  self._stopped)
             finally:
-                os.close(fd)
+                await handle.close()
         except _Stopped:
             return
         except _SourceChanged:

@@ -19,7 +19,8 @@ import pytest
 
 from core import events as ev
 from core.errors import IntegrityError, ProtocolError, TransferDeclinedError, TransferInterruptedError
-from core.files.protocol import CHUNK, DIGEST, PROTOCOL_VERSION, Decline, ForeignOffer, OfferPart, decode_message
+from core.files import transfers as files_module
+from core.files.protocol import CHUNK, DIGEST, HASHING, PROTOCOL_VERSION, Decline, ForeignOffer, OfferPart, decode_message
 
 try:
     from .memory_connection import MemoryConnectionPair
@@ -130,10 +131,14 @@ async def interrupt(link: LinkFactory, tmp_path: Path, source: Path) -> tuple[st
     return outgoing.id, kept, downloads
 
 
-async def test_a_resumed_transfer_ends_verified_and_byte_identical(link: LinkFactory, tmp_path: Path) -> None:
+async def test_a_resumed_transfer_ends_verified_and_byte_identical(link: LinkFactory, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     size = 3 * MB
     source = random_file(tmp_path / "out" / "movie.bin", size)
     tid, kept, downloads = await interrupt(link, tmp_path, source)
+    # The sender hashes the part the receiver has from its disk, in steps, each announced (a huge prefix takes
+    # longer than the receiver's idle time-out): small steps here.
+    monkeypatch.setattr(files_module, "_HASH_STEP", 256 * 1024)
     a, b = await link()
     frames = record_sent_frames(a)
     sender, receiver = Side(a, **SMALL), Side(b, downloads, **SMALL)
@@ -145,6 +150,10 @@ async def test_a_resumed_transfer_ends_verified_and_byte_identical(link: LinkFac
     assert again.resumed_bytes == kept and again.bytes_sent == size - kept  # only the rest crossed the link
     (digest,) = [decode_message(f) for f in frames if f[0] == DIGEST]
     assert digest.sha256 == sha(source)  # of the whole file: the sender hashed the part it did not send
+    notes = [decode_message(f).offset for f in frames if f[0] == HASHING]
+    assert notes == [256 * 1024 * (i + 1) for i in range(len(notes))] and len(notes) >= 3 and notes[-1] < kept
+    first_chunk = [f[0] for f in frames].index(CHUNK)
+    assert all(f[0] != HASHING for f in frames[first_chunk:])  # the prefix was hashed before the first chunk
     assert leftovers(downloads) == []
 
 

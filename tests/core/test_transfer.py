@@ -31,6 +31,7 @@ from core.files.protocol import (
     Finished,
     ForeignOffer,
     HashFile,
+    Hashing,
     Offer,
     OfferAssembler,
     RateMeter,
@@ -81,6 +82,7 @@ def of_type(actions: list, cls: type) -> list:
         Cancel(id=TID, kind="disk", message="disk full"),
         Rewind(id=TID, file=1, offset=128),
         Digest(id=TID, file=4, sha256="ab" * 32),
+        Hashing(id=TID, file=4, offset=2**33),
         Chunk(id=TID, file=2, offset=2**40, data=b"\x00\xffpayload"),
     ],
 )
@@ -577,6 +579,18 @@ def test_the_receiver_treats_impossible_digests_as_protocol_errors(message) -> N
     receiver = make_receiver([10])
     receiver.accept((0,))
     assert isinstance(of_type(receiver.handle(message), Failed)[0].error, ProtocolError)
+
+
+def test_the_sender_tells_the_receiver_it_is_hashing_a_long_prefix_and_the_receiver_waits() -> None:
+    sender = make_sender([100])
+    sender.handle(Accept(id=TID, offsets=(60,)))
+    (note,) = frames(sender.hashing(0, 40))
+    assert note == Hashing(id=TID, file=0, offset=40)
+    receiver = make_receiver([100])
+    receiver.accept((60,))
+    assert receiver.handle(note) == []
+    (failed,) = of_type(receiver.handle(Hashing(id=TID, file=0, offset=101)), Failed)  # past the end of the file
+    assert isinstance(failed.error, ProtocolError)
 
 
 def test_two_different_digests_for_one_file_are_a_protocol_error() -> None:
