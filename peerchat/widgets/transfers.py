@@ -21,7 +21,7 @@ class TransferRow(Vertical):
         self.file_name = name
         self.total = total
         self.outgoing = outgoing
-        self.preparing = preparing  # still reading the files (SHA-256) before the offer: the bar is indeterminate
+        self.preparing = preparing  # still looking at the files before the offer: the bar is indeterminate
         self.finished = False
         self.worker: Any = None  # the task preparing the offer (cancelling it cancels the transfer)
         self.source: str | None = None  # the paths this device sent
@@ -30,23 +30,24 @@ class TransferRow(Vertical):
         arrow = "↑" if self.outgoing else "↓"
         with Horizontal(classes="transfer-head"):
             yield Label(Text.assemble((arrow, "bold"), " ", shown(self.file_name)), classes="transfer-name")
-            stats = "preparing (computing SHA-256)… Ctrl+X cancels" if self.preparing else \
+            stats = "preparing the offer… Ctrl+X cancels" if self.preparing else \
                 f"{format_bytes(self.total)} · waiting"
             yield Label(stats, classes="transfer-stats")
         yield ProgressBar(total=None if self.preparing else max(self.total, 1), show_eta=False,
                           classes="transfer-bar")
 
     def preparing_progress(self, done: int, total: int) -> None:
-        """How much of the files is read (their SHA-256) before the offer."""
+        """How much of the files is looked at before the offer (each file's size, time and first and last 64 KiB:
+        quick, but thousands of files take a moment). Nothing is hashed first: that happens while they are sent."""
         if self.finished or not self.preparing:
             return
         self.query_one(ProgressBar).update(total=max(total, 1), progress=done)
         percent = 100 * done / total if total else 100.0
         self.query_one(".transfer-stats", Label).update(
-            f"preparing: {percent:.0f}% of {format_bytes(total)} read (SHA-256) · Ctrl+X cancels")
+            f"preparing the offer: {percent:.0f}% of {format_bytes(total)} · Ctrl+X cancels")
 
     def ready(self, key: str, name: str, total: int) -> None:
-        """The files are read and offered: this row is now transfer ``key`` of ``total`` bytes."""
+        """The files are offered: this row is now transfer ``key`` of ``total`` bytes."""
         self.key, self.file_name, self.total, self.preparing, self.worker = key, name, total, False, None
         arrow = "↑" if self.outgoing else "↓"
         self.query_one(".transfer-name", Label).update(Text.assemble((arrow, "bold"), " ", shown(name)))

@@ -172,14 +172,16 @@ async def test_a_narrow_terminal_leaves_the_ids_out_of_the_device_list(make_mana
         assert devices.selected_peer is not None and devices.selected_peer.id == "desktop-id"
 
 
-async def test_a_transfer_can_be_cancelled_while_its_file_is_read(make_manager, tmp_path):
+async def test_a_huge_file_is_offered_at_once_and_can_be_cancelled(make_manager, tmp_path):
+    """Nothing is hashed before the offer: an 8 GiB file is offered as soon as it is chosen (its SHA-256 is taken
+    while it is sent), and Ctrl+X cancels the transfer on both devices."""
     laptop = await make_manager("laptop")
     desktop = await make_manager("desktop")
     remote = []
     desktop.events.on(INCOMING_CONNECTION, lambda e: remote.append(open_session(e.connection, tmp_path / "dl")))
     big = tmp_path / "huge.img"
     with big.open("wb") as f:
-        f.truncate(8 * 1024 * 1024 * 1024)  # sparse: reading all of it would take a long while
+        f.truncate(8 * 1024 * 1024 * 1024)  # sparse: hashing all of it first would take a long while
     app = create_app(settings_for("laptop", tmp_path), manager=laptop)
     async with app.run_test(size=(120, 36)) as pilot:
         await wait_until(lambda: rows(app), pilot, what="the desktop in the list")
@@ -190,10 +192,13 @@ async def test_a_transfer_can_be_cancelled_while_its_file_is_read(make_manager, 
         await pilot.press("enter")
         row = await wait_until(lambda: next(iter(view.query(TransferRow)), None), pilot, what="the row")
         stats = row.query_one(".transfer-stats")
-        await wait_until(lambda: "% of 8.0 GiB read (SHA-256)" in str(stats.render()), pilot,
-                         what="the reading progress")
+        await wait_until(lambda: remote and remote[0].transfers.transfers, pilot, what="the offer on the desktop")
+        await wait_until(lambda: not row.preparing, pilot, what="the row to show the offer")
+        assert "8.0 GiB" in str(stats.render()) and "SHA-256" not in str(stats.render())
+        (incoming,) = remote[0].transfers.transfers.values()
         await pilot.press("ctrl+x")
         await wait_until(lambda: row.finished, pilot, what="the row to end")
-        assert "cancelled while preparing" in str(stats.render())
-        assert in_log("Cancelled sending huge.img.", view.query_one(RichLog))
-        assert remote[0].transfers.transfers == {}  # nothing was ever offered
+        assert "failed" in str(stats.render())
+        assert in_log("huge.img", view.query_one(RichLog))
+        await wait_until(lambda: incoming.state.value == "failed", pilot, what="the desktop to hear of the cancel")
+        assert isinstance(incoming.error, TransferCancelledError)
