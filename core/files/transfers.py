@@ -592,12 +592,18 @@ class _SourceFile:
     def __init__(self, fd: int) -> None:
         self._fd = fd
 
+    async def read(self, offset: int, size: int) -> bytes:
+        return await asyncio.to_thread(_read_at, self._fd, offset, size)
+
     async def read_and_hash(self, hasher: FileHasher, stamp: tuple[int, int], offset: int, size: int,
                             stopped: Callable[[], bool]) -> tuple[bytes, str | None]:
         return await asyncio.to_thread(_read_and_hash, self._fd, hasher, stamp, offset, size, stopped)
 
     async def hash_up_to(self, hasher: FileHasher, end: int, stopped: Callable[[], bool]) -> None:
         await asyncio.to_thread(_hash_range, self._fd, hasher, end, stopped)
+
+    async def hash_to_end(self, hasher: FileHasher, stamp: tuple[int, int], stopped: Callable[[], bool]) -> str:
+        return await asyncio.to_thread(_hash_whole, self._fd, hasher, stamp, stopped)
 
     async def close(self) -> None:
         os.close(self._fd)
@@ -735,8 +741,21 @@ class _Sending(Transfer):
                  stamps: list[tuple[int, int]]) -> None:
         super().__init__(owner, machine, sources)
         self._stamps = stamps  # (size, modification time in ns) of each file when it was offered
-        self._hashers = [FileHasher(f.size) for f in machine.offer.files]
+        # The running hash of each file being read, made on its first read and dropped with its digest (an offer may
+        # hold a million files); a file read again after a rewind, once its digest was sent, is not hashed again.
+        self._hashers: dict[int, FileHasher] = {}
+        self._digested: set[int] = set()
         self._to_hash: deque[int] = deque()  # files to hash whole (HashFile)
+
+    def _hasher(self, file: int) -> FileHasher:
+        hasher = self._hashers.get(file)
+        if hasher is None:
+            hasher = self._hashers[file] = FileHasher(self.offer.files[file].size)
+        return hasher
+
+    def _digest_taken(self, file: int) -> None:
+        self._hashers.pop(file, None)
+        self._digested.add(file)
 
     def _stopped(self) -> bool:
         """Whether the transfer ended (read from the worker threads that hash, to stop early)."""
@@ -761,7 +780,8 @@ class _Sending(Transfer):
                         break
                     data, digest = result
                     self._apply_sync(self._machine.chunk_read(read, data))
-                    if digest is not None:
+                    if digest is not None and read.file not in self._digested:
+                        self._digest_taken(read.file)
                         self._apply_sync(self._machine.file_hashed(read.file, digest))
                 if self._machine.ended:
                     break
@@ -787,9 +807,12 @@ class _Sending(Transfer):
             handle = handles.get(read.file)
             if handle is None:
                 handle = handles[read.file] = _SourceFile(await asyncio.to_thread(_open_regular, path))
-            await self._hash_gap(handle, read.file, read.offset)
-            result = await handle.read_and_hash(self._hashers[read.file], self._stamps[read.file], read.offset,
-                                                read.size, self._stopped)
+            if read.file in self._digested:  # read again after a rewind: its digest was sent already
+                result = (await handle.read(read.offset, read.size), None)
+            else:
+                await self._hash_gap(handle, read.file, read.offset)
+                result = await handle.read_and_hash(self._hasher(read.file), self._stamps[read.file], read.offset,
+                                                    read.size, self._stopped)
             if read.offset + read.size >= self.offer.files[read.file].size:
                 await handles.pop(read.file).close()
             return result
@@ -804,7 +827,7 @@ class _Sending(Transfer):
 
     async def _hash_gap(self, handle: _SourceFile, file: int, end: int) -> None:
         """Hash file ``file`` from disk up to ``end`` (a resumed prefix) in steps, telling the receiver after each."""
-        hasher = self._hashers[file]
+        hasher = self._hasher(file)
         while end - hasher.hashed > _HASH_STEP and not self._machine.ended:
             await handle.hash_up_to(hasher, hasher.hashed + _HASH_STEP, self._stopped)
             self._apply_sync(self._machine.hashing(file, hasher.hashed))
@@ -816,8 +839,7 @@ class _Sending(Transfer):
             handle = _SourceFile(await asyncio.to_thread(_open_regular, path))
             try:
                 await self._hash_gap(handle, file, self.offer.files[file].size)
-                digest = await asyncio.to_thread(_hash_whole, handle._fd, self._hashers[file], self._stamps[file],
-                                                 self._stopped)
+                digest = await handle.hash_to_end(self._hasher(file), self._stamps[file], self._stopped)
             finally:
                 await handle.close()
         except _Stopped:
@@ -828,6 +850,7 @@ class _Sending(Transfer):
         except OSError as exc:
             self._apply_sync(self._machine.fail(_disk_error("reading", path, exc)))
             return
+        self._digest_taken(file)
         self._apply_sync(self._machine.file_hashed(file, digest))
 
 

@@ -20,7 +20,8 @@ import pytest
 from core import events as ev
 from core.errors import IntegrityError, ProtocolError, TransferDeclinedError, TransferInterruptedError
 from core.files import transfers as files_module
-from core.files.protocol import CHUNK, DIGEST, HASHING, PROTOCOL_VERSION, Decline, ForeignOffer, OfferPart, decode_message
+from core.files.protocol import (CHUNK, DIGEST, HASHING, PROTOCOL_VERSION, Accept, Ack, Chunk, Decline, Digest,
+                                 ForeignOffer, OfferPart, Rewind, Verified, decode_message)
 
 try:
     from .memory_connection import MemoryConnectionPair
@@ -216,5 +217,38 @@ async def test_a_sender_whose_offer_is_declined_for_its_version_fails_at_once_sa
         await newer.send(Decline(id=offer.id, reason=reason))
         with pytest.raises(TransferDeclinedError, match="update peerchat on this device"):
             await asyncio.wait_for(outgoing.wait(), WAIT)
+    finally:
+        await pair.close()
+
+
+async def test_chunks_sent_again_after_a_rewind_are_not_hashed_again_and_the_digest_is_sent_once(
+        tmp_path: Path) -> None:
+    """A receiver (scripted) asks to rewind after the digest came: the chunks come again, the digest does not."""
+    pair = MemoryConnectionPair()
+    try:
+        source = random_file(tmp_path / "x.bin", 5000)
+        sender = Side(pair.a, chunk_size=1024, window=8)
+        peer = ScriptedPeer(pair.b)
+        outgoing = await sender.transfers.send_files([source])
+        offer = await peer.expect(OfferPart)
+        await peer.send(Accept(id=offer.id, offsets=(0,)))
+        digest = await peer.expect(Digest)
+        assert digest.sha256 == sha(source)
+        await peer.send(Rewind(id=offer.id, file=0, offset=2048))
+        again, others = [], []
+        while len(again) < 3:
+            message = await asyncio.wait_for(peer.received.get(), WAIT)
+            (again if isinstance(message, Chunk) else others).append(message)
+        assert others == []  # no second digest among the chunks sent again
+        assert [c.offset for c in again] == [2048, 3072, 4096]
+        assert b"".join(c.data for c in again) == source.read_bytes()[2048:]
+        await peer.send(Ack(id=offer.id, file=0, offset=5000))
+        await peer.send(Verified(id=offer.id, file=0))
+        await asyncio.wait_for(outgoing.wait(), WAIT)
+        await asyncio.sleep(0)
+        leftover = []
+        while not peer.received.empty():
+            leftover.append(peer.received.get_nowait())
+        assert not any(isinstance(m, Digest) for m in leftover)
     finally:
         await pair.close()
