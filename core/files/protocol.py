@@ -21,15 +21,15 @@ Control frames are the type byte followed by a JSON object that always names the
 A chunk is the type byte 0x10, the transfer id as 16 raw bytes, the file index (u32, big-endian), the offset (u64)
 and the payload, so file data crosses WebRTC without any encoding.
 
-No byte waits for a hash. The offer names each file by a *fingerprint* (:func:`fingerprint_of`: the SHA-256 of its
+No byte waits for a hash. The offer names each file by a *fingerprint* (:func:`fingerprint`: the SHA-256 of its
 size, modification time and first and last 64 KiB, two small reads whatever the size), which only serves to find a
 partial file to resume; the sender hashes each file while it reads the chunks and sends its SHA-256 in a DIGEST
 frame after the last one. The receiver hashes what it writes (after a resume, the part it already had first), and a
 file gets its final name only when the two digests match. A sender that resumes at offset N hashes [0, N) from its
 disk first, so a resumed file is verified whole, and a file changed under the same fingerprint fails integrity.
 
-Version 2 (this one) replaced version 1's SHA-256 in the offer by the fingerprint and added DIGEST. A receiver
-declines an offer of any other version with a reason saying which device to update, so the sender fails at once
+Version 2 (this one) replaced version 1's SHA-256 in the offer by the fingerprint and added DIGEST and HASHING. A
+receiver declines an offer of any other version with a reason saying which device to update, so the sender fails at once
 instead of waiting for an answer; a version 1 receiver cannot read a version 2 offer and reports a protocol error
 saying to update peerchat, without answering.
 
