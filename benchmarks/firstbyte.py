@@ -212,7 +212,8 @@ async def parent(args: argparse.Namespace) -> None:
                 line = (f"  round {len(rounds)}: offer {result['offer'] * 1000:7.1f} ms   first chunk "
                         f"{result['first_chunk'] * 1000:7.1f} ms   first ack {result['first_ack'] * 1000:7.1f} ms")
                 if result["complete"]:
-                    line += f"   whole file verified after {result['end']:.1f} s ({gib * 1024 / result['end']:.0f} MiB/s)"
+                    line += (f"   whole file verified after {result['end']:.1f} s "
+                             f"({gib * 1024 / result['end']:.0f} MiB/s)")
                 print(line)
             first = statistics.median(r["first_chunk"] for r in rounds)
             hashed = statistics.median(hashing)

@@ -29,9 +29,9 @@ file gets its final name only when the two digests match. A sender that resumes 
 disk first, so a resumed file is verified whole, and a file changed under the same fingerprint fails integrity.
 
 Version 2 (this one) replaced version 1's SHA-256 in the offer by the fingerprint and added DIGEST and HASHING. A
-receiver declines an offer of any other version with a reason saying which device to update, so the sender fails at once
-instead of waiting for an answer; a version 1 receiver cannot read a version 2 offer and reports a protocol error
-saying to update peerchat, without answering.
+receiver declines an offer of any other version with a reason saying which device to update, so the sender fails
+at once instead of waiting for an answer; a version 1 receiver cannot read a version 2 offer and reports a protocol
+error saying to update peerchat, without answering.
 
 An offer too large for one frame (thousands of files) is split into ``parts`` frames that arrive in order. An offer
 holds at least one file or folder; an offer of only (empty) folders ends as soon as it is accepted.
@@ -964,7 +964,7 @@ class RateMeter:
 __all__ = [
     "CHUNK_HEADER_SIZE", "FINGERPRINT_BLOCK", "PROTOCOL_VERSION", "Accept", "Ack", "Action", "Cancel", "CancelKind",
     "Chunk", "Decline", "Digest", "Failed", "FileDone", "FileEntry", "FileHasher", "Finished", "ForeignOffer",
-    "HashFile", "Hashing", "TransferMessage", "Offer", "OfferAssembler", "OfferPart", "RateMeter", "ReadChunk", "ReceiveMachine",
-    "Rewind", "SendMessage", "SendMachine", "TransferError", "Verified", "VerifyFile", "WriteChunk", "decode_message",
-    "encode_message", "encode_offer", "fingerprint", "new_transfer_id",
+    "HashFile", "Hashing", "TransferMessage", "Offer", "OfferAssembler", "OfferPart", "RateMeter", "ReadChunk",
+    "ReceiveMachine", "Rewind", "SendMessage", "SendMachine", "TransferError", "Verified", "VerifyFile", "WriteChunk",
+    "decode_message", "encode_message", "encode_offer", "fingerprint", "new_transfer_id",
 ]

@@ -2,10 +2,11 @@
 :class:`IncomingOffer`, and the file-system side (safe names, .part files, resume state, free space).
 
 ``FileTransfers(connection, download_dir=...)`` owns every ``binary`` message of the connection
-(``core.files.protocol`` describes the protocol); strings stay free for chat. ``await transfers.send_files(paths)`` offers files
-and folders and returns a :class:`Transfer`; the other side gets an ``incoming_transfer`` event whose offer it
-accepts or declines. Both sides get ``transfer_progress``, ``transfer_file_done``, ``transfer_finished`` and
-``transfer_failed`` events (see ``core.events``) and can ``await transfer.wait()`` or ``await transfer.cancel()``.
+(``core.files.protocol`` describes the protocol); strings stay free for chat. ``await transfers.send_files(paths)``
+offers files and folders and returns a :class:`Transfer`; the other side gets an ``incoming_transfer`` event whose
+offer it accepts or declines. Both sides get ``transfer_progress``, ``transfer_file_done``, ``transfer_finished``
+and ``transfer_failed`` events (see ``core.events``) and can ``await transfer.wait()`` or ``await
+transfer.cancel()``.
 
 On the wire, each chunk is one ``send_bytes`` message of at most one relay frame (``max_frame_bytes``: 48 KiB,
 whose base64 is the 64 KiB the relay's rules allow), on either link: a frame first written over WebRTC can be
@@ -17,18 +18,19 @@ Nothing is hashed before the offer: it names each file by its fingerprint (size,
 64 KiB: two small reads), so the first chunk leaves as soon as the offer is accepted, whatever the size. The sender
 hashes each file in the same worker-thread call that reads its chunks, and sends the SHA-256 after the last one;
 before that it checks that the file's size and modification time are still those it offered (a file written to
-while it was sent fails integrity, on both sides). After a resume at offset N it hashes [0, N) from its disk first.
+while it was sent fails integrity, on both sides).
 
 On disk, the receiver creates ``<name>.part`` (exclusively: never over an existing file), hashes while it writes,
 and renames it to ``<name>`` only when its SHA-256 matches the sender's. Once data arrived, a small record,
 ``.peerchat-<id>.transfer``, holds the offer id, each file's fingerprint, the offset confirmed to the sender, and
 which ``.part`` file the transfer created (its device and inode). When the same files are offered again, on this
 connection or a new one (same transfer id, or the same fingerprint and size), the receiver hashes what it has and
-answers with those offsets, and the sender continues there. A record is honoured only for the ``.part`` file it names that is still the one
-its transfer created; received names can never be mistaken for the receiver's own files (``.peerchat-...``,
-``.part`` and ``.tmp`` names are renamed on arrival); records older than ``ManagerOptions.resume_max_age`` are
-swept with the partial files they created (when ``FileTransfers`` starts on a download folder, and before each
-accept).
+answers with those offsets, and the sender continues there (hashing [0, N) from its disk in steps of 256 MiB, each
+announced by a HASHING note so the receiver's idle time-out does not fire). A record is honoured only for the
+``.part`` file it names that is still the one its transfer created; received names can never be mistaken for the
+receiver's own files (``.peerchat-...``, ``.part`` and ``.tmp`` names are renamed on arrival); records older than
+``ManagerOptions.resume_max_age`` are swept with the partial files they created (when ``FileTransfers`` starts on a
+download folder, and before each accept).
 
 A hostile or broken sender is bounded (``ManagerOptions``): at most ``max_pending_offers`` offers being received
 or waiting for an answer (one more is declined, saying why), an offer whose parts stop coming is dropped after
@@ -1454,7 +1456,8 @@ class FileTransfers:
         tid = transfer_id or new_transfer_id()
         if tid in self.transfers and not self.transfers[tid]._machine.ended:
             raise ValueError(f"transfer {tid} is already running")
-        files = tuple(FileEntry(path=rel, size=size, fingerprint=key) for (_, rel), (key, size, _) in zip(found, prints))
+        files = tuple(FileEntry(path=rel, size=size, fingerprint=key)
+                      for (_, rel), (key, size, _) in zip(found, prints))
         offer = Offer(id=tid, files=files, chunk_size=self._offered_chunk_size(), window=self._window(),
                       folders=tuple(tree.folders))
         frames = encode_offer(offer, max_frame=max_frame_bytes(self.connection, self.options))
