@@ -771,20 +771,19 @@ async def test_preparing_the_files_reports_progress_and_stops_when_cancelled(tmp
         for i in range(20):
             random_file(folder / f"f{i:02d}.bin", 100, seed=i)
         called: list[Path] = []
-        cancelled = threading.Event()
+        second, cancelled = threading.Event(), threading.Event()
         real = files_module._fingerprint_of
 
         def recording(path):
             called.append(path)
             if len(called) == 2:
+                second.set()
                 cancelled.wait(30)  # the second file is still being read when the send is cancelled
             return real(path)
 
         monkeypatch.setattr(files_module, "_fingerprint_of", recording)
-        first = asyncio.Event()
-        task = asyncio.ensure_future(sender.transfers.send_files([folder], on_prepare=lambda done, total: first.set()))
-        async with asyncio.timeout(30):
-            await first.wait()
+        task = asyncio.ensure_future(sender.transfers.send_files([folder]))
+        assert await asyncio.wait_for(asyncio.to_thread(second.wait, 30), 40)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
