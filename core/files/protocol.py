@@ -254,7 +254,7 @@ class Chunk:
     id: str
     file: int
     offset: int
-    data: bytes
+    data: bytes | memoryview  # a received chunk is a view into its frame: the payload is never copied
 
 
 TransferMessage = (OfferPart | ForeignOffer | Accept | Decline | Ack | Verified | Cancel | Rewind | Digest | Hashing
@@ -376,7 +376,7 @@ def decode_message(frame: bytes) -> TransferMessage:
             raise ProtocolError(f"The other device sent a chunk header of {len(frame)} bytes; it must have "
                                 f"{CHUNK_HEADER_SIZE}.")
         _, raw_id, file, offset = _CHUNK_HEADER.unpack_from(frame)
-        return Chunk(id=raw_id.hex(), file=file, offset=offset, data=bytes(frame[CHUNK_HEADER_SIZE:]))
+        return Chunk(id=raw_id.hex(), file=file, offset=offset, data=memoryview(frame)[CHUNK_HEADER_SIZE:])
     if kind not in (OFFER, ACCEPT, DECLINE, ACK, VERIFIED, CANCEL, REWIND, DIGEST, HASHING):
         raise ProtocolError(f"The other device sent an unknown frame type 0x{kind:02x}.")
     try:

@@ -566,7 +566,7 @@ class _PartFile:
     def __init__(self, file: Any) -> None:
         self._file = file
 
-    async def write_and_hash(self, data: bytes, digest: Any) -> None:
+    async def write_and_hash(self, data: bytes | memoryview, digest: Any) -> None:
         await asyncio.to_thread(_write_and_hash, self._file, data, digest)
 
     async def flush(self) -> None:
@@ -576,7 +576,7 @@ class _PartFile:
         await asyncio.to_thread(self._file.close)
 
 
-def _write_and_hash(file: Any, data: bytes, digest: Any) -> None:
+def _write_and_hash(file: Any, data: bytes | memoryview, digest: Any) -> None:
     file.write(data)
     digest.update(data)
 
