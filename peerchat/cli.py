@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from emulator.__main__ import add_arguments as add_emulator_arguments
-from peerchat.commands import register as register_commands
+from peerchat.commandline import register as register_commands
 from peerchat.config import add_settings_arguments
 
 PROG = "peerchat emulator"

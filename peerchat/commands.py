@@ -69,7 +69,8 @@ from core.events import (
 )
 
 from .backend import Backend, RelayGoneError, describe_error
-from .config import ConfigError, Settings, add_settings_arguments, settings_from_args
+from .commandline import command_main, register  # noqa: F401  (register: the parsers live apart, for a fast --help)
+from .config import ConfigError, Settings, settings_from_args
 from .models import (
     describe_close,
     describe_link,
@@ -122,49 +123,13 @@ def escape_line(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
-def register(subparsers: Any) -> None:
-    """Add ``peers``, ``send`` and ``receive`` to an argparse subparsers object."""
-    epilog = "exit codes: 0 ok, 1 unexpected error, 2 bad usage, 3 device not online, 4 relay unreachable, " \
-             "5 timed out, 6 declined/failed/closed, 130 interrupted"
-    peers = subparsers.add_parser("peers", help="list this user's other online devices", epilog=epilog)
-    peers.add_argument("--wait", type=float, default=2.0, metavar="S",
-                       help="how long to wait for the first device to show up (default: 2)")
-    add_settings_arguments(peers)
-    peers.set_defaults(command_main=peers_main, handler=run_command, command_parser=peers)
-
-    send = subparsers.add_parser("send", help="send text and files to one of your devices", epilog=epilog)
-    send.add_argument("device", metavar="DEVICE", help="the device's label or id")
-    send.add_argument("files", metavar="FILE", nargs="*", help="files or folders to send; - sends standard input as "
-                      "a file")
-    send.add_argument("--text", help="a message to send before the files; - reads it from standard input")
-    send.add_argument("--name", help="the file name standard input is sent as (with FILE -; default: stdin)")
-    send.add_argument("--wait", type=float, default=10.0, metavar="S",
-                      help="how long to wait for DEVICE to come online (default: 10)")
-    add_settings_arguments(send)
-    send.set_defaults(command_main=send_main, handler=run_command, command_parser=send)
-
-    receive = subparsers.add_parser("receive", help="stay online and save what your devices send", epilog=epilog)
-    receive.add_argument("--count", type=int, metavar="N", help="exit after N texts and files (default: keep receiving)")
-    receive.add_argument("--timeout", type=float, metavar="S", help="exit after S seconds (code 5 if --count "
-                         "was not reached; default: wait for ever)")
-    receive.add_argument("--stdout", action="store_true", help="write the first text or file received to standard "
-                         "output (a file byte for byte, a text with a newline) and exit; everything else goes to "
-                         "standard error")
-    add_settings_arguments(receive)  # --download-dir is one of the settings
-    receive.set_defaults(command_main=receive_main, handler=run_command, command_parser=receive)
-
-    from .trust_commands import register as register_trust
-
-    register_trust(subparsers, epilog)
-
-
 def run_command(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run a parsed headless command; returns its exit code. Errors are printed as one line on ``err``."""
     out = out or sys.stdout
     err = err or sys.stderr
     try:
         settings = settings_from_args(args)
-        return asyncio.run(_until_terminated(args.command_main(settings, args, out, err)))
+        return asyncio.run(_until_terminated(command_main(args)(settings, args, out, err)))
     except KeyboardInterrupt:
         err.write("peerchat: interrupted\n")
         return EXIT_INTERRUPTED

@@ -21,27 +21,7 @@ from typing import Any, TextIO
 from core import FileKeyStore, KeyStore, MemoryKeyStore, comparison_code, fingerprint
 
 from .backend import Backend
-from .config import Settings, add_settings_arguments
-
-
-def register(subparsers: Any, epilog: str) -> None:
-    from .commands import run_command
-
-    devices = subparsers.add_parser("devices", help="list, verify and forget your devices' keys", epilog=epilog)
-    actions = devices.add_subparsers(dest="devices_action", metavar="ACTION")
-    verify = actions.add_parser("verify", help="compare the code both devices show; mark the device verified")
-    verify.add_argument("device", metavar="DEVICE", help="the device's label or id")
-    verify.add_argument("--yes", action="store_true", help="mark it verified without asking (the codes matched)")
-    add_settings_arguments(verify)
-    verify.set_defaults(command_main=verify_main, handler=run_command)
-    forget = actions.add_parser("forget", help="forget a device's key (after it was reinstalled)")
-    forget.add_argument("device", metavar="DEVICE", help="the device's label or id")
-    add_settings_arguments(forget)
-    forget.set_defaults(command_main=forget_main, handler=run_command)
-    devices.add_argument("--wait", type=float, default=2.0, metavar="S",
-                         help="how long to wait for presence to arrive (default: 2)")
-    add_settings_arguments(devices)
-    devices.set_defaults(command_main=list_main, handler=run_command)
+from .config import Settings
 
 
 def key_store(settings: Settings) -> KeyStore:

@@ -218,3 +218,16 @@ def test_peerchat_help_loads_none_of_the_heavy_packages():
     assert _loaded(code) == []
     code_sub = code.replace("['--help']", "['send', '--help']")
     assert _loaded(code_sub) == []
+
+
+def test_peerchat_help_loads_neither_core_nor_asyncio():
+    """Asking for help builds every parser but runs no command: the library and its event loop stay unloaded."""
+    for argv in (["--help"], ["send", "--help"], ["devices", "verify", "--help"]):
+        code = (
+            "import contextlib, io, sys\nfrom peerchat.cli import main\n"
+            f"with contextlib.suppress(SystemExit), contextlib.redirect_stdout(io.StringIO()):\n    main({argv!r})\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('core', 'asyncio', 'pyee')))"
+        )
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert result.stdout.strip().splitlines()[-1] == "[]", argv
