@@ -361,12 +361,16 @@ class RelayConnection(PeerConnection):
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters for tests and benchmarks: relay update requests, failed ones, frames in flight."""
+        """Counters for tests and benchmarks: relay update requests, failed ones, frames in flight, and sealed frames
+        with data written compressed and as they were."""
+        sealer = self._sealer
         return {
             "relay_requests": self._writer.requests,
             "relay_failures": self._writer.failures,
             "in_flight": self._stream.in_flight,
             "queued": self._stream.queued,
+            "sealed_deflated": sealer.counts["deflated"] if sealer is not None else 0,
+            "sealed_as_is": sealer.counts["as_is"] if sealer is not None else 0,
         }
 
     async def send(self, data: str) -> None:
@@ -540,11 +544,11 @@ class RelayConnection(PeerConnection):
         if not isinstance(signal, dict):
             raise TypeError("a signal is a dict")
         text = json.dumps(signal, separators=(",", ":"))
-        if len(text) > self._options.relay_frame_bytes:
+        if len(text) > self._frame_limit:  # ASCII (json.dumps escapes the rest): characters are bytes
             raise MessageTooLargeError(
                 "The signalling message is too large for one relay frame.",
                 size=len(text),
-                limit=self._options.relay_frame_bytes,
+                limit=self._frame_limit,
             )
         await self._send("signal", text, confirm=False)
 
