@@ -142,6 +142,17 @@ def test_a_sample_that_does_not_shrink_skips_the_whole_body():
     assert deflate(b"x" * 40_000 + os.urandom(2048)) is not None
 
 
+def test_text_with_repeats_gets_zlibs_fastest_level_and_text_without_them_huffman_coding_alone():
+    chat = chat_text(20_000).encode()
+    assert deflate(chat) == zlib.compress(chat, 1, -15)
+    noise = random_text(20_000).encode()  # nothing repeats: only the alphabet's 95 of 256 byte values to exploit
+    huffman = zlib.compressobj(1, zlib.DEFLATED, -15, 8, zlib.Z_HUFFMAN_ONLY)
+    packed = deflate(noise)
+    assert packed == huffman.compress(noise) + huffman.flush()
+    assert len(packed) <= len(noise) * 7 // 8
+    assert inflate(packed, len(noise)) == noise
+
+
 def test_sealing_the_same_frame_again_gives_the_same_bytes():
     """A retransmission reuses the frame's nonce: its plaintext must be the same, compressed or not."""
     laptop, _ = sealers(compress=True)
