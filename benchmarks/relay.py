@@ -19,9 +19,10 @@ messages are random bytes (like the chunks of a photo or an archive: nothing to 
 Every session is end-to-end encrypted; the connection figures are measured three times in the same run: sealed
 and compressed (as shipped), sealed without compression (``relay_compression=False``), and with sealing turned off
 on both sides (``PlainManager``: the handshake still runs, frames travel in the clear), and the ratios to plain
-printed (aim: at least 0.9x). Then, untimed: the bytes each mode writes to the database per message (the frames'
-JSON, as firebase-admin sends it), and the CPU time of sealing and opening one 16 KiB frame with and without
-compression.
+printed (aim: at least 0.9x), with the CPU seconds each case cost all four processes together (Linux: read from
+``/proc``), which a busy machine disturbs less than the time. Then, untimed: the bytes each mode writes to the
+database per message (the frames' JSON, as firebase-admin sends it), and the CPU time of sealing and opening one
+16 KiB frame with and without compression.
 
 Four processes, like four machines: the emulator (this script with ``--emulator``), the other devices (``--peer``:
 a manager that accepts the connection and reports ``done`` when a announced number of messages arrived) and this
@@ -40,6 +41,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import random
 import statistics
 import subprocess
@@ -218,7 +220,8 @@ async def main(args: argparse.Namespace) -> None:
                 async with asyncio.timeout(20):
                     while not {"phone", "phone-plain"} <= {p.id for p in await managers["sealed"].get_online_peers()}:
                         await asyncio.sleep(0.02)
-                figures = await measure(managers, targets, raw, args)
+                cpu = CpuMeter([child.pid, *(peer.pid for peer in peers)])
+                figures = await measure(managers, targets, raw, args, cpu)
                 written = {mode: await bytes_written(managers[mode], targets[mode]) for mode in MODES}
         finally:
             for peer in peers:
@@ -268,6 +271,14 @@ def report(args, figures: dict[str, dict], written: dict[str, dict], cpu: dict) 
     p_c, s_c, u_c = (statistics.median(f["connects"]) for f in (plain, shipped, uncompressed))
     print(f"  {'connect_to_peer p50 (ms)':36}{p_c * 1000:10.2f}{s_c * 1000:10.2f}{'':8}{u_c * 1000:10.2f}")
     print()
+    print("CPU seconds per MiB of messages, this process, the peer and the emulator together (median of the runs;")
+    print("ratio = plain / sealed: above 1 when sealing costs less than plain):")
+    print(f"  {'':36}{'plain':>10}{'sealed':>10}{'ratio':>8}{'uncompr.':>10}{'ratio':>8}")
+    for key, label, unit in CASES:
+        size = mib if unit == "16k" else args.large
+        p_u, s_u, u_u = (f[f"cpu_{key}"] / size for f in (plain, shipped, uncompressed))
+        print(f"  {label:36}{p_u:10.3f}{s_u:10.3f}{p_u / s_u:7.2f}x{u_u:10.3f}{p_u / u_u:7.2f}x")
+    print()
     print("bytes this side writes to the database per message (every update's JSON, as sent), and sealed / plain:")
     print(f"  {'':36}{'plain':>10}{'sealed':>10}{'ratio':>8}{'uncompr.':>10}{'ratio':>8}")
     for key in written["plain"]:
@@ -290,17 +301,44 @@ def report(args, figures: dict[str, dict], written: dict[str, dict], cpu: dict) 
                               **{key: round(plain[key] / shipped[key], 2) for key, _, _ in CASES}},
         "uncompressed_over_plain": {"rtt_p50": round(p_rt / u_rt, 2),
                                     **{key: round(plain[key] / uncompressed[key], 2) for key, _, _ in CASES}},
+        "cpu_plain_over_sealed": {key: round(plain[f"cpu_{key}"] / shipped[f"cpu_{key}"], 2) for key, _, _ in CASES},
+        "cpu_plain_over_uncompressed": {
+            key: round(plain[f"cpu_{key}"] / uncompressed[f"cpu_{key}"], 2) for key, _, _ in CASES
+        },
     }))
 
 
-async def measure(managers: dict, targets: dict, raw: Database, args) -> dict[str, dict]:
+class CpuMeter:
+    """CPU seconds used so far by this process (all its threads) and the others (the emulator and the peers), read
+    from ``/proc`` (Linux; elsewhere only this process counts). On a busy machine the CPU a case costs is steadier
+    than the time it takes."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self._pids = pids
+        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+    def __call__(self) -> float:
+        total = time.process_time()
+        for pid in self._pids:
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / self._tick  # utime, stime
+        return total
+
+
+async def measure(managers: dict, targets: dict, raw: Database, args, cpu: CpuMeter) -> dict[str, dict]:
     """Every measurement, for every mode; returns each mode's figures (times in seconds: the lowest of
     ``args.repeat`` runs; round trips: all of them).
 
     The modes take turns case by case (plain, sealed, uncompressed, then the next case; the order rotates with each
     repetition), so a burst of load from elsewhere on the machine falls on all of them alike.
     """
-    out: dict[str, dict] = {mode: {"rtts": [], **{key: [] for key, _, _ in CASES}} for mode in MODES}
+    out: dict[str, dict] = {
+        mode: {"rtts": [], **{key: [] for key, _, _ in CASES}, **{f"cpu_{key}": [] for key, _, _ in CASES}}
+        for mode in MODES
+    }
     for mode in MODES:  # -- connect_to_peer
         connects = out[mode]["connects"] = []
         for _ in range(args.connects):
@@ -362,8 +400,9 @@ async def measure(managers: dict, targets: dict, raw: Database, args) -> dict[st
         for key, run in cases.items():
             for mode in order:
                 conn, done = sessions[mode]
-                before = conn.stats["relay_requests"]
+                before, cpu_before = conn.stats["relay_requests"], cpu()
                 out[mode][key].append(await run(conn, done))
+                out[mode][f"cpu_{key}"].append(cpu() - cpu_before)
                 if key == "chat_piped":
                     out[mode]["piped_requests"] = conn.stats["relay_requests"] - before
     for conn, _ in sessions.values():
@@ -371,6 +410,7 @@ async def measure(managers: dict, targets: dict, raw: Database, args) -> dict[st
     for mode in MODES:
         for key in cases:
             out[mode][key] = min(out[mode][key])
+            out[mode][f"cpu_{key}"] = statistics.median(out[mode][f"cpu_{key}"])
 
     # -- baselines, for the relay against raw firebase-admin: one small set(), then 16 KiB sets in a row
     path = "relay/sessions/alice/benchmarkbenchmark00/phone/messages/s0000000001"
@@ -427,8 +467,6 @@ async def bytes_written(manager, peer_id: str, count: int = 8) -> dict[str, floa
 
 def sealing_cpu(rounds: int = 5, n: int = 40) -> dict[str, tuple[float, float]]:
     """Untimed against the relay: CPU seconds to seal and open one 16 KiB frame, compressed when it pays and not."""
-    import os
-
     from core.protocol.binary import Base64Text
     from core.protocol.handshake import SessionKeys
     from core.protocol.sealing import FrameSealer
