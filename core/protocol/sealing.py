@@ -22,9 +22,11 @@ channel has its own encryption, DTLS, whose fingerprints now travel inside this 
   and a (kind, seq) pair is only ever written with the same content (a retransmission seals the same frame again,
   giving the same bytes). Compression keeps that true: whether and how a frame is compressed depends only on its
   bytes (never on earlier frames), so sealing a frame twice gives the same ciphertext.
-- The associated data binds the protocol, the session id, the sender and receiver ids, the kind, the sequence
-  number and the ``confirm`` and ``more`` flags: a frame moved to another key, session, direction or position, or
-  with a flag changed, fails authentication.
+- The associated data binds the protocol, the frame format (:data:`FRAME_FORMAT`), the session id, the sender and
+  receiver ids, the kind, the sequence number and the ``confirm`` and ``more`` flags: a frame moved to another key,
+  session, direction or position, or with a flag changed, fails authentication; so does a frame from a peerchat
+  that seals frames another way (frames without a format byte, before compression came), rather than being
+  misread.
 - Acknowledgements carry a ``tag``: the seal of nothing under (``ack``, seq), so a forged acknowledgement cannot make
   a sender believe its frames arrived.
 
@@ -49,6 +51,8 @@ from .handshake import PROTOCOL, SessionKeys
 from .records import decode_base64
 
 TAG_BYTES = 16
+# The frame format, bound into every frame's associated data: change it whenever the plaintext's layout changes.
+FRAME_FORMAT = b"frames 2"
 # What sealing adds to a frame's body: the format byte and the tag.
 OVERHEAD_BYTES = 1 + TAG_BYTES
 _KIND_CODES = {"data": 1, "binary": 2, "signal": 3, "close": 4, "ack": 5, "ping": 6, "pong": 7}
@@ -157,8 +161,9 @@ class FrameSealer:
     ) -> None:
         self._send = ChaCha20Poly1305(keys.send)
         self._receive = ChaCha20Poly1305(keys.receive)
-        self._out_prefix = b"\0".join((PROTOCOL, session_id.encode(), own_id.encode(), peer_id.encode())) + b"\0"
-        self._in_prefix = b"\0".join((PROTOCOL, session_id.encode(), peer_id.encode(), own_id.encode())) + b"\0"
+        ids = (session_id.encode(), own_id.encode(), peer_id.encode())
+        self._out_prefix = b"\0".join((PROTOCOL, FRAME_FORMAT, *ids)) + b"\0"
+        self._in_prefix = b"\0".join((PROTOCOL, FRAME_FORMAT, ids[0], ids[2], ids[1])) + b"\0"
         self.compress = compress
         limit = sealed_frame_limit(relay_frame_chars)
         # The most body bytes a frame of each kind holds: UTF-8 text up to the limit, binary its 3/4 (base64).
@@ -266,8 +271,8 @@ class FrameSealer:
                 raise ProtocolError(f"Sealed {kind} frame {seq} was dropped: {exc}.") from None
         else:
             raise ProtocolError(
-                f"Sealed {kind} frame {seq} has an unknown format ({fmt}); the other device may run a newer "
-                "peerchat. Dropped."
+                f"Sealed {kind} frame {seq} has an unknown format ({fmt}); the other device may run another "
+                "version of peerchat. Dropped."
             )
         if len(body) > limit:
             raise ProtocolError(f"Sealed {kind} frame {seq} holds {len(body):,} bytes, over the {limit:,} a frame may hold.")

@@ -15,7 +15,7 @@ import pytest
 from core.errors import ProtocolError
 from core.options import ManagerOptions
 from core.protocol.binary import Base64Text, RawBinary
-from core.protocol.handshake import InitiatorHandshake, ResponderHandshake
+from core.protocol.handshake import PROTOCOL, InitiatorHandshake, ResponderHandshake
 from core.protocol.identity import DeviceKey
 from core.protocol.linkframes import raw_of
 from core.protocol.records import decode_base64
@@ -194,6 +194,15 @@ def test_what_only_a_key_holder_could_write_is_still_checked(plain, message):
     laptop, desktop = sealers()
     with pytest.raises(ProtocolError, match=message):
         desktop.open(laptop.seal_plaintext("data", 1, plain))
+
+
+def test_a_frame_sealed_the_way_before_the_format_byte_fails_authentication_rather_than_being_misread():
+    laptop, desktop = sealers()
+    # An older peerchat: the same keys and ids, no frame format in the associated data, no format byte.
+    laptop._out_prefix = b"\0".join((PROTOCOL, SESSION.encode(), b"laptop", b"desktop")) + b"\0"
+    old = laptop.seal_plaintext("data", 1, bytes([DEFLATED]) + b"looks like a compressed body")
+    with pytest.raises(ProtocolError, match="failed authentication"):
+        desktop.open(old)
 
 
 # --------------------------------------------------------------------------------------- bounded inflation
