@@ -241,9 +241,11 @@ def report(args, figures: dict[str, dict], written: dict[str, dict], cpu: dict) 
     set50, set99 = pct(sets, 50), pct(sets, 99)
     rt50, rt99 = pct(rtts, 50), pct(rtts, 99)
 
+    units = {key: unit for key, _, unit in CASES}
+
     def rate(figure: dict, key: str) -> float:
-        size = mib if dict(((k, u) for k, _, u in CASES)).get(key, "16k") == "16k" else args.large
-        return size / figure[key]
+        """MiB/s of a throughput case (``raw`` is 16 KiB messages too)."""
+        return (args.large if units.get(key) == "1m" else mib) / figure[key]
 
     print(f"firebase-admin set(), small value       p50 {ms(set50)}   p99 {ms(set99)}   (n={len(sets)})")
     print(f"confirmed message round trip            p50 {ms(rt50)}   p99 {ms(rt99)}   (n={len(rtts)})")
