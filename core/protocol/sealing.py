@@ -14,10 +14,10 @@ channel has its own encryption, DTLS, whose fingerprints now travel inside this 
 - The format byte is inside the ciphertext, so the tag authenticates it like the body (a flipped format byte fails
   authentication, exactly as a flipped body byte does; TLS 1.3 carries its record type the same way), and the
   database does not even see whether a frame was compressed. A receiver opens both formats whatever its own setting.
-- Inflating is bounded: a compressed body may not inflate past the most a frame of its kind can hold
-  (``max_plain``, the sender's own limit); one that would, or that is not one complete DEFLATE stream, is a
-  :class:`~core.errors.ProtocolError` and the frame is dropped. Memory stays bounded even against a peer that holds
-  the session key.
+- Inflating is bounded: a compressed body may not inflate past the most a frame of its kind can hold, which is what
+  the sender itself may put in one (:func:`sealed_frame_limit` bytes of text, 3/4 of that of binary data); one that
+  would, or that is not one complete DEFLATE stream, is a :class:`~core.errors.ProtocolError` and the frame is
+  dropped. Memory stays bounded even against a peer that holds the session key.
 - The nonce is the kind's code and the sequence number: unique per key, since a key is one session's one direction
   and a (kind, seq) pair is only ever written with the same content (a retransmission seals the same frame again,
   giving the same bytes). Compression keeps that true: whether and how a frame is compressed depends only on its
