@@ -23,7 +23,12 @@ Throughput counts from the moment ``send_files`` was called (hashing included) o
 least 0.8x raw, relay at least 0.5x raw. CPU time is summed over both sides (and the emulator, shown apart) and
 given per GiB moved.
 
-Run: ``uv run python benchmarks/transfer.py [--mib 256] [--rounds direct direct-raw webrtc webrtc-raw relay relay-raw]``
+The peak RSS of each side is its own process's (``ru_maxrss``, start-up included). CPU time is printed whole and
+"while the file moved" (from the first byte sent or accepted, without imports and connecting), both sides summed;
+for the direct rounds the last line compares the latter with the raw round's. Each round says the size it moved.
+
+Run: ``uv run python benchmarks/transfer.py [--mib 256] [--direct-mib 1024] [--rounds direct direct-raw webrtc
+webrtc-raw relay relay-raw]``
 """
 
 from __future__ import annotations
@@ -225,7 +230,11 @@ async def tls_side(role: str, args: argparse.Namespace, lines: asyncio.StreamRea
         done = asyncio.get_running_loop().create_future()
         target = Path(tempfile.mkdtemp(prefix="peerchat-bench-", dir=args.workdir)) / "raw.bin"
 
+        cpu_at_start = 0.0
+
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            nonlocal cpu_at_start
+            cpu_at_start = cpu_seconds()
             received = 0
             with open(target, "wb") as f:
                 while received < args.bytes:
@@ -242,18 +251,20 @@ async def tls_side(role: str, args: argparse.Namespace, lines: asyncio.StreamRea
         out(peer={"port": server.sockets[0].getsockname()[1]})
         end = await done
         server.close()
-        out(result={"end": end, "rss": rss_mib(), "cpu": cpu_seconds(), "saved": str(target)})
+        out(result={"end": end, "rss": rss_mib(), "cpu": cpu_seconds(), "saved": str(target),
+                    "cpu_moving": cpu_seconds() - cpu_at_start})
         return
     port = json.loads(await lines.readline())["port"]
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(own, peer_der),
                                                    server_hostname="peerchat")
     start = time.time()
+    cpu_at_start = cpu_seconds()
     with open(args.file, "rb") as f:
         while data := f.read(block):
             writer.write(data)
             await writer.drain()
     await reader.readexactly(1)  # the receiver wrote everything
-    out(result={"start": start, "rss": rss_mib(), "cpu": cpu_seconds()})
+    out(result={"start": start, "rss": rss_mib(), "cpu": cpu_seconds(), "cpu_moving": cpu_seconds() - cpu_at_start})
     writer.close()
 
 
@@ -491,32 +502,45 @@ def rate(size: int, seconds: float) -> float:
     return size / MIB / seconds if seconds > 0 else float("inf")
 
 
+def round_mib(name: str, args: argparse.Namespace) -> int:
+    """The size of the file a round moves: ``--direct-mib`` for the direct rounds when given, else ``--mib``."""
+    if name.startswith("direct") and args.direct_mib is not None:
+        return args.direct_mib
+    return args.mib
+
+
 async def parent(args: argparse.Namespace) -> None:
-    size = args.mib * MIB
     with tempfile.TemporaryDirectory(prefix="peerchat-bench-") as tmp:
         workdir = Path(tmp)
-        file = workdir / "random.bin"
-        with open(file, "wb") as f:
-            for _ in range(args.mib):
-                f.write(os.urandom(MIB))
+        files: dict[int, Path] = {}
+        for mib in sorted({round_mib(name, args) for name in args.rounds}):
+            files[mib] = workdir / f"random-{mib}.bin"
+            with open(files[mib], "wb") as f:
+                for _ in range(mib):
+                    f.write(os.urandom(MIB))
         emulator = None
         db = None
         if any(r.startswith("relay") or r in ("webrtc", "direct") for r in args.rounds):
             emulator = await spawn("--role", "emulator")
             assert emulator.stdout is not None
             db = json.loads(await emulator.stdout.readline())["ready"]
-        print(f"File transfer, {args.mib} MiB of random bytes, sender and receiver in two processes on 127.0.0.1")
+        sizes = ", ".join(f"{name} {round_mib(name, args)} MiB" for name in args.rounds)
+        print(f"File transfer of random bytes ({sizes}), sender and receiver in two processes on 127.0.0.1")
         figures: dict[str, float] = {}
+        cpu_moving: dict[str, float] = {}
         try:
             for name in args.rounds:
+                size = round_mib(name, args) * MIB
                 emulator_cpu = cpu_seconds(emulator.pid) if emulator is not None else 0.0
-                results = await run_round(name, file, size, workdir, db, args.window, args.concurrency)
+                results = await run_round(name, files[size // MIB], size, workdir, db, args.window,
+                                          args.concurrency)
                 emulator_cpu = (cpu_seconds(emulator.pid) - emulator_cpu) if emulator is not None else 0.0
                 sender, receiver = results["sender"], results.get("receiver", {})
                 if name.endswith(("-raw", "-conn")):
                     seconds = (receiver.get("end") or sender["end"]) - sender["start"]
                     figures[name] = rate(size, seconds)
-                    print(f"  {name:11s} {figures[name]:8.1f} MiB/s   {seconds:7.2f} s   peak RSS sender "
+                    print(f"  {name:11s} {figures[name]:8.1f} MiB/s   {seconds:7.2f} s for {size // MIB} MiB   "
+                          f"peak RSS sender "
                           f"{sender['rss']:.0f} MiB" + (f", receiver {receiver['rss']:.0f} MiB" if receiver else ""))
                     if receiver.get("saved"):
                         os.unlink(receiver["saved"])
@@ -525,7 +549,7 @@ async def parent(args: argparse.Namespace) -> None:
                     moving = sender["end"] - sender["offered"]
                     figures[name] = rate(size, moving)
                     chat = sender.get("chat")
-                    print(f"  {name:11s} {figures[name]:8.1f} MiB/s   {moving:7.2f} s after the offer "
+                    print(f"  {name:11s} {figures[name]:8.1f} MiB/s   {moving:7.2f} s for {size // MIB} MiB after the offer "
                           f"({rate(size, total):.1f} MiB/s, {total:.2f} s with hashing)   peak RSS sender "
                           f"{sender['rss']:.0f} MiB, receiver {receiver['rss']:.0f} MiB"
                           + (f"   chat round trip meanwhile: median {chat[0] * 1000:.0f} ms, max "
@@ -538,6 +562,7 @@ async def parent(args: argparse.Namespace) -> None:
                 moving = ""
                 if "cpu_moving" in sender:  # without starting up (imports, connecting): the transfer alone
                     moving_gib = (sender["cpu_moving"] + receiver["cpu_moving"]) / (size / (1024 * MIB))
+                    cpu_moving[name] = moving_gib
                     moving = f" ({moving_gib:.1f} while the file moved)"
                 print(f"  {'':11s} CPU time: {cpu}; both sides {per_gib:.1f} CPU-s per GiB{moving}")
         finally:
@@ -553,11 +578,18 @@ async def parent(args: argparse.Namespace) -> None:
             if link in figures and f"{link}-raw" in figures:
                 ratio = figures[link] / figures[f"{link}-raw"]
                 print(f"  {link}: transfer / raw = {ratio:.2f}x (aim {aim}x)")
+            if link in cpu_moving and f"{link}-raw" in cpu_moving:
+                print(f"  {link}: CPU-s per GiB while the file moved, both sides: {cpu_moving[link]:.1f} against "
+                      f"{cpu_moving[f'{link}-raw']:.1f} raw ({cpu_moving[link] / cpu_moving[f'{link}-raw']:.2f}x; the "
+                      "transfer hashes on both sides, the raw round does not)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mib", type=int, default=256, help="the size of the file, in MiB (the issue's figures: 1024)")
+    parser.add_argument("--direct-mib", type=int, default=None,
+                        help="the size for the direct rounds (direct, direct-raw) only, e.g. 1024 while the slower "
+                             "links move 256")
     parser.add_argument("--rounds", nargs="+", default=["webrtc", "webrtc-raw", "relay", "relay-raw"],
                         choices=["direct", "direct-raw", "webrtc", "webrtc-raw", "webrtc-link", "relay", "relay-raw",
                                  "relay-conn"],

@@ -21,7 +21,18 @@ from typing import Any
 
 from ..errors import ConnectionClosedError, ProtocolError, UpgradeError
 from ..link import Link, LinkHost
-from ..protocol.direct import CHOSEN, HEADER, HELLO, decode_body, encode_stream_frame, fingerprint, parse_header
+from ..protocol.direct import (
+    CHOSEN,
+    HEADER,
+    HELLO,
+    RUN,
+    RUN_HEAD,
+    decode_frames,
+    decode_run,
+    encode_stream_frames,
+    fingerprint,
+    parse_header,
+)
 from .certs import SessionCertificate, client_context, server_context
 
 __all__ = ["DirectLink", "Listener", "local_addresses", "race"]
@@ -244,10 +255,20 @@ def _describe(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__
 
 
+# Frames written during one turn of the event loop go out together, in one write (consecutive fragments of a
+# message as one run); this many bytes of them are written at once without waiting for the turn to end.
+FLUSH_BYTES = 2 * 1024 * 1024
+
+
 class DirectLink(Link):
     """A connection's frames over one authenticated TCP + TLS connection (frames as :mod:`core.protocol.direct`
     says). When the connection breaks, or nothing arrives for ``idle_timeout`` seconds, the link calls
-    ``host.detach_link``; the relay carries the frames again."""
+    ``host.detach_link``; the relay carries the frames again.
+
+    Frames handed to :meth:`send_frame` during one turn of the event loop are written together at its end (or as
+    soon as ``FLUSH_BYTES`` of them wait): one write and one record per message's fragments instead of one per
+    fragment. A frame not yet written when the link breaks is unacknowledged, so the relay carries it after the
+    fallback like any other."""
 
     transport = "direct"
 
@@ -258,6 +279,9 @@ class DirectLink(Link):
         self._host = host
         self._idle_timeout = idle_timeout
         self._closed = False
+        self._pending: list[dict[str, Any]] = []
+        self._pending_bytes = 0
+        self._flush_handle: asyncio.Handle | None = None
         self._last_heard = time.monotonic()
         self.error: str | None = None
         self._task = asyncio.ensure_future(self._read())
@@ -278,7 +302,29 @@ class DirectLink(Link):
             # Tell the host through the usual path first (the order of links learns of the loss), then refuse.
             self._lost("the direct link broke while sending")
             raise ConnectionClosedError("the direct link is closed")
-        self._writer.write(encode_stream_frame(frame))
+        self._pending.append(frame)
+        self._pending_bytes += len(frame.get("data", ""))
+        if self._pending_bytes >= FLUSH_BYTES:
+            self._flush()
+        elif self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Write the frames handed over since the last flush, in one write."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        frames, self._pending, self._pending_bytes = self._pending, [], 0
+        if not frames or self._closed:
+            return
+        if self._writer.transport.is_closing():
+            self._lost("the direct link broke while sending")
+            return
+        try:
+            # The parts as they are, without joining them: TLS encrypts each in turn (one copy of the data, not two).
+            self._writer.writelines(encode_stream_frames(frames))
+        except Exception as exc:  # noqa: BLE001 - a failed write is a broken link; its frames are unacknowledged
+            self._lost(f"the direct link failed while sending: {exc}")
 
     async def drain(self) -> None:
         """Wait while the write buffer is over its high-water mark."""
@@ -289,14 +335,22 @@ class DirectLink(Link):
         try:
             while True:
                 length, kind = parse_header(await reader.readexactly(HEADER.size))
-                body = await reader.readexactly(length)
+                run = kind == RUN and length >= RUN_HEAD.size
+                if run:
+                    # A run's data read apart from its header: a whole message in it is delivered as these very
+                    # bytes (the stream joins nothing).
+                    head = await reader.readexactly(RUN_HEAD.size)
+                    body = await reader.readexactly(length - RUN_HEAD.size)
+                else:
+                    body = await reader.readexactly(length)
                 self._last_heard = time.monotonic()
                 try:
-                    frame = decode_body(kind, body)
+                    frames = decode_run(head, body) if run else decode_frames(kind, body)
                 except ProtocolError as exc:
                     log.warning("direct link: %s", exc)
                     continue
-                self._host.receive_frame(frame)
+                for frame in frames:
+                    self._host.receive_frame(frame)
         except asyncio.CancelledError:
             raise
         except asyncio.IncompleteReadError:
@@ -324,6 +378,10 @@ class DirectLink(Link):
         if self._closed:
             return
         self._closed = True
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self._pending, self._pending_bytes = [], 0
         self._watchdog.cancel()
         if asyncio.current_task() is not self._task:
             self._task.cancel()

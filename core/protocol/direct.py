@@ -15,8 +15,17 @@ On the wire, after the TLS handshake, each side writes :data:`HELLO` and reads t
 finishes its handshake before the server has checked the client's certificate, so only the server's hello proves
 that the server accepted it. Of the connections that got that far, the initiator picks the first and writes
 :data:`CHOSEN` on it (the target waits for it); every other connection is closed. Then frames flow, each one a
-5-byte header (4-byte big-endian length of the body, then :data:`TEXT` or :data:`BINARY`) and the body: the
-message :mod:`core.protocol.linkframes` makes of a stream frame (text as UTF-8; binary frames carry raw bytes).
+5-byte header (4-byte big-endian length of the body, then :data:`TEXT`, :data:`BINARY` or :data:`RUN`) and the
+body: the message :mod:`core.protocol.linkframes` makes of a stream frame (text as UTF-8; binary frames carry raw
+bytes), or a *run*.
+
+A run carries consecutive fragments of one binary message in one record, so that a 1 MiB file chunk (about 22
+relay-sized fragments) costs one record on the wire instead of 22: :data:`RUN_HEAD` (the first fragment's sequence
+number, the number of fragments, the size of each but the last, and the last one's flags: 1 confirm, 2 more), then
+their bytes back to back. Every fragment but the last is ``more`` and not ``confirm``; each keeps its own sequence
+number, so the stream sees exactly the frames it wrote, and after a fallback the relay carries the same frames one
+by one. :func:`encode_stream_frames` makes runs of whatever frames a link writes together;
+:func:`decode_frames` gives the frames back.
 """
 
 from __future__ import annotations
@@ -30,11 +39,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import ProtocolError
-from .linkframes import decode_frame, encode_frame
+from .linkframes import binary_head, decode_frame, encode_frame
 
 __all__ = [
-    "BINARY", "CHOSEN", "HEADER", "HELLO", "MAX_BODY", "SIGNAL_KEY", "TEXT", "DirectSignal", "FrameReader",
-    "encode_stream_frame", "fingerprint", "parse_header", "parse_signal",
+    "BINARY", "CHOSEN", "HEADER", "HELLO", "MAX_BODY", "MAX_RUN_BYTES", "RUN", "RUN_HEAD", "SIGNAL_KEY", "TEXT",
+    "DirectSignal", "FrameReader", "decode_frames", "decode_run", "encode_stream_frame", "encode_stream_frames", "fingerprint",
+    "parse_header", "parse_signal",
 ]
 
 SIGNAL_KEY = "direct"
@@ -42,7 +52,14 @@ HELLO = b"H"
 CHOSEN = b"G"
 TEXT = 0
 BINARY = 1
+RUN = 2
 HEADER = struct.Struct(">IB")
+RUN_HEAD = struct.Struct(">QIIB")
+_CONFIRM, _MORE = 1, 2
+# The most bytes of fragments one run carries (a longer sequence of fragments becomes several runs).
+MAX_RUN_BYTES = 4 * 1024 * 1024
+# The most fragments one run may carry (the stream never has more in flight).
+MAX_RUN_FRAMES = 4096
 # A body is one stream frame: at most a relay frame's data, or a whole message sent as one frame; the limit keeps a
 # broken or hostile peer from making this side allocate without bound.
 MAX_BODY = 64 * 1024 * 1024 + 64
@@ -138,12 +155,70 @@ def candidates_for(addresses: tuple[str, ...], port: int) -> tuple[tuple[str, in
 
 
 def encode_stream_frame(frame: dict[str, Any]) -> bytes:
-    """A stream frame as header + body bytes (see the module docstring)."""
-    message = encode_frame(frame)
-    if isinstance(message, str):
-        body = message.encode("utf-8")
-        return HEADER.pack(len(body), TEXT) + body
-    return HEADER.pack(len(message), BINARY) + message
+    """A stream frame as header + body bytes (see the module docstring); a binary frame's bytes are copied once."""
+    return b"".join(_frame_parts(frame))
+
+
+def _frame_parts(frame: dict[str, Any]) -> list[Any]:
+    if frame["kind"] == "binary":
+        head, data = binary_head(frame), frame["data"]
+        return [HEADER.pack(len(head) + len(data), BINARY) + head, data]
+    body = encode_frame(frame).encode("utf-8")  # type: ignore[union-attr]
+    return [HEADER.pack(len(body), TEXT) + body]
+
+
+def _is_fragment(frame: dict[str, Any]) -> bool:
+    """A binary frame that another fragment of its message follows (so a run may go on after it)."""
+    return frame["kind"] == "binary" and frame.get("more") is True and not frame.get("confirm")
+
+
+def encode_stream_frames(frames: list[dict[str, Any]]) -> list[Any]:
+    """The parts (bytes and memoryviews, to be joined or written in order) of ``frames`` on the byte stream:
+    consecutive fragments of one binary message as runs, every other frame as it is. Binary data is not copied (its
+    parts are the frames' own), and small parts that follow each other are joined (each part written on its own
+    would be a TLS record of its own)."""
+    parts: list[Any] = []
+    i, count = 0, len(frames)
+    while i < count:
+        first = frames[i]
+        j = i + 1
+        if _is_fragment(first):
+            step = len(first["data"])
+            size = step
+            # Take the fragments that follow in sequence, as long as every one before is a full fragment.
+            while (j < count and j - i < MAX_RUN_FRAMES and step > 0 and _is_fragment(frames[j - 1])
+                   and len(frames[j - 1]["data"]) == step and frames[j]["kind"] == "binary"
+                   and frames[j]["seq"] == first["seq"] + (j - i) and len(frames[j]["data"]) <= step
+                   and size + len(frames[j]["data"]) <= MAX_RUN_BYTES):
+                size += len(frames[j]["data"])
+                j += 1
+        if j - i < 2:
+            parts += _frame_parts(first)
+            i += 1
+            continue
+        last = frames[j - 1]
+        flags = (_CONFIRM if last.get("confirm") else 0) | (_MORE if last.get("more") else 0)
+        parts.append(HEADER.pack(RUN_HEAD.size + size, RUN) + RUN_HEAD.pack(first["seq"], j - i, step, flags))
+        parts += [frame["data"] for frame in frames[i:j]]
+        i = j
+    return _join_small(parts)
+
+
+def _join_small(parts: list[Any], small: int = 4096) -> list[Any]:
+    """``parts`` with every sequence of consecutive parts under ``small`` bytes joined into one."""
+    out: list[Any] = []
+    pending: list[Any] = []
+    for part in parts:
+        if len(part) < small:
+            pending.append(part)
+            continue
+        if pending:
+            out.append(b"".join(pending) if len(pending) > 1 else pending[0])
+            pending = []
+        out.append(part)
+    if pending:
+        out.append(b"".join(pending) if len(pending) > 1 else pending[0])
+    return out
 
 
 def parse_header(header: bytes) -> tuple[int, int]:
@@ -153,25 +228,57 @@ def parse_header(header: bytes) -> tuple[int, int]:
         ProtocolError: an unknown kind, or a body over MAX_BODY.
     """
     length, kind = HEADER.unpack(header)
-    if kind not in (TEXT, BINARY):
+    if kind not in (TEXT, BINARY, RUN):
         raise ProtocolError(f"a direct-link frame of unknown kind {kind}")
     if length > MAX_BODY:
         raise ProtocolError(f"a direct-link frame of {length} bytes, over the limit of {MAX_BODY}")
     return length, kind
 
 
-def decode_body(kind: int, body: bytes) -> dict[str, Any]:
-    """The stream frame of a body read after its header.
+def decode_frames(kind: int, body: bytes) -> list[dict[str, Any]]:
+    """The stream frames of a body read after its header: one, or a run's fragments (their ``data`` memoryviews
+    of ``body``).
 
     Raises:
-        ProtocolError: the body is not a valid frame (or not UTF-8 for a text frame).
+        ProtocolError: the body is not a valid frame or run (or not UTF-8 for a text frame).
     """
     if kind == TEXT:
         try:
-            return decode_frame(body.decode("utf-8"))
+            return [decode_frame(body.decode("utf-8"))]
         except UnicodeDecodeError:
             raise ProtocolError("a direct-link text frame is not valid UTF-8") from None
-    return decode_frame(body)
+    if kind == BINARY:
+        return [decode_frame(body)]
+    if len(body) < RUN_HEAD.size:
+        raise ProtocolError(f"a direct-link run of {len(body)} bytes is shorter than its header")
+    return decode_run(body[:RUN_HEAD.size], memoryview(body)[RUN_HEAD.size:])
+
+
+def decode_run(head: bytes, data: bytes | memoryview) -> list[dict[str, Any]]:
+    """The fragments of a run from its header (:data:`RUN_HEAD`) and its data: their ``data`` are memoryviews of
+    ``data``, so that a message that is all of one run's bytes is those very bytes again (the stream's join).
+
+    Raises:
+        ProtocolError: the run is malformed (the counts and sizes do not agree).
+    """
+    first, count, step, flags = RUN_HEAD.unpack(head)
+    size = len(data)
+    if not (2 <= count <= MAX_RUN_FRAMES and step >= 1 and (count - 1) * step < size <= count * step
+            and first >= 1 and flags <= _CONFIRM | _MORE):
+        raise ProtocolError(f"a malformed direct-link run: {count} fragments of {step} bytes from {first}, "
+                            f"{size} bytes, flags {flags}")
+    view = memoryview(data)
+    frames: list[dict[str, Any]] = [
+        {"kind": "binary", "seq": first + index, "data": view[index * step:(index + 1) * step], "more": True}
+        for index in range(count - 1)
+    ]
+    last: dict[str, Any] = {"kind": "binary", "seq": first + count - 1, "data": view[(count - 1) * step:]}
+    if flags & _CONFIRM:
+        last["confirm"] = True
+    if flags & _MORE:
+        last["more"] = True
+    frames.append(last)
+    return frames
 
 
 class FrameReader:
@@ -190,7 +297,7 @@ class FrameReader:
                 break
             body = bytes(self._buffer[HEADER.size:end])
             del self._buffer[:end]
-            frames.append(decode_body(kind, body))
+            frames += decode_frames(kind, body)
         return frames
 
     @property

@@ -8,12 +8,12 @@ Text frames are text messages:
     s46\n<json>         signal                       c47\n   close
     a47                 {"kind": "ack", "seq": 47}   p3 / q3   ping / pong (no data line)
 
-Binary frames (the stream's ``binary`` kind, base64 in the stream and on the relay) are binary messages: the same
-header line in ASCII, then the raw bytes, so WebRTC carries no base64:
+Binary frames (the stream's ``binary`` kind: raw bytes in the stream, base64 only on the relay) are binary
+messages: the same header line in ASCII, then the raw bytes:
 
-    b"b45\n" + raw      {"kind": "binary", "seq": 45, "data": base64(raw)}     b"b46!+\n" + raw   flags as above
+    b"b45\n" + raw      {"kind": "binary", "seq": 45, "data": raw}     b"b46!+\n" + raw   flags as above
 
-A relay-sized frame (64 KiB of base64: 48 KiB of bytes) is then one data-channel message of 48 KiB and a few
+A relay-sized frame (48 KiB of bytes, 64 KiB as base64) is then one data-channel message of 48 KiB and a few
 bytes, under the 64 KiB of one link frame. Frames keep their sequence numbers, so a binary frame sent here and
 resent on the relay after a fallback is the same frame (base64 there). JSON would escape every non-ASCII character
 of a text (six bytes for one) and costs a parse per frame; this header costs a split. A text starting with "{" is
@@ -26,23 +26,8 @@ import json
 from typing import Any
 
 from ..errors import ProtocolError
-from .binary import Base64Text, RawBinary
-from .records import decode_base64
 
-__all__ = ["Base64Text", "RawBinary", "decode_frame", "encode_frame", "raw_of"]
-
-def raw_of(data: str | RawBinary) -> bytes:
-    """The bytes of a binary frame's ``data``: remembered (:class:`Base64Text`, :class:`RawBinary`), else decoded
-    and checked.
-
-    Raises:
-        ValueError: ``data`` is not canonical base64 (:func:`core.protocol.records.decode_base64` says why).
-    """
-    raw = getattr(data, "raw", None)
-    if raw is not None:
-        return raw
-    return decode_base64(data)
-
+__all__ = ["binary_head", "decode_frame", "encode_frame"]
 
 _KIND_CODES = {"data": "d", "binary": "b", "signal": "s", "close": "c", "ack": "a", "ping": "p", "pong": "q"}
 _CODE_KINDS = {code: kind for kind, code in _KIND_CODES.items()}
@@ -59,20 +44,20 @@ def _header(frame: dict[str, Any]) -> str:
 
 
 def encode_frame(frame: dict[str, Any]) -> str | bytes:
-    """The data-channel message of a :mod:`core.protocol.stream` frame: text, or bytes for a binary frame (see above).
-
-    Raises:
-        ValueError: a binary frame's data is not valid base64 (the stream only holds what ``send_bytes`` encoded).
-    """
+    """The data-channel message of a :mod:`core.protocol.stream` frame: text, or bytes for a binary frame (see above)."""
     kind = frame["kind"]
     if kind == "data" and "more" not in frame and "confirm" not in frame:  # most frames: no flags to write
         return f"d{frame['seq']}\n{frame['data']}"
     if "data" not in frame:
         return f"{_KIND_CODES[kind]}{frame['seq']}"
     if kind == "binary":
-        raw = raw_of(frame["data"])
-        return f"{_header(frame)}\n".encode("ascii") + raw
+        return binary_head(frame) + frame["data"]
     return f"{_header(frame)}\n{frame['data']}"
+
+
+def binary_head(frame: dict[str, Any]) -> bytes:
+    """The header line of a binary frame's message (its raw bytes follow), for links that write the two apart."""
+    return f"{_header(frame)}\n".encode("ascii")
 
 
 def decode_frame(message: str | bytes) -> dict[str, Any]:
@@ -81,8 +66,8 @@ def decode_frame(message: str | bytes) -> dict[str, Any]:
     Raises:
         ProtocolError: the header is malformed, or a binary message is not a binary frame.
     """
-    if isinstance(message, (bytes, bytearray)):
-        return _decode_binary(bytes(message))
+    if isinstance(message, (bytes, bytearray, memoryview)):
+        return _decode_binary(message)
     text = message
     if text[:1] == "d":
         # Most frames: a data frame without flags, read without the general header parser.
@@ -107,18 +92,21 @@ def decode_frame(message: str | bytes) -> dict[str, Any]:
     return frame
 
 
-def _decode_binary(message: bytes) -> dict[str, Any]:
-    end = message.find(b"\n", 0, _MAX_HEADER + 1)
+def _decode_binary(message: bytes | bytearray | memoryview) -> dict[str, Any]:
+    """A binary frame; its ``data`` is a memoryview of ``message`` (nothing copied: the stream joins fragments). A
+    bytearray, which its owner may change or reuse, is copied first."""
+    view = memoryview(bytes(message) if isinstance(message, bytearray) else message)
+    end = bytes(view[:_MAX_HEADER + 1]).find(b"\n")
     if end < 0:
-        raise ProtocolError(f"a binary WebRTC frame has no header line: {message[:_MAX_HEADER + 1]!r}")
+        raise ProtocolError(f"a binary WebRTC frame has no header line: {bytes(view[:_MAX_HEADER + 1])!r}")
     try:
-        head = message[:end].decode("ascii")
+        head = bytes(view[:end]).decode("ascii")
     except UnicodeDecodeError:
-        raise ProtocolError(f"a binary WebRTC frame has a malformed header {message[:end]!r}") from None
+        raise ProtocolError(f"a binary WebRTC frame has a malformed header {bytes(view[:end])!r}") from None
     frame = _decode_header(head)
     if frame["kind"] != "binary":
         raise ProtocolError(f"a {frame['kind']} frame arrived as a binary message; only binary frames are binary")
-    frame["data"] = RawBinary(message[end + 1:])
+    frame["data"] = view[end + 1:]
     return frame
 
 

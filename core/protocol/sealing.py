@@ -46,7 +46,6 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from ..errors import ProtocolError
-from .binary import RawBinary
 from .handshake import PROTOCOL, SessionKeys
 from .records import decode_base64
 
@@ -127,13 +126,15 @@ def inflate(packed: bytes, limit: int) -> bytes:
 
 
 def _binary_bytes(data: object) -> bytes:
-    """The bytes of a binary frame's ``data``: remembered (base64 text made from bytes, or bytes a link carried),
-    bytes as they are, else base64 text decoded and checked."""
+    """The bytes of a binary frame's ``data``: the stream's bytes as they are (a fragment is a memoryview), the bytes
+    a :class:`~.binary.Base64Text` remembers, else base64 text decoded and checked."""
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
     raw = getattr(data, "raw", None)
     if raw is not None:
         return raw
-    if isinstance(data, bytes | bytearray | memoryview):
-        return bytes(data)
     return decode_base64(data)  # type: ignore[arg-type]
 
 
@@ -211,8 +212,8 @@ class FrameSealer:
         return out
 
     def open(self, stored: dict[str, Any]) -> dict[str, Any]:
-        """The plain frame from its stored form (a binary frame's ``data`` is a :class:`~.binary.RawBinary`: its
-        bytes, made into base64 text only if something asks).
+        """The plain frame from its stored form (a binary frame's ``data`` is its bytes: nothing encodes them to
+        base64 again, :func:`~core.protocol.records.frame_from_store` takes them as they are).
 
         Raises:
             ProtocolError: malformed, it fails authentication (forged, altered, replayed from elsewhere), or its
@@ -244,7 +245,7 @@ class FrameSealer:
         if kind not in _EMPTY_KINDS:
             body = self._body(kind, seq, plain)
             if kind == "binary":
-                frame["data"] = RawBinary(body)
+                frame["data"] = body
             else:
                 try:
                     frame["data"] = body.decode("utf-8")

@@ -5,13 +5,14 @@ clock ticked) and returns *actions* (write this frame, deliver this payload, the
 acknowledged, a round trip was measured, something is slow, the peer is gone). It never sleeps, reads a clock or
 touches a socket: the caller passes ``now`` (seconds, any monotonic clock) into every call.
 
-Frames are small dicts, the same on every link. The relay stores them as database values; a WebRTC data channel
-carries each as one message, a short header line and then the data as it is, binary frames as binary messages with
-the raw bytes (see :mod:`core.protocol.linkframes`)::
+Frames are small dicts, the same on every link. The relay stores them as database values (binary data as base64
+there, converted at that boundary: :func:`core.protocol.records.frame_to_store`); a WebRTC data channel and the
+direct link carry each as one message, a short header line and then the data as it is, binary frames with the raw
+bytes (see :mod:`core.protocol.linkframes`)::
 
     {"kind": "data",   "seq": 7, "data": "hello"}      sequenced: delivered once, in order
     {"kind": "data",   "seq": 7, "data": "hello", "confirm": true}   ... and the sender waits for its ack
-    {"kind": "binary", "seq": 8, "data": "<base64>"}   sequenced: bytes, base64 in a string
+    {"kind": "binary", "seq": 8, "data": b"<bytes>"}   sequenced: raw bytes (bytes or a memoryview of them)
     {"kind": "signal", "seq": 9, "data": "<json>"}     sequenced: WebRTC signalling (a JSON object as text)
     {"kind": "data",   "seq": 11, "data": "<piece>", "more": true}   a fragment: more of this message follows
     {"kind": "close",  "seq": 10, "data": ""}          sequenced: the peer disconnects after everything before it
@@ -31,8 +32,9 @@ retransmitting), or a quarter of the window (in frames or bytes) delivered since
 acknowledged at once.
 :attr:`ReliableStream.ack_due` tells the caller when to call :meth:`ReliableStream.flush_ack`.
 
-Large messages: one frame carries at most ``max_frame_bytes`` UTF-8 bytes of ``data`` (the relay's rules allow
-64 KiB per stored frame). :meth:`ReliableStream.send_message` splits a longer ``data`` or ``binary`` message into
+Large messages: one frame carries at most ``max_frame_bytes`` UTF-8 bytes of text, or the raw bytes whose base64
+takes that many characters (3/4 of it: the relay's rules allow 64 KiB per stored frame, and the relay stores
+binary data as base64). :meth:`ReliableStream.send_message` splits a longer ``data`` or ``binary`` message into
 *fragments*, consecutive sequenced frames of the same kind, every one but the last marked ``"more": true`` (only
 the last carries ``confirm``). Fragments are ordinary frames for acknowledgement, retransmission and link
 switches; the receiver joins them in sequence order and delivers the whole message once, with the last fragment's
@@ -55,9 +57,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..errors import PeerTimeoutError, ProtocolError
-from .binary import Base64Text, RawBinary
 
 SEQUENCED_KINDS = frozenset({"data", "binary", "signal", "close"})
+# What a binary frame's ``data`` may be (a received frame's, and what ``send_message`` takes).
+BYTES_TYPES = (bytes, bytearray, memoryview)
 # A close frame's ``data``: "" for a plain disconnect; DECLINED, or DECLINED + "\n" + a reason, when the sender
 # declined the connection.
 DECLINED = "declined"
@@ -79,9 +82,8 @@ class WriteFrame:
 
 @dataclass(frozen=True)
 class Deliver:
-    """Hand a sequenced frame's payload to the application (``kind`` is data, binary, signal or close). Binary
-    ``data`` is base64 text, or a :class:`~core.protocol.linkframes.RawBinary` when every part of it arrived as raw
-    bytes; :func:`~core.protocol.linkframes.raw_of` reads either."""
+    """Hand a sequenced frame's payload to the application (``kind`` is data, binary, signal or close): a string,
+    or ``bytes`` for binary."""
 
     kind: str
     seq: int
@@ -144,8 +146,10 @@ class StreamTimers:
     """The intervals (seconds) and limits a :class:`ReliableStream` works with (see :class:`core.options.ManagerOptions`).
 
     ``window`` bounds the frames in flight, ``window_bytes`` their data; the receiver acknowledges at least every
-    quarter of either. ``max_frame_bytes`` is the most UTF-8 bytes of ``data`` one frame carries; ``max_message_bytes`` the most a
-    whole joined message may hold (UTF-8 bytes of text; raw bytes of binary data, which travels as base64).
+    quarter of either (text counted in characters, binary data in bytes). ``max_frame_bytes`` is the most UTF-8
+    bytes of text one frame carries, and 3/4 of it the most raw bytes of binary data (whose base64 the relay stores
+    then fits the same limit); ``max_message_bytes`` the most a whole joined message may hold (UTF-8 bytes of text,
+    raw bytes of binary data).
     """
 
     window: int = 32
@@ -243,15 +247,15 @@ class ReliableStream:
         return tuple(what for what, state in self._slow.items() if state.reported)
 
     # ---------------------------------------------------------------------------------------------------- events
-    def send(self, kind: str, data: str, now: float, *, confirm: bool = False) -> tuple[int, list[Action]]:
+    def send(self, kind: str, data: str | bytes, now: float, *, confirm: bool = False) -> tuple[int, list[Action]]:
         """Queue a sequenced frame; returns its sequence number and the frames that may be written now.
 
-        ``confirm`` marks a frame whose sender waits for its acknowledgement (the peer acknowledges it at once).
+        ``data`` is a string, or bytes for a ``binary`` frame. ``confirm`` marks a frame whose sender waits for its
+        acknowledgement (the peer acknowledges it at once).
         """
         if kind not in SEQUENCED_KINDS:
             raise ValueError(f"{kind!r} is not a sequenced frame kind")
-        if not isinstance(data, str):
-            raise TypeError("frame data must be a string")
+        _check_data(kind, data)
         seq = self._next_seq
         self._next_seq += 1
         frame: dict[str, Any] = {"kind": kind, "seq": seq, "data": data}
@@ -260,25 +264,27 @@ class ReliableStream:
         self._queued.append(frame)
         return seq, self._release(now)
 
-    def send_message(self, kind: str, data: str, now: float, *, confirm: bool = False) -> tuple[int, list[Action]]:
-        """Queue a ``data`` or ``binary`` message, split into fragments of at most ``max_frame_bytes`` if needed.
+    def send_message(self, kind: str, data: str | bytes, now: float, *,
+                     confirm: bool = False) -> tuple[int, list[Action]]:
+        """Queue a ``data`` (a string) or ``binary`` (bytes) message, split into fragments if it is longer than one
+        frame (``max_frame_bytes`` of UTF-8, or 3/4 of it of raw bytes).
 
         Returns the sequence number of its last frame (acknowledged once the peer's application has the whole
         message) and the frames that may be written now. The size limit of a whole message is the caller's to
-        check (before calling, so that nothing is queued for a message that is refused).
+        check (before calling, so that nothing is queued for a message that is refused). Binary fragments are
+        memoryviews of ``data``, which must not change while the message is in flight (``bytes`` cannot).
         """
         if kind not in ("data", "binary"):
             raise ValueError(f"only data and binary messages are split into fragments, not {kind!r}")
-        if not isinstance(data, str):
-            raise TypeError("frame data must be a string")
+        _check_data(kind, data)
         max_bytes = self.timers.max_frame_bytes
-        # A short message fits one frame whatever its characters: no need to look at them.
-        if (len(data) * 4 <= max_bytes or kind == "binary" and len(data) <= max_bytes) and max_bytes >= 4:
-            pieces = [data]  # base64 is ASCII: a binary message that fits one frame is kept as it is
-        elif isinstance(data, Base64Text) and max_bytes >= 4:
-            pieces = split_base64(data, max_bytes)
+        pieces: list[Any]
+        if kind == "binary":
+            pieces = split_bytes(data, binary_frame_bytes(max_bytes))  # type: ignore[arg-type]
+        elif len(data) * 4 <= max_bytes and max_bytes >= 4:
+            pieces = [data]  # a short message fits one frame whatever its characters: no need to look at them
         else:
-            pieces = split_utf8(data, max_bytes)
+            pieces = split_utf8(data, max_bytes)  # type: ignore[arg-type]
         last = len(pieces) - 1
         for index, piece in enumerate(pieces):
             frame: dict[str, Any] = {"kind": kind, "seq": self._next_seq, "data": piece}
@@ -447,7 +453,7 @@ class ReliableStream:
             self._unacked_bytes += len(nxt["data"])
             urgent = urgent or nxt.get("confirm") is True or nxt["kind"] not in ("data", "binary")
             if self._partial_kind is None and nxt.get("more") is not True:  # a whole message (as _join does)
-                joined: Deliver | Broken | None = Deliver(nxt["kind"], nxt["seq"], nxt["data"])
+                joined: Deliver | Broken | None = _whole(nxt["kind"], nxt["seq"], nxt["data"])
             else:
                 joined = self._join(nxt)
             if isinstance(joined, Broken):
@@ -470,7 +476,7 @@ class ReliableStream:
         """Take the next in-order frame: a whole message to deliver, None while fragments are joined, or Broken."""
         kind, data, more = frame["kind"], frame["data"], frame.get("more") is True
         if self._partial_kind is None and not more:
-            return Deliver(kind, frame["seq"], data)
+            return _whole(kind, frame["seq"], data)
         if self._partial_kind is not None and kind != self._partial_kind:
             return Broken(ProtocolError(
                 f"Message {frame['seq']} ({kind}) arrived inside a fragmented {self._partial_kind} message."
@@ -479,21 +485,15 @@ class ReliableStream:
         self._partial.append(data)
         self._partial_size += len(data)
         limit = self.timers.max_message_bytes
-        # Text: a character is at least one UTF-8 byte. Binary: base64 of ``limit`` bytes.
-        allowed = limit if kind == "data" else 4 * -(-limit // 3)
-        if self._partial_size > allowed:
+        # Text: a character is at least one UTF-8 byte. Binary: raw bytes.
+        if self._partial_size > limit:
             return Broken(ProtocolError(
                 f"A fragmented {kind} message grew over the limit of {limit} bytes at message {frame['seq']}."
             ))
         if more:
             return None
         parts = self._partial
-        whole: Any
-        if kind == "binary" and all(isinstance(part, (RawBinary, Base64Text)) for part in parts):
-            # Every fragment came with its bytes (a link that carries raw bytes): join those, encode nothing.
-            whole = RawBinary(b"".join(part.raw for part in parts))
-        else:
-            whole = "".join(str(part) for part in parts)
+        whole: Any = _join_bytes(parts) if kind == "binary" else "".join(parts)
         self._partial_kind, self._partial, self._partial_size = None, [], 0
         return Deliver(kind, frame["seq"], whole)
 
@@ -532,7 +532,10 @@ def _check_frame(frame: object) -> tuple[str, int]:
         if seq < 1:
             raise ProtocolError(f"A {kind} frame's seq starts at 1, not {seq}.")
         data = frame.get("data")
-        if not isinstance(data, str) and not (kind == "binary" and isinstance(data, RawBinary)):
+        if kind == "binary":
+            if not isinstance(data, BYTES_TYPES):
+                raise ProtocolError(f"A binary frame needs bytes in its 'data' field, not {type(data).__name__}.")
+        elif not isinstance(data, str):
             raise ProtocolError(f"A {kind} frame needs a string 'data' field.")
         if "confirm" in frame and not isinstance(frame["confirm"], bool):
             raise ProtocolError(f"A {kind} frame's 'confirm' must be true or false.")
@@ -544,16 +547,49 @@ def _check_frame(frame: object) -> tuple[str, int]:
     return kind, seq
 
 
-def split_base64(data: Base64Text, max_bytes: int) -> list[str]:
-    """Base64 text cut into pieces of at most ``max_bytes`` characters (a multiple of 4), each remembering its
-    bytes, so that the links that carry raw bytes never decode them."""
-    step = max_bytes // 4 * 4
-    pieces: list[str] = []
-    for start in range(0, len(data), step):
-        piece = Base64Text(data[start:start + step])
-        piece.raw = data.raw[start // 4 * 3:(start + step) // 4 * 3]
-        pieces.append(piece)
-    return pieces
+def _check_data(kind: str, data: object) -> None:
+    if kind == "binary":
+        if not isinstance(data, BYTES_TYPES):
+            raise TypeError(f"binary frame data must be bytes, not {type(data).__name__}")
+    elif not isinstance(data, str):
+        raise TypeError("frame data must be a string")
+
+
+def _whole(kind: str, seq: int, data: Any) -> Deliver:
+    """A whole message to deliver: binary data as ``bytes`` (a link may hand a memoryview of what it read)."""
+    if kind == "binary" and type(data) is not bytes:
+        data = bytes(data)
+    return Deliver(kind, seq, data)
+
+
+def _join_bytes(parts: list[Any]) -> bytes:
+    """The bytes of a binary message's fragments. When they are views of one ``bytes`` object that they cover
+    entirely (a link read them in one piece and cut them apart), that object is the message: nothing is copied.
+    Fragments join in sequence order, and one object's views come from one read, cut in that order."""
+    first = parts[0]
+    if isinstance(first, memoryview) and type(first.obj) is bytes:
+        whole = first.obj
+        if (all(isinstance(part, memoryview) and part.obj is whole for part in parts)
+                and sum(len(part) for part in parts) == len(whole)):
+            return whole
+    return b"".join(parts)
+
+
+def binary_frame_bytes(max_frame_bytes: int) -> int:
+    """The most raw bytes one binary frame carries: those whose base64 fits ``max_frame_bytes`` characters."""
+    return max(1, max_frame_bytes // 4 * 3)
+
+
+def split_bytes(data: bytes | bytearray | memoryview, max_bytes: int) -> list[bytes | memoryview]:
+    """``data`` cut into pieces of at most ``max_bytes`` bytes: memoryviews of it, nothing copied (one piece: the
+    data itself)."""
+    if isinstance(data, memoryview) and data.format != "B":
+        data = data.cast("B")
+    size = len(data)
+    if size <= max_bytes:
+        return [data]
+    view = memoryview(data)
+    return [view[start:start + max_bytes] for start in range(0, size, max_bytes)]
 
 
 def split_utf8(data: str, max_bytes: int) -> list[str]:

@@ -16,8 +16,8 @@ The request's ``relay/session/messages/{sessionId}`` and ``relay/session/acknowl
 inbox per device and session, so that each side listens to exactly one path and never receives its own writes
 back. A message key is ``s`` + the sequence number in 10 digits for sequenced frames (``s0000000042``),
 ``ping``/``pong`` + the probe number for latency probes: a retransmission rewrites the same key, so it costs no
-space. The frame format and the reliable stream are in :mod:`core.protocol.stream`; binary data travels base64-encoded in
-``data`` (``kind: "binary"``), WebRTC signalling as JSON text in ``data`` (``kind: "signal"``).
+space. The frame format and the reliable stream are in :mod:`core.protocol.stream`; binary data is stored
+base64-encoded in ``data`` (``kind: "binary"``; the stream and the other links hold the raw bytes), WebRTC signalling as JSON text in ``data`` (``kind: "signal"``).
 
 Efficiency: a connection's writer sends ONE multi-path ``update()`` at the session root per round: all frames
 queued meanwhile, the latest acknowledgement (one small value, overwritten), and the deletion of every message this
@@ -63,8 +63,7 @@ from ..errors import (
 from ..link import Link
 from ..options import ManagerOptions
 from ..peer import MAX_DECLINE_REASON, PeerConnection, PeerInfo, Route, Transport
-from ..protocol.linkframes import Base64Text, raw_of
-from ..protocol.records import SERVER_TIMESTAMP, message_key
+from ..protocol.records import SERVER_TIMESTAMP, frame_from_store, frame_to_store, message_key
 from ..protocol.sealing import FrameSealer, sealed_frame_limit
 from ..protocol.stream import (
     DECLINED,
@@ -138,13 +137,17 @@ class _RelayWriter:
         size = 0
         for key in list(self._frames):
             frame = self._frames[key]
-            cost = len(frame.get("data", "")) + 100
+            data = frame.get("data", "")
+            # What it will take in the update: base64 of binary data (sealed or not), text as it is.
+            cost = (len(data) if isinstance(data, str) else (len(data) + 2) // 3 * 4) + 100
             if payload and size + cost > MAX_BATCH_BYTES:
                 break
             del self._frames[key]
             size += cost
             plain[key] = frame
-            stored = sealer.seal(frame) if sealer is not None else frame
+            # Sealing starts from the frame's bytes; only a frame stored in the clear has its binary data made base64
+            # (here only).
+            stored = sealer.seal(frame) if sealer is not None else frame_to_store(frame)
             payload[f"{conn.peer.id}/messages/{key}"] = {**stored, "updatedWhen": SERVER_TIMESTAMP}
             if frame["kind"] in SEQUENCED_KINDS:
                 seqs.append(frame["seq"])
@@ -420,8 +423,8 @@ class RelayConnection(PeerConnection):
                 size=size,
                 limit=limit,
             )
-        raw = bytes(data)
-        await self._send("binary", Base64Text.of(raw))
+        # The stream holds the bytes as they are (base64 only on the relay); a copy unless they cannot change.
+        await self._send("binary", bytes(data))
 
     async def disconnect(self) -> None:
         """Close: the peer sees ``peer-requested-closed`` after everything sent before. Safe to call twice."""
@@ -751,12 +754,7 @@ class RelayConnection(PeerConnection):
         if action.kind == "data":
             emit_safely(self.events, ev.DATA, ev.Data(action.data))
         elif action.kind == "binary":
-            try:
-                raw = raw_of(action.data)
-            except ValueError as exc:
-                self._protocol_error(ProtocolError(f"Binary message {action.seq} is not valid base64: {exc}"))
-                return
-            emit_safely(self.events, ev.BINARY, ev.BinaryData(raw))
+            emit_safely(self.events, ev.BINARY, ev.BinaryData(action.data))
         elif action.kind == "signal":
             try:
                 signal = json.loads(action.data)
@@ -860,6 +858,11 @@ class RelayConnection(PeerConnection):
             expected = None
         if expected != key:
             self._protocol_error(ProtocolError(f"Message {key} is malformed: {str(value)[:200]}"))
+            return
+        try:
+            frame = frame_from_store(frame)  # binary data as bytes again
+        except ProtocolError as exc:
+            self._protocol_error(exc)
             return
         self.receive_frame(frame)
 

@@ -22,8 +22,8 @@ from core.protocol.linkorder import Attach, Detach, LinkOrder, Report, Retry
 
 FRAMES = [
     {"kind": "data", "seq": 1, "data": "héllo\nworld"},
-    {"kind": "binary", "seq": 2, "data": base64.b64encode(bytes(range(256)) * 10).decode()},
-    {"kind": "binary", "seq": 3, "data": base64.b64encode(b"x").decode(), "more": True, "confirm": True},
+    {"kind": "binary", "seq": 2, "data": bytes(range(256)) * 10},
+    {"kind": "binary", "seq": 3, "data": memoryview(b"x"), "more": True, "confirm": True},
     {"kind": "ack", "seq": 3},
     {"kind": "ping", "seq": 7},
     {"kind": "signal", "seq": 4, "data": '{"webrtc":1}'},
@@ -43,7 +43,7 @@ def test_frames_survive_the_byte_stream_cut_anywhere() -> None:
 
 def test_binary_frames_carry_raw_bytes_not_base64() -> None:
     raw = bytes(range(256)) * 100
-    encoded = encode_stream_frame({"kind": "binary", "seq": 9, "data": base64.b64encode(raw).decode()})
+    encoded = encode_stream_frame({"kind": "binary", "seq": 9, "data": raw})
     assert raw in encoded and len(encoded) < len(raw) + 16
 
 
@@ -136,23 +136,90 @@ def test_a_closed_connection_decides_nothing() -> None:
 
 
 def test_a_long_binary_message_is_split_into_fragments_that_keep_their_bytes() -> None:
-    from core.protocol.linkframes import Base64Text, RawBinary, decode_frame, encode_frame
+    from core.protocol.records import frame_from_store, frame_to_store
     from core.protocol.stream import ReliableStream, StreamTimers, WriteFrame
 
-    raw = bytes(range(256)) * 1000 + b"xy"  # not a multiple of 3: the last fragment carries the padding
+    raw = bytes(range(256)) * 1000 + b"xy"  # not a multiple of 3: the last fragment carries the padding on the relay
     timers = StreamTimers(max_frame_bytes=4000, window=1000, window_bytes=10**9)
     sender, receiver = ReliableStream(timers, now=0.0), ReliableStream(timers, now=0.0)
-    _, actions = sender.send_message("binary", Base64Text.of(raw), 0.0)
+    _, actions = sender.send_message("binary", raw, 0.0)
     frames = [action.frame for action in actions if isinstance(action, WriteFrame)]
-    assert len(frames) > 50 and all(isinstance(frame["data"], Base64Text) for frame in frames)
+    assert len(frames) > 50 and all(isinstance(frame["data"], memoryview) for frame in frames)
     delivered = [action for frame in frames for action in receiver.receive(frame, 0.0) if hasattr(action, "kind")]
     (whole,) = [action for action in delivered if action.kind == "binary"]
-    assert isinstance(whole.data, RawBinary) and whole.data.raw == raw
-    assert base64.b64decode(str(whole.data)) == raw
-    # The same fragments over a link (raw bytes on the wire), one of them resent over the relay (plain text after a
-    # fallback): the message is joined from text then, and still whole.
+    assert whole.data == raw and type(whole.data) is bytes
+    # The same fragments over the direct link (raw bytes on the wire), one of them resent over the relay (base64
+    # there, after a fallback): the message is still whole.
     other = ReliableStream(timers, now=0.0)
-    through_link = [decode_frame(encode_frame(frame)) for frame in frames]
-    through_link[3] = {**frames[3], "data": str(frames[3]["data"])}
+    through_link = [FrameReader().feed(encode_stream_frame(frame))[0] for frame in frames]
+    through_link[3] = frame_from_store({**frame_to_store(frames[3]), "data": str(frame_to_store(frames[3])["data"])})
     delivered = [a for f in through_link for a in other.receive(f, 0.0) if getattr(a, "kind", None) == "binary"]
-    assert len(delivered) == 1 and base64.b64decode(delivered[0].data) == raw
+    assert len(delivered) == 1 and delivered[0].data == raw
+
+
+def _records(stream: bytes) -> list[int]:
+    """The kinds of the records on a byte stream, in order."""
+    kinds, at = [], 0
+    while at < len(stream):
+        length, kind = parse_header(stream[at:at + HEADER.size])
+        kinds.append(kind)
+        at += HEADER.size + length
+    return kinds
+
+
+def test_the_fragments_of_a_message_travel_as_one_run_and_come_back_as_the_same_frames() -> None:
+    from core.protocol.direct import BINARY, RUN, TEXT, encode_stream_frames
+    from core.protocol.stream import ReliableStream, StreamTimers, WriteFrame
+
+    timers = StreamTimers(max_frame_bytes=4000, window=1000, window_bytes=10**9)
+    sender = ReliableStream(timers, now=0.0)
+    raw = bytes(range(256)) * 100 + b"z"  # 25,601 bytes: 8 fragments of 3,000 and one of 1,601
+    actions = sender.send("data", "before", 0.0)[1]
+    actions += sender.send_message("binary", raw, 0.0, confirm=True)[1]
+    actions += sender.send_message("binary", b"small", 0.0)[1]
+    actions += sender.send_message("binary", raw[:6000], 0.0)[1]  # exactly two full fragments
+    frames = [action.frame for action in actions if isinstance(action, WriteFrame)]
+    stream = b"".join(encode_stream_frames(frames))
+    assert _records(stream) == [TEXT, RUN, BINARY, RUN]
+    assert len(stream) < len(raw) + 6000 + 100  # the bytes once, and a few headers
+    for cut in (1, 7, 1000, len(stream)):
+        reader, got = FrameReader(), []
+        for start in range(0, len(stream), cut):
+            got += reader.feed(stream[start:start + cut])
+        assert got == frames  # each fragment with its own seq and flags, the last one's confirm kept
+    receiver = ReliableStream(StreamTimers(max_frame_bytes=4000, window=1000, ack_delay=0), now=0.0)
+    delivered = [a.data for f in got for a in receiver.receive(f, 0.0) if hasattr(a, "kind")]
+    assert delivered == ["before", raw, b"small", raw[:6000]]
+
+
+def test_a_run_is_cut_where_the_frames_stop_following_each_other() -> None:
+    from core.protocol.direct import BINARY, MAX_RUN_BYTES, RUN, encode_stream_frames
+
+    def fragment(seq: int, size: int, **flags: bool) -> dict:
+        return {"kind": "binary", "seq": seq, "data": bytes(size), **flags}
+
+    # A gap in the sequence numbers (a frame resent alone), a short fragment before the end, the size limit.
+    gap = [fragment(1, 10, more=True), fragment(2, 10, more=True), fragment(4, 10, more=True), fragment(5, 3)]
+    assert _records(b"".join(encode_stream_frames(gap))) == [RUN, RUN]
+    short = [fragment(1, 10, more=True), fragment(2, 4, more=True), fragment(3, 10)]
+    assert _records(b"".join(encode_stream_frames(short))) == [RUN, BINARY]
+    step = MAX_RUN_BYTES // 3
+    big = [fragment(seq, step, more=True) for seq in range(1, 5)] + [fragment(5, 1)]
+    records = _records(b"".join(encode_stream_frames(big)))
+    assert records == [RUN, RUN]
+    reader = FrameReader()
+    assert reader.feed(b"".join(encode_stream_frames(big))) == big
+
+
+@pytest.mark.parametrize(
+    ("count", "step", "size", "flags"),
+    [(1, 10, 10, 0), (3, 0, 0, 0), (3, 10, 20, 0), (3, 10, 31, 0), (2, 10, 15, 4), (5000, 1, 5000, 0)],
+    ids=["one-fragment", "empty-step", "too-short", "too-long", "unknown-flag", "too-many"],
+)
+def test_malformed_runs_are_refused(count, step, size, flags) -> None:
+    from core.protocol.direct import RUN, RUN_HEAD, decode_frames
+
+    with pytest.raises(ProtocolError, match="run"):
+        decode_frames(RUN, RUN_HEAD.pack(1, count, step, flags) + bytes(size))
+    with pytest.raises(ProtocolError, match="shorter than its header"):
+        decode_frames(RUN, b"\x00" * 5)

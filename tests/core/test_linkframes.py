@@ -18,8 +18,8 @@ FRAMES = [
     {"kind": "data", "seq": 2, "data": ""},
     {"kind": "data", "seq": 3, "data": "line one\nline two\n", "confirm": True},
     {"kind": "data", "seq": 4, "data": "é€🙂 \"quoted\" \\ {json}", "more": True},
-    {"kind": "binary", "seq": 5, "data": "AAEC/w==", "more": True},
-    {"kind": "binary", "seq": 9_999_999_999, "data": "AA==", "confirm": True},
+    {"kind": "binary", "seq": 5, "data": b"\x00\x01\x02\xff", "more": True},
+    {"kind": "binary", "seq": 9_999_999_999, "data": b"\x00", "confirm": True},
     {"kind": "signal", "seq": 6, "data": '{"webrtc":1,"type":"offer","sdp":"v=0\\r\\n"}'},
     {"kind": "close", "seq": 7, "data": ""},
     {"kind": "ack", "seq": 0},
@@ -38,29 +38,26 @@ def test_every_frame_survives_the_data_channel_form(frame):
 
 def test_binary_frames_carry_raw_bytes_not_base64():
     raw = bytes(range(256)) * 192  # 48 KiB: what one relay-sized frame holds
-    frame = {"kind": "binary", "seq": 77, "data": base64.b64encode(raw).decode(), "more": True, "confirm": True}
+    frame = {"kind": "binary", "seq": 77, "data": raw, "more": True, "confirm": True}
     message = encode_frame(frame)
     assert message == b"b77!+\n" + raw
     assert len(message) < MAX_PACKET_BYTES - 1  # one data-channel message, one link frame
     assert decode_frame(message) == frame
     assert decode_frame(bytearray(message)) == frame
-    assert decode_frame(b"b1\n") == {"kind": "binary", "seq": 1, "data": ""}
+    assert decode_frame(b"b1\n") == {"kind": "binary", "seq": 1, "data": b""}
 
 
 def test_binary_frames_from_the_stream_cross_into_another_stream():
     a, b = ReliableStream(), ReliableStream()
     raw = random.Random(5).randbytes(200_000)
-    _, actions = a.send_message("binary", base64.b64encode(raw).decode(), 0.0, confirm=True)
+    _, actions = a.send_message("binary", raw, 0.0, confirm=True)
     messages = [encode_frame(action.frame) for action in actions if isinstance(action, WriteFrame)]
     assert len(messages) == 5 and all(isinstance(m, bytes) for m in messages)
     assert sum(len(m) for m in messages) < len(raw) + 100
     got = []
     for message in messages:
         got += b.receive(decode_frame(message), 0.0)
-    # Binary data that arrived as raw bytes is delivered as such (raw_of reads either form).
-    from core.protocol.linkframes import raw_of
-
-    assert [raw_of(a.data) for a in got if type(a).__name__ == "Deliver"] == [raw]
+    assert [a.data for a in got if type(a).__name__ == "Deliver"] == [raw]
 
 
 @pytest.mark.parametrize(
@@ -110,16 +107,25 @@ def test_a_frame_without_its_data_line_is_left_for_the_stream_to_refuse():
     assert type(ReliableStream().receive(frame, 0.0)[0]).__name__ == "BadFrame"
 
 
-def test_binary_data_remembers_its_bytes_so_links_never_decode_base64_again() -> None:
-    from core.protocol.linkframes import Base64Text, RawBinary, raw_of
+def test_binary_data_is_base64_only_on_the_relay() -> None:
+    from core.protocol.binary import Base64Text
+    from core.protocol.records import frame_from_store, frame_to_store
 
     raw = bytes(range(256)) * 3
-    text = Base64Text.of(raw)
-    assert text == base64.b64encode(raw).decode() and text.raw is raw
-    frame = decode_frame(encode_frame({"kind": "binary", "seq": 5, "data": text}))
-    assert isinstance(frame["data"], RawBinary) and frame["data"].raw == raw  # nothing encoded on arrival
-    assert frame["data"] == text and len(frame["data"]) == len(text)  # the base64 text only when asked for
-    assert raw_of(frame["data"]) == raw
-    assert raw_of(base64.b64encode(raw).decode()) == raw  # plain text (from the relay) is decoded and checked
-    with pytest.raises(ValueError):
-        raw_of("not base64!")
+    frame = {"kind": "binary", "seq": 5, "data": memoryview(raw), "more": True}
+    stored = frame_to_store(frame)
+    assert stored == {"kind": "binary", "seq": 5, "data": base64.b64encode(raw).decode(), "more": True}
+    assert isinstance(stored["data"], Base64Text) and bytes(stored["data"].raw) == raw  # the bytes kept for sealing
+    assert frame["data"] == raw  # the stream's frame is left as it is (it may be resent on another link)
+    assert frame_from_store(stored)["data"] == raw  # taken from the text's bytes, nothing decoded
+    assert frame_from_store({**stored, "data": str(stored["data"])}) == frame  # plain text is decoded and checked
+    opened = {"kind": "binary", "seq": 5, "data": raw}  # what opening a sealed frame may give: kept as it is
+    assert frame_from_store(opened) is opened
+    text = {"kind": "data", "seq": 6, "data": "hi"}
+    assert frame_to_store(text) is text and frame_from_store(text) is text
+    for bad in ("not base64!", "QUJD=", 7):
+        with pytest.raises(ProtocolError, match="base64"):
+            frame_from_store({"kind": "binary", "seq": 7, "data": bad})
+    # On a data channel a binary frame arrives as a view of the message: nothing copied before the stream.
+    arrived = decode_frame(encode_frame(frame))
+    assert isinstance(arrived["data"], memoryview) and arrived["data"] == raw

@@ -39,10 +39,10 @@ def of(actions, cls):
 def test_send_assigns_increasing_sequence_numbers_and_writes_frames():
     s = ReliableStream()
     seq1, a1 = s.send("data", "a", 0.0)
-    seq2, a2 = s.send("binary", "Yg==", 0.0)
+    seq2, a2 = s.send("binary", b"b", 0.0)
     assert (seq1, seq2) == (1, 2)
     assert frames(a1) == [{"kind": "data", "seq": 1, "data": "a"}]
-    assert frames(a2) == [{"kind": "binary", "seq": 2, "data": "Yg=="}]
+    assert frames(a2) == [{"kind": "binary", "seq": 2, "data": b"b"}]
     assert s.in_flight == 2
 
 
@@ -52,6 +52,9 @@ def test_send_refuses_control_kinds_and_non_strings():
         s.send("ack", "", 0.0)
     with pytest.raises(TypeError):
         s.send("data", b"x", 0.0)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        s.send("binary", "Yg==", 0.0)  # binary data is bytes, never base64 text
+    assert s.next_seq == 1  # nothing was queued
 
 
 NO_DELAY = StreamTimers(ack_delay=0)
@@ -67,7 +70,7 @@ def test_receiver_delivers_in_order_and_acks_cumulatively():
 def test_acks_are_delayed_and_coalesced_unless_the_sender_waits():
     r = ReliableStream(StreamTimers(ack_delay=0.05, window=32))
     assert frames(r.receive({"kind": "data", "seq": 1, "data": "a"}, 0.0)) == []
-    assert frames(r.receive({"kind": "binary", "seq": 2, "data": "Yg=="}, 0.01)) == []
+    assert frames(r.receive({"kind": "binary", "seq": 2, "data": b"b"}, 0.01)) == []
     assert r.ack_due == pytest.approx(0.05)
     assert r.flush_ack(0.04) == []
     assert frames(r.flush_ack(0.05)) == [{"kind": "ack", "seq": 2}]

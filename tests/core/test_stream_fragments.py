@@ -86,10 +86,10 @@ def test_fragments_beyond_the_window_wait_and_the_whole_message_arrives_once():
 def test_messages_after_a_fragmented_one_keep_their_order():
     a, b = ReliableStream(SMALL), ReliableStream(SMALL)
     actions = a.send("data", "before", 0.0)[1]
-    actions += a.send_message("binary", "QUJD" * 10, 0.0)[1]
+    actions += a.send_message("binary", b"ABC" * 10, 0.0)[1]
     actions += a.send_message("data", "after", 0.0)[1]
     got = pump(a, b, actions)
-    assert [(kind, data) for kind, _, data in got] == [("data", "before"), ("binary", "QUJD" * 10), ("data", "after")]
+    assert [(kind, data) for kind, _, data in got] == [("data", "before"), ("binary", b"ABC" * 10), ("data", "after")]
 
 
 def test_lost_duplicated_and_reordered_fragments_still_join_once():
@@ -130,17 +130,36 @@ def test_a_fragment_run_over_the_message_limit_breaks_the_stream():
     assert b.receive({"kind": "data", "seq": 8, "data": "x"}, 0.0) == []  # nothing more is delivered
 
 
-def test_binary_messages_may_use_the_base64_of_the_whole_limit():
-    b = ReliableStream(StreamTimers(ack_delay=0, max_frame_bytes=16, max_message_bytes=12))  # 16 chars of base64
-    assert not any(isinstance(x, Broken) for x in b.receive({"kind": "binary", "seq": 1, "data": "QUJD" * 2, "more": True}, 0.0))
-    actions = b.receive({"kind": "binary", "seq": 2, "data": "QUJD" * 2}, 0.0)
-    assert delivered(actions) == [("binary", 2, "QUJD" * 4)]
+def test_binary_messages_count_their_raw_bytes_against_the_limit():
+    b = ReliableStream(StreamTimers(ack_delay=0, max_frame_bytes=16, max_message_bytes=12))
+    assert not any(isinstance(x, Broken) for x in b.receive({"kind": "binary", "seq": 1, "data": b"ABCDEF", "more": True}, 0.0))
+    actions = b.receive({"kind": "binary", "seq": 2, "data": memoryview(b"ABCDEF")}, 0.0)
+    assert delivered(actions) == [("binary", 2, b"ABCDEF" * 2)]
+    assert type(delivered(actions)[0][2]) is bytes
+    c = ReliableStream(StreamTimers(ack_delay=0, max_frame_bytes=16, max_message_bytes=12))
+    c.receive({"kind": "binary", "seq": 1, "data": b"ABCDEF", "more": True}, 0.0)
+    assert [type(x) for x in c.receive({"kind": "binary", "seq": 2, "data": b"ABCDEFG"}, 0.0)] == [Broken]
+
+
+def test_binary_messages_are_split_into_views_of_the_bytes_whose_base64_fits_a_frame():
+    a = ReliableStream(StreamTimers(max_frame_bytes=16, window=100))  # 16 characters of base64: 12 bytes
+    raw = bytes(range(100))
+    last, actions = a.send_message("binary", raw, 0.0, confirm=True)
+    written = frames(actions)
+    assert [len(f["data"]) for f in written] == [12] * 8 + [4]
+    assert all(isinstance(f["data"], memoryview) for f in written)  # nothing copied
+    assert b"".join(f["data"] for f in written) == raw
+    assert [f.get("more", False) for f in written] == [True] * 8 + [False]
+    assert written[-1].get("confirm") is True and last == 9
+    b = ReliableStream(StreamTimers(max_frame_bytes=16, window=100, ack_delay=0))
+    got = [x for f in written for x in b.receive(f, 0.0) if isinstance(x, Deliver)]
+    assert [(x.seq, x.data) for x in got] == [(9, raw)]
 
 
 def test_another_kind_inside_a_fragment_run_breaks_the_stream():
     b = ReliableStream(SMALL)
     b.receive({"kind": "data", "seq": 1, "data": "part", "more": True}, 0.0)
-    actions = b.receive({"kind": "binary", "seq": 2, "data": "QUJD"}, 0.0)
+    actions = b.receive({"kind": "binary", "seq": 2, "data": b"ABC"}, 0.0)
     assert [type(a) for a in actions] == [Broken]
 
 
@@ -189,3 +208,29 @@ def test_the_bytes_in_flight_are_bounded_too_and_the_receiver_acks_by_bytes():
     assert [f["seq"] for f in frames(a.receive(acks[-1], 0.0))] == [5, 6, 7, 8]
     big = ReliableStream(StreamTimers(window_bytes=10, max_frame_bytes=16))
     assert len(frames(big.send_message("data", "y" * 32, 0.0)[1])) == 1  # one frame may always be in flight
+
+
+def test_a_message_that_is_all_of_one_buffer_is_delivered_as_that_buffer_and_any_other_is_joined():
+    timers = StreamTimers(ack_delay=0, max_frame_bytes=16, max_message_bytes=100, window=100)  # 12-byte fragments
+    buffer = bytes(range(30))
+    view = memoryview(buffer)
+    pieces = [view[0:12], view[12:24], view[24:30]]
+
+    def receive(datas: list) -> bytes:
+        b = ReliableStream(timers)
+        got: list = []
+        for seq, data in enumerate(datas, start=1):
+            frame = {"kind": "binary", "seq": seq, "data": data}
+            if seq < len(datas):
+                frame["more"] = True
+            got += delivered(b.receive(frame, 0.0))
+        ((_, _, whole),) = got
+        return whole
+
+    assert receive(pieces) is buffer  # one link read: no copy
+    # One fragment resent on another link (its own bytes), part of a buffer, two buffers: joined.
+    assert receive([pieces[0], bytes(pieces[1]), pieces[2]]) == buffer
+    assert receive(pieces[:2]) == buffer[:24]
+    other = memoryview(bytes(range(30)))
+    assert receive([pieces[0], other[12:24], pieces[2]]) == buffer
+    assert all(type(receive(p)) is bytes for p in ([pieces[0], bytes(6)], pieces[:2]))
