@@ -34,7 +34,7 @@ from .errors import (
 from .link import Upgrader
 from .options import ManagerOptions
 from .peer import ConnectionRequest, DeviceStatus, PeerConnectionManager, PeerInfo
-from .protocol.handshake import InitiatorHandshake, ResponderHandshake, refusal
+from .protocol.handshake import InitiatorHandshake, ResponderHandshake, SessionKeys, refusal
 from .protocol.identity import Trust, comparison_code, fingerprint, key_text
 from .protocol.negotiation import NegotiationIgnored, make_request, new_session_id, read_request
 from .protocol.presence import PresenceView, RelayHealth, peer_from_record
@@ -413,7 +413,7 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
                 assert handshake.peer_key is not None
                 key = key_text(handshake.peer_key)
                 trust = self._check_trust(peer, key)
-                conn.set_sealer(FrameSealer(keys, session_id=session_id, own_id=self._device.id, peer_id=peer_id))
+                conn.set_sealer(self._sealer(keys, session_id, peer_id))
                 await conn.write_handshake(confirm)
             waiting = "acceptance of the session"
             emit_safely(self.events, ev.AWAITING_ACCEPT, ev.AwaitingAccept(peer, session_id, opts.accept_timeout))
@@ -569,7 +569,7 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
                     return
                 await conn.write_handshake(handshake.answer())
                 keys = handshake.on_confirm(await conn.handshake)
-                conn.set_sealer(FrameSealer(keys, session_id=session_id, own_id=self._device.id, peer_id=initiator))
+                conn.set_sealer(self._sealer(keys, session_id, initiator))
         except (PeerchatError, TimeoutError) as exc:
             level = logging.WARNING if isinstance(exc, HandshakeError) else logging.INFO
             log.log(level, "could not answer a session request from %s: %s", initiator, exc)
@@ -631,6 +631,13 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         except TimeoutError:
             pass
         await conn.abandon()
+
+    def _sealer(self, keys: SessionKeys, session_id: str, peer_id: str) -> FrameSealer:
+        opts = self.options
+        return FrameSealer(
+            keys, session_id=session_id, own_id=self._device.id, peer_id=peer_id,
+            compress=opts.relay_compression, relay_frame_chars=opts.relay_frame_bytes,
+        )
 
     def _new_connection(
         self, peer: PeerInfo, session_id: str, *, initiator: bool, confirm_data_receival: bool

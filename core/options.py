@@ -65,6 +65,18 @@ class ManagerOptions:
     # The most characters of ``data`` in one stored relay frame: the security rules allow exactly this (65,536);
     # change it only together with ``firebase/database.rules.json``. Binary data takes 4/3 as much (base64).
     relay_frame_bytes: int = 64 * 1024
+    # Compress what a session writes to the relay (messages, file chunks, signalling) before sealing it, when that
+    # saves at least an eighth (zlib's fastest level, each frame on its own; data that does not shrink, such as
+    # photos or archives, is detected on a 2 KiB sample and written as it is). Text is sealed as base64, 4/3 its
+    # size; compressed, ordinary text takes about half the relay's bytes of plain text instead.
+    # The trade-off: the database sees each frame's size, and compressed, the size depends on what the frame says,
+    # not only on how long it is. Someone who can read the database AND get chosen text into the same message as a
+    # secret, many times over, could learn the secret from the sizes (as CRIME and BREACH did to HTTPS). Frames are
+    # compressed one by one, never with another message, so this needs one message that mixes both. Between one
+    # person's own devices, as in peerchat, nobody else writes into a message; a library user who builds messages
+    # from attacker-chosen text and secrets together should turn this off. Only what this side writes: a receiver
+    # opens either kind of frame.
+    relay_compression: bool = True
     # Trust: how long connect_to_peer waits for the other side to accept (a person may have to answer), and
     # whether only devices verified with the comparison code may open sessions (both ways).
     accept_timeout: float = 60.0

@@ -137,14 +137,17 @@ class _RelayWriter:
         size = 0
         for key in list(self._frames):
             frame = self._frames[key]
-            stored = frame_to_store(frame)  # binary data as base64, here only
-            cost = len(stored.get("data", "")) + 100
+            data = frame.get("data", "")
+            # What it will take in the update: base64 of binary data (sealed or not), text as it is.
+            cost = (len(data) if isinstance(data, str) else (len(data) + 2) // 3 * 4) + 100
             if payload and size + cost > MAX_BATCH_BYTES:
                 break
             del self._frames[key]
             size += cost
             plain[key] = frame
-            stored = sealer.seal(stored) if sealer is not None else stored
+            # Sealing starts from the frame's bytes; only a frame stored in the clear has its binary data made base64
+            # (here only).
+            stored = sealer.seal(frame) if sealer is not None else frame_to_store(frame)
             payload[f"{conn.peer.id}/messages/{key}"] = {**stored, "updatedWhen": SERVER_TIMESTAMP}
             if frame["kind"] in SEQUENCED_KINDS:
                 seqs.append(frame["seq"])
@@ -361,12 +364,16 @@ class RelayConnection(PeerConnection):
 
     @property
     def stats(self) -> dict[str, int]:
-        """Counters for tests and benchmarks: relay update requests, failed ones, frames in flight."""
+        """Counters for tests and benchmarks: relay update requests, failed ones, frames in flight, and sealed frames
+        with data written compressed and as they were."""
+        sealer = self._sealer
         return {
             "relay_requests": self._writer.requests,
             "relay_failures": self._writer.failures,
             "in_flight": self._stream.in_flight,
             "queued": self._stream.queued,
+            "sealed_deflated": sealer.counts["deflated"] if sealer is not None else 0,
+            "sealed_as_is": sealer.counts["as_is"] if sealer is not None else 0,
         }
 
     async def send(self, data: str) -> None:
@@ -540,11 +547,11 @@ class RelayConnection(PeerConnection):
         if not isinstance(signal, dict):
             raise TypeError("a signal is a dict")
         text = json.dumps(signal, separators=(",", ":"))
-        if len(text) > self._options.relay_frame_bytes:
+        if len(text) > self._frame_limit:  # ASCII (json.dumps escapes the rest): characters are bytes
             raise MessageTooLargeError(
                 "The signalling message is too large for one relay frame.",
                 size=len(text),
-                limit=self._options.relay_frame_bytes,
+                limit=self._frame_limit,
             )
         await self._send("signal", text, confirm=False)
 

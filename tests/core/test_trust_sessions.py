@@ -8,6 +8,8 @@ import asyncio
 import base64
 import dataclasses
 import os
+import random
+import zlib
 from pathlib import Path
 
 import pytest
@@ -96,6 +98,22 @@ def encodings(secret: bytes) -> list[str]:
     return found
 
 
+SECRET_PHRASE = "the spare key is under the blue flowerpot by the back door"
+
+
+def chat_like(size: int, *, secret: str, seed: int = 1) -> str:
+    """Text that compresses as chat does: sentences of common words in a seeded order, ``secret`` among them."""
+    rng = random.Random(seed)
+    words = ("ok I will call you when we get to the station do not forget to bring the charger and the tickets "
+             "are on the table see you soon love").split()
+    out = [secret]
+    while sum(map(len, out)) < size:
+        out.append(" ".join(rng.choice(words) for _ in range(rng.randint(4, 15))).capitalize() + rng.choice(".!?"))
+        if rng.random() < 0.05:
+            out.append(secret)
+    return " ".join(out)[:size]
+
+
 async def test_no_write_to_the_database_holds_plaintext_during_a_chat_and_a_relay_file_transfer(world, tmp_path):
     admin = world.admin
     writes: list[tuple[str, str, object]] = []
@@ -114,8 +132,16 @@ async def test_no_write_to_the_database_holds_plaintext_during_a_chat_and_a_rela
         await conn.send_bytes(blob)
         long_text = "é" + os.urandom(60_000).hex()  # several frames
         await conn.send(long_text)
-        await wait_for(lambda: len(got.items) == 3, what="three messages")
-        assert got.items == [(ev.DATA, ev.Data(text)), (ev.BINARY, ev.BinaryData(blob)), (ev.DATA, ev.Data(long_text))]
+        # Chat-like text, compressed before it is sealed (the default): compressed, sealed text shows nothing either.
+        deflated_before = conn.stats["sealed_deflated"]
+        chat = chat_like(20_000, secret=SECRET_PHRASE)
+        await conn.send(chat)
+        assert conn.stats["sealed_deflated"] > deflated_before  # this message did go compressed
+        await wait_for(lambda: len(got.items) == 4, what="four messages")
+        assert got.items == [
+            (ev.DATA, ev.Data(text)), (ev.BINARY, ev.BinaryData(blob)), (ev.DATA, ev.Data(long_text)),
+            (ev.DATA, ev.Data(chat)),
+        ]
 
         content = os.urandom(300_000)
         source = tmp_path / "secret-plans.bin"
@@ -126,6 +152,11 @@ async def test_no_write_to_the_database_holds_plaintext_during_a_chat_and_a_rela
         transfer = await sender.send_files([source])
         await asyncio.wait_for(transfer.wait(), 60)
         assert (received / "secret-plans.bin").read_bytes() == content
+        notes = tmp_path / "notes.txt"
+        notes.write_text(chat_like(200_000, secret=SECRET_PHRASE, seed=2))
+        transfer = await sender.send_files([notes])
+        await asyncio.wait_for(transfer.wait(), 60)
+        assert (received / "notes.txt").read_text() == notes.read_text()
         await conn.disconnect()
     finally:
         await watcher.close()
@@ -133,10 +164,16 @@ async def test_no_write_to_the_database_holds_plaintext_during_a_chat_and_a_rela
     everything = "\n".join(strings_in([[k, p, d] for k, p, d in writes], []))
     assert "s0000000001" in everything  # the watcher saw the session's frames
     secrets = [text.encode(), blob, long_text.encode()[2:], content[100_000:100_100], content[:100]]
+    secrets += [SECRET_PHRASE.encode(), chat[:200].encode(), chat[10_000:10_100].encode()]
+    secrets += [notes.read_bytes()[:100], notes.read_bytes()[150_000:150_100]]
     for secret in secrets:
         for shown in encodings(secret):
             assert shown not in everything
+    # Nor does its DEFLATE stream (the body of its one frame) sit there compressed but unsealed.
+    for shown in encodings(zlib.compress(chat.encode(), 1, -15)[:60]):
+        assert shown not in everything
     assert "secret-plans" not in everything  # file names travel inside the session too
+    assert "notes.txt" not in everything
 
 
 # --------------------------------------------------------------------------------------------------- trust
