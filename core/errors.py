@@ -144,6 +144,16 @@ class HandshakeError(ProtocolError):
     The session did not open. If it happens again, someone may be tampering with the database."""
 
 
+class PeerVersionError(HandshakeError):
+    """The other device speaks another version of peerchat's session protocol, so no session can open between the
+    two. The message says which device runs the older peerchat: update it."""
+
+    def __init__(self, message: str, *, peer_version: int, own_version: int) -> None:
+        super().__init__(message)
+        self.peer_version = peer_version
+        self.own_version = own_version
+
+
 class KeyStoreError(PeerchatError):
     """This device's key store (its identity key and the devices it trusts) cannot be read or written; the message
     names the file and what to do. Nothing was overwritten."""

@@ -30,11 +30,12 @@ from .errors import (
     PeerNotVerifiedError,
     PeerOfflineError,
     PeerTimeoutError,
+    PeerVersionError,
 )
 from .link import Upgrader
 from .options import ManagerOptions
 from .peer import ConnectionRequest, DeviceStatus, PeerConnectionManager, PeerInfo
-from .protocol.handshake import InitiatorHandshake, ResponderHandshake, SessionKeys, refusal
+from .protocol.handshake import InitiatorHandshake, ResponderHandshake, SessionKeys, refusal, version_refusal
 from .protocol.identity import Trust, comparison_code, fingerprint, key_text
 from .protocol.negotiation import NegotiationIgnored, make_request, new_session_id, read_request
 from .protocol.presence import PresenceView, RelayHealth, peer_from_record
@@ -65,6 +66,9 @@ _REFUSALS = {
     "reinstalled, forget it on {label} and try again.",
     "unverified": "{label} refused the session: it only accepts devices verified with the comparison code.",
     "busy": "{label} refused the session.",
+    "outdated": "{label} refused the session: it runs a newer peerchat than this device. Update peerchat here.",
+    "too-new": "{label} refused the session: it runs an older peerchat than this device. Update peerchat on "
+               "{label}.",
     "refused": "{label} refused the session.",
 }
 
@@ -551,10 +555,19 @@ class FirebasePeerConnectionManager(PeerConnectionManager):
         try:
             async with asyncio.timeout(opts.connect_timeout):
                 peer = await self._peer_for(initiator)
-                handshake = ResponderHandshake(
-                    self._identity, hello, user_id=self.user_id, session_id=session_id,
-                    own_id=self._device.id, peer_id=initiator,
-                )
+                try:
+                    handshake = ResponderHandshake(
+                        self._identity, hello, user_id=self.user_id, session_id=session_id,
+                        own_id=self._device.id, peer_id=initiator,
+                    )
+                except PeerVersionError as exc:  # say why, so the requester can tell its person which to update
+                    log.warning("refused a session from %s: %s", initiator, exc)
+                    conn = self._new_connection(peer, session_id, initiator=False, confirm_data_receival=False)
+                    await conn.open()
+                    self._spawn(self._clear_negotiation(value))
+                    await conn.write_handshake(version_refusal(exc))
+                    await self._leave(conn)
+                    return
                 key = key_text(handshake.peer_key)
                 conn = self._new_connection(peer, session_id, initiator=False, confirm_data_receival=False)
                 await conn.open()

@@ -1,7 +1,10 @@
 """The session handshake, without I/O: an authenticated key exchange bound to both devices' identity keys.
 
 Three messages, each a base64 string the relay carries (the negotiation value's ``hello``, then the ``handshake``
-value of each side's inbox; see ``docs/relay-layout.md``)::
+value of each side's inbox; see ``docs/relay-layout.md``). The hello starts with the session protocol's version and
+a colon (``2:``), in the clear, so that a device answering a hello of another version can say which side to update
+(:class:`~core.errors.PeerVersionError`, and the refusal ``outdated`` or ``too-new``) instead of failing to read it;
+the version is also in the transcript every signature covers::
 
     hello     initiator -> responder   I || eI                          (identity key, fresh X25519 key)
     answer    responder -> initiator   R || eR || sign_R("responder" || th)
@@ -30,12 +33,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ..errors import HandshakeError
+from ..errors import HandshakeError, PeerVersionError
 from .identity import KEY_BYTES, SIGNATURE_BYTES, DeviceKey, verify
 
-PROTOCOL = b"peerchat relay session v1"
+VERSION = 2  # 1: a hello without a version (sealed frames without compression; file transfers hashed first)
+PROTOCOL = b"peerchat relay session v%d" % VERSION
 REFUSED = "refused:"
-REFUSAL_REASONS = ("key-changed", "unverified", "busy")
+# outdated: the requesting device's version is older than the responder's; too-new: it is newer
+REFUSAL_REASONS = ("key-changed", "unverified", "busy", "outdated", "too-new")
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,38 @@ def _decode(text: object, size: int, what: str) -> bytes:
     if len(raw) != size:
         raise HandshakeError(f"The {what} holds {len(raw)} bytes, not {size}.")
     return raw
+
+
+def _versioned(hello: object) -> object:
+    """The hello without its version prefix.
+
+    Raises:
+        PeerVersionError: the hello is of another version (one without a prefix is version 1).
+    """
+    if not isinstance(hello, str):
+        return hello
+    head, colon, rest = hello.partition(":")
+    if not colon:
+        _decode(hello, KEY_BYTES * 2, "session request's hello")  # garbage is malformed, not an old version
+        version = 1
+    elif head.isdigit() and len(head) <= 4:
+        version = int(head)
+    else:
+        raise HandshakeError("The session request's hello has no valid version.")
+    if version < VERSION:
+        raise PeerVersionError(f"The requesting device runs an older peerchat (session protocol {version}, this "
+                               f"device speaks {VERSION}): update peerchat on it.",
+                               peer_version=version, own_version=VERSION)
+    if version > VERSION:
+        raise PeerVersionError(f"The requesting device runs a newer peerchat (session protocol {version}, this "
+                               f"device speaks {VERSION}): update peerchat on this device.",
+                               peer_version=version, own_version=VERSION)
+    return rest
+
+
+def version_refusal(error: PeerVersionError) -> str:
+    """The refusal a responder writes for a hello of another version."""
+    return refusal("outdated" if error.peer_version < error.own_version else "too-new")
 
 
 def _field(value: bytes) -> bytes:
@@ -109,7 +146,7 @@ class InitiatorHandshake:
         self.peer_key: bytes | None = None
 
     def hello(self) -> str:
-        return base64.b64encode(self._identity.public + self._e_i).decode("ascii")
+        return f"{VERSION}:" + base64.b64encode(self._identity.public + self._e_i).decode("ascii")
 
     @staticmethod
     def refused(text: object) -> str | None:
@@ -144,7 +181,7 @@ class ResponderHandshake:
     def __init__(
         self, identity: DeviceKey, hello: object, *, user_id: str, session_id: str, own_id: str, peer_id: str
     ) -> None:
-        raw = _decode(hello, KEY_BYTES * 2, "session request's hello")
+        raw = _decode(_versioned(hello), KEY_BYTES * 2, "session request's hello")
         self.peer_key = raw[:KEY_BYTES]
         self._e_i = raw[KEY_BYTES:]
         self._identity = identity

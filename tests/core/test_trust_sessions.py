@@ -283,6 +283,25 @@ async def test_a_decline_raises_from_connect_to_peer(world):
     assert seen.items == [] and laptop.connections == () and laptop.trust_of("phone") == "new"
 
 
+@pytest.mark.parametrize("older", ["laptop", "phone"])
+async def test_devices_of_different_session_versions_refuse_saying_which_to_update(world, monkeypatch, older):
+    """The requesting device speaks an older (or a newer) session protocol than the other: the other refuses before
+    any key is derived, and ``connect_to_peer`` says which device to update."""
+    current = InitiatorHandshake.hello
+    other = (lambda self: current(self).partition(":")[2]) if older == "laptop" else \
+        (lambda self: "3:" + current(self).partition(":")[2])
+    monkeypatch.setattr(InitiatorHandshake, "hello", other)
+    laptop, phone = await world("laptop"), await world("phone")
+    await online(laptop, phone)
+    seen = Recorder(phone.events, ev.INCOMING_CONNECTION)
+    where = "Update peerchat here" if older == "laptop" else "Update peerchat on Phone"
+    with pytest.raises(ConnectionDeclinedError, match=where) as info:
+        await laptop.connect_to_peer("phone")
+    assert info.value.label == "Phone"
+    assert seen.items == [] and laptop.connections == () and phone.connections == ()
+    assert phone.trust_of("laptop") == "new"  # nothing remembered from a session that never opened
+
+
 async def test_an_abandoned_request_disappears_from_the_receiver(world):
     cancelled = asyncio.Event()
     asked = asyncio.Event()

@@ -9,8 +9,8 @@ import stat
 
 import pytest
 
-from core.errors import HandshakeError, KeyStoreError, ProtocolError
-from core.protocol.handshake import InitiatorHandshake, ResponderHandshake, refusal
+from core.errors import HandshakeError, KeyStoreError, PeerVersionError, ProtocolError
+from core.protocol.handshake import VERSION, InitiatorHandshake, ResponderHandshake, refusal, version_refusal
 from core.protocol.identity import DeviceKey, comparison_code, fingerprint, parse_key_text, trust_of
 from core.protocol.sealing import OVERHEAD_BYTES, FrameSealer, sealed_frame_limit
 from core.trust.store import FileKeyStore, MemoryKeyStore
@@ -115,7 +115,7 @@ def test_a_confirmation_by_another_key_is_refused():
     # A database writer puts laptop's identity key beside its own fresh key into the hello; it cannot sign the
     # confirmation with laptop's key.
     own = InitiatorHandshake(mallory, own_id="laptop", peer_id="desktop", **IDS)
-    hello = base64.b64encode(laptop.public + base64.b64decode(own.hello())[32:]).decode()
+    hello = "2:" + base64.b64encode(laptop.public + base64.b64decode(own.hello().partition(":")[2])[32:]).decode()
     resp = ResponderHandshake(desktop, hello, own_id="desktop", peer_id="laptop", **IDS)
     assert resp.peer_key == laptop.public
     signed_by_mallory = base64.b64decode(resp.answer())
@@ -134,6 +134,24 @@ def test_malformed_handshake_messages_are_refused(bad):
         ResponderHandshake(desktop, bad, own_id="desktop", peer_id="laptop", **IDS)
     with pytest.raises(HandshakeError):
         InitiatorHandshake(laptop, own_id="laptop", peer_id="desktop", **IDS).on_answer(bad)
+
+
+def test_a_hello_of_another_version_says_which_device_to_update():
+    laptop, desktop = DeviceKey.generate(), DeviceKey.generate()
+    current = InitiatorHandshake(laptop, own_id="laptop", peer_id="desktop", **IDS).hello()
+    assert current.startswith(f"{VERSION}:")
+    body = current.partition(":")[2]
+    cases = [(body, "older", "on it", "outdated"),  # version 1 had no prefix
+             (f"{VERSION + 1}:{body}", "newer", "on this device", "too-new")]
+    for hello, age, where, reason in cases:
+        with pytest.raises(PeerVersionError) as caught:
+            ResponderHandshake(desktop, hello, own_id="desktop", peer_id="laptop", **IDS)
+        assert age in str(caught.value) and where in str(caught.value)
+        assert InitiatorHandshake.refused(version_refusal(caught.value)) == reason
+    for bad in ("x:" + body, "99999:" + body, ":" + body):
+        with pytest.raises(HandshakeError) as caught:
+            ResponderHandshake(desktop, bad, own_id="desktop", peer_id="laptop", **IDS)
+        assert not isinstance(caught.value, PeerVersionError)
 
 
 def test_refusals():
