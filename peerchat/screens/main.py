@@ -12,6 +12,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.content import Content
+from textual.css.query import NoMatches
 from textual.widgets import Footer, Header, Label, Static, TabbedContent, TabPane
 
 from core import PeerInfo
@@ -56,6 +57,7 @@ class MainScreen(Screen[None]):
         self._show_latency = show_latency
         self._webrtc = webrtc
         self._pane_count = 0
+        self._relay_line = ("Connecting to the relay…", True)
 
     def compose(self) -> ComposeResult:
         yield Header(icon="⇄")
@@ -63,7 +65,7 @@ class MainScreen(Screen[None]):
             with Vertical(id="sidebar"):
                 yield Label("Devices", classes="pane-title")
                 yield DeviceList(clock=self._clock, id="devices")
-                yield Static("Connecting to the relay…", id="relay")
+                yield Static(self._relay_line[0], id="relay", classes="" if self._relay_line[1] else "error")
             with Vertical(id="main"):
                 yield Static(PLACEHOLDER, id="placeholder")
                 yield TabbedContent(id="sessions")
@@ -86,7 +88,13 @@ class MainScreen(Screen[None]):
         devices.show_rows(devices.device_rows if rows is None else rows)
 
     def show_relay(self, text: str, *, ok: bool) -> None:
-        relay = self.query_one("#relay", Static)
+        """Show the relay line; kept for when the screen is composed, if it is not (yet, or any more: a relay event
+        can arrive while the app shuts down)."""
+        self._relay_line = (text, ok)
+        try:
+            relay = self.query_one("#relay", Static)
+        except NoMatches:
+            return
         relay.update(text)
         relay.set_class(not ok, "error")
 

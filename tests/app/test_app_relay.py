@@ -60,3 +60,28 @@ async def test_relay_outage_is_shown_in_the_relay_line_and_notified_then_cleared
         finally:
             await manager.stop()
             firebase_admin.delete_app(fb)
+
+
+async def test_a_relay_line_for_a_screen_without_one_is_kept_not_raised():
+    """A relay event can reach the main screen before it is composed or while the app shuts down (its widgets
+    gone): the line is kept and shown once the screen is composed, never an error that ends the app."""
+    from textual.app import App
+    from textual.widgets import Static
+
+    from peerchat.screens.main import MainScreen
+
+    screen = MainScreen(history=None)  # type: ignore[arg-type]  # the relay line needs no history
+    screen.show_relay("✗ relay unreachable", ok=False)  # not composed yet: nothing to query
+
+    class Host(App[None]):
+        def on_mount(self) -> None:
+            self.push_screen(screen)
+
+    async with Host().run_test() as pilot:
+        await pilot.pause()
+        line = screen.query_one("#relay", Static)
+        assert str(line.render()) == "✗ relay unreachable" and line.has_class("error")
+        screen.show_relay("● online", ok=True)
+        assert str(line.render()) == "● online" and not line.has_class("error")
+        await line.remove()
+        screen.show_relay("● online again", ok=True)  # its widget is gone, as during shutdown

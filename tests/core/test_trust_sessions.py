@@ -350,7 +350,8 @@ async def test_a_writer_without_laptops_key_cannot_open_a_session_as_laptop(worl
     mallory = DeviceKey.generate()
     session_id = new_session_id()
     own = InitiatorHandshake(mallory, user_id=USER, session_id=session_id, own_id="laptop", peer_id="phone")
-    hello = base64.b64encode(base64.b64decode(laptop.public_key) + base64.b64decode(own.hello())[32:]).decode()
+    version, _, body = own.hello().partition(":")
+    hello = f"{version}:" + base64.b64encode(base64.b64decode(laptop.public_key) + base64.b64decode(body)[32:]).decode()
     await world.admin.set(negotiation_path(USER, "phone"), make_request("laptop", session_id, hello))
     answer = None
     for _ in range(200):
