@@ -29,6 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command(args: argparse.Namespace) -> int:
+    from peerchat.commands import run_command  # core and asyncio load here, once a headless command really runs
+
+    return run_command(args)
+
+
 def _app(args: argparse.Namespace) -> int:
     from peerchat.app import run_app  # Textual loads only for the app, not for the headless commands
 
@@ -58,4 +64,6 @@ def main(argv: list[str] | None = None) -> None:
     args, extra = parser.parse_known_args(argv)
     if extra:  # said by the subcommand's own parser, with its own usage (`peerchat send --bogus`)
         getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
-    sys.exit(args.handler(args))  # no command: the app
+    if getattr(args, "command_main", None) is not None:  # a headless command (peerchat.commandline)
+        sys.exit(_command(args))
+    sys.exit(args.handler(args))  # the emulator, or no command: the app

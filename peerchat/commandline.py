@@ -2,13 +2,13 @@
 
 ``peerchat --help`` and ``peerchat send --help`` build every parser, but run no command: this module imports only
 argparse and the settings, so asking for help loads neither ``core`` nor asyncio. Each parser names the function that
-runs its command as ``module:function``; :func:`run` imports it when the command really runs.
+runs its command as ``module:function`` (``command_main``); :func:`peerchat.commands.run_command` imports it when the
+command really runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from typing import Any
 
 from .config import add_settings_arguments
@@ -59,20 +59,4 @@ def register(subparsers: Any) -> None:
 
 def _runs(parser: argparse.ArgumentParser, target: str) -> None:
     add_settings_arguments(parser)
-    parser.set_defaults(command_main=target, handler=run, command_parser=parser)
-
-
-def command_main(args: argparse.Namespace) -> Any:
-    """The coroutine function that runs the parsed command (imported now, if it was named as ``module:function``)."""
-    target = args.command_main
-    if isinstance(target, str):
-        module, _, name = target.partition(":")
-        target = getattr(importlib.import_module(module), name)
-    return target
-
-
-def run(args: argparse.Namespace) -> int:
-    """Run a parsed headless command (see :func:`peerchat.commands.run_command`)."""
-    from .commands import run_command  # core and asyncio load here, once a command really runs
-
-    return run_command(args)
+    parser.set_defaults(command_main=target, command_parser=parser)

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import shutil
 import signal
 import sys
@@ -69,7 +70,7 @@ from core.events import (
 )
 
 from .backend import Backend, RelayGoneError, describe_error
-from .commandline import command_main, register  # noqa: F401  (register: the parsers live apart, for a fast --help)
+from .commandline import register  # noqa: F401  (the parsers live apart, for a fast --help)
 from .config import ConfigError, Settings, settings_from_args
 from .models import (
     describe_close,
@@ -123,13 +124,23 @@ def escape_line(text: str) -> str:
     return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
 
 
+def _command_main(args: argparse.Namespace) -> Any:
+    """The coroutine function that runs the parsed command, imported now if the parser named it as
+    ``module:function``."""
+    target = args.command_main
+    if isinstance(target, str):
+        module, _, name = target.partition(":")
+        target = getattr(importlib.import_module(module), name)
+    return target
+
+
 def run_command(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Run a parsed headless command; returns its exit code. Errors are printed as one line on ``err``."""
     out = out or sys.stdout
     err = err or sys.stderr
     try:
         settings = settings_from_args(args)
-        return asyncio.run(_until_terminated(command_main(args)(settings, args, out, err)))
+        return asyncio.run(_until_terminated(_command_main(args)(settings, args, out, err)))
     except KeyboardInterrupt:
         err.write("peerchat: interrupted\n")
         return EXIT_INTERRUPTED
