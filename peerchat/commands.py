@@ -12,7 +12,8 @@ When the other device declines the session, ``send`` prints ``peerchat: DEVICE d
 
 ``receive`` stays online, accepts every session and every file, and prints what arrived::
 
-    text<TAB>LABEL<TAB>TEXT          (a backslash, tab or newline in TEXT is written as \\\\, \\t or \\n)
+    text<TAB>LABEL<TAB>TEXT          (a backslash, tab or newline in LABEL or TEXT is written as \\\\, \\t or
+                                      \\n; any other control character as \\xHH, a bidirectional override as \\uHHHH)
     file<TAB>LABEL<TAB>SAVED-PATH
 
 Exit codes:
@@ -81,7 +82,9 @@ from .models import (
     format_bytes,
     format_duration,
     format_rate,
+    escape_line,
     path_problem,
+    terminal_line,
 )
 
 EXIT_OK = 0
@@ -120,10 +123,6 @@ def exit_code_for(error: BaseException) -> int:
     return EXIT_ERROR
 
 
-def escape_line(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")
-
-
 def _command_main(args: argparse.Namespace) -> Any:
     """The coroutine function that runs the parsed command, imported now if the parser named it as
     ``module:function``."""
@@ -148,7 +147,7 @@ def run_command(args: argparse.Namespace, *, out: TextIO | None = None, err: Tex
         code = exit_code_for(exc)
         text = str(exc) if isinstance(exc, CommandError | ConfigError | LookupError) else \
             describe_error("peerchat", exc).removeprefix("peerchat failed: ")
-        err.write(f"peerchat: {text}\n")
+        err.write(f"peerchat: {terminal_line(text)}\n")  # an error may name a label from another device
         err.flush()
         return code
 
@@ -179,7 +178,8 @@ async def _until_terminated(command: Any) -> int:
 
 
 def _say(stream: TextIO, text: str) -> None:
-    stream.write(text + "\n")
+    """Write one line; what came from another device in it is made harmless (:func:`terminal_line`)."""
+    stream.write(terminal_line(text) + "\n")
     stream.flush()
 
 
@@ -189,7 +189,8 @@ def say_link_changes(connection: PeerConnection, err: TextIO) -> None:
     def changed(event: Any) -> None:
         clear = "\r\033[K" if err.isatty() else ""  # over a progress line being rewritten in place
         now = describe_link(event.transport, event.route)
-        _say(err, f"{clear}link: {event.previous.upper()} -> {now} ({event.reason})")
+        err.write(clear)
+        _say(err, f"link: {event.previous.upper()} -> {now} ({event.reason})")
 
     connection.events.on(LINK_CHANGED, changed)
 
@@ -233,7 +234,7 @@ async def peers_main(settings: Settings, args: argparse.Namespace, out: TextIO, 
         while not (peers := await manager.get_online_peers()) and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
     for peer in sorted(peers, key=lambda p: (p.label.lower(), p.id)):
-        _say(out, f"{peer.id}\t{peer.label}")
+        _say(out, f"{peer.id}\t{escape_line(peer.label)}")
     if not peers:
         _say(err, f"no other device of user {settings.user!r} is online ({settings.describe_relay()})")
     return EXIT_OK

@@ -337,6 +337,19 @@ def shown(text: str, *, keep_newlines: bool = False) -> str:
         for c in text)
 
 
+def escape_line(text: str) -> str:
+    """``text`` as one field of a tab-separated line: a backslash doubled, a tab, newline or carriage return as
+    ``\\t``, ``\\n``, ``\\r``, any other control character as ``\\xHH`` and a bidirectional override as
+    ``\\uHHHH``, so that a script can split on tabs and lines and read every field back."""
+    return shown(text.replace("\\", "\\\\"))
+
+
+def terminal_line(text: str) -> str:
+    """A line for the terminal or a pipe, with every tab-separated field :func:`shown`: a label, a file name or a
+    reason from another device can never move the cursor, retitle the window, make a link or reorder the line."""
+    return "\t".join(shown(field) for field in text.split("\t"))
+
+
 def markup_escape(text: str) -> str:
     """``text`` for a place that reads Textual markup (the status line, the command palette): every ``[`` escaped,
     so nothing in it is ever taken for a tag (Textual's markup reads any other backslash literally)."""

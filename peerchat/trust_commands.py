@@ -22,6 +22,7 @@ from core import FileKeyStore, KeyStore, MemoryKeyStore, comparison_code, finger
 
 from .backend import Backend
 from .config import Settings
+from .models import escape_line, terminal_line
 
 
 def key_store(settings: Settings) -> KeyStore:
@@ -30,7 +31,7 @@ def key_store(settings: Settings) -> KeyStore:
 
 
 def _say(stream: TextIO, text: str) -> None:
-    stream.write(text + "\n")
+    stream.write(terminal_line(text) + "\n")
     stream.flush()
 
 
@@ -58,7 +59,7 @@ async def list_main(settings: Settings, args: argparse.Namespace, out: TextIO, e
                                    known.fingerprint, "offline")
         _say(err, f"this device: {settings.label} ({settings.device_id}), key {manager.fingerprint}")
     for device_id, (label, trust, fp, online) in sorted(rows.items(), key=lambda r: (r[1][0].lower(), r[0])):
-        _say(out, f"{device_id}\t{label}\t{trust}\t{fp}\t{online}")
+        _say(out, f"{device_id}\t{escape_line(label)}\t{trust}\t{fp}\t{online}")
     return 0
 
 

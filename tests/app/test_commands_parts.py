@@ -143,3 +143,27 @@ def test_every_link_change_is_printed_with_its_reason():
         "link: DIRECT -> RELAY (the other device closed the direct link)",
         "link: RELAY -> DIRECT (direct link opened (127.0.0.1))",
     ]
+
+
+HOSTILE = "evil\x1b]8;;https://x.example\x07link\x1b]8;;\x07\x1b[2J\u202eexe.txt\x9b1m"
+
+
+def test_escape_line_makes_every_control_character_and_override_visible():
+    line = escape_line(HOSTILE + "\t\\")
+    assert line == ("evil\\x1b]8;;https://x.example\\x07link\\x1b]8;;\\x07\\x1b[2J\\u202eexe.txt\\x9b1m"
+                    "\\t\\\\")
+    assert all(c.isprintable() for c in line)
+
+
+def test_headless_lines_never_carry_a_devices_control_characters(tmp_path):
+    """A label written into the database by anyone who can write there reaches scripts and terminals harmless:
+    tab-separated results keep their columns, human lines and errors show the characters as escapes."""
+    from peerchat.commands import _say  # the writer every line of a headless command goes through
+
+    out = io.StringIO()
+    _say(out, f"id1\t{escape_line(HOSTILE)}")
+    _say(out, f"connecting to {HOSTILE} (id1)…")
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].split("\t") == ["id1", escape_line(HOSTILE)]
+    assert "\x1b" not in out.getvalue() and "\u202e" not in out.getvalue() and "\x07" not in out.getvalue()
+    assert "\\x1b]8;;" in lines[1] and "\\u202e" in lines[1]
