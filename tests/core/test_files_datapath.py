@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+import core.files.disk as disk_module
 import core.files.transfers as files_module
 from core import events as ev
 from core.files import FileTransfers
@@ -44,13 +45,13 @@ async def test_the_window_holds_a_number_of_bytes_whatever_the_chunk_size() -> N
 async def test_chunks_are_written_and_hashed_off_the_event_loop(tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     threads: set[int] = set()
-    real = files_module._write_and_hash
+    real = disk_module._write_and_hash
 
     def spy(file, data, digest) -> None:
         threads.add(threading.get_ident())
         real(file, data, digest)
 
-    monkeypatch.setattr(files_module, "_write_and_hash", spy)
+    monkeypatch.setattr(disk_module, "_write_and_hash", spy)
     pair = MemoryConnectionPair()
     try:
         source = tmp_path / "out.bin"

@@ -22,6 +22,7 @@ import pytest
 
 from core import events as ev
 from core.errors import TransferDeclinedError, TransferInterruptedError
+from core.files import disk as disk_module
 from core.files import transfers as files_module
 from core.files.protocol import Accept, Cancel, Chunk, Decline, FileEntry, Offer, encode_offer, new_transfer_id
 from core.files.transfers import safe_relative_path
@@ -313,7 +314,7 @@ async def test_no_temporary_record_file_stays_behind_after_a_full_disk(pair: Mem
     """The disk fills up while a transfer is interrupted (its record cannot be written); later the same file is sent
     again under a new transfer id and arrives: nothing of the first attempt's bookkeeping is left."""
     downloads = tmp_path / "downloads"
-    real_write = files_module._write_record_bytes
+    real_write = disk_module._write_record_bytes
     full = [True]
 
     def on_a_full_disk(fd: int, data: bytes) -> None:
@@ -322,7 +323,7 @@ async def test_no_temporary_record_file_stays_behind_after_a_full_disk(pair: Mem
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         real_write(fd, data)
 
-    monkeypatch.setattr(files_module, "_write_record_bytes", on_a_full_disk)
+    monkeypatch.setattr(disk_module, "_write_record_bytes", on_a_full_disk)
     payload = os.urandom(4096)
     entry = FileEntry("x.bin", len(payload), digest(payload))
     receiver = Side(pair.b)
@@ -354,10 +355,10 @@ def test_a_failed_record_write_removes_its_temporary_file(tmp_path: Path, monkey
         os.write(fd, data[:3])
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(files_module, "_write_record_bytes", full)
+    monkeypatch.setattr(disk_module, "_write_record_bytes", full)
     record = tmp_path / ".peerchat-x.transfer"
     with pytest.raises(OSError):
-        files_module._write_json(record, {"id": "x", "files": []})
+        disk_module._write_json(record, {"id": "x", "files": []})
     assert list(tmp_path.iterdir()) == []
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from core import events as ev
+from core.files import disk as disk_module
 from core.files import transfers as files_module
 from core.errors import (
     DiskError,
@@ -507,7 +508,7 @@ async def test_malformed_frames_are_reported_and_transfers_go_on(link: LinkFacto
 
 async def test_an_offer_larger_than_the_free_space_is_refused(link: LinkFactory, tmp_path: Path,
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(files_module, "free_space", lambda path: 1000)
+    monkeypatch.setattr(disk_module, "free_space", lambda path: 1000)
     sender, receiver, downloads = await sides(link, tmp_path)
     outgoing = await sender.transfers.send_files([random_file(tmp_path / "out" / "x.bin", 5000)])
     offer = await receiver.next_offer()
@@ -520,7 +521,7 @@ async def test_an_offer_larger_than_the_free_space_is_refused(link: LinkFactory,
 
 async def test_a_full_disk_during_the_transfer_ends_it_cleanly_on_both_sides(
         link: LinkFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_write = files_module._write_and_hash
+    real_write = disk_module._write_and_hash
     written = 0
 
     def write_on_a_small_disk(file, data: bytes, digest) -> None:  # runs in a worker thread, as the real one
@@ -530,7 +531,7 @@ async def test_a_full_disk_during_the_transfer_ends_it_cleanly_on_both_sides(
         written += len(data)
         real_write(file, data, digest)
 
-    monkeypatch.setattr(files_module, "_write_and_hash", write_on_a_small_disk)
+    monkeypatch.setattr(disk_module, "_write_and_hash", write_on_a_small_disk)
     sender, receiver, downloads = await sides(link, tmp_path)
     outgoing = await sender.transfers.send_files([random_file(tmp_path / "out" / "x.bin", MB)])
     incoming = await (await receiver.next_offer()).accept(downloads)
@@ -798,14 +799,14 @@ async def test_a_4_gib_file_is_offered_after_reading_at_most_128_kib_of_it(tmp_p
     """No hashing before the offer: a 4 GiB (sparse) file's offer reaches the receiver after two small reads, and
     its first chunk follows the accept; its SHA-256 comes after its last chunk."""
     read: list[int] = []
-    real = files_module._read_at
+    real = disk_module._read_at
 
     def counting(fd: int, offset: int, size: int) -> bytes:
         data = real(fd, offset, size)
         read.append(len(data))
         return data
 
-    monkeypatch.setattr(files_module, "_read_at", counting)
+    monkeypatch.setattr(disk_module, "_read_at", counting)
     big = tmp_path / "big.bin"
     with big.open("wb") as f:
         f.truncate(4 * 1024 * 1024 * 1024)
