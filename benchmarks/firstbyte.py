@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import hashlib
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -39,22 +38,10 @@ sys.path.insert(0, str(ROOT))
 
 from core import events as ev  # noqa: E402
 from core.peer import PeerInfo  # noqa: E402
+from transfer import emulator_side, out, stdin_lines  # noqa: E402  (the child processes' plumbing, shared)
 
-RULES = ROOT / "firebase" / "database.rules.json"
 GIB = 1024 * 1024 * 1024
 WAIT = 120.0  # the longest any one step may take
-
-
-def out(**fields: Any) -> None:
-    sys.stdout.write(json.dumps(fields) + "\n")
-    sys.stdout.flush()
-
-
-async def stdin_lines() -> asyncio.StreamReader:
-    reader = asyncio.StreamReader(limit=1 << 20)
-    loop = asyncio.get_running_loop()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    return reader
 
 
 def hash_whole(path: str) -> float:
@@ -146,15 +133,6 @@ async def measure(connection: Any, args: argparse.Namespace, transfers: Any) -> 
             await asyncio.sleep(0.5)  # the receiver removes its partial file
         out(round=result)
     await transfers.close()
-
-
-async def emulator_side() -> None:
-    from emulator import Emulator
-
-    lines = await stdin_lines()
-    async with Emulator(rules=RULES) as emulator:
-        out(ready=emulator.database_url("bench"))
-        await lines.readline()  # until the parent closes stdin
 
 
 # ----------------------------------------------------------------------------------------------------- the parent

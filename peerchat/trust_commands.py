@@ -22,17 +22,13 @@ from core import FileKeyStore, KeyStore, MemoryKeyStore, comparison_code, finger
 
 from .backend import Backend
 from .config import Settings
-from .models import escape_line, terminal_line
+from .commands import _say
+from .models import escape_line
 
 
 def key_store(settings: Settings) -> KeyStore:
     folder = settings.key_store_dir
     return FileKeyStore(folder) if folder is not None else MemoryKeyStore()
-
-
-def _say(stream: TextIO, text: str) -> None:
-    stream.write(terminal_line(text) + "\n")
-    stream.flush()
 
 
 async def _known_devices(manager: Any, wait: float) -> list[Any]:

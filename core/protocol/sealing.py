@@ -96,11 +96,8 @@ def deflate(body: bytes) -> bytes | None:
             return None
         if sample > SAMPLE_BYTES - SAMPLE_BYTES // 4:
             strategy = zlib.Z_HUFFMAN_ONLY
-    if strategy == zlib.Z_DEFAULT_STRATEGY:
-        packed = zlib.compress(body, LEVEL, _WBITS)
-    else:
-        compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, _WBITS, 8, strategy)
-        packed = compressor.compress(body) + compressor.flush()
+    compressor = zlib.compressobj(LEVEL, zlib.DEFLATED, _WBITS, 8, strategy)
+    packed = compressor.compress(body) + compressor.flush()
     return packed if len(packed) <= size - size // 8 else None
 
 
@@ -168,8 +165,8 @@ class FrameSealer:
         self.compress = compress
         limit = sealed_frame_limit(relay_frame_chars)
         # The most body bytes a frame of each kind holds: UTF-8 text up to the limit, binary its 3/4 (base64).
-        self._max_plain = {"binary": limit // 4 * 3}
         self._max_text = limit
+        self._max_binary = limit // 4 * 3
         self.counts = {"deflated": 0, "as_is": 0}
 
     @staticmethod
@@ -261,7 +258,7 @@ class FrameSealer:
         """The body of an authenticated plaintext: after its format byte, inflated if it says so (bounded)."""
         if not plain:
             raise ProtocolError(f"Sealed {kind} frame {seq} has no format byte; dropped.")
-        limit = self._max_plain.get(kind, self._max_text)
+        limit = self._max_binary if kind == "binary" else self._max_text
         fmt = plain[0]
         if fmt == AS_IS:
             body = plain[1:]
