@@ -39,12 +39,14 @@ same across runs, and two instances with different labels on one machine are two
 from __future__ import annotations
 
 import argparse
+import contextlib
 import ipaddress
 import json
 import os
 import re
 import secrets
 import socket
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -315,33 +317,56 @@ def read_config_file(path: Path) -> dict[str, Any]:
 
 
 def device_id_for(label: str, state_dir: Path) -> str:
-    """The stored device id for ``label``, generated and saved on first use.
+    """The stored device id for ``label``, generated and saved on first use. Several peerchat processes may start
+    at once on one state directory (an app and a headless command): the store is read, changed and replaced under
+    an exclusive lock, through a temporary file of this process's own, so none of them fails or loses another's id.
 
     Raises:
-        ConfigError: the store exists but is not what peerchat wrote (it is left as it is).
+        ConfigError: the store exists but is not what peerchat wrote (it is left as it is), or cannot be saved.
     """
     store = state_dir / "devices.json"
-    ids: dict[str, str] = {}
-    if store.exists():
-        try:
-            loaded = json.loads(store.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"the device id store {store} is unreadable ({exc}); fix or delete it") from exc
-        if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
-            raise ConfigError(f"the device id store {store} is not a JSON object of label -> id; fix or delete it")
-        ids = loaded
-    if label in ids:
-        return ids[label]
-    device_id = f"d{secrets.token_hex(6)}"
-    ids[label] = device_id
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = store.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(ids, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        os.replace(tmp, store)
+        with open(state_dir / "devices.lock", "a") as lock:
+            _lock(lock)
+            ids = _read_ids(store)
+            if label in ids:
+                return ids[label]
+            device_id = f"d{secrets.token_hex(6)}"
+            ids[label] = device_id
+            fd, tmp = tempfile.mkstemp(prefix="devices.", suffix=".tmp", dir=state_dir)
+            try:
+                with os.fdopen(fd, "w", encoding="utf-8") as f:
+                    f.write(json.dumps(ids, indent=2, sort_keys=True) + "\n")
+                os.replace(tmp, store)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
     except OSError as exc:
         raise ConfigError(f"cannot save the device id in {store}: {exc.strerror or exc}") from exc
     return device_id
+
+
+def _lock(file: Any) -> None:
+    """Hold an exclusive lock on ``file`` until it is closed (where the platform has ``flock``)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: the temporary file alone keeps writes whole
+        return
+    fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+
+
+def _read_ids(store: Path) -> dict[str, str]:
+    if not store.exists():
+        return {}
+    try:
+        loaded = json.loads(store.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"the device id store {store} is unreadable ({exc}); fix or delete it") from exc
+    if not isinstance(loaded, dict) or not all(isinstance(v, str) for v in loaded.values()):
+        raise ConfigError(f"the device id store {store} is not a JSON object of label -> id; fix or delete it")
+    return loaded
 
 
 def _check_key(name: str, value: str) -> str:

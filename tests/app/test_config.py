@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import json
 import pytest
 
 from peerchat.config import (
@@ -294,3 +295,31 @@ def test_which_sessions_the_app_asks_about(setting, trust, asked):
     from peerchat.app import should_ask
 
     assert should_ask(setting, trust) is asked
+
+
+def test_devices_starting_at_once_on_one_state_directory_each_keep_their_id(tmp_path):
+    """An app and headless commands may start together on one state directory: none fails to save its id, and no
+    id is lost to another's write."""
+    import threading
+
+    labels = [f"device{i}" for i in range(16)]
+    start = threading.Barrier(len(labels))
+    got: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    def run(label: str) -> None:
+        start.wait(timeout=10)
+        try:
+            for round_ in range(20):
+                got[f"{label}-{round_}"] = device_id_for(f"{label}-{round_}", tmp_path)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(label,)) for label in labels]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert json.loads((tmp_path / "devices.json").read_text()) == got
+    assert not list(tmp_path.glob("*.tmp"))
