@@ -27,8 +27,8 @@ The peak RSS of each side is its own process's (``ru_maxrss``, start-up included
 "while the file moved" (from the first byte sent or accepted, without imports and connecting), both sides summed;
 for the direct rounds the last line compares the latter with the raw round's. Each round says the size it moved.
 
-Run: ``uv run python benchmarks/transfer.py [--mib 256] [--direct-mib 1024] [--rounds direct direct-raw webrtc
-webrtc-raw relay relay-raw]``
+Run: ``uv run python benchmarks/transfer.py [--mib 256] [--direct-mib 1024] [--repeat 5] [--rounds direct direct-raw
+webrtc webrtc-raw relay relay-raw]``
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ import base64
 import json
 import os
 import resource
+import statistics
 import sys
 import tempfile
 import time
@@ -526,10 +527,12 @@ async def parent(args: argparse.Namespace) -> None:
             db = json.loads(await emulator.stdout.readline())["ready"]
         sizes = ", ".join(f"{name} {round_mib(name, args)} MiB" for name in args.rounds)
         print(f"File transfer of random bytes ({sizes}), sender and receiver in two processes on 127.0.0.1")
-        figures: dict[str, float] = {}
-        cpu_moving: dict[str, float] = {}
+        # Each figure per round, in the order run: with --repeat the rounds alternate, and a link's ratio is taken
+        # pair by pair (the n-th transfer against the n-th raw run), so a slow moment of the machine hits both.
+        figures: dict[str, list[float]] = {}
+        cpu_moving: dict[str, list[float]] = {}
         try:
-            for name in args.rounds:
+            for name in args.rounds * args.repeat:
                 size = round_mib(name, args) * MIB
                 emulator_cpu = cpu_seconds(emulator.pid) if emulator is not None else 0.0
                 results = await run_round(name, files[size // MIB], size, workdir, db, args.window,
@@ -538,8 +541,8 @@ async def parent(args: argparse.Namespace) -> None:
                 sender, receiver = results["sender"], results.get("receiver", {})
                 if name.endswith(("-raw", "-conn")):
                     seconds = (receiver.get("end") or sender["end"]) - sender["start"]
-                    figures[name] = rate(size, seconds)
-                    print(f"  {name:11s} {figures[name]:8.1f} MiB/s   {seconds:7.2f} s for {size // MIB} MiB   "
+                    figures.setdefault(name, []).append(rate(size, seconds))
+                    print(f"  {name:11s} {figures[name][-1]:8.1f} MiB/s   {seconds:7.2f} s for {size // MIB} MiB   "
                           f"peak RSS sender "
                           f"{sender['rss']:.0f} MiB" + (f", receiver {receiver['rss']:.0f} MiB" if receiver else ""))
                     if receiver.get("saved"):
@@ -547,9 +550,9 @@ async def parent(args: argparse.Namespace) -> None:
                 else:
                     total = sender["end"] - sender["start"]
                     moving = sender["end"] - sender["offered"]
-                    figures[name] = rate(size, moving)
+                    figures.setdefault(name, []).append(rate(size, moving))
                     chat = sender.get("chat")
-                    print(f"  {name:11s} {figures[name]:8.1f} MiB/s   {moving:7.2f} s for {size // MIB} MiB after the offer "
+                    print(f"  {name:11s} {figures[name][-1]:8.1f} MiB/s   {moving:7.2f} s for {size // MIB} MiB after the offer "
                           f"({rate(size, total):.1f} MiB/s, {total:.2f} s with hashing)   peak RSS sender "
                           f"{sender['rss']:.0f} MiB, receiver {receiver['rss']:.0f} MiB"
                           + (f"   chat round trip meanwhile: median {chat[0] * 1000:.0f} ms, max "
@@ -562,7 +565,7 @@ async def parent(args: argparse.Namespace) -> None:
                 moving = ""
                 if "cpu_moving" in sender:  # without starting up (imports, connecting): the transfer alone
                     moving_gib = (sender["cpu_moving"] + receiver["cpu_moving"]) / (size / (1024 * MIB))
-                    cpu_moving[name] = moving_gib
+                    cpu_moving.setdefault(name, []).append(moving_gib)
                     moving = f" ({moving_gib:.1f} while the file moved)"
                 print(f"  {'':11s} CPU time: {cpu}; both sides {per_gib:.1f} CPU-s per GiB{moving}")
         finally:
@@ -575,13 +578,16 @@ async def parent(args: argparse.Namespace) -> None:
                     emulator.kill()
                     await emulator.wait()
         for link, aim in (("direct", 0.8), ("webrtc", 0.8), ("relay", 0.5)):
-            if link in figures and f"{link}-raw" in figures:
-                ratio = figures[link] / figures[f"{link}-raw"]
-                print(f"  {link}: transfer / raw = {ratio:.2f}x (aim {aim}x)")
-            if link in cpu_moving and f"{link}-raw" in cpu_moving:
-                print(f"  {link}: CPU-s per GiB while the file moved, both sides: {cpu_moving[link]:.1f} against "
-                      f"{cpu_moving[f'{link}-raw']:.1f} raw ({cpu_moving[link] / cpu_moving[f'{link}-raw']:.2f}x; the "
-                      "transfer hashes on both sides, the raw round does not)")
+            raw = f"{link}-raw"
+            if link in figures and raw in figures:
+                ratios = [a / b for a, b in zip(figures[link], figures[raw])]
+                each = f" (pairs: {', '.join(f'{r:.2f}' for r in ratios)})" if len(ratios) > 1 else ""
+                print(f"  {link}: transfer / raw = {statistics.median(ratios):.2f}x{' median' if each else ''}{each} "
+                      f"(aim {aim}x)")
+            if link in cpu_moving and raw in cpu_moving:
+                ours, theirs = statistics.median(cpu_moving[link]), statistics.median(cpu_moving[raw])
+                print(f"  {link}: CPU-s per GiB while the file moved, both sides: {ours:.1f} against {theirs:.1f} raw "
+                      f"({ours / theirs:.2f}x; the transfer hashes on both sides, the raw round does not)")
 
 
 def main() -> None:
@@ -595,6 +601,9 @@ def main() -> None:
                                  "relay-conn"],
                         help="relay-conn: the relay connection's own send_bytes throughput, for comparison; "
                              "webrtc-link: the transfer over a bare WebRTC link")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="run the rounds this many times, alternating; ratios are then given pair by pair, with "
+                             "their median (a shared machine's noise hits both sides of a pair alike)")
     parser.add_argument("--window", type=int, default=None,
                         help="chunks in flight per transfer (default: as many as FileTransfers' window in bytes holds)")
     parser.add_argument("--concurrency", type=int, default=None,

@@ -6,6 +6,10 @@ listener, and the first connection that both sides authenticated wins (the wire 
 Nothing is read from a socket before its TLS handshake verified the peer's pinned certificate: an accepted TCP
 connection stays paused until the peer's certificate is known, then the handshake runs; a handshake that fails
 closes the socket.
+
+Each connection's protocol is a :class:`Wire` from its TLS handshake on: asyncio decrypts what arrives straight into
+the buffers of the wire's :class:`~core.protocol.direct.FrameReader`, so a file chunk's bytes are not copied from
+buffer to buffer on their way to the stream.
 """
 
 from __future__ import annotations
@@ -21,25 +25,12 @@ from typing import Any
 
 from ..errors import ConnectionClosedError, ProtocolError, UpgradeError
 from ..link import Link, LinkHost
-from ..protocol.direct import (
-    CHOSEN,
-    HEADER,
-    HELLO,
-    RUN,
-    RUN_HEAD,
-    decode_frames,
-    decode_run,
-    encode_stream_frames,
-    fingerprint,
-    parse_header,
-)
+from ..protocol.direct import CHOSEN, HELLO, FrameReader, encode_stream_frames, fingerprint
 from .certs import SessionCertificate, client_context, server_context
 
-__all__ = ["DirectLink", "Listener", "local_addresses", "race"]
+__all__ = ["DirectLink", "Listener", "Wire", "local_addresses", "race"]
 
 log = logging.getLogger(__name__)
-
-Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 def local_addresses() -> tuple[str, ...]:
@@ -75,6 +66,158 @@ class _Paused(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:  # never called while paused
         pass
+
+
+class Wire(asyncio.BufferedProtocol):
+    """One direct connection from its TLS handshake on. While the race settles, :meth:`read_exactly` reads the few
+    bytes that settle it; once :meth:`start` hands it to a link, every record is parsed as it is decrypted, into
+    the buffers of a :class:`~core.protocol.direct.FrameReader`, and its frames are handed on at once.
+
+    Writing is :attr:`transport`'s; :meth:`drain` waits while its buffer is over the high-water mark."""
+
+    # Bytes a peer may send after settling and before the link starts reading them (frames: the stream's window
+    # bounds them); past this the socket is not read until then.
+    EARLY_LIMIT = 1024 * 1024
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self._frames = FrameReader()
+        self._early = bytearray()
+        self._scratch = bytearray(16 * 1024)
+        self._waiter: asyncio.Future[None] | None = None
+        self._on_frames: Callable[[list[dict[str, Any]]], None] | None = None
+        self._on_lost: Callable[[str], None] | None = None
+        self._lost: str | None = None
+        self._reading_paused = False
+        self._writing_paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+
+    @property
+    def malformed(self) -> list[str]:
+        """Why records were left out (see :class:`~core.protocol.direct.FrameReader`); the holder clears it."""
+        return self._frames.malformed
+
+    # -- asyncio's side
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        if self._on_frames is None:
+            return memoryview(self._scratch)
+        return self._frames.get_buffer(sizehint)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        if self._on_frames is None:
+            self._early += memoryview(self._scratch)[:nbytes]
+            if len(self._early) > self.EARLY_LIMIT and self.transport is not None and not self._reading_paused:
+                self._reading_paused = True
+                self.transport.pause_reading()
+            self._wake()
+            return
+        try:
+            frames = self._frames.buffer_updated(nbytes)
+        except ProtocolError as exc:
+            self._break(f"the direct link broke its framing: {exc}")
+            return
+        if frames:
+            self._on_frames(frames)
+
+    def eof_received(self) -> bool:
+        return False  # close: a half-open link is no use
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = f"the direct link failed: {_describe(exc)}" if exc else "the other device closed the direct link"
+        self._break(reason, abort=False)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    # -- ours
+
+    async def read_exactly(self, count: int) -> bytes:
+        """The next ``count`` bytes, before :meth:`start` (settling the race).
+
+        Raises:
+            asyncio.IncompleteReadError: the connection ended first.
+        """
+        while len(self._early) < count:
+            if self._lost is not None:
+                raise asyncio.IncompleteReadError(bytes(self._early), count)
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        data = bytes(self._early[:count])
+        del self._early[:count]
+        return data
+
+    def write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    async def drain(self) -> None:
+        """Wait while the write buffer is over its high-water mark.
+
+        Raises:
+            ConnectionResetError: the connection is lost.
+        """
+        if self._lost is not None:
+            raise ConnectionResetError(self._lost)
+        if self._writing_paused:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+            if self._lost is not None:
+                raise ConnectionResetError(self._lost)
+
+    def start(self, on_frames: Callable[[list[dict[str, Any]]], None], on_lost: Callable[[str], None]) -> None:
+        """Hand every frame from now on (and those that arrived early) to ``on_frames``, and a loss to
+        ``on_lost`` (once, with why)."""
+        self._on_frames, self._on_lost = on_frames, on_lost
+        early, self._early = self._early, bytearray()
+        if early:
+            try:
+                frames = self._frames.feed(early)
+            except ProtocolError as exc:
+                self._break(f"the direct link broke its framing: {exc}")
+                return
+            if frames:
+                on_frames(frames)
+        if self._lost is not None:
+            on_lost(self._lost)
+        elif self._reading_paused and self.transport is not None:
+            self._reading_paused = False
+            self.transport.resume_reading()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _break(self, reason: str, *, abort: bool = True) -> None:
+        if self._lost is not None:
+            return
+        self._lost = reason
+        self._wake()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+        if abort:
+            self.abort()
+        if self._on_lost is not None:
+            self._on_lost(reason)
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
 
 
 class Listener:
@@ -116,28 +259,25 @@ class Listener:
             self.accepted.get_nowait().abort()
 
 
-def _peer_fingerprint(writer: asyncio.StreamWriter) -> str | None:
-    ssl_object = writer.get_extra_info("ssl_object")
+def _peer_fingerprint(wire: Wire) -> str | None:
+    ssl_object = wire.transport.get_extra_info("ssl_object") if wire.transport is not None else None
     der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
     return fingerprint(der) if der else None
 
 
-async def _upgrade_accepted(transport: asyncio.Transport, context: ssl.SSLContext, timeout: float) -> Stream:
+async def _upgrade_accepted(transport: asyncio.Transport, context: ssl.SSLContext, timeout: float) -> Wire:
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=2**20)
-    protocol = asyncio.StreamReaderProtocol(reader)
+    wire = Wire()
     try:
-        tls = await loop.start_tls(transport, protocol, context, server_side=True, ssl_handshake_timeout=timeout)
+        tls = await loop.start_tls(transport, wire, context, server_side=True, ssl_handshake_timeout=timeout)
     except BaseException:
         transport.abort()
         raise
     if tls is None:
         transport.abort()
         raise ConnectionResetError("the connection closed during the TLS handshake")
-    # start_tls does not call connection_made: without it the reader has no transport to pause (no flow control
-    # on reading) and does not know it runs over TLS.
-    protocol.connection_made(tls)
-    return reader, asyncio.StreamWriter(tls, protocol, reader, loop)
+    wire.connection_made(tls)  # start_tls does not call it
+    return wire
 
 
 async def race(
@@ -148,7 +288,7 @@ async def race(
     peer_candidates: tuple[tuple[str, int], ...],
     listener: Listener,
     timeout: float,
-) -> Stream:
+) -> Wire:
     """Dial every candidate and accept on ``listener`` at once; return the first connection both sides authenticated
     and chose; close every other one and the listener.
 
@@ -159,61 +299,61 @@ async def race(
     pinned = fingerprint(peer_cert)
     client = client_context(own, peer_cert)
     server = server_context(own, peer_cert)
-    won: asyncio.Future[Stream] = loop.create_future()
+    won: asyncio.Future[Wire] = loop.create_future()
     problems: dict[str, str] = {}
-    losers: list[asyncio.StreamWriter] = []
+    losers: list[Wire] = []
     tasks: set[asyncio.Task[Any]] = set()
 
-    async def settle(where: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def settle(where: str, wire: Wire) -> None:
         # The TLS handshake checked the certificate against the pinned one; check again, to be sure of the
         # context, then prove to each other that both ends accepted the handshake.
         try:
-            if _peer_fingerprint(writer) != pinned:
+            if _peer_fingerprint(wire) != pinned:
                 raise ssl.SSLError("the peer's certificate does not match the one it signalled")
-            writer.write(HELLO)
-            await writer.drain()
-            if await reader.readexactly(1) != HELLO:
+            wire.write(HELLO)
+            await wire.drain()
+            if await wire.read_exactly(1) != HELLO:
                 raise ProtocolError("the peer did not greet")
             if initiator:
                 if won.done():
                     raise ConnectionAbortedError("another connection won")
-                writer.write(CHOSEN)
-                await writer.drain()
-            elif await reader.readexactly(1) != CHOSEN:
+                wire.write(CHOSEN)
+                await wire.drain()
+            elif await wire.read_exactly(1) != CHOSEN:
                 raise ProtocolError("the peer chose nothing")
         except BaseException as exc:
-            writer.transport.abort()
+            wire.abort()
             if not isinstance(exc, asyncio.CancelledError):
                 problems.setdefault(where, _describe(exc))
             raise
         if won.done():
-            losers.append(writer)
-            writer.transport.abort()
+            losers.append(wire)
+            wire.abort()
         else:
-            won.set_result((reader, writer))
+            won.set_result(wire)
 
     async def dial(host: str, port: int) -> None:
         where = f"{host}:{port}"
         try:
-            reader, writer = await asyncio.open_connection(
-                host, port, ssl=client, server_hostname="peerchat", ssl_handshake_timeout=timeout, limit=2**20
+            _, wire = await loop.create_connection(
+                Wire, host, port, ssl=client, server_hostname="peerchat", ssl_handshake_timeout=timeout
             )
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             problems[where] = _describe(exc)
             return
         with contextlib.suppress(Exception):
-            await settle(where, reader, writer)
+            await settle(where, wire)
 
     async def accept(transport: asyncio.Transport) -> None:
         peername = transport.get_extra_info("peername") or ("?", 0)
         where = f"from {peername[0]}:{peername[1]}"
         try:
-            reader, writer = await _upgrade_accepted(transport, server, timeout)
+            wire = await _upgrade_accepted(transport, server, timeout)
         except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
             problems[where] = _describe(exc)
             return
         with contextlib.suppress(Exception):
-            await settle(where, reader, writer)
+            await settle(where, wire)
 
     async def accept_all() -> None:
         while True:
@@ -272,10 +412,10 @@ class DirectLink(Link):
 
     transport = "direct"
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: LinkHost, *,
-                 idle_timeout: float = 10.0) -> None:
-        self._reader = reader
-        self._writer = writer
+    def __init__(self, wire: Wire, host: LinkHost, *, idle_timeout: float = 10.0) -> None:
+        assert wire.transport is not None
+        self._wire = wire
+        self._transport = wire.transport
         self._host = host
         self._idle_timeout = idle_timeout
         self._closed = False
@@ -284,8 +424,9 @@ class DirectLink(Link):
         self._flush_handle: asyncio.Handle | None = None
         self._last_heard = time.monotonic()
         self.error: str | None = None
-        self._task = asyncio.ensure_future(self._read())
         self._watchdog = asyncio.ensure_future(self._watch())
+        # Reading starts on the next turn of the loop, once the host attached this link.
+        self._starting: asyncio.Handle | None = asyncio.get_running_loop().call_soon(self._start)
 
     @property
     def is_closed(self) -> bool:
@@ -294,11 +435,11 @@ class DirectLink(Link):
     @property
     def write_buffer_size(self) -> int:
         """Bytes written but not yet handed to the kernel."""
-        return self._writer.transport.get_write_buffer_size()
+        return self._transport.get_write_buffer_size()
 
     def send_frame(self, frame: dict[str, Any]) -> None:
         # The stream bounds what is in flight (its window, in frames and bytes), so the write buffer stays bounded.
-        if self._closed or self._writer.transport.is_closing():
+        if self._closed or self._transport.is_closing():
             # Tell the host through the usual path first (the order of links learns of the loss), then refuse.
             self._lost("the direct link broke while sending")
             raise ConnectionClosedError("the direct link is closed")
@@ -317,48 +458,38 @@ class DirectLink(Link):
         frames, self._pending, self._pending_bytes = self._pending, [], 0
         if not frames or self._closed:
             return
-        if self._writer.transport.is_closing():
+        if self._transport.is_closing():
             self._lost("the direct link broke while sending")
             return
         try:
             # The parts as they are, without joining them: TLS encrypts each in turn (one copy of the data, not two).
-            self._writer.writelines(encode_stream_frames(frames))
+            self._transport.writelines(encode_stream_frames(frames))
         except Exception as exc:  # noqa: BLE001 - a failed write is a broken link; its frames are unacknowledged
             self._lost(f"the direct link failed while sending: {exc}")
 
     async def drain(self) -> None:
         """Wait while the write buffer is over its high-water mark."""
-        await self._writer.drain()
+        await self._wire.drain()
 
-    async def _read(self) -> None:
-        reader = self._reader
+    def _start(self) -> None:
+        self._starting = None
+        self._wire.start(self._receive, self._lost)
+
+    def _receive(self, frames: list[dict[str, Any]]) -> None:
+        """Frames the wire just read (called from asyncio's reading of the socket)."""
+        self._last_heard = time.monotonic()
+        if self._wire.malformed:
+            for problem in self._wire.malformed:
+                log.warning("direct link: %s", problem)
+            self._wire.malformed.clear()
         try:
-            while True:
-                length, kind = parse_header(await reader.readexactly(HEADER.size))
-                run = kind == RUN and length >= RUN_HEAD.size
-                if run:
-                    # A run's data read apart from its header: a whole message in it is delivered as these very
-                    # bytes (the stream joins nothing).
-                    head = await reader.readexactly(RUN_HEAD.size)
-                    body = await reader.readexactly(length - RUN_HEAD.size)
-                else:
-                    body = await reader.readexactly(length)
-                self._last_heard = time.monotonic()
-                try:
-                    frames = decode_run(head, body) if run else decode_frames(kind, body)
-                except ProtocolError as exc:
-                    log.warning("direct link: %s", exc)
-                    continue
-                for frame in frames:
-                    self._host.receive_frame(frame)
-        except asyncio.CancelledError:
-            raise
-        except asyncio.IncompleteReadError:
-            self._lost("the other device closed the direct link")
-        except ProtocolError as exc:
-            self._lost(f"the direct link broke its framing: {exc}")
-        except (OSError, ssl.SSLError) as exc:
-            self._lost(f"the direct link failed: {_describe(exc)}")
+            for frame in frames:
+                if self._closed:
+                    return
+                self._host.receive_frame(frame)
+        except Exception:  # noqa: BLE001 - a failure above must not leave asyncio's TLS reading half done
+            log.exception("direct link: a received frame could not be handled")
+            self._lost("a received frame could not be handled")
 
     async def _watch(self) -> None:
         while not self._closed:
@@ -383,13 +514,14 @@ class DirectLink(Link):
             self._flush_handle = None
         self._pending, self._pending_bytes = [], 0
         self._watchdog.cancel()
-        if asyncio.current_task() is not self._task:
-            self._task.cancel()
-        transport = self._writer.transport
+        if self._starting is not None:
+            self._starting.cancel()
+            self._starting = None
+        transport = self._transport
         if not transport.is_closing():
             # Frames still buffered are resent on the next link (they are unacknowledged).
             transport.abort()
 
     def abort(self) -> None:
         """Break the TCP connection as a failing network would (tests and diagnostics)."""
-        self._writer.transport.abort()
+        self._transport.abort()

@@ -210,7 +210,7 @@ class DirectUpgrade:
         return listener
 
     async def _race(self, peer: DirectSignal, listener: Listener) -> None:
-        reader, writer = await race(
+        wire = await race(
             initiator=self.host.is_initiator,
             own=self._certificate(),
             peer_cert=peer.cert,
@@ -219,15 +219,15 @@ class DirectUpgrade:
             timeout=self.options.timeout,
         )
         if self._closed or self.host.is_closed:
-            writer.transport.abort()
+            wire.abort()
             raise UpgradeError("the connection closed during the direct-link attempt")
         old = self.link
         if old is not None and not old.is_closed:
             self.host.detach_link(old, "a newer direct link replaced this one")
             old.close()
-        link = DirectLink(reader, writer, self.host, idle_timeout=self.options.idle_timeout)
+        link = DirectLink(wire, self.host, idle_timeout=self.options.idle_timeout)
         self.link = link
-        peername = writer.get_extra_info("peername") or ("?", 0)
+        peername = (wire.transport.get_extra_info("peername") if wire.transport else None) or ("?", 0)
         log.info("direct link open with %s:%s", peername[0], peername[1])
         self.host.attach_link(link, f"direct link opened ({peername[0]})")
 

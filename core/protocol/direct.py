@@ -282,25 +282,124 @@ def decode_run(head: bytes, data: bytes | memoryview) -> list[dict[str, Any]]:
 
 
 class FrameReader:
-    """Turns bytes as they arrive into frames: ``feed(data)`` returns every frame completed by ``data``."""
+    """Turns the bytes of the stream into frames, reading them into buffers it supplies itself (the shape of
+    asyncio's ``BufferedProtocol``): :meth:`get_buffer` says where the next bytes go, :meth:`buffer_updated` says
+    how many arrived and returns every frame they completed.
+
+    Small records are read into one scratch buffer and copied out. A large record's body (a run of file data) is
+    read straight into a buffer of its own, kept from one record to the next, and copied out once as ``bytes``:
+    the fragments of the run are views of those bytes, so the stream hands the message on as they are. From TLS to
+    the stream a file's byte is copied twice: once decrypted, once into its message.
+
+    A record whose header is sound but whose body is not a valid frame is left out, and why is added to
+    :attr:`malformed` (the holder logs and clears it); a header that is not sound raises, as nothing after it can
+    be trusted to start a record.
+    """
+
+    SCRATCH = 64 * 1024
 
     def __init__(self) -> None:
-        self._buffer = bytearray()
+        self._scratch = bytearray(self.SCRATCH)
+        self._view = memoryview(self._scratch)
+        self._start = 0  # where the first record not yet parsed begins in the scratch buffer
+        self._end = 0  # how far the scratch buffer is filled
+        self._big = bytearray()  # a large record's body, reused
+        self._big_size = 0  # > 0 while a large record's body is being read into ``_big``
+        self._big_filled = 0
+        self._big_kind = 0
+        self._big_head = b""  # a run's header, read before its data
+        self.malformed: list[str] = []
 
-    def feed(self, data: bytes) -> list[dict[str, Any]]:
-        self._buffer += data
-        frames = []
-        while len(self._buffer) >= HEADER.size:
-            length, kind = parse_header(bytes(self._buffer[: HEADER.size]))
-            end = HEADER.size + length
-            if len(self._buffer) < end:
-                break
-            body = bytes(self._buffer[HEADER.size:end])
-            del self._buffer[:end]
-            frames += decode_frames(kind, body)
+    def get_buffer(self, sizehint: int = -1) -> memoryview:
+        """Where the next bytes are to be read (at least one byte of room)."""
+        if self._big_size:
+            return memoryview(self._big)[self._big_filled:self._big_size]
+        if self._end == len(self._scratch):  # a small record incomplete at the end: move it to the front
+            pending = self._end - self._start
+            self._view[:pending] = self._view[self._start:self._end]
+            self._start, self._end = 0, pending
+        return self._view[self._end:]
+
+    def buffer_updated(self, nbytes: int) -> list[dict[str, Any]]:
+        """``nbytes`` arrived in the buffer :meth:`get_buffer` gave: the frames they completed.
+
+        Raises:
+            ProtocolError: the stream is not made of valid records (the link cannot go on after it).
+        """
+        if self._big_size:
+            self._big_filled += nbytes
+            if self._big_filled < self._big_size:
+                return []
+            return self._big_done()
+        self._end += nbytes
+        return self._parse()
+
+    def feed(self, data: bytes | memoryview) -> list[dict[str, Any]]:
+        """Every frame that ``data`` completes (the bytes copied into the buffers given)."""
+        frames: list[dict[str, Any]] = []
+        view, at = memoryview(data), 0
+        while at < len(view):
+            buffer = self.get_buffer()
+            count = min(len(buffer), len(view) - at)
+            buffer[:count] = view[at:at + count]
+            at += count
+            frames += self.buffer_updated(count)
         return frames
 
     @property
     def pending(self) -> int:
-        """Bytes of an incomplete frame held."""
-        return len(self._buffer)
+        """Bytes of an incomplete record held."""
+        return self._big_filled if self._big_size else self._end - self._start
+
+    def _parse(self) -> list[dict[str, Any]]:
+        frames: list[dict[str, Any]] = []
+        view = self._view
+        while self._end - self._start >= HEADER.size:
+            at = self._start
+            length, kind = parse_header(view[at:at + HEADER.size])
+            head = RUN_HEAD.size if kind == RUN and length > RUN_HEAD.size else 0
+            if HEADER.size + length > len(self._scratch):
+                # Too large for the scratch buffer: its body (a run's data, after the run's header) gets its own.
+                if self._end - at < HEADER.size + head:
+                    break
+                self._big_kind = kind
+                self._big_head = bytes(view[at + HEADER.size:at + HEADER.size + head])
+                self._big_size = length - head
+                if len(self._big) < self._big_size:
+                    self._big = bytearray(self._big_size)
+                got = self._end - (at + HEADER.size + head)
+                self._big[:got] = view[at + HEADER.size + head:self._end]
+                self._big_filled = got
+                self._start = self._end = 0
+                if got >= self._big_size:  # cannot happen (it would fit the scratch buffer), but stay exact
+                    frames += self._big_done()
+                return frames
+            end = at + HEADER.size + length
+            if end > self._end:
+                break
+            body = bytes(view[at + HEADER.size:end])
+            self._start = end
+            frames += self._decode(kind, body)
+        if self._start == self._end:
+            self._start = self._end = 0
+        return frames
+
+    def _big_done(self) -> list[dict[str, Any]]:
+        data = bytes(memoryview(self._big)[:self._big_size])
+        kind, head = self._big_kind, self._big_head
+        self._big_size = self._big_filled = 0
+        self._big_head = b""
+        if kind == RUN and head:
+            try:
+                return decode_run(head, data)
+            except ProtocolError as exc:
+                self.malformed.append(str(exc))
+                return []
+        return self._decode(kind, data)
+
+    def _decode(self, kind: int, body: bytes) -> list[dict[str, Any]]:
+        try:
+            return decode_frames(kind, body)
+        except ProtocolError as exc:
+            self.malformed.append(str(exc))
+            return []

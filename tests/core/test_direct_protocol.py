@@ -41,6 +41,46 @@ def test_frames_survive_the_byte_stream_cut_anywhere() -> None:
         assert reader.pending == 0
 
 
+def test_a_large_run_is_read_into_a_buffer_of_its_own_and_its_message_is_those_bytes() -> None:
+    from core.protocol.direct import encode_stream_frames
+    from core.protocol.stream import ReliableStream, StreamTimers, WriteFrame
+
+    timers = StreamTimers(max_frame_bytes=64 * 1024, window=1000, window_bytes=10**9, ack_delay=0)
+    sender, receiver = ReliableStream(timers, now=0.0), ReliableStream(timers, now=0.0)
+    chunk = bytes(range(251)) * 4200  # about 1 MiB: far larger than the scratch buffer
+    actions = sender.send("data", "first", 0.0)[1]
+    for _ in range(3):
+        actions += sender.send_message("binary", chunk, 0.0)[1]
+    actions += sender.send("data", "last", 0.0)[1]
+    stream = b"".join(encode_stream_frames([a.frame for a in actions if isinstance(a, WriteFrame)]))
+    reader = FrameReader()
+    got, at = [], 0
+    while at < len(stream):  # as a socket gives it: as much as the buffer offered holds, at most 100,000 bytes
+        buffer = reader.get_buffer(-1)
+        count = min(len(buffer), len(stream) - at, 100_000)
+        assert count > 0
+        buffer[:count] = stream[at:at + count]
+        at += count
+        got += reader.buffer_updated(count)
+    assert reader.pending == 0 and not reader.malformed
+    fragments = [frame for frame in got if frame["kind"] == "binary"]
+    assert len({id(frame["data"].obj) for frame in fragments}) == 3  # one bytes object per message
+    delivered = [a.data for f in got for a in receiver.receive(f, 0.0) if hasattr(a, "kind")]
+    assert delivered == ["first", chunk, chunk, chunk, "last"]
+    assert all(type(data) is bytes for data in delivered[1:4])
+
+
+def test_small_records_across_the_end_of_the_scratch_buffer_arrive_whole() -> None:
+    frames = [{"kind": "binary", "seq": seq, "data": bytes([seq % 256]) * (700 + seq * 37)} for seq in range(1, 400)]
+    stream = b"".join(encode_stream_frame(frame) for frame in frames)
+    assert len(stream) > 3 * FrameReader.SCRATCH
+    for cut in (997, 4099, 65536, len(stream)):
+        reader, got = FrameReader(), []
+        for start in range(0, len(stream), cut):
+            got += reader.feed(stream[start:start + cut])
+        assert got == frames and reader.pending == 0
+
+
 def test_binary_frames_carry_raw_bytes_not_base64() -> None:
     raw = bytes(range(256)) * 100
     encoded = encode_stream_frame({"kind": "binary", "seq": 9, "data": raw})
@@ -52,8 +92,16 @@ def test_a_header_of_an_unknown_kind_or_over_the_limit_is_refused() -> None:
         parse_header(HEADER.pack(5, 7))
     with pytest.raises(ProtocolError, match="over the limit"):
         parse_header(HEADER.pack(MAX_BODY + 1, 1))
-    with pytest.raises(ProtocolError, match="UTF-8"):
-        FrameReader().feed(HEADER.pack(2, 0) + b"\xff\xfe")
+
+
+
+def test_a_record_that_is_not_a_valid_frame_is_left_out_and_the_next_one_still_arrives() -> None:
+    reader = FrameReader()
+    good = encode_stream_frame(FRAMES[0])
+    assert reader.feed(HEADER.pack(2, 0) + b"\xff\xfe" + good) == [FRAMES[0]]
+    assert len(reader.malformed) == 1 and "UTF-8" in reader.malformed[0]
+    with pytest.raises(ProtocolError, match="unknown kind"):
+        reader.feed(HEADER.pack(5, 7) + b"hello")
 
 
 def test_signals_round_trip_and_bad_ones_say_what_is_wrong() -> None:
