@@ -68,6 +68,9 @@ class LinkHost(Protocol):
     def receive_frame(self, frame: object) -> None:
         """A frame arrived on a link."""
 
+    def receive_frames(self, frames: list[Any]) -> None:
+        """Frames arrived together on a link, in this order (the same as :meth:`receive_frame` for each)."""
+
     async def send_signal(self, signal: dict[str, Any]) -> None:
         """Send a signalling message (a JSON object) to the peer, reliably and in order."""
 

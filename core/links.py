@@ -104,6 +104,9 @@ class _Slot:
     def receive_frame(self, frame: object) -> None:
         self._owner.host.receive_frame(frame)
 
+    def receive_frames(self, frames: list[Any]) -> None:
+        self._owner.host.receive_frames(frames)
+
     async def send_signal(self, signal: dict[str, Any]) -> None:
         await self._owner.host.send_signal(signal)
 

@@ -483,10 +483,10 @@ class DirectLink(Link):
                 log.warning("direct link: %s", problem)
             self._wire.malformed.clear()
         try:
-            for frame in frames:
-                if self._closed:
-                    return
-                self._host.receive_frame(frame)
+            if len(frames) > 1:
+                self._host.receive_frames(frames)
+            elif not self._closed:
+                self._host.receive_frame(frames[0])
         except Exception:  # noqa: BLE001 - a failure above must not leave asyncio's TLS reading half done
             log.exception("direct link: a received frame could not be handled")
             self._lost("a received frame could not be handled")

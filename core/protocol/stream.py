@@ -348,6 +348,43 @@ class ReliableStream:
             actions += self._on_sequenced(frame, seq, now)
         return actions
 
+    def receive_frames(self, frames: list[Any], now: float) -> list[Action]:
+        """Handle frames that arrived together on one link, in this order: the same as :meth:`receive` for each in
+        turn. A run of fragments of one binary message that comes next, with nothing held back (a direct link reads
+        a file chunk as one), is taken in one step: a chunk of 1 MiB is about 22 fragments."""
+        if len(frames) < 2 or self._broken or self._reorder or self._partial_kind not in (None, "binary"):
+            return self._receive_each(frames, now)
+        size = _run_bytes(frames, self._delivered + 1)
+        if size is None or self._partial_size + size > self.timers.max_message_bytes:
+            return self._receive_each(frames, now)  # not such a run, or too large: the usual path says why
+        last = frames[-1]
+        count = len(frames)
+        self._last_heard = now
+        self._delivered += count
+        self._unacked_deliveries += count
+        self._unacked_bytes += size
+        self._partial_kind = "binary"
+        self._partial += [frame["data"] for frame in frames]
+        self._partial_size += size
+        actions: list[Action] = []
+        if last.get("more") is not True:
+            whole = _join_bytes(self._partial)
+            self._partial_kind, self._partial, self._partial_size = None, [], 0
+            actions.append(Deliver("binary", last["seq"], whole))
+        t = self.timers
+        if (last.get("confirm") is True or t.ack_delay <= 0 or self._unacked_deliveries >= max(1, t.window // 4)
+                or self._unacked_bytes >= t.window_bytes // 4):
+            actions += self._ack_now()
+        elif self._ack_due is None:
+            self._ack_due = now + t.ack_delay
+        return actions
+
+    def _receive_each(self, frames: list[Any], now: float) -> list[Action]:
+        actions: list[Action] = []
+        for frame in frames:
+            actions += self.receive(frame, now)
+        return actions
+
     def tick(self, now: float) -> list[Action]:
         """Let time pass: retransmit, probe latency, report slowness and a vanished peer."""
         if self._gone:
@@ -545,6 +582,27 @@ def _check_frame(frame: object) -> tuple[str, int]:
             if frame["more"] and kind not in ("data", "binary"):
                 raise ProtocolError(f"A {kind} frame cannot be a fragment ('more' is only for data and binary).")
     return kind, seq
+
+
+def _run_bytes(frames: list[Any], first: int) -> int | None:
+    """The bytes of ``frames`` if they are consecutive binary fragments numbered from ``first`` (every one but the
+    last ``more`` and not ``confirm``; the last with valid flags), else None."""
+    if first + len(frames) - 1 > MAX_SEQ:
+        return None
+    size = 0
+    last = len(frames) - 1
+    for index, frame in enumerate(frames):
+        if (type(frame) is not dict or frame.get("kind") != "binary" or frame.get("seq") != first + index
+                or type(frame.get("seq")) is not int or not isinstance(frame.get("data"), BYTES_TYPES)):
+            return None
+        more, confirm = frame.get("more"), frame.get("confirm")
+        if index < last:
+            if more is not True or confirm is not None or len(frame) != 4:
+                return None
+        elif not (more is None or type(more) is bool) or not (confirm is None or type(confirm) is bool):
+            return None
+        size += len(frame["data"])
+    return size
 
 
 def _check_data(kind: str, data: object) -> None:

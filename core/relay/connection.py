@@ -526,6 +526,16 @@ class RelayConnection(PeerConnection):
         if self._state == _State.CLOSED:
             return
         self._run(self._stream.receive(frame, time.monotonic()))
+        self._ack_later()
+
+    def receive_frames(self, frames: list[Any]) -> None:
+        """Frames arrived together on a link, in this order (a direct link's run: one file chunk's fragments)."""
+        if self._state == _State.CLOSED:
+            return
+        self._run(self._stream.receive_frames(frames, time.monotonic()))
+        self._ack_later()
+
+    def _ack_later(self) -> None:
         due = self._stream.ack_due
         if due is not None and self._ack_timer is None:
             self._ack_timer = asyncio.get_running_loop().call_later(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -234,3 +235,98 @@ def test_a_message_that_is_all_of_one_buffer_is_delivered_as_that_buffer_and_any
     other = memoryview(bytes(range(30)))
     assert receive([pieces[0], other[12:24], pieces[2]]) == buffer
     assert all(type(receive(p)) is bytes for p in ([pieces[0], bytes(6)], pieces[:2]))
+
+
+def _outcome(actions):
+    """What a receiver's actions say, comparable between two receivers (binary data as bytes)."""
+    out = []
+    for action in actions:
+        if isinstance(action, Deliver):
+            out.append(("deliver", action.kind, action.seq, bytes(action.data) if action.kind == "binary"
+                        else action.data))
+        elif isinstance(action, WriteFrame):
+            out.append(("write", action.frame["kind"], action.frame["seq"]))
+        else:
+            out.append((type(action).__name__, str(getattr(action, "error", ""))))
+    return out
+
+
+def _binary_messages(rng: random.Random, timers: StreamTimers, count: int) -> list[dict]:
+    sender = ReliableStream(replace(timers, window=10_000, window_bytes=10**12), now=0.0)
+    actions = []
+    for _ in range(count):
+        size = rng.choice([1, 12, 13, 40, 120, 300])
+        if rng.random() < 0.2:
+            actions += sender.send("data", "hi", 0.0)[1]
+        actions += sender.send_message("binary", rng.randbytes(size), 0.0, confirm=rng.random() < 0.5)[1]
+    return frames(actions)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_frames_received_together_give_what_they_give_one_by_one(seed):
+    """``receive_frames`` (a link's run taken in one step) against ``receive`` for each frame: the same deliveries,
+    acknowledgements and errors, whatever the runs, gaps, duplicates and limits."""
+    rng = random.Random(seed)
+    timers = StreamTimers(ack_delay=rng.choice([0, 0.05, 0.05]), max_frame_bytes=16, max_message_bytes=rng.choice([100, 400]),
+                          window=rng.choice([4, 64, 64]))
+    sent = _binary_messages(rng, timers, 30)
+    # What a link hands over: batches of consecutive frames, mostly within one message (as a direct link's runs),
+    # some across messages; some lost, some twice, some out of order.
+    cuts, at = [], 0
+    while at < len(sent):
+        end = at
+        while sent[end].get("more") and end + 1 < len(sent):
+            end += 1
+        while at <= end:  # the message's frames, cut into runs
+            stop = min(at + rng.choice([1, 2, 3, 5, 8, 100]), end + 1)
+            stop = min(stop + (rng.random() < 0.15), len(sent))  # sometimes one frame past the message's end
+            cuts.append((at, stop))
+            at = stop
+    batches = []
+    for start, stop in cuts:
+        batch = sent[start:stop]
+        roll = rng.random()
+        if roll < 0.1:
+            continue  # lost: the frames come again below
+        batches.append(batch)
+        if roll < 0.2:
+            batches.append(batch)  # a duplicate run
+    batches += [sent[i:i + 4] for i in range(0, len(sent), 4)]  # everything once more, as after a fallback
+    if rng.random() < 0.3:
+        rng.shuffle(batches)
+    one, together = ReliableStream(timers, now=0.0), ReliableStream(timers, now=0.0)
+    acked = {"one": 0, "together": 0}
+    broke = False
+
+    def acks(name, actions):
+        seqs = [step[2] for step in _outcome(actions) if step[:2] == ("write", "ack")]
+        acked[name] = max([acked[name], *seqs])
+        return max(seqs, default=0)
+
+    for now, batch in enumerate(batches):
+        by_one = [action for frame in batch for action in one.receive(frame, float(now))]
+        at_once = together.receive_frames(batch, float(now))
+        # The same messages and errors. A run is acknowledged once, at its end: never less far than frame by
+        # frame would have (a confirmed message's acknowledgement is not delayed).
+        assert [s for s in _outcome(at_once) if s[0] != "write"] == [s for s in _outcome(by_one) if s[0] != "write"]
+        assert acks("together", at_once) >= acks("one", by_one)
+        acks("one", one.flush_ack(now + 1.0))
+        acks("together", together.flush_ack(now + 1.0))
+        assert acked["together"] == acked["one"]  # once delayed acknowledgements are due, both said as much
+        broke = broke or any(step[0] == "Broken" for step in _outcome(by_one))
+    if not broke:  # a message over the limit breaks the stream: nothing after it is taken
+        assert acked["one"] == len(sent)
+
+
+def test_a_run_taken_in_one_step_is_checked_like_single_frames():
+    timers = StreamTimers(ack_delay=0, max_frame_bytes=16, max_message_bytes=100, window=64)
+    run = [{"kind": "binary", "seq": 1, "data": b"ab", "more": True}, {"kind": "binary", "seq": 2, "data": b"cd"}]
+    for broken in ({"more": 1}, {"confirm": "yes"}, {"data": "text"}, {"seq": True}):
+        bad = [run[0], {**run[1], **broken}]
+        one, together = ReliableStream(timers, now=0.0), ReliableStream(timers, now=0.0)
+        expected = _outcome([action for frame in bad for action in one.receive(frame, 0.0)])
+        assert _outcome(together.receive_frames(bad, 0.0)) == expected
+        assert not any(step[0] == "deliver" for step in expected)
+    stream = ReliableStream(timers, now=0.0)
+    (deliver,) = [a for a in stream.receive_frames(run, 0.0) if isinstance(a, Deliver)]
+    assert deliver.data == b"abcd" and deliver.seq == 2
