@@ -297,6 +297,9 @@ class FrameReader:
     """
 
     SCRATCH = 64 * 1024
+    # A large record's buffer is kept for the next one up to this size (a run of file data); a larger one (a whole
+    # message sent as one frame) is let go once read.
+    KEEP = MAX_RUN_BYTES + RUN_HEAD.size
 
     def __init__(self) -> None:
         self._scratch = bytearray(self.SCRATCH)
@@ -384,8 +387,15 @@ class FrameReader:
             self._start = self._end = 0
         return frames
 
+    @property
+    def buffered(self) -> int:
+        """The bytes of the buffers held (the scratch buffer and a large record's)."""
+        return len(self._scratch) + len(self._big)
+
     def _big_done(self) -> list[dict[str, Any]]:
         data = bytes(memoryview(self._big)[:self._big_size])
+        if len(self._big) > self.KEEP:
+            self._big = bytearray()
         kind, head = self._big_kind, self._big_head
         self._big_size = self._big_filled = 0
         self._big_head = b""

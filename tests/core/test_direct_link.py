@@ -232,3 +232,62 @@ async def test_the_direct_link_torn_down_mid_transfer_falls_back_without_loss_an
     assert hashlib.sha256(saved.read_bytes()).digest() == hashlib.sha256(source.read_bytes()).digest()
     await sender.close()
     await receiver.close()
+
+
+class _Host:
+    """What a direct link tells its connection, recorded (the link itself is real: TLS over loopback)."""
+
+    def __init__(self) -> None:
+        self.frames: list[Any] = []
+        self.detached: list[str] = []
+
+    def receive_frame(self, frame: object) -> None:
+        self.frames.append(frame)
+
+    def receive_frames(self, frames: list[Any]) -> None:
+        self.frames += frames
+
+    def detach_link(self, link: Any, reason: str = "") -> None:
+        self.detached.append(reason)
+
+
+async def _raced_wires() -> tuple[Any, Any]:
+    """Two wires that won a race between two sides on 127.0.0.1 (the first one the initiator's)."""
+    from core.direct.link import Listener, race
+
+    certs = session_certificate(), session_certificate()
+    listeners = Listener(), Listener()
+    for listener in listeners:
+        await listener.start(("127.0.0.1",))
+    return await asyncio.gather(*(
+        race(initiator=side == 0, own=certs[side], peer_cert=certs[1 - side].der,
+             peer_candidates=listeners[1 - side].candidates, listener=listeners[side], timeout=WAIT)
+        for side in (0, 1)))
+
+
+async def test_frames_sent_before_the_other_side_reads_arrive_and_a_broken_record_ends_only_itself(caplog) -> None:
+    from core.direct.link import DirectLink
+    from core.protocol.direct import HEADER, TEXT, encode_stream_frame, encode_stream_frames
+
+    first, second = await _raced_wires()
+    chunk = os.urandom(3 * 1024 * 1024 + 5)
+    fragments = [{"kind": "binary", "seq": 2 + i, "data": chunk[at:at + 48 * 1024], "more": True}
+                 for i, at in enumerate(range(0, len(chunk), 48 * 1024))]
+    del fragments[-1]["more"]
+    # Written at once, before the other side has a link reading them: they wait in its wire.
+    first.write(encode_stream_frame({"kind": "data", "seq": 1, "data": "early"}))
+    first.transport.writelines(encode_stream_frames(fragments))
+    first.write(HEADER.pack(2, TEXT) + b"\xff\xfe")  # a record that is no frame: left out, logged
+    first.write(encode_stream_frame({"kind": "data", "seq": 99, "data": "after"}))
+    await first.drain()
+    await asyncio.sleep(0.2)
+    host = _Host()
+    link = DirectLink(second, host, idle_timeout=WAIT)  # type: ignore[arg-type]
+    await wait_for(lambda: len(host.frames) == len(fragments) + 2, "every frame")
+    assert host.frames[0]["data"] == "early" and host.frames[-1]["data"] == "after"
+    assert b"".join(bytes(frame["data"]) for frame in host.frames[1:-1]) == chunk
+    assert "UTF-8" in caplog.text and not host.detached
+    first.write(HEADER.pack(5, 77) + b"hello")  # a header of no known kind: nothing after it can be trusted
+    await wait_for(lambda: bool(host.detached), "the link to give up")
+    assert "framing" in host.detached[0] and link.is_closed
+    first.abort()

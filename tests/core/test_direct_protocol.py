@@ -70,6 +70,18 @@ def test_a_large_run_is_read_into_a_buffer_of_its_own_and_its_message_is_those_b
     assert all(type(data) is bytes for data in delivered[1:4])
 
 
+def test_a_buffer_for_a_record_larger_than_a_run_is_not_kept() -> None:
+    from core.protocol.direct import MAX_RUN_BYTES
+
+    reader = FrameReader()
+    large = {"kind": "binary", "seq": 1, "data": bytes(MAX_RUN_BYTES * 2)}  # a whole message sent as one frame
+    assert reader.feed(encode_stream_frame(large)) == [large]
+    assert reader.buffered < MAX_RUN_BYTES
+    run = {"kind": "binary", "seq": 2, "data": bytes(MAX_RUN_BYTES // 2)}
+    assert reader.feed(encode_stream_frame(run)) == [run]
+    assert MAX_RUN_BYTES // 2 <= reader.buffered < MAX_RUN_BYTES  # kept for the next one
+
+
 def test_small_records_across_the_end_of_the_scratch_buffer_arrive_whole() -> None:
     frames = [{"kind": "binary", "seq": seq, "data": bytes([seq % 256]) * (700 + seq * 37)} for seq in range(1, 400)]
     stream = b"".join(encode_stream_frame(frame) for frame in frames)
