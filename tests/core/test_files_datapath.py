@@ -28,12 +28,12 @@ async def test_the_window_holds_a_number_of_bytes_whatever_the_chunk_size() -> N
         assert FileTransfers(other.a)._window() == DEFAULT_WINDOW  # slower links: what is in flight delays chat
         chunk = DIRECT_CHUNK_BYTES - CHUNK_HEADER_SIZE  # a direct link takes large chunks
         assert FileTransfers(pair.a)._offered_chunk_size() == chunk
-        assert FileTransfers(pair.a)._window() == 8 * 1024 * 1024 // chunk
+        assert FileTransfers(pair.a)._window() == 16 * 1024 * 1024 // chunk
         assert FileTransfers(pair.a, window_bytes=chunk * 100)._window() == 100
         assert FileTransfers(pair.a, window_bytes=1)._window() == MIN_WINDOW
         assert FileTransfers(pair.a, window=7)._window() == 7
         small = FileTransfers(pair.a, chunk_size=10_000)
-        assert small._offered_chunk_size() == 10_000 and small._window() == 8 * 1024 * 1024 // 10_000
+        assert small._offered_chunk_size() == 10_000 and small._window() == min(MAX_WINDOW, 16 * 1024 * 1024 // 10_000)
         assert FileTransfers(other.a)._offered_chunk_size() == 64 * 1024 - CHUNK_HEADER_SIZE  # as before
         with pytest.raises(ValueError, match="window must be 1 to"):
             FileTransfers(pair.a, window=MAX_WINDOW + 1)
