@@ -116,13 +116,7 @@ class Wire(asyncio.BufferedProtocol):
                 self.transport.pause_reading()
             self._wake()
             return
-        try:
-            frames = self._frames.buffer_updated(nbytes)
-        except ProtocolError as exc:
-            self._break(f"the direct link broke its framing: {exc}")
-            return
-        if frames:
-            self._on_frames(frames)
+        self._deliver(lambda: self._frames.buffer_updated(nbytes))
 
     def eof_received(self) -> bool:
         return False  # close: a half-open link is no use
@@ -184,24 +178,28 @@ class Wire(asyncio.BufferedProtocol):
         """Hand every frame from now on (and those that arrived early) to ``on_frames``, and a loss to
         ``on_lost`` (once, with why)."""
         self._on_frames, self._on_lost = on_frames, on_lost
-        early, self._early = self._early, bytearray()
+        lost, early, self._early = self._lost, self._early, bytearray()
         if early:
-            try:
-                frames = self._frames.feed(early)
-            except ProtocolError as exc:
-                self._break(f"the direct link broke its framing: {exc}")
-                return
-            if frames:
-                on_frames(frames)
-        if self._lost is not None:
-            on_lost(self._lost)
-        elif self._reading_paused and self.transport is not None:
+            self._deliver(lambda: self._frames.feed(early))
+        if lost is not None:  # lost while nobody listened: say so now, after the frames that came first
+            on_lost(lost)
+        elif self._lost is None and self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
 
     def abort(self) -> None:
         if self.transport is not None:
             self.transport.abort()
+
+    def _deliver(self, read: Callable[[], list[dict[str, Any]]]) -> None:
+        """Hand on the frames ``read`` parses; a stream that breaks its framing ends the connection."""
+        try:
+            frames = read()
+        except ProtocolError as exc:
+            self._break(f"the direct link broke its framing: {exc}")
+            return
+        if frames and self._on_frames is not None:
+            self._on_frames(frames)
 
     def _break(self, reason: str, *, abort: bool = True) -> None:
         if self._lost is not None:

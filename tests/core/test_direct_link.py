@@ -291,3 +291,19 @@ async def test_frames_sent_before_the_other_side_reads_arrive_and_a_broken_recor
     await wait_for(lambda: bool(host.detached), "the link to give up")
     assert "framing" in host.detached[0] and link.is_closed
     first.abort()
+
+
+async def test_a_wire_lost_before_its_link_started_tells_the_link_at_once() -> None:
+    from core.direct.link import DirectLink
+    from core.protocol.direct import encode_stream_frame
+
+    first, second = await _raced_wires()
+    first.write(encode_stream_frame({"kind": "data", "seq": 1, "data": "last words"}))
+    await first.drain()
+    first.transport.close()
+    await wait_for(lambda: second.transport.is_closing(), "the other side to see the connection end")
+    host = _Host()
+    link = DirectLink(second, host, idle_timeout=WAIT)  # type: ignore[arg-type]
+    await wait_for(lambda: bool(host.detached), "the link to learn it is lost")
+    assert [frame["data"] for frame in host.frames] == ["last words"]  # what came first is not thrown away
+    assert "closed" in host.detached[0] and link.is_closed
