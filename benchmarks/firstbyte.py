@@ -13,10 +13,15 @@ temporary folder has room, else 1 GiB; created with ``truncate``, so it costs no
   what every transfer waited for before its offer until now.
 
 Each round sends the file on the same connection and cancels it once the first bytes are confirmed; ``--complete``
-adds a last round that moves the whole file and ends verified (it then occupies the file's size on disk). Hashing a
+adds a last round that moves the whole file and ends verified (it then occupies the file's size on disk).
+``--resume 0.75`` adds a round that moves three quarters of the file, stops the sender's transfers (the receiver
+keeps its partial file, as after a dropped link) and sends the file again under the same transfer id: the receiver
+resumes by itself, and the round gives the wait for the first chunk after the resume and the time to the verified
+end, against hashing the part the receiver already had (what each side waited for before its first chunk until
+now: the sender and the receiver each hashed that part before anything moved). Hashing a
 sparse file reads no disk, so the hashing time is SHA-256's CPU time alone: a real file on a cold disk takes longer.
 
-Run: ``uv run python benchmarks/firstbyte.py [--gib 4] [--rounds 3] [--complete]``
+Run: ``uv run python benchmarks/firstbyte.py [--gib 4] [--rounds 3] [--complete] [--resume 0.75]``
 """
 
 from __future__ import annotations
@@ -94,8 +99,14 @@ async def side(args: argparse.Namespace) -> None:
         hashing = [await asyncio.to_thread(hash_whole, args.file) for _ in range(args.rounds)]
         out(hashing=hashing)
         await measure(connection, args, FileTransfers(connection))
+        if args.resume:
+            await measure_resume(connection, args)
     finally:
         await manager.stop()
+
+
+# When the first chunk of the latest transfer was handed to the connection (measure() watches send_bytes).
+first_chunk_sent: list[float] = []
 
 
 async def measure(connection: Any, args: argparse.Namespace, transfers: Any) -> None:
@@ -103,7 +114,7 @@ async def measure(connection: Any, args: argparse.Namespace, transfers: Any) -> 
     ``--complete``, once more to its verified end."""
     from core.files.protocol import CHUNK
 
-    first_chunk: list[float] = []
+    first_chunk = first_chunk_sent
     real_send = connection.send_bytes
 
     async def send_bytes(data: bytes) -> None:
@@ -133,6 +144,46 @@ async def measure(connection: Any, args: argparse.Namespace, transfers: Any) -> 
             await asyncio.sleep(0.5)  # the receiver removes its partial file
         out(round=result)
     await transfers.close()
+
+
+async def measure_resume(connection: Any, args: argparse.Namespace) -> None:
+    """Move ``args.resume`` of the file, stop (the receiver keeps its part), send it again: how soon the first chunk
+    leaves after the resume, and when the file ends verified."""
+    from core.files import FileTransfers
+
+    size = Path(args.file).stat().st_size
+    transfers = FileTransfers(connection)
+    far = asyncio.get_running_loop().create_future()
+    transfers.events.on(ev.TRANSFER_PROGRESS, lambda p: p.bytes_done >= size * args.resume and not far.done()
+                        and far.set_result(None))
+    first = await transfers.send_files([args.file])
+    await asyncio.wait_for(far, 1800)
+    await transfers.close()  # stops without cancelling: the receiver keeps what a resume needs
+    await asyncio.sleep(1.0)
+    transfers = FileTransfers(connection)
+    first_chunk_sent.clear()
+    start = time.perf_counter()
+    again = await transfers.send_files([args.file], transfer_id=first.id)
+    async with asyncio.timeout(WAIT):
+        while not first_chunk_sent:
+            await asyncio.sleep(0.001)
+    first_chunk = first_chunk_sent[0] - start
+    await asyncio.wait_for(again.wait(), 1800)
+    end = time.perf_counter() - start
+    out(resume={"kept": again.resumed_bytes, "first_chunk": first_chunk, "end": end,
+                "hashing_kept": await asyncio.to_thread(hash_prefix, args.file, again.resumed_bytes)})
+    await transfers.close()
+
+
+def hash_prefix(path: str, size: int) -> float:
+    """Seconds to read and hash the first ``size`` bytes of ``path`` with SHA-256, 1 MiB at a time."""
+    start = time.perf_counter()
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while size > 0 and (block := f.read(min(1 << 20, size))):
+            digest.update(block)
+            size -= len(block)
+    return time.perf_counter() - start
 
 
 # ----------------------------------------------------------------------------------------------------- the parent
@@ -171,7 +222,8 @@ async def parent(args: argparse.Namespace) -> None:
         try:
             db = (await read_json(emulator))["ready"]
             common = ["--db", db, "--file", str(file), "--workdir", str(downloads), "--rounds", str(args.rounds),
-                      *(["--complete"] if args.complete else [])]
+                      *(["--complete"] if args.complete else []),
+                      *(["--resume", str(args.resume)] if args.resume else [])]
             receiver = await spawn("--role", "receiver", *common)
             sender = await spawn("--role", "sender", *common)
             procs += [receiver, sender]
@@ -197,6 +249,13 @@ async def parent(args: argparse.Namespace) -> None:
             hashed = statistics.median(hashing)
             print(f"  median: first chunk after {first * 1000:.1f} ms; hashing first took {hashed:.2f} s: the "
                   f"first byte leaves {hashed / first:.0f}x sooner than it did")
+            if args.resume:
+                resume = (await asyncio.wait_for(read_json(sender), 1800))["resume"]
+                kept = resume["kept"] / GIB
+                print(f"  resumed with {kept:.2f} GiB already on the receiver: first chunk after "
+                      f"{resume['first_chunk'] * 1000:.1f} ms, whole file verified after {resume['end']:.1f} s; "
+                      f"hashing those {kept:.2f} GiB takes {resume['hashing_kept']:.2f} s, which each side did "
+                      f"before its first chunk until now")
             say(receiver)
         finally:  # the sides first (they leave the database cleanly), then the emulator
             for proc in reversed(procs):
@@ -214,6 +273,8 @@ def main() -> None:
     parser.add_argument("--gib", type=int, default=None, help="the file's size in GiB (default 4, or 1 without room)")
     parser.add_argument("--rounds", type=int, default=3, help="transfers started and cancelled (and hashes timed)")
     parser.add_argument("--complete", action="store_true", help="then move the whole file once, to its verified end")
+    parser.add_argument("--resume", type=float, default=None,
+                        help="then move this fraction of the file, stop, and time the resume (e.g. 0.75)")
     parser.add_argument("--role", choices=["sender", "receiver", "emulator"])
     parser.add_argument("--db")
     parser.add_argument("--file")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import hashlib
 import json
 import logging
 import os
@@ -242,20 +241,6 @@ def _open_regular(path: Path) -> int:
     return fd
 
 
-def _sha256_of(path: Path, limit: int) -> Any:
-    """The running SHA-256 of the first ``limit`` bytes of ``path`` (a resumed partial file)."""
-    digest = hashlib.sha256()
-    left = limit
-    with open(_open_regular(path), "rb") as f:
-        while left > 0:
-            block = f.read(min(1 << 20, left))
-            if not block:
-                break
-            digest.update(block)
-            left -= len(block)
-    return digest
-
-
 def _fingerprint_of(path: Path) -> tuple[str, int, int]:
     """The file's fingerprint (:func:`core.files.protocol.fingerprint`), size and modification time (ns): one open,
     one fstat and two reads of at most 64 KiB whatever the file's size."""
@@ -277,8 +262,9 @@ class _SourceChanged(Exception):
     """The file's size or modification time is not what was offered."""
 
 
-# A resumed prefix (or a whole file the receiver already has) is hashed from disk in steps of this many bytes, each
-# followed by a HASHING note, so that the receiver's idle time-out never ends a transfer that is busy hashing.
+# A resumed prefix (or a whole file the receiver already has) is hashed from disk in steps of this many bytes; on the
+# sender each is followed by a HASHING note, so that the receiver's idle time-out never ends a transfer that is busy
+# hashing after its last chunk.
 _HASH_STEP = 256 * 1024 * 1024
 
 
@@ -307,24 +293,14 @@ def _digest_if_complete(fd: int, hasher: FileHasher, stamp: tuple[int, int]) -> 
 
 def _read_and_hash(fd: int, hasher: FileHasher, stamp: tuple[int, int], offset: int, size: int,
                    stopped: Callable[[], bool]) -> tuple[bytes, str | None]:
-    """ONE worker-thread call per chunk: read ``size`` bytes at ``offset``, add them to the file's running hash
-    (after hashing any bytes before them not hashed yet: a resume's prefix) and return them with the file's SHA-256
-    if that completed it."""
-    gap = hasher.gap(offset)
-    if gap is not None:
-        _hash_range(fd, hasher, gap[1], stopped)
+    """ONE worker-thread call per chunk: read ``size`` bytes at ``offset`` (which the running hash reached: see
+    :class:`_CatchUp`), add them to the file's running hash and return them with the file's SHA-256 if that
+    completed it."""
     data = _read_at(fd, offset, size)
     if len(data) != size:
         return data, None  # the file shrank: the machine fails the transfer
     hasher.update(offset, data)
     return data, _digest_if_complete(fd, hasher, stamp)
-
-
-def _hash_whole(fd: int, hasher: FileHasher, stamp: tuple[int, int], stopped: Callable[[], bool]) -> str:
-    _hash_range(fd, hasher, hasher.size, stopped)
-    digest = _digest_if_complete(fd, hasher, stamp)
-    assert digest is not None
-    return digest
 
 
 def _disk_error(action: str, path: Path | str, exc: OSError) -> DiskError:
@@ -342,8 +318,10 @@ class _PartFile:
     def __init__(self, file: Any) -> None:
         self._file = file
 
-    async def write_and_hash(self, data: bytes | memoryview, digest: Any) -> None:
-        await asyncio.to_thread(_write_and_hash, self._file, data, digest)
+    async def write_and_hash(self, data: bytes | memoryview, hasher: FileHasher | None, offset: int) -> None:
+        """Write ``data`` (which goes at ``offset``) and add it to ``hasher``; with no hasher (a catch-up will hash
+        it from the file), write it through to the file so that it can be read back."""
+        await asyncio.to_thread(_write_and_hash, self._file, data, hasher, offset)
 
     async def flush(self) -> None:
         await asyncio.to_thread(self._file.flush)
@@ -352,9 +330,12 @@ class _PartFile:
         await asyncio.to_thread(self._file.close)
 
 
-def _write_and_hash(file: Any, data: bytes | memoryview, digest: Any) -> None:
+def _write_and_hash(file: Any, data: bytes | memoryview, hasher: FileHasher | None, offset: int) -> None:
     file.write(data)
-    digest.update(data)
+    if hasher is None:
+        file.flush()
+    else:
+        hasher.update(offset, data)
 
 
 def _read_at(fd: int, offset: int, size: int) -> bytes:
@@ -377,14 +358,98 @@ class _SourceFile:
                             stopped: Callable[[], bool]) -> tuple[bytes, str | None]:
         return await asyncio.to_thread(_read_and_hash, self._fd, hasher, stamp, offset, size, stopped)
 
-    async def hash_up_to(self, hasher: FileHasher, end: int, stopped: Callable[[], bool]) -> None:
-        await asyncio.to_thread(_hash_range, self._fd, hasher, end, stopped)
-
-    async def hash_to_end(self, hasher: FileHasher, stamp: tuple[int, int], stopped: Callable[[], bool]) -> str:
-        return await asyncio.to_thread(_hash_whole, self._fd, hasher, stamp, stopped)
-
     async def close(self) -> None:
         os.close(self._fd)
+
+
+class _CatchUp:
+    """Hashes from disk the bytes of one file that a transfer handled (sent, or written) before the file's running
+    hash reached them: a resumed prefix, and whatever moved meanwhile. So a resumed transfer moves its first byte at
+    once, and the file still ends verified whole.
+
+    The transfer hashes a chunk as it handles it only when :meth:`reached` says the hash is there and no catch-up
+    runs; otherwise it handles the chunk unhashed and calls :meth:`handled`, and the catch-up (worker threads, in
+    steps of ``_HASH_STEP``) reads those bytes back from disk, until the hash reaches everything handled. Everything
+    here runs on the event loop, and each worker-thread job has the hasher to itself.
+
+    ``on_step(hashed)`` hears the end of each step (the sender tells the receiver it is busy, not gone);
+    ``on_error(exc)`` hears what stopped it (``_SourceChanged``, ``OSError``); with a ``stamp`` (size and
+    modification time as offered), ``on_digest(sha256)`` hears the digest once the whole file is hashed.
+    """
+
+    def __init__(self, path: Path, hasher: FileHasher, *, stamp: tuple[int, int] | None = None,
+                 on_step: Callable[[int], None] | None = None, on_digest: Callable[[str], None] | None = None,
+                 on_error: Callable[[BaseException], None] | None = None,
+                 stopped: Callable[[], bool] = lambda: False) -> None:
+        self.hasher = hasher
+        self._path = path
+        self._stamp = stamp
+        self._on_step, self._on_digest, self._on_error = on_step, on_digest, on_error
+        self._stopped = stopped
+        self._closing = False
+        self._fd: int | None = None
+        self._seen = 0
+        self._task: asyncio.Task[None] | None = None
+        self._digest_given = False
+        self.error: BaseException | None = None
+
+    def reached(self, offset: int) -> bool:
+        """Whether bytes at ``offset`` are to be hashed as they are handled (nothing before them is left)."""
+        return self._task is None and self.error is None and offset <= self.hasher.hashed
+
+    def handled(self, end: int) -> None:
+        """Bytes up to ``end`` were handled; those not hashed yet are hashed from disk (starts the catch-up)."""
+        self._seen = max(self._seen, end)
+        digest_due = self._stamp is not None and self.hasher.complete and not self._digest_given  # an empty file
+        if (self._task is None and self.error is None and not self._closing
+                and (self.hasher.hashed < self._seen or digest_due)):
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def wait(self) -> None:
+        """Until everything handled is hashed.
+
+        Raises:
+            what stopped the catch-up: ``_SourceChanged`` (the file is shorter than what was handled), ``OSError``.
+        """
+        while self._task is not None:
+            await asyncio.shield(self._task)
+        if self.error is not None:
+            raise self.error
+
+    async def close(self) -> None:
+        """Stop (a step in a worker thread ends at its next MiB) and close the file."""
+        self._closing = True
+        if self._task is not None:
+            await asyncio.wait({self._task})
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def _stop(self) -> bool:
+        return self._closing or self._stopped()
+
+    async def _run(self) -> None:
+        try:
+            if self._fd is None:
+                self._fd = await asyncio.to_thread(_open_regular, self._path)
+            while self.hasher.hashed < self._seen and not self._stop():
+                end = min(self.hasher.hashed + _HASH_STEP, self._seen)
+                await asyncio.to_thread(_hash_range, self._fd, self.hasher, end, self._stop)
+                if self._on_step is not None and not self._stop():
+                    self._on_step(self.hasher.hashed)
+            if self.hasher.complete and self._stamp is not None and not self._digest_given and not self._stop():
+                digest = await asyncio.to_thread(_digest_if_complete, self._fd, self.hasher, self._stamp)
+                self._digest_given = digest is not None
+                if digest is not None and self._on_digest is not None:
+                    self._on_digest(digest)
+        except _Stopped:
+            pass
+        except (OSError, _SourceChanged) as exc:
+            self.error = exc
+            if self._on_error is not None:
+                self._on_error(exc)
+        finally:
+            self._task = None
 
 
 def _size(n: int) -> str:
@@ -568,15 +633,16 @@ def sweep_stale_records(download_dir: Path, max_age: float, now: float | None = 
 
 
 def _plan_receive(download_dir: Path, offer: Offer, resume_max_age: float | None = None
-                  ) -> tuple[list[tuple[Path, Path]], list[int], list[Any], list[Path], list[tuple[int, int] | None]]:
-    """Where each offered file goes, how much of it is already here (resume) and its hash so far; the offered
-    folders, created; the identity of each partial file reused (None for a new one).
+                  ) -> tuple[list[tuple[Path, Path]], list[int], list[Path], list[tuple[int, int] | None]]:
+    """Where each offered file goes and how much of it is already here (resume); the offered folders, created; the
+    identity of each partial file reused (None for a new one). What is already here is hashed alongside the
+    transfer (:class:`_CatchUp`), not before it.
 
     Records older than ``resume_max_age`` are swept first (:func:`sweep_stale_records`). Partial files are found
     through records: the same transfer id first, then any with the same fingerprint and size; a record is honoured
     only for the partial file its transfer created (same device and inode, a regular file with one name). Raises
     InsufficientSpaceError (before touching anything) if the rest of the files does not fit. A reused partial
-    file is cut back to its confirmed offset and hashed again.
+    file is cut back to its confirmed offset.
     """
     base = download_dir.resolve()
     if resume_max_age is not None:
@@ -632,15 +698,11 @@ def _plan_receive(download_dir: Path, offer: Offer, resume_max_age: float | None
             f"choose another folder.")
     for folder in folders:
         folder.mkdir(parents=True, exist_ok=True)
-    digests = []
     for (target, part, offset), identity in zip(plan, identities):
         target.parent.mkdir(parents=True, exist_ok=True)
         if identity is not None:
             fd, _ = _open_part(part, identity, offset)  # raises unless it is still the file the record created
             os.close(fd)
-            digests.append(_sha256_of(part, offset))
-        else:
-            digests.append(hashlib.sha256())
     # Partial files adopted from another transfer's sidecar now belong to this one.
     for sidecar, (state, items) in adopted.items():
         if state.get("id") == offer.id:
@@ -650,4 +712,4 @@ def _plan_receive(download_dir: Path, offer: Offer, resume_max_age: float | None
             _write_json(sidecar, {**state, "files": rest})
         else:
             sidecar.unlink(missing_ok=True)
-    return [(t, p) for t, p, _ in plan], [o for _, _, o in plan], digests, folders, identities
+    return [(t, p) for t, p, _ in plan], [o for _, _, o in plan], folders, identities

@@ -15,8 +15,8 @@ Control frames are the type byte followed by a JSON object that always names the
                                                  disk, space, integrity, protocol, interrupted (resumable)
     0x07 REWIND    {"id", "file", "offset"}      a chunk went missing: send again from offset
     0x08 DIGEST    {"id", "file", "sha256"}      the SHA-256 of the whole file, sent after its last chunk
-    0x09 HASHING   {"id", "file", "offset"}      the sender has hashed file[0:offset] from its disk (a resumed
-                                                 prefix): it is still there, however long a huge prefix takes
+    0x09 HASHING   {"id", "file", "offset"}      the sender has hashed file[0:offset] (a resumed prefix, from its
+                                                 disk): it is still there, however long a huge prefix takes
 
 A chunk is the type byte 0x10, the transfer id as 16 raw bytes, the file index (u32, big-endian), the offset (u64)
 and the payload, so file data crosses WebRTC without any encoding.
@@ -25,8 +25,9 @@ No byte waits for a hash. The offer names each file by a *fingerprint* (:func:`f
 size, modification time and first and last 64 KiB, two small reads whatever the size), which only serves to find a
 partial file to resume; the sender hashes each file while it reads the chunks and sends its SHA-256 in a DIGEST
 frame after the last one. The receiver hashes what it writes (after a resume, the part it already had first), and a
-file gets its final name only when the two digests match. A sender that resumes at offset N hashes [0, N) from its
-disk first, so a resumed file is verified whole, and a file changed under the same fingerprint fails integrity.
+file gets its final name only when the two digests match. After a resume at offset N, each side hashes [0, N) from
+its own disk while the chunks from N already move (and then, from disk, what moved meanwhile, until its hash catches
+up), so a resumed file is verified whole, and a file changed under the same fingerprint fails integrity.
 
 Version 2 (this one) replaced version 1's SHA-256 in the offer by the fingerprint and added DIGEST and HASHING. A
 receiver declines an offer of any other version with a reason saying which device to update, so the sender fails
@@ -217,7 +218,7 @@ class Digest:
 
 @dataclass(frozen=True)
 class Hashing:
-    """The sender hashed file ``file`` up to ``offset`` from its disk before sending more (a resume's prefix)."""
+    """The sender hashed file ``file`` up to ``offset`` (a resume's prefix, from its disk, while chunks move)."""
 
     id: str
     file: int
@@ -893,15 +894,15 @@ class ReceiveMachine(_Machine):
         return actions
 
 
-# --- the sender's running hash -------------------------------------------------------------------------------------
+# --- the running hash of a file -------------------------------------------------------------------------------------
 
 
 class FileHasher:
-    """The SHA-256 of one file being sent, taken in order from the chunks as they are read.
+    """The SHA-256 of one file being sent or received, taken strictly in order.
 
-    Chunks are read in order, except after a REWIND (bytes already hashed: skipped) and after a resume from offset N
-    (nothing before N is read for sending): :meth:`gap` says which bytes the I/O must hash from disk first, so the
-    digest always covers the whole file. No I/O here: the caller reads, in its worker thread.
+    Bytes come in order, except after a REWIND (bytes already hashed: skipped) and after a resume from offset N
+    (the bytes before N are on disk): :meth:`gap` says which bytes must be hashed from disk before those at an
+    offset, so the digest always covers the whole file. No I/O here: the caller reads, in its worker thread.
     """
 
     def __init__(self, size: int) -> None:

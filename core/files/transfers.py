@@ -25,9 +25,9 @@ On disk, the receiver creates ``<name>.part`` (exclusively: never over an existi
 and renames it to ``<name>`` only when its SHA-256 matches the sender's. Once data arrived, a small record,
 ``.peerchat-<id>.transfer``, holds the offer id, each file's fingerprint, the offset confirmed to the sender, and
 which ``.part`` file the transfer created (its device and inode). When the same files are offered again, on this
-connection or a new one (same transfer id, or the same fingerprint and size), the receiver hashes what it has and
-answers with those offsets, and the sender continues there (hashing [0, N) from its disk in steps of 256 MiB, each
-announced by a HASHING note so the receiver's idle time-out does not fire). A record is honoured only for the
+connection or a new one (same transfer id, or the same fingerprint and size), the receiver answers with the offsets
+it has and the sender continues there at once: each side hashes [0, N) from its own disk meanwhile (a catch-up, in
+steps of 256 MiB, each announced by the sender in a HASHING note so the receiver's idle time-out does not fire). A record is honoured only for the
 ``.part`` file it names that is still the one its transfer created; received names can never be mistaken for the
 receiver's own files (``.peerchat-...``, ``.part`` and ``.tmp`` names are renamed on arrival); records older than
 ``ManagerOptions.resume_max_age`` are swept with the partial files they created (when ``FileTransfers`` starts on a
@@ -102,7 +102,7 @@ from .disk import (
     SIDECAR_PREFIX,
     SIDECAR_SUFFIX,
     SendTree,
-    _HASH_STEP,
+    _CatchUp,
     _PartFile,
     _SourceChanged,
     _SourceFile,
@@ -286,7 +286,7 @@ class _Incoming:
 
     target: Path
     part: Path
-    digest: Any = None
+    hasher: _CatchUp
     handle: Any = None
     # (device, inode) of the .part file this transfer created (or adopted from its own record); None until then.
     identity: tuple[int, int] | None = None
@@ -414,19 +414,31 @@ class _Sending(Transfer):
         self._stamps = stamps  # (size, modification time in ns) of each file when it was offered
         # The running hash of each file being read, made on its first read and dropped with its digest (an offer may
         # hold a million files); a file read again after a rewind, once its digest was sent, is not hashed again.
-        self._hashers: dict[int, FileHasher] = {}
+        # Each with what a catch-up hashes from disk: a resumed prefix (or a whole file the receiver has), while the
+        # chunks after it already move.
+        self._hashers: dict[int, _CatchUp] = {}
         self._digested: set[int] = set()
-        self._to_hash: deque[int] = deque()  # files to hash whole (HashFile)
+        self._closing: set[asyncio.Task[None]] = set()
 
-    def _hasher(self, file: int) -> FileHasher:
+    def _hasher(self, file: int) -> _CatchUp:
         hasher = self._hashers.get(file)
         if hasher is None:
-            hasher = self._hashers[file] = FileHasher(self.offer.files[file].size)
+            hasher = self._hashers[file] = _CatchUp(
+                self._sources[file], FileHasher(self.offer.files[file].size), stamp=self._stamps[file],
+                on_step=lambda hashed: self._apply_sync(self._machine.hashing(file, hashed)),
+                on_digest=lambda digest: self._hashed(file, digest),
+                on_error=lambda exc: self._read_failed(file, exc), stopped=self._stopped)
         return hasher
 
-    def _digest_taken(self, file: int) -> None:
-        self._hashers.pop(file, None)
+    def _hashed(self, file: int, digest: str) -> None:
+        """Every byte of ``file`` is hashed: its digest goes after its chunks (once)."""
+        if file in self._digested:
+            return
         self._digested.add(file)
+        hasher = self._hashers.pop(file, None)
+        if hasher is not None:
+            self._closing.add(asyncio.get_running_loop().create_task(hasher.close()))
+        self._apply_sync(self._machine.file_hashed(file, digest))
 
     def _stopped(self) -> bool:
         """Whether the transfer ended (read from the worker threads that hash, to stop early)."""
@@ -434,8 +446,8 @@ class _Sending(Transfer):
 
     def _apply_sending(self, actions: list[Action]) -> None:
         for action in actions:
-            if isinstance(action, HashFile):
-                self._to_hash.append(action.file)
+            if isinstance(action, HashFile):  # nothing to send (empty, or the receiver has it all): hash it whole
+                self._hasher(action.file).handled(self.offer.files[action.file].size)
             else:
                 self._apply_one_sync(action)
 
@@ -443,17 +455,14 @@ class _Sending(Transfer):
         handles: dict[int, Any] = {}
         try:
             while not self._machine.ended:
-                while self._to_hash and not self._machine.ended:
-                    await self._hash_whole(self._to_hash.popleft())
                 for read in self._machine.next_reads(self._owner._max_chunk()):
                     result = await self._read(handles, read)
                     if result is None:
                         break
                     data, digest = result
                     self._apply_sync(self._machine.chunk_read(read, data))
-                    if digest is not None and read.file not in self._digested:
-                        self._digest_taken(read.file)
-                        self._apply_sync(self._machine.file_hashed(read.file, digest))
+                    if digest is not None:
+                        self._hashed(read.file, digest)
                 if self._machine.ended:
                     break
                 message = await self._inbox.get()
@@ -466,6 +475,10 @@ class _Sending(Transfer):
         finally:
             for handle in handles.values():
                 await handle.close()
+            for hasher in self._hashers.values():
+                await hasher.close()
+            if self._closing:
+                await asyncio.wait(self._closing)
 
     def _changed(self, file: int) -> None:
         self._apply_sync(self._machine.fail(IntegrityError(
@@ -478,51 +491,30 @@ class _Sending(Transfer):
             handle = handles.get(read.file)
             if handle is None:
                 handle = handles[read.file] = _SourceFile(await asyncio.to_thread(_open_regular, path))
-            if read.file in self._digested:  # read again after a rewind: its digest was sent already
-                result = (await handle.read(read.offset, read.size), None)
+            hasher = None if read.file in self._digested else self._hasher(read.file)
+            if hasher is not None and hasher.reached(read.offset):  # hashed as it is read
+                result = await handle.read_and_hash(hasher.hasher, self._stamps[read.file], read.offset, read.size,
+                                                    self._stopped)
             else:
-                await self._hash_gap(handle, read.file, read.offset)
-                result = await handle.read_and_hash(self._hasher(read.file), self._stamps[read.file], read.offset,
-                                                    read.size, self._stopped)
+                # Read again after a rewind once its digest went, or ahead of the hash (a resume): a catch-up hashes
+                # it from disk meanwhile. A short read fails the transfer (chunk_read).
+                result = (await handle.read(read.offset, read.size), None)
+                if hasher is not None and len(result[0]) == read.size:
+                    hasher.handled(read.offset + read.size)
             if read.offset + read.size >= self.offer.files[read.file].size:
                 await handles.pop(read.file).close()
             return result
         except _Stopped:
             return None
-        except _SourceChanged:
-            self._changed(read.file)
-            return None
-        except OSError as exc:
-            self._apply_sync(self._machine.fail(_disk_error("reading", path, exc)))
+        except (_SourceChanged, OSError) as exc:
+            self._read_failed(read.file, exc)
             return None
 
-    async def _hash_gap(self, handle: _SourceFile, file: int, end: int) -> None:
-        """Hash file ``file`` from disk up to ``end`` (a resumed prefix) in steps, telling the receiver after each."""
-        hasher = self._hasher(file)
-        while end - hasher.hashed > _HASH_STEP and not self._machine.ended:
-            await handle.hash_up_to(hasher, hasher.hashed + _HASH_STEP, self._stopped)
-            self._apply_sync(self._machine.hashing(file, hasher.hashed))
-
-    async def _hash_whole(self, file: int) -> None:
-        """The digest of a file with nothing left to send: empty, or the receiver has all of it (a resume)."""
-        path = self._sources[file]
-        try:
-            handle = _SourceFile(await asyncio.to_thread(_open_regular, path))
-            try:
-                await self._hash_gap(handle, file, self.offer.files[file].size)
-                digest = await handle.hash_to_end(self._hasher(file), self._stamps[file], self._stopped)
-            finally:
-                await handle.close()
-        except _Stopped:
-            return
-        except _SourceChanged:
+    def _read_failed(self, file: int, exc: BaseException) -> None:
+        if isinstance(exc, _SourceChanged):
             self._changed(file)
-            return
-        except OSError as exc:
-            self._apply_sync(self._machine.fail(_disk_error("reading", path, exc)))
-            return
-        self._digest_taken(file)
-        self._apply_sync(self._machine.file_hashed(file, digest))
+        elif isinstance(exc, OSError):
+            self._apply_sync(self._machine.fail(_disk_error("reading", self._sources[file], exc)))
 
 
 class _Receiving(Transfer):
@@ -548,11 +540,11 @@ class _Receiving(Transfer):
         except (ProtocolError, InsufficientSpaceError, DiskError) as exc:
             self._apply_sync(self._machine.fail(exc))
             raise
-        files, offsets, digests, folders, identities = plan
+        files, offsets, folders, identities = plan
         self.download_dir = download_dir
         self.folders_created = folders
-        self._files = [_Incoming(target, part, digest, identity=identity)
-                       for (target, part), digest, identity in zip(files, digests, identities)]
+        self._files = [self._incoming(index, target, part, identity)
+                       for index, ((target, part), identity) in enumerate(zip(files, identities))]
         self._sidecar = download_dir / f"{SIDECAR_PREFIX}{self.id}{SIDECAR_SUFFIX}"
         self.state = TransferState.ACTIVE
         actions = self._machine.accept(tuple(offsets))
@@ -560,6 +552,21 @@ class _Receiving(Transfer):
         self._meter = RateMeter(self.bytes_total, time.monotonic(), self.bytes_done)
         self._pending.extend(actions)
         self._inbox.put_nowait(_WAKE)
+        for incoming, offset in zip(self._files, offsets):
+            if offset:  # what is already here is hashed from disk while the rest arrives
+                incoming.hasher.handled(offset)
+
+    def _incoming(self, index: int, target: Path, part: Path, identity: tuple[int, int] | None) -> _Incoming:
+        def failed(exc: BaseException) -> None:
+            error = (_disk_error("reading", part, exc) if isinstance(exc, OSError) else IntegrityError(
+                f"{self.offer.files[index].path}: the partial file {part} is shorter than what was written to it. "
+                f"Send it again."))
+            self._pending.extend(self._machine.fail(error))
+            self._inbox.put_nowait(_WAKE)
+
+        hasher = _CatchUp(part, FileHasher(self.offer.files[index].size), on_error=failed,
+                          stopped=lambda: self._machine.ended)
+        return _Incoming(target, part, hasher, identity=identity)
 
     async def _run(self) -> None:
         try:
@@ -608,7 +615,12 @@ class _Receiving(Transfer):
                 fd, incoming.identity = await asyncio.to_thread(_open_part, incoming.part, incoming.identity,
                                                                  write.offset)
                 incoming.handle = _PartFile(os.fdopen(fd, "wb"))
-            await incoming.handle.write_and_hash(write.data, incoming.digest)
+            hasher = incoming.hasher
+            if hasher.reached(write.offset):
+                await incoming.handle.write_and_hash(write.data, hasher.hasher, write.offset)
+            else:  # ahead of the hash (a resume): written through, and hashed back from the file meanwhile
+                await incoming.handle.write_and_hash(write.data, None, write.offset)
+                hasher.handled(write.offset + len(write.data))
         except OSError as exc:
             self._pending.extend(self._machine.fail(_disk_error("writing", incoming.part, exc)))
             return
@@ -629,7 +641,13 @@ class _Receiving(Transfer):
                 incoming.part.parent.mkdir(parents=True, exist_ok=True)
                 fd, incoming.identity = await asyncio.to_thread(_open_part, incoming.part, None, 0)
                 os.close(fd)
-            if incoming.digest.hexdigest() != sha256:
+            try:
+                await incoming.hasher.wait()  # what a catch-up still hashes from the file
+            except (_SourceChanged, OSError):
+                return  # the transfer failed, saying why
+            await incoming.hasher.close()
+            hasher = incoming.hasher.hasher
+            if not hasher.complete or hasher.hexdigest() != sha256:
                 await asyncio.to_thread(_remove_own_part, incoming.part, incoming.identity)
                 self._pending.extend(self._machine.fail(IntegrityError(
                     f"{entry.path} arrived damaged (its SHA-256 did not match the sender's): the partial data was "
@@ -645,6 +663,7 @@ class _Receiving(Transfer):
 
     async def _close_files(self) -> None:
         for incoming in self._files:
+            await incoming.hasher.close()
             if incoming.handle is not None:
                 try:
                     await incoming.handle.close()

@@ -47,9 +47,9 @@ async def test_chunks_are_written_and_hashed_off_the_event_loop(tmp_path: Path,
     threads: set[int] = set()
     real = disk_module._write_and_hash
 
-    def spy(file, data, digest) -> None:
+    def spy(*args) -> None:
         threads.add(threading.get_ident())
-        real(file, data, digest)
+        real(*args)
 
     monkeypatch.setattr(disk_module, "_write_and_hash", spy)
     pair = MemoryConnectionPair()

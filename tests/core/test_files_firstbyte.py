@@ -19,7 +19,7 @@ import pytest
 
 from core import events as ev
 from core.errors import IntegrityError, ProtocolError, TransferDeclinedError, TransferInterruptedError
-from core.files import transfers as files_module
+from core.files import disk as disk_module
 from core.files.protocol import (CHUNK, DIGEST, HASHING, PROTOCOL_VERSION, Accept, Ack, Chunk, Decline, Digest,
                                  ForeignOffer, OfferPart, Rewind, Verified, decode_message)
 
@@ -137,9 +137,9 @@ async def test_a_resumed_transfer_ends_verified_and_byte_identical(link: LinkFac
     size = 3 * MB
     source = random_file(tmp_path / "out" / "movie.bin", size)
     tid, kept, downloads = await interrupt(link, tmp_path, source)
-    # The sender hashes the part the receiver has from its disk, in steps, each announced (a huge prefix takes
-    # longer than the receiver's idle time-out): small steps here.
-    monkeypatch.setattr(files_module, "_HASH_STEP", 256 * 1024)
+    # Each side hashes the part the receiver has from its own disk while the rest moves, in steps; the sender
+    # announces each (a huge prefix takes longer than the receiver's idle time-out): small steps here.
+    monkeypatch.setattr(disk_module, "_HASH_STEP", 256 * 1024)
     a, b = await link()
     frames = record_sent_frames(a)
     sender, receiver = Side(a, **SMALL), Side(b, downloads, **SMALL)
@@ -152,9 +152,35 @@ async def test_a_resumed_transfer_ends_verified_and_byte_identical(link: LinkFac
     (digest,) = [decode_message(f) for f in frames if f[0] == DIGEST]
     assert digest.sha256 == sha(source)  # of the whole file: the sender hashed the part it did not send
     notes = [decode_message(f).offset for f in frames if f[0] == HASHING]
-    assert notes == [256 * 1024 * (i + 1) for i in range(len(notes))] and len(notes) >= 3 and notes[-1] < kept
-    first_chunk = [f[0] for f in frames].index(CHUNK)
-    assert all(f[0] != HASHING for f in frames[first_chunk:])  # the prefix was hashed before the first chunk
+    assert len(notes) >= 4 and notes == sorted(set(notes)) and notes[-1] <= size
+    assert all(later - earlier <= 256 * 1024 for earlier, later in zip([0, *notes], notes))
+    kinds = [f[0] for f in frames]
+    assert kinds.index(CHUNK) < kinds.index(HASHING)  # the first chunk did not wait for the prefix to be hashed
+    assert kinds.index(DIGEST) > max(i for i, kind in enumerate(kinds) if kind == CHUNK)  # the digest comes last
+    assert leftovers(downloads) == []
+
+
+async def test_a_resume_onto_a_partial_file_changed_on_the_receiver_fails_integrity(link: LinkFactory,
+                                                                                   tmp_path: Path) -> None:
+    """The receiver hashes the part it already has from its own disk while the rest arrives: a change to that part
+    (here, bytes overwritten in place) makes the digests differ, and no file appears under the final name."""
+    source = random_file(tmp_path / "out" / "movie.bin", 3 * MB)
+    tid, kept, downloads = await interrupt(link, tmp_path, source)
+    (part,) = [path for path in downloads.iterdir() if path.name.endswith(".part")]
+    with part.open("r+b") as f:
+        f.seek(kept // 3)
+        f.write(b"changed on the receiving disk")
+    a, b = await link()
+    sender, receiver = Side(a, **SMALL), Side(b, downloads, **SMALL)
+    again = await sender.transfers.send_files([source], transfer_id=tid)
+    resumed = (await receiver.next_offer()).transfer
+    assert resumed is not None and resumed.resumed_bytes == kept
+    with pytest.raises(IntegrityError, match="arrived damaged"):
+        await asyncio.wait_for(resumed.wait(), WAIT)
+    with pytest.raises(IntegrityError, match="movie.bin"):
+        await asyncio.wait_for(again.wait(), WAIT)
+    await asyncio.wait_for(resumed._task, WAIT)
+    assert not (downloads / "movie.bin").exists()
     assert leftovers(downloads) == []
 
 

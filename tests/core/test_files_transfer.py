@@ -524,12 +524,12 @@ async def test_a_full_disk_during_the_transfer_ends_it_cleanly_on_both_sides(
     real_write = disk_module._write_and_hash
     written = 0
 
-    def write_on_a_small_disk(file, data: bytes, digest) -> None:  # runs in a worker thread, as the real one
+    def write_on_a_small_disk(file, data: bytes, *rest) -> None:  # runs in a worker thread, as the real one
         nonlocal written
         if written + len(data) > 100_000:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         written += len(data)
-        real_write(file, data, digest)
+        real_write(file, data, *rest)
 
     monkeypatch.setattr(disk_module, "_write_and_hash", write_on_a_small_disk)
     sender, receiver, downloads = await sides(link, tmp_path)
