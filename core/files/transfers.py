@@ -436,8 +436,10 @@ class _Sending(Transfer):
             return
         self._digested.add(file)
         hasher = self._hashers.pop(file, None)
-        if hasher is not None:
-            self._closing.add(asyncio.get_running_loop().create_task(hasher.close()))
+        if hasher is not None:  # its file closes once a step still under way ends
+            closing = asyncio.get_running_loop().create_task(hasher.close())
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
         self._apply_sync(self._machine.file_hashed(file, digest))
 
     def _stopped(self) -> bool:
