@@ -27,11 +27,11 @@ and renames it to ``<name>`` only when its SHA-256 matches the sender's. Once da
 which ``.part`` file the transfer created (its device and inode). When the same files are offered again, on this
 connection or a new one (same transfer id, or the same fingerprint and size), the receiver answers with the offsets
 it has and the sender continues there at once: each side hashes [0, N) from its own disk meanwhile (a catch-up, in
-steps of 256 MiB, each announced by the sender in a HASHING note so the receiver's idle time-out does not fire). A record is honoured only for the
-``.part`` file it names that is still the one its transfer created; received names can never be mistaken for the
-receiver's own files (``.peerchat-...``, ``.part`` and ``.tmp`` names are renamed on arrival); records older than
-``ManagerOptions.resume_max_age`` are swept with the partial files they created (when ``FileTransfers`` starts on a
-download folder, and before each accept).
+steps of 256 MiB, each announced by the sender in a HASHING note so the receiver's idle time-out does not fire). A
+record is honoured only for the ``.part`` file it names that is still the one its transfer created; received names
+can never be mistaken for the receiver's own files (``.peerchat-...``, ``.part`` and ``.tmp`` names are renamed on
+arrival); records older than ``ManagerOptions.resume_max_age`` are swept with the partial files they created (when
+``FileTransfers`` starts on a download folder, and before each accept).
 
 A hostile or broken sender is bounded (``ManagerOptions``): at most ``max_pending_offers`` offers being received
 or waiting for an answer (one more is declined, saying why), an offer whose parts stop coming is dropped after
