@@ -27,27 +27,30 @@ import os
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-import uuid
-from pathlib import Path
+ROOT = Path(__file__).resolve().parents[1]
+# The project first: this folder's emulator.py (a benchmark) must not stand for the emulator package.
+sys.path.insert(0, str(ROOT))
 
-import firebase_admin
-from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription
-from google.auth.credentials import AnonymousCredentials
+import firebase_admin  # noqa: E402
+from aiortc import RTCDataChannel, RTCPeerConnection, RTCSessionDescription  # noqa: E402
+from google.auth.credentials import AnonymousCredentials  # noqa: E402
 
-from core import events as ev
-from emulator import Emulator
-from core.options import ManagerOptions
-from core.peer import PeerInfo
-from core.manager import FirebasePeerConnectionManager
-from core.relay.connection import RelayConnection
-from core.webrtc.upgrade import webrtc_upgrader
-from core.webrtc.link import LinkOptions, WebRTCLink, _gather_on, rtc_configuration
+from core import events as ev  # noqa: E402
+from core.manager import FirebasePeerConnectionManager  # noqa: E402
+from core.options import ManagerOptions  # noqa: E402
+from core.peer import PeerInfo  # noqa: E402
+from core.relay.connection import RelayConnection  # noqa: E402
+from core.webrtc.link import LinkOptions, WebRTCLink, _gather_on, rtc_configuration  # noqa: E402
+from core.webrtc.upgrade import webrtc_upgrader  # noqa: E402
+from emulator import Emulator  # noqa: E402
 
 OPTIONS = LinkOptions(host_addresses=("127.0.0.1",), open_timeout=20.0)
-RULES = Path(__file__).resolve().parents[1] / "firebase" / "database.rules.json"
+RULES = ROOT / "firebase" / "database.rules.json"
 USER = "bench"
 MANAGER_OPTIONS = ManagerOptions(upgrade_timeout=20.0, connect_timeout=30.0)
 END = "END"
