@@ -596,7 +596,8 @@ def main() -> None:
     parser.add_argument("--direct-mib", type=int, default=None,
                         help="the size for the direct rounds (direct, direct-raw) only, e.g. 1024 while the slower "
                              "links move 256")
-    parser.add_argument("--rounds", nargs="+", default=["webrtc", "webrtc-raw", "relay", "relay-raw"],
+    parser.add_argument("--rounds", nargs="+",
+                        default=["direct-raw", "direct", "webrtc", "webrtc-raw", "relay", "relay-raw"],
                         choices=["direct", "direct-raw", "webrtc", "webrtc-raw", "webrtc-link", "relay", "relay-raw",
                                  "relay-conn"],
                         help="relay-conn: the relay connection's own send_bytes throughput, for comparison; "
