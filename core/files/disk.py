@@ -241,9 +241,20 @@ def _open_regular(path: Path) -> int:
     return fd
 
 
-def _fingerprint_of(path: Path) -> tuple[str, int, int]:
-    """The file's fingerprint (:func:`core.files.protocol.fingerprint`), size and modification time (ns): one open,
-    one fstat and two reads of at most 64 KiB whatever the file's size."""
+# What a file being sent must still be when its digest goes: (size, modification time, status-change time), in ns.
+# A write moves the status-change time even when the modification time is put back afterwards (``os.utime``, or a
+# tool copying times), which the modification time alone would miss; on Windows it is the creation time, which a
+# write leaves alone.
+Stamp = tuple[int, int, int]
+
+
+def _stamp(st: os.stat_result) -> Stamp:
+    return st.st_size, st.st_mtime_ns, st.st_ctime_ns
+
+
+def _fingerprint_of(path: Path) -> tuple[str, Stamp]:
+    """The file's fingerprint (:func:`core.files.protocol.fingerprint`) and its stamp (size, modification and
+    status-change times): one open, one fstat and two reads of at most 64 KiB whatever the file's size."""
     fd = _open_regular(path)
     try:
         st = os.fstat(fd)
@@ -251,7 +262,7 @@ def _fingerprint_of(path: Path) -> tuple[str, int, int]:
         tail = _read_at(fd, max(0, st.st_size - FINGERPRINT_BLOCK), FINGERPRINT_BLOCK)
     finally:
         os.close(fd)
-    return fingerprint(st.st_size, st.st_mtime_ns, head, tail), st.st_size, st.st_mtime_ns
+    return fingerprint(st.st_size, st.st_mtime_ns, head, tail), _stamp(st)
 
 
 class _Stopped(Exception):
@@ -259,7 +270,7 @@ class _Stopped(Exception):
 
 
 class _SourceChanged(Exception):
-    """The file's size or modification time is not what was offered."""
+    """The file is not what was offered: shorter, written to, or with other times (:data:`Stamp`)."""
 
 
 # A resumed prefix (or a whole file the receiver already has) is hashed from disk in steps of this many bytes; on the
@@ -280,18 +291,17 @@ def _hash_range(fd: int, hasher: FileHasher, end: int, stopped: Callable[[], boo
         hasher.update(hasher.hashed, block)
 
 
-def _digest_if_complete(fd: int, hasher: FileHasher, stamp: tuple[int, int]) -> str | None:
-    """The file's SHA-256 once every byte is hashed, after checking that its size and modification time are still
-    ``stamp``: the digest must be of the file that was offered, not of one written to meanwhile."""
+def _digest_if_complete(fd: int, hasher: FileHasher, stamp: Stamp) -> str | None:
+    """The file's SHA-256 once every byte is hashed, after checking that it still has the ``stamp`` it was offered
+    with: the digest must be of the file that was offered, not of one written to meanwhile."""
     if not hasher.complete:
         return None
-    st = os.fstat(fd)
-    if (st.st_size, st.st_mtime_ns) != stamp:
+    if _stamp(os.fstat(fd)) != stamp:
         raise _SourceChanged
     return hasher.hexdigest()
 
 
-def _read_and_hash(fd: int, hasher: FileHasher, stamp: tuple[int, int], offset: int, size: int,
+def _read_and_hash(fd: int, hasher: FileHasher, stamp: Stamp, offset: int, size: int,
                    stopped: Callable[[], bool]) -> tuple[bytes, str | None]:
     """ONE worker-thread call per chunk: read ``size`` bytes at ``offset`` (which the running hash reached: see
     :class:`_CatchUp`), add them to the file's running hash and return them with the file's SHA-256 if that
@@ -354,7 +364,7 @@ class _SourceFile:
     async def read(self, offset: int, size: int) -> bytes:
         return await asyncio.to_thread(_read_at, self._fd, offset, size)
 
-    async def read_and_hash(self, hasher: FileHasher, stamp: tuple[int, int], offset: int, size: int,
+    async def read_and_hash(self, hasher: FileHasher, stamp: Stamp, offset: int, size: int,
                             stopped: Callable[[], bool]) -> tuple[bytes, str | None]:
         return await asyncio.to_thread(_read_and_hash, self._fd, hasher, stamp, offset, size, stopped)
 
@@ -373,11 +383,11 @@ class _CatchUp:
     here runs on the event loop, and each worker-thread job has the hasher to itself.
 
     ``on_step(hashed)`` hears the end of each step (the sender tells the receiver it is busy, not gone);
-    ``on_error(exc)`` hears what stopped it (``_SourceChanged``, ``OSError``); with a ``stamp`` (size and
-    modification time as offered), ``on_digest(sha256)`` hears the digest once the whole file is hashed.
+    ``on_error(exc)`` hears what stopped it (``_SourceChanged``, ``OSError``); with a ``stamp`` (the file's
+    :data:`Stamp` when it was offered), ``on_digest(sha256)`` hears the digest once the whole file is hashed.
     """
 
-    def __init__(self, path: Path, hasher: FileHasher, *, stamp: tuple[int, int] | None = None,
+    def __init__(self, path: Path, hasher: FileHasher, *, stamp: Stamp | None = None,
                  on_step: Callable[[int], None] | None = None, on_digest: Callable[[str], None] | None = None,
                  on_error: Callable[[BaseException], None] | None = None,
                  stopped: Callable[[], bool] = lambda: False) -> None:

@@ -18,8 +18,8 @@ message, without base64 (``core.protocol.linkframes``). On a connection that kee
 Nothing is hashed before the offer: it names each file by its fingerprint (size, modification time, first and last
 64 KiB: two small reads), so the first chunk leaves as soon as the offer is accepted, whatever the size. The sender
 hashes each file in the same worker-thread call that reads its chunks, and sends the SHA-256 after the last one;
-before that it checks that the file's size and modification time are still those it offered (a file written to
-while it was sent fails integrity, on both sides).
+before that it checks that the file's size, modification time and status-change time are still those it offered
+(a file written to while it was sent fails integrity, on both sides, even if its modification time was put back).
 
 On disk, the receiver creates ``<name>.part`` (exclusively: never over an existing file), hashes while it writes,
 and renames it to ``<name>`` only when its SHA-256 matches the sender's. Once data arrived, a small record,
@@ -102,6 +102,7 @@ from .disk import (
     SIDECAR_PREFIX,
     SIDECAR_SUFFIX,
     SendTree,
+    Stamp,
     _CatchUp,
     _PartFile,
     _SourceChanged,
@@ -409,9 +410,9 @@ class _Sending(Transfer):
     _machine: SendMachine
 
     def __init__(self, owner: FileTransfers, machine: SendMachine, sources: list[Path],
-                 stamps: list[tuple[int, int]]) -> None:
+                 stamps: list[Stamp]) -> None:
         super().__init__(owner, machine, sources)
-        self._stamps = stamps  # (size, modification time in ns) of each file when it was offered
+        self._stamps = stamps  # what each file was when it was offered (size, modification and change times)
         # The running hash of each file being read, made on its first read and dropped with its digest (an offer may
         # hold a million files); a file read again after a rewind, once its digest was sent, is not hashed again.
         # Each with what a catch-up hashes from disk: a resumed prefix (or a whole file the receiver has), while the
@@ -484,8 +485,8 @@ class _Sending(Transfer):
 
     def _changed(self, file: int) -> None:
         self._apply_sync(self._machine.fail(IntegrityError(
-            f"{self.offer.files[file].path} changed while it was being sent (its size or modification time is not "
-            f"what was offered). Send it again.")))
+            f"{self.offer.files[file].path} changed while it was being sent (it was written to, or its size or times "
+            f"are not what was offered). Send it again.")))
 
     async def _read(self, handles: dict[int, Any], read: ReadChunk) -> tuple[bytes, str | None] | None:
         path = self._sources[read.file]
@@ -854,16 +855,16 @@ class FileTransfers:
                 except Exception:  # a progress display must not break the transfer
                     log.exception("on_prepare failed")
 
-        def prepare() -> list[tuple[str, int, int]] | None:
+        def prepare() -> list[tuple[str, Stamp]] | None:
             total = sum(path.stat().st_size for path, _ in found)
             done = 0
             prints = []
             for path, _ in found:
                 if stop.is_set():
                     return None
-                key, size, mtime_ns = _fingerprint_of(path)
-                prints.append((key, size, mtime_ns))
-                done += size
+                key, stamp = _fingerprint_of(path)
+                prints.append((key, stamp))
+                done += stamp[0]
                 loop.call_soon_threadsafe(report, done, max(total, done))
             return prints
 
@@ -880,13 +881,13 @@ class FileTransfers:
         tid = transfer_id or new_transfer_id()
         if tid in self.transfers and not self.transfers[tid]._machine.ended:
             raise ValueError(f"transfer {tid} is already running")
-        files = tuple(FileEntry(path=rel, size=size, fingerprint=key)
-                      for (_, rel), (key, size, _) in zip(found, prints))
+        files = tuple(FileEntry(path=rel, size=stamp[0], fingerprint=key)
+                      for (_, rel), (key, stamp) in zip(found, prints))
         offer = Offer(id=tid, files=files, chunk_size=self._offered_chunk_size(), window=self._window(),
                       folders=tuple(tree.folders))
         frames = encode_offer(offer, max_frame=max_frame_bytes(self.connection, self.options))
         transfer = _Sending(self, SendMachine(offer), [path for path, _ in found],
-                            [(size, mtime_ns) for _, size, mtime_ns in prints])
+                            [stamp for _, stamp in prints])
         transfer.skipped = tuple(tree.skipped)
         self.transfers[tid] = transfer
         for frame in frames:

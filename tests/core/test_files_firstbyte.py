@@ -115,6 +115,37 @@ async def test_a_file_written_to_while_it_is_sent_fails_integrity_on_both_sides(
     assert leftovers(downloads) == []
 
 
+async def test_a_part_already_sent_written_to_with_its_modification_time_put_back_fails_integrity(
+        link: LinkFactory, tmp_path: Path) -> None:
+    """Bytes the sender already read and hashed change, and the modification time is set back as it was (as a tool
+    that copies times does): both hashes are of the old bytes, so only the file's status-change time, which no
+    program can set back, tells the sender; the transfer fails instead of calling the new file verified."""
+    source = random_file(tmp_path / "out" / "log.bin", 3 * MB)
+    a, b = await link()
+    sender, receiver = Side(a, **SMALL), Side(b, **SMALL)
+    downloads = tmp_path / "downloads"
+    outgoing = await sender.transfers.send_files([source])
+    incoming = await (await receiver.next_offer()).accept(downloads)
+    changed = asyncio.get_running_loop().create_future()
+
+    def change_what_was_sent(progress) -> None:
+        if progress.bytes_done >= MB and not changed.done():
+            st = source.stat()
+            with source.open("r+b") as f:  # the same size; bytes the receiver already has
+                f.write(b"changed")
+            os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
+            changed.set_result(source.stat().st_mtime_ns == st.st_mtime_ns)
+
+    receiver.transfers.events.on(ev.TRANSFER_PROGRESS, change_what_was_sent)
+    for transfer in (outgoing, incoming):
+        with pytest.raises(IntegrityError, match="log.bin changed while it was being sent"):
+            await asyncio.wait_for(transfer.wait(), WAIT)
+    assert await changed  # the modification time was what the offer was made with
+    await asyncio.wait_for(incoming._task, WAIT)
+    assert not (downloads / "log.bin").exists()
+    assert leftovers(downloads) == []
+
+
 async def interrupt(link: LinkFactory, tmp_path: Path, source: Path) -> tuple[str, int, Path]:
     """Send ``source``, cut the connection once 1 MiB arrived: (transfer id, bytes the receiver kept, downloads)."""
     a, b = await link()
