@@ -58,7 +58,14 @@ class TransferRow(Vertical):
         if self.finished:
             return
         self.query_one(ProgressBar).update(progress=done if self.total else 1)
-        stats = f"{format_bytes(done)} of {format_bytes(self.total)} · {format_rate(rate)} · {format_duration(eta)} left"
+        if self.total and done >= self.total:
+            # Every byte is there; the receiver checks the SHA-256 (after a resume it may still be hashing the part
+            # it had, which takes a moment for a large one).
+            stats = (f"{format_bytes(self.total)} sent · the other device is checking it" if self.outgoing else
+                     f"{format_bytes(self.total)} here · checking it")
+        else:
+            stats = (f"{format_bytes(done)} of {format_bytes(self.total)} · {format_rate(rate)} · "
+                     f"{format_duration(eta)} left")
         self.query_one(".transfer-stats", Label).update(stats)
 
     def finish(self, text: str, *, ok: bool) -> None:
