@@ -486,9 +486,12 @@ class ProgressPrinter:
         # The last progress event can come before the file's own "done": all bytes there means all files.
         files_done = event.files_total if complete else event.files_done
         verb = "sending" if event.direction == "send" else "receiving"
+        # Every byte there: the receiver checks the SHA-256 (after a resume, maybe still hashing the part it had).
+        left = ("the other device is checking them" if event.direction == "send" else "checking them") \
+            if complete and event.bytes_total else f"{format_duration(event.eta)} left"
         line = (f"{verb} {files_done}/{event.files_total} files  {percent:5.1f}%  "
                 f"{format_bytes(event.bytes_done)} of {format_bytes(event.bytes_total)}  {format_rate(event.rate)}  "
-                f"{format_duration(event.eta)} left")
+                f"{left}")
         if self.tty:
             self.stream.write("\r\033[K" + line)
             self._dirty = True

@@ -106,6 +106,16 @@ def test_progress_printer_without_a_terminal_prints_whole_lines():
     assert stream.getvalue() == "sending 0/1 files   50.0%  512 B of 1.0 KiB  2.0 KiB/s  0 s left\n"
 
 
+def test_progress_printer_says_when_every_byte_is_there_and_being_checked():
+    for direction, waiting in (("send", "the other device is checking them"), ("receive", "checking them")):
+        stream = io.StringIO()
+        printer = ProgressPrinter(stream, interval=0)
+        printer.update(TransferProgress(transfer=None, direction=direction, bytes_done=1024,  # type: ignore[arg-type]
+                                        bytes_total=1024, rate=2048.0, eta=0.0, files_done=0, files_total=1))
+        verb = "sending" if direction == "send" else "receiving"
+        assert stream.getvalue() == f"{verb} 1/1 files  100.0%  1.0 KiB of 1.0 KiB  2.0 KiB/s  {waiting}\n"
+
+
 class FakeTerminal(io.StringIO):
     def isatty(self) -> bool:
         return True
