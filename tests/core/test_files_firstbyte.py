@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -87,39 +87,9 @@ async def test_a_transfer_ends_verified_by_the_digest_sent_after_the_last_chunk(
     assert leftovers(tmp_path / "downloads") == []
 
 
-async def test_a_file_written_to_while_it_is_sent_fails_integrity_on_both_sides(link: LinkFactory,
-                                                                                tmp_path: Path) -> None:
-    source = random_file(tmp_path / "out" / "log.bin", 3 * MB)
-    before = source.stat().st_mtime_ns
-    a, b = await link()
-    sender, receiver = Side(a, **SMALL), Side(b, **SMALL)
-    downloads = tmp_path / "downloads"
-    outgoing = await sender.transfers.send_files([source])
-    incoming = await (await receiver.next_offer()).accept(downloads)
-    written = asyncio.get_running_loop().create_future()
-
-    def write_into_the_source(progress) -> None:
-        if progress.bytes_done >= MB and not written.done():
-            with source.open("r+b") as f:  # same size, new bytes in the part not sent yet
-                f.seek(2 * MB)
-                f.write(b"changed")
-            written.set_result(source.stat().st_mtime_ns)
-
-    receiver.transfers.events.on(ev.TRANSFER_PROGRESS, write_into_the_source)
-    for transfer in (outgoing, incoming):
-        with pytest.raises(IntegrityError, match="log.bin changed while it was being sent"):
-            await asyncio.wait_for(transfer.wait(), WAIT)
-    assert await written != before  # the write changed the modification time the offer was made with
-    await asyncio.wait_for(incoming._task, WAIT)
-    assert not (downloads / "log.bin").exists()
-    assert leftovers(downloads) == []
-
-
-async def test_a_part_already_sent_written_to_with_its_modification_time_put_back_fails_integrity(
-        link: LinkFactory, tmp_path: Path) -> None:
-    """Bytes the sender already read and hashed change, and the modification time is set back as it was (as a tool
-    that copies times does): both hashes are of the old bytes, so only the file's status-change time, which no
-    program can set back, tells the sender; the transfer fails instead of calling the new file verified."""
+async def changed_while_sent(link: LinkFactory, tmp_path: Path, change: Callable[[Path], bool]) -> bool:
+    """Send a 3 MiB ``log.bin`` and call ``change(source)`` once 1 MiB arrived: both sides must fail integrity, and
+    nothing may appear under the file's name. Returns what ``change`` returned."""
     source = random_file(tmp_path / "out" / "log.bin", 3 * MB)
     a, b = await link()
     sender, receiver = Side(a, **SMALL), Side(b, **SMALL)
@@ -128,22 +98,45 @@ async def test_a_part_already_sent_written_to_with_its_modification_time_put_bac
     incoming = await (await receiver.next_offer()).accept(downloads)
     changed = asyncio.get_running_loop().create_future()
 
-    def change_what_was_sent(progress) -> None:
+    def on_progress(progress) -> None:
         if progress.bytes_done >= MB and not changed.done():
-            st = source.stat()
-            with source.open("r+b") as f:  # the same size; bytes the receiver already has
-                f.write(b"changed")
-            os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
-            changed.set_result(source.stat().st_mtime_ns == st.st_mtime_ns)
+            changed.set_result(change(source))
 
-    receiver.transfers.events.on(ev.TRANSFER_PROGRESS, change_what_was_sent)
+    receiver.transfers.events.on(ev.TRANSFER_PROGRESS, on_progress)
     for transfer in (outgoing, incoming):
         with pytest.raises(IntegrityError, match="log.bin changed while it was being sent"):
             await asyncio.wait_for(transfer.wait(), WAIT)
-    assert await changed  # the modification time was what the offer was made with
     await asyncio.wait_for(incoming._task, WAIT)
     assert not (downloads / "log.bin").exists()
     assert leftovers(downloads) == []
+    return await changed
+
+
+async def test_a_file_written_to_while_it_is_sent_fails_integrity_on_both_sides(link: LinkFactory,
+                                                                                tmp_path: Path) -> None:
+    def write_ahead(source: Path) -> bool:
+        before = source.stat().st_mtime_ns
+        with source.open("r+b") as f:  # same size, new bytes in the part not sent yet
+            f.seek(2 * MB)
+            f.write(b"changed")
+        return source.stat().st_mtime_ns != before
+
+    assert await changed_while_sent(link, tmp_path, write_ahead)  # the write moved the modification time
+
+
+async def test_a_part_already_sent_written_to_with_its_modification_time_put_back_fails_integrity(
+        link: LinkFactory, tmp_path: Path) -> None:
+    """Bytes the sender already read and hashed change, and the modification time is set back as it was (as a tool
+    that copies times does): both hashes are of the old bytes, so only the file's status-change time, which no
+    program can set back, tells the sender; the transfer fails instead of calling the new file verified."""
+    def write_behind_and_put_the_time_back(source: Path) -> bool:
+        st = source.stat()
+        with source.open("r+b") as f:  # the same size; bytes the receiver already has
+            f.write(b"changed")
+        os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
+        return source.stat().st_mtime_ns == st.st_mtime_ns
+
+    assert await changed_while_sent(link, tmp_path, write_behind_and_put_the_time_back)
 
 
 async def interrupt(link: LinkFactory, tmp_path: Path, source: Path) -> tuple[str, int, Path]:
