@@ -469,7 +469,6 @@ async def bytes_written(manager, peer_id: str, count: int = 8) -> dict[str, floa
 
 def sealing_cpu(rounds: int = 5, n: int = 40) -> dict[str, tuple[float, float]]:
     """Untimed against the relay: CPU seconds to seal and open one 16 KiB frame, compressed when it pays and not."""
-    from core.protocol.binary import Base64Text
     from core.protocol.handshake import SessionKeys
     from core.protocol.sealing import FrameSealer
 
@@ -478,7 +477,7 @@ def sealing_cpu(rounds: int = 5, n: int = 40) -> dict[str, tuple[float, float]]:
     frames = {
         "16 KiB chat text": {"kind": "data", "seq": 1, "data": CHAT16},
         "16 KiB random text": {"kind": "data", "seq": 1, "data": RANDOM16},
-        "16 KiB random bytes": {"kind": "binary", "seq": 1, "data": Base64Text.of(BINARY16)},
+        "16 KiB random bytes": {"kind": "binary", "seq": 1, "data": BINARY16},
     }
     for key, frame in frames.items():
         pair = []

@@ -10,7 +10,6 @@ import re
 from typing import Any
 
 from ..errors import ProtocolError
-from .binary import Base64Text
 from .stream import SEQUENCED_KINDS
 
 SERVER_TIMESTAMP = {".sv": "timestamp"}
@@ -47,17 +46,16 @@ def decode_base64(text: str) -> bytes:
 
 
 def frame_to_store(frame: dict[str, Any]) -> dict[str, Any]:
-    """A stream frame as the relay stores it: a binary frame's raw bytes become base64 text (a
-    :class:`~core.protocol.binary.Base64Text`, which keeps the bytes); every other frame is stored as it is."""
+    """A stream frame as the relay stores it in the clear: a binary frame's raw bytes become base64 text; every other
+    frame is stored as it is. (A sealed frame is made from the stream's frame directly: :mod:`.sealing`.)"""
     if frame["kind"] != "binary" or isinstance(frame.get("data"), str):
         return frame
-    return {**frame, "data": Base64Text.of(frame["data"])}
+    return {**frame, "data": base64.b64encode(frame["data"]).decode("ascii")}
 
 
 def frame_from_store(frame: dict[str, Any]) -> dict[str, Any]:
-    """A frame read from the relay as the stream takes it: a binary frame's base64 text becomes its bytes (taken from
-    a :class:`~core.protocol.binary.Base64Text` as they are, else decoded and checked); bytes (what opening a sealed
-    frame may give) stay as they are.
+    """A frame read from the relay as the stream takes it: a binary frame's base64 text becomes its bytes (decoded
+    and checked); bytes (what opening a sealed frame may give) stay as they are.
 
     Raises:
         ProtocolError: a binary frame's data is not canonical base64 (or not text at all), saying why.
@@ -67,14 +65,12 @@ def frame_from_store(frame: dict[str, Any]) -> dict[str, Any]:
     data = frame.get("data")
     if isinstance(data, (bytes, bytearray, memoryview)):
         return frame if isinstance(data, bytes) else {**frame, "data": bytes(data)}
-    raw = getattr(data, "raw", None)
-    if raw is None:
-        if not isinstance(data, str):
-            raise ProtocolError(f"Binary message {frame.get('seq')!r} carries {type(data).__name__}, not base64 text.")
-        try:
-            raw = decode_base64(data)
-        except ValueError as exc:
-            raise ProtocolError(f"Binary message {frame.get('seq')!r} is not valid base64: {exc}") from None
+    if not isinstance(data, str):
+        raise ProtocolError(f"Binary message {frame.get('seq')!r} carries {type(data).__name__}, not base64 text.")
+    try:
+        raw = decode_base64(data)
+    except ValueError as exc:
+        raise ProtocolError(f"Binary message {frame.get('seq')!r} is not valid base64: {exc}") from None
     return {**frame, "data": raw}
 
 

@@ -123,15 +123,12 @@ def inflate(packed: bytes, limit: int) -> bytes:
 
 
 def _binary_bytes(data: object) -> bytes:
-    """The bytes of a binary frame's ``data``: the stream's bytes as they are (a fragment is a memoryview), the bytes
-    a :class:`~.binary.Base64Text` remembers, else base64 text decoded and checked."""
+    """The bytes of a binary frame's ``data``: the stream's bytes as they are (a fragment is a memoryview), else
+    base64 text decoded and checked."""
     if isinstance(data, bytes):
         return data
     if isinstance(data, bytearray | memoryview):
         return bytes(data)
-    raw = getattr(data, "raw", None)
-    if raw is not None:
-        return raw
     return decode_base64(data)  # type: ignore[arg-type]
 
 

@@ -14,7 +14,6 @@ import pytest
 
 from core.errors import ProtocolError
 from core.options import ManagerOptions
-from core.protocol.binary import Base64Text
 from core.protocol.handshake import PROTOCOL, InitiatorHandshake, ResponderHandshake
 from core.protocol.identity import DeviceKey
 from core.protocol.records import decode_base64
@@ -91,7 +90,7 @@ def test_frames_round_trip_compressed_or_not(frame, compress):
 def test_binary_frames_round_trip_and_keep_their_bytes(raw, compress):
     laptop, desktop = sealers(compress=compress)
     # The stream's bytes (a fragment is a memoryview) are sealed as they are, and opened to bytes: no base64 between.
-    for seq, data in enumerate((raw, memoryview(raw), Base64Text.of(raw), base64.b64encode(raw).decode()), 1):
+    for seq, data in enumerate((raw, memoryview(raw), base64.b64encode(raw).decode()), 1):
         opened = desktop.open(laptop.seal({"kind": "binary", "seq": seq, "data": data}))
         assert type(opened["data"]) is bytes and opened["data"] == raw
 
@@ -112,7 +111,7 @@ def test_compressible_text_is_stored_compressed_and_random_data_as_is():
     compressed = laptop.seal({"kind": "data", "seq": 1, "data": text})
     assert stored_bytes(compressed) < len(text) * 3 // 4  # well under the text itself
     raw = os.urandom(16_384)
-    as_is = laptop.seal({"kind": "binary", "seq": 2, "data": Base64Text.of(raw)})
+    as_is = laptop.seal({"kind": "binary", "seq": 2, "data": raw})
     assert stored_bytes(as_is) == len(raw) + OVERHEAD_BYTES
     short = laptop.seal({"kind": "data", "seq": 3, "data": "ok, see you at eight"})
     assert stored_bytes(short) == len("ok, see you at eight") + OVERHEAD_BYTES
@@ -244,7 +243,7 @@ def test_a_full_frame_fits_the_relay_whatever_it_holds():
     for frame in (
         {"kind": "data", "seq": 1, "data": random_text(LIMIT)},
         {"kind": "data", "seq": 2, "data": chat_text(LIMIT)},
-        {"kind": "binary", "seq": 3, "data": Base64Text.of(os.urandom(LIMIT // 4 * 3))},
+        {"kind": "binary", "seq": 3, "data": os.urandom(LIMIT // 4 * 3)},
     ):
         assert len(laptop.seal(frame)["data"]) <= 64 * 1024
 
