@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from core import events as ev  # noqa: E402
 from core.peer import PeerInfo  # noqa: E402
-from transfer import emulator_side, out, stdin_lines  # noqa: E402  (the child processes' plumbing, shared)
+from transfer import emulator_side, out, stdin_lines, stop_child  # noqa: E402  (the child processes' plumbing, shared)
 
 GIB = 1024 * 1024 * 1024
 WAIT = 120.0  # the longest any one step may take
@@ -259,13 +259,7 @@ async def parent(args: argparse.Namespace) -> None:
             say(receiver)
         finally:  # the sides first (they leave the database cleanly), then the emulator
             for proc in reversed(procs):
-                if proc.stdin is not None:
-                    proc.stdin.close()
-                try:
-                    await asyncio.wait_for(proc.wait(), 20)
-                except TimeoutError:
-                    proc.kill()
-                    await proc.wait()
+                await stop_child(proc, 20)
 
 
 def main() -> None:

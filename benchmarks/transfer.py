@@ -452,6 +452,17 @@ async def child(args: argparse.Namespace) -> None:
 
 
 # ----------------------------------------------------------------------------------------------------- the parent
+async def stop_child(proc: asyncio.subprocess.Process, timeout: float) -> None:
+    """Close a child's stdin (it stops, and writes its profile if any), kill it if it takes over ``timeout`` s."""
+    if proc.stdin is not None:
+        proc.stdin.close()
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+
+
 async def spawn(*argv: str) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(sys.executable, __file__, *argv, stdin=asyncio.subprocess.PIPE,
                                                 stdout=asyncio.subprocess.PIPE, limit=1 << 22)
@@ -569,14 +580,8 @@ async def parent(args: argparse.Namespace) -> None:
                     moving = f" ({moving_gib:.1f} while the file moved)"
                 print(f"  {'':11s} CPU time: {cpu}; both sides {per_gib:.1f} CPU-s per GiB{moving}")
         finally:
-            if emulator is not None:  # closing its stdin stops it; a profile (if any) is written then
-                assert emulator.stdin is not None
-                emulator.stdin.close()
-                try:
-                    await asyncio.wait_for(emulator.wait(), 10)
-                except TimeoutError:
-                    emulator.kill()
-                    await emulator.wait()
+            if emulator is not None:
+                await stop_child(emulator, 10)
         for link, aim in (("direct", 0.8), ("webrtc", 0.9), ("relay", 0.5)):
             raw = f"{link}-raw"
             if link in figures and raw in figures:

@@ -475,6 +475,8 @@ class DirectLink(Link):
 
     def _receive(self, frames: list[dict[str, Any]]) -> None:
         """Frames the wire just read (called from asyncio's reading of the socket)."""
+        if self._closed:
+            return
         self._last_heard = time.monotonic()
         if self._wire.malformed:
             for problem in self._wire.malformed:
@@ -483,7 +485,7 @@ class DirectLink(Link):
         try:
             if len(frames) > 1:
                 self._host.receive_frames(frames)
-            elif not self._closed:
+            else:
                 self._host.receive_frame(frames[0])
         except Exception:  # noqa: BLE001 - a failure above must not leave asyncio's TLS reading half done
             log.exception("direct link: a received frame could not be handled")

@@ -372,10 +372,8 @@ class FrameReader:
                     self._big = bytearray(self._big_size)
                 got = self._end - (at + HEADER.size + head)
                 self._big[:got] = view[at + HEADER.size + head:self._end]
-                self._big_filled = got
+                self._big_filled = got  # less than the body: all of it would have fit the scratch buffer
                 self._start = self._end = 0
-                if got >= self._big_size:  # cannot happen (it would fit the scratch buffer), but stay exact
-                    frames += self._big_done()
                 return frames
             end = at + HEADER.size + length
             if end > self._end:

@@ -26,31 +26,19 @@ from core.files.protocol import (CHUNK, DIGEST, HASHING, PROTOCOL_VERSION, Accep
 try:
     from .memory_connection import MemoryConnectionPair
     from .test_files_transfer import (MB, WAIT, LinkFactory, ScriptedPeer, Side, cut_after, leftovers,
-                                      manager_pairs, random_file, sha)
+                                      link_pairs, random_file, sha)
 except ImportError:  # tests/ is not a package
     from memory_connection import MemoryConnectionPair
     from test_files_transfer import (MB, WAIT, LinkFactory, ScriptedPeer, Side, cut_after, leftovers,
-                                     manager_pairs, random_file, sha)
+                                     link_pairs, random_file, sha)
 
 SMALL = {"chunk_size": 16 * 1024, "window": 4}  # many chunks, few in flight: a file takes a while to move
 
 
 @pytest.fixture(params=["memory", "relay"])
 async def link(request: pytest.FixtureRequest) -> AsyncIterator[LinkFactory]:
-    if request.param == "relay":
-        async for make in manager_pairs(request, webrtc=False):
-            yield make
-        return
-    pairs: list[MemoryConnectionPair] = []
-
-    async def make():
-        pair = MemoryConnectionPair()
-        pairs.append(pair)
-        return pair.a, pair.b
-
-    yield make
-    for pair in pairs:
-        await pair.close()
+    async for make in link_pairs(request):
+        yield make
 
 
 def record_sent_frames(connection) -> list[bytes]:

@@ -107,6 +107,13 @@ async def manager_pairs(request: pytest.FixtureRequest, webrtc: bool) -> AsyncIt
 
 @pytest.fixture(params=["memory", "relay", "webrtc"])
 async def link(request: pytest.FixtureRequest) -> AsyncIterator[LinkFactory]:
+    async for make in link_pairs(request):
+        yield make
+
+
+async def link_pairs(request: pytest.FixtureRequest) -> AsyncIterator[LinkFactory]:
+    """The body of a ``link`` fixture: connected pairs over memory, or two managers on the relay (with WebRTC for
+    ``"webrtc"``), as ``request.param`` says; everything made is closed afterwards."""
     if request.param != "memory":
         async for make in manager_pairs(request, webrtc=request.param == "webrtc"):
             yield make
